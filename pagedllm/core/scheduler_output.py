@@ -1,0 +1,50 @@
+"""What the scheduler tells the model runner each step (no torch).
+
+Full request data is sent once (NewRequestData); afterwards only what changed (CachedRequestData).
+A request resumed after preemption is sent again as new, with its output tokens so far, because the
+runner dropped its state when it was preempted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pagedllm.sampling_params import SamplingParams
+
+
+@dataclass(slots=True)
+class NewRequestData:
+    req_id: str
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]  # non-empty only for a request resumed after preemption
+    sampling_params: SamplingParams
+    block_ids: list[int]  # the whole block table
+    num_computed_tokens: int  # tokens already in the KV cache (prefix-cache hit)
+
+
+@dataclass(slots=True)
+class CachedRequestData:
+    """Requests the runner already knows; parallel to req_ids."""
+
+    req_ids: list[str] = field(default_factory=list)
+    new_block_ids: list[list[int]] = field(default_factory=list)  # blocks appended to the table
+    num_computed_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.req_ids)
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    scheduled_new_reqs: list[NewRequestData]
+    scheduled_cached_reqs: CachedRequestData
+    # req_id -> tokens to compute this step, in the order the runner should lay them out
+    num_scheduled_tokens: dict[str, int]
+    total_num_scheduled_tokens: int
+    # finished or preempted since the last step: the runner drops their state
+    finished_req_ids: set[str]
+    preempted_req_ids: set[str] = field(default_factory=set)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.total_num_scheduled_tokens == 0

@@ -1,0 +1,50 @@
+"""Shared pieces of the offline benchmarks: engine flags, random-token prompts, JSON results."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+
+def random_prompts(tokenizer: Any, vocab_size: int, num_prompts: int, input_len: int, seed: int) -> list[list[int]]:
+    """vLLM's method: prompts of uniformly random token ids, avoiding special tokens."""
+    rng = np.random.default_rng(seed)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    allowed = np.array([t for t in range(vocab_size) if t not in special], dtype=np.int64)
+    return [rng.choice(allowed, size=input_len).tolist() for _ in range(num_prompts)]
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="HF folder or .gguf file (default: embedded SmolLM2-135M)")
+    parser.add_argument("--tokenizer", default=None)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--num-gpu-blocks-override", type=int, default=None)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        tokenizer=args.tokenizer, dtype=args.dtype, seed=args.seed, max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size, enable_prefix_caching=args.enable_prefix_caching,
+        num_gpu_blocks_override=args.num_gpu_blocks_override,
+        gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
+        enforce_eager=args.enforce_eager, device=args.device,
+    )
+
+
+def write_json(path: str | None, result: dict[str, Any]) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)

@@ -1,0 +1,111 @@
+"""The `pagedllm` command: generate, chat, bench."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pagedllm.bench.common import add_engine_args, engine_kwargs
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--sampling-seed", type=int, default=None, help="per-request sampling seed")
+
+
+def _params(args: argparse.Namespace, **extra: Any) -> Any:
+    from pagedllm.sampling_params import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                          top_k=args.top_k, seed=args.sampling_seed, **extra)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from pagedllm import LLM
+
+    llm = LLM(args.model, **engine_kwargs(args))
+    prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.chat_template:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], _params(args), use_tqdm=False)
+    else:
+        outputs = llm.generate(prompts, _params(args), use_tqdm=False)
+    for out in outputs:
+        print(out.outputs[0].text)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from pagedllm.engine.engine import LLMEngine
+    from pagedllm.engine.arg_utils import EngineArgs
+    from pagedllm.sampling_params import RequestOutputKind
+
+    engine = LLMEngine.from_engine_args(EngineArgs(model=args.model, **engine_kwargs(args)))
+    tokenizer = engine.get_tokenizer()
+    messages: list[dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    print("pagedllm chat — an empty line or Ctrl-D quits.", file=sys.stderr)
+    for turn in range(10**9):
+        try:
+            user = input("> ")
+        except EOFError:
+            break
+        if not user.strip():
+            break
+        messages.append({"role": "user", "content": user})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        engine.add_request(f"chat-{turn}", {"prompt_token_ids": list(ids)},
+                           _params(args, output_kind=RequestOutputKind.DELTA))
+        reply = []
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                piece = out.outputs[0].text
+                reply.append(piece)
+                print(piece, end="", flush=True)
+        print()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pagedllm", description="High-throughput LLM inference.")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="complete prompts (arguments, or one per stdin line)")
+    gen.add_argument("prompt", nargs="*")
+    gen.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=False,
+                     help="wrap each prompt as a user message in the model's chat template")
+    add_engine_args(gen)
+    _sampling_args(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    chat = sub.add_parser("chat", help="interactive chat with the model")
+    chat.add_argument("--system", default=None, help="system prompt")
+    add_engine_args(chat)
+    _sampling_args(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    from pagedllm.bench import latency, throughput
+
+    throughput.add_parser(bench)
+    latency.add_parser(bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

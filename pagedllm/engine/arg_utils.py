@@ -1,0 +1,92 @@
+"""EngineArgs: the user's knobs, named like vLLM's, turned into one validated EngineConfig."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
+from pagedllm.models.source import ModelSource, resolve_model_source
+
+logger = logging.getLogger(__name__)
+
+_DTYPE_ALIASES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}
+
+
+@dataclass
+class EngineArgs:
+    model: str | None = None  # None: the embedded default model
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    max_model_len: int | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
+    block_size: int = 16
+    enable_prefix_caching: bool = True
+    num_gpu_blocks_override: int | None = None
+    gpu_memory_utilization: float = 0.9
+    kv_cache_memory: int | None = None  # bytes
+    enforce_eager: bool = False
+    device: str = "auto"
+
+    def create_engine_config(self) -> EngineConfig:
+        from pagedllm.platforms.base import get_platform
+
+        platform = get_platform(self.device)
+        source = resolve_model_source(self.model)
+        from pagedllm.models.loader import load_hf_config
+
+        hf_config = load_hf_config(source)
+        model_config = ModelConfig(
+            model=source.path,
+            gguf_file=source.gguf_file,
+            tokenizer=self.tokenizer,
+            hf_config=hf_config,
+            dtype=_resolve_dtype(self.dtype, hf_config, platform.default_dtype()),
+            max_model_len=_resolve_max_model_len(self.max_model_len, hf_config, source),
+            seed=self.seed,
+        )
+        max_batched = self.max_num_batched_tokens or max(2048, self.max_num_seqs)
+        return EngineConfig(
+            model_config=model_config,
+            cache_config=CacheConfig(
+                block_size=self.block_size,
+                enable_prefix_caching=self.enable_prefix_caching,
+                num_gpu_blocks_override=self.num_gpu_blocks_override,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                kv_cache_memory=self.kv_cache_memory,
+            ),
+            scheduler_config=SchedulerConfig(
+                max_num_seqs=self.max_num_seqs,
+                max_num_batched_tokens=max_batched,
+                max_model_len=model_config.max_model_len,
+            ),
+            device_config=DeviceConfig(device=platform.device_name, enforce_eager=self.enforce_eager),
+        )
+
+
+def _resolve_dtype(dtype: str, hf_config: object, default: str) -> str:
+    if dtype == "auto":
+        return default
+    key = str(dtype).removeprefix("torch.")
+    if key not in _DTYPE_ALIASES:
+        raise ValueError(f"Unsupported dtype {dtype!r}; choose one of auto, float32, bfloat16, float16.")
+    return _DTYPE_ALIASES[key]
+
+
+def _resolve_max_model_len(requested: int | None, hf_config: object, source: ModelSource) -> int:
+    derived = getattr(hf_config, "max_position_embeddings", None) or 2048
+    if requested is None:
+        return int(derived)
+    if requested < 1:
+        raise ValueError(f"max_model_len must be positive, got {requested}.")
+    if requested > derived:
+        raise ValueError(
+            f"max_model_len={requested} is larger than the model's context of {derived} tokens "
+            f"({source.display_name})."
+        )
+    return int(requested)

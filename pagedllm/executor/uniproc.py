@@ -1,0 +1,19 @@
+"""One worker in this process: the default for a single device."""
+from __future__ import annotations
+
+from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.executor.base import Executor
+from pagedllm.outputs import ModelRunnerOutput
+from pagedllm.worker.worker import Worker
+
+
+class UniprocExecutor(Executor):
+    def initialize(self) -> int:
+        self.worker = Worker(self.config, self.eos_token_id)
+        self.worker.load_model()
+        num_blocks = self.worker.determine_num_blocks()
+        self.worker.initialize_cache(num_blocks)
+        return num_blocks
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
+        return self.worker.execute_model(scheduler_output)

@@ -1,0 +1,210 @@
+"""Batched sampling inputs for one step, built once from the per-request rows the runner hands over.
+
+Everything that varies per row becomes a tensor here, in one pass over the rows, so the sampler
+itself has no per-row Python loop except seeded generators and the logprobs lists. Features no
+row uses are `None`, which lets the sampler skip them (an all-greedy batch without penalties or
+logprobs is a bare argmax).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+
+import torch
+
+from pagedllm.sample.seeding import position_generator
+from pagedllm.sampling_params import SamplingParams
+
+_SAMPLING_EPS = 1e-5
+
+
+@dataclass(slots=True)
+class SamplingRequest:
+    """One row to sample this step, as the model runner sees it."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]  # tokens generated so far; the token sampled now has index len(this)
+    # masked (with params.all_stop_token_ids) while len(output) < params.min_tokens, unless ignore_eos
+    eos_token_id: int | None
+
+
+@dataclass(slots=True)
+class SparseLogits:
+    """A sparse set of (row, token) entries of the logits, with one value each."""
+
+    rows: torch.Tensor  # [num_entries] int64
+    token_ids: torch.Tensor  # [num_entries] int64
+    values: torch.Tensor | None = None  # [num_entries] float32; None where the value is implied
+
+
+@dataclass(slots=True)
+class PenaltyMetadata:
+    """Repetition / frequency / presence penalties, only for the rows that set one."""
+
+    rows: torch.Tensor | None  # [M] int64 rows of the batch; None when every row is penalised
+    repetition: torch.Tensor  # [M] float32 (1.0: none)
+    frequency: torch.Tensor  # [M] float32 (0.0: none)
+    presence: torch.Tensor  # [M] float32 (0.0: none)
+    # tokens of each penalised row's output: (index into the M rows, token id), for counts
+    output_tokens: SparseLogits
+    # tokens of each penalised row's prompt; None when no row has a repetition penalty
+    prompt_tokens: SparseLogits | None
+
+
+@dataclass(slots=True)
+class SamplingMetadata:
+    num_rows: int
+    vocab_size: int
+    all_greedy: bool  # every row takes the argmax (temperature 0 or top_k 1)
+    all_random: bool  # no row takes the argmax
+    # [N] float32, 1.0 for greedy rows (their sample is replaced by the argmax); None if all greedy
+    temperature: torch.Tensor | None
+    greedy_mask: torch.Tensor | None  # [N] bool; None unless the batch mixes greedy and random rows
+    top_k: torch.Tensor | None  # [N] int64, 0 for rows without top-k; None when no random row uses it
+    max_top_k: int  # max of top_k (a Python int, so the sampler needs no device sync for it)
+    top_p_rows: torch.Tensor | None  # [R] int64 rows with top_p < 1; None when none
+    top_p: torch.Tensor | None  # [R] float32 top_p of those rows
+    # max top_k of the top-p rows when every one of them also has a top_k (then top-p only needs
+    # to sort that many values); None otherwise
+    top_p_max_top_k: int | None
+    min_p: torch.Tensor | None  # [N] float32, 0 for rows without it; None when no random row uses it
+    generators: dict[int, torch.Generator]  # row -> generator for its (seed, output index)
+    logit_bias: SparseLogits | None
+    min_tokens_mask: SparseLogits | None  # (row, stop token) entries set to -inf
+    penalties: PenaltyMetadata | None
+    num_logprobs: list[int | None] = field(default_factory=list)  # [N] params.logprobs per row
+    max_num_logprobs: int | None = None  # None when no row asks for logprobs
+
+    @property
+    def needs_logit_processing(self) -> bool:
+        """Whether anything changes the logits before the argmax (so greedy is not a bare argmax)."""
+        return self.logit_bias is not None or self.min_tokens_mask is not None or self.penalties is not None
+
+
+def make_sampling_metadata(rows: list[SamplingRequest], vocab_size: int, device: torch.device) -> SamplingMetadata:
+    """Batch the rows' parameters into tensors on `device` (one Python pass, one tensor per field)."""
+    n = len(rows)
+    greedy = [_is_greedy(r.params) for r in rows]
+    all_greedy = all(greedy)
+    all_random = not any(greedy)
+    num_logprobs = [r.params.logprobs for r in rows]
+    given = [k for k in num_logprobs if k is not None]
+    md = SamplingMetadata(
+        num_rows=n, vocab_size=vocab_size, all_greedy=all_greedy, all_random=all_random,
+        temperature=None, greedy_mask=None, top_k=None, max_top_k=0, top_p_rows=None, top_p=None,
+        top_p_max_top_k=None, min_p=None,
+        generators={},
+        logit_bias=_make_logit_bias(rows, vocab_size, device),
+        min_tokens_mask=_make_min_tokens_mask(rows, vocab_size, device),
+        penalties=_make_penalties(rows, device),
+        num_logprobs=num_logprobs,
+        max_num_logprobs=max(given) if given else None,
+    )
+    if not all_greedy:
+        _fill_random_fields(md, rows, greedy, device)
+    return md
+
+
+def _is_greedy(p: SamplingParams) -> bool:
+    # top_k == 1 keeps only the argmax, so it is greedy; treating it so makes it exactly equal
+    # to the argmax even with tied logits, and skips the sampling work.
+    return p.temperature < _SAMPLING_EPS or p.top_k == 1
+
+
+def _fill_random_fields(md: SamplingMetadata, rows: list[SamplingRequest], greedy: list[bool],
+                        device: torch.device) -> None:
+    temperature: list[float] = []
+    top_k: list[int] = []
+    min_p: list[float] = []
+    top_p_rows: list[int] = []
+    top_p: list[float] = []
+    top_p_top_k: list[int] = []
+    for i, (r, g) in enumerate(zip(rows, greedy)):
+        p = r.params
+        if g:  # neutral values: the row's sample is replaced by its argmax anyway
+            temperature.append(1.0)
+            top_k.append(0)
+            min_p.append(0.0)
+            continue
+        temperature.append(p.temperature)
+        top_k.append(p.top_k if p.top_k < md.vocab_size else 0)
+        min_p.append(p.min_p)
+        if p.top_p < 1.0:
+            top_p_rows.append(i)
+            top_p.append(p.top_p)
+            top_p_top_k.append(top_k[-1])
+        if p.seed is not None:
+            md.generators[i] = position_generator(p.seed, len(r.output_token_ids), device)
+    md.temperature = torch.tensor(temperature, dtype=torch.float32, device=device)
+    if not md.all_random:
+        md.greedy_mask = torch.tensor(greedy, dtype=torch.bool, device=device)
+    if any(top_k):
+        md.top_k = torch.tensor(top_k, dtype=torch.int64, device=device)
+        md.max_top_k = max(top_k)
+    if any(min_p):
+        md.min_p = torch.tensor(min_p, dtype=torch.float32, device=device)
+    if top_p_rows:
+        md.top_p_rows = torch.tensor(top_p_rows, dtype=torch.int64, device=device)
+        md.top_p = torch.tensor(top_p, dtype=torch.float32, device=device)
+        if all(top_p_top_k):
+            md.top_p_max_top_k = max(top_p_top_k)
+
+
+def _make_logit_bias(rows: list[SamplingRequest], vocab_size: int, device: torch.device) -> SparseLogits | None:
+    entries = [(i, t, b) for i, r in enumerate(rows) if r.params.logit_bias
+               for t, b in r.params.logit_bias.items() if 0 <= t < vocab_size]
+    if not entries:
+        return None
+    row, tok, val = zip(*entries)
+    return SparseLogits(torch.tensor(row, dtype=torch.int64, device=device),
+                        torch.tensor(tok, dtype=torch.int64, device=device),
+                        torch.tensor(val, dtype=torch.float32, device=device))
+
+
+def _make_min_tokens_mask(rows: list[SamplingRequest], vocab_size: int,
+                          device: torch.device) -> SparseLogits | None:
+    entries: list[tuple[int, int]] = []
+    for i, r in enumerate(rows):
+        p = r.params
+        if len(r.output_token_ids) >= p.min_tokens:
+            continue
+        stop_ids = set(p.all_stop_token_ids)
+        if not p.ignore_eos and r.eos_token_id is not None:
+            stop_ids.add(r.eos_token_id)
+        entries.extend((i, t) for t in stop_ids if 0 <= t < vocab_size)
+    if not entries:
+        return None
+    row, tok = zip(*entries)
+    return SparseLogits(torch.tensor(row, dtype=torch.int64, device=device),
+                        torch.tensor(tok, dtype=torch.int64, device=device))
+
+
+def _has_penalty(p: SamplingParams) -> bool:
+    return p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0
+
+
+def _make_penalties(rows: list[SamplingRequest], device: torch.device) -> PenaltyMetadata | None:
+    idx = [i for i, r in enumerate(rows) if _has_penalty(r.params)]
+    if not idx:
+        return None
+    pen = [rows[i] for i in idx]
+    params = [r.params for r in pen]
+    any_repetition = any(p.repetition_penalty != 1.0 for p in params)
+    return PenaltyMetadata(
+        rows=None if len(idx) == len(rows) else torch.tensor(idx, dtype=torch.int64, device=device),
+        repetition=torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32, device=device),
+        frequency=torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32, device=device),
+        presence=torch.tensor([p.presence_penalty for p in params], dtype=torch.float32, device=device),
+        output_tokens=_flatten_token_lists([r.output_token_ids for r in pen], device),
+        # Only the repetition penalty looks at the prompt; skip copying prompts otherwise.
+        prompt_tokens=_flatten_token_lists([r.prompt_token_ids for r in pen], device) if any_repetition else None,
+    )
+
+
+def _flatten_token_lists(token_lists: list[list[int]], device: torch.device) -> SparseLogits:
+    """(row, token) pairs of ragged token lists, without padding them to one length."""
+    lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.int64)  # [M]
+    rows = torch.repeat_interleave(torch.arange(len(token_lists)), lengths)  # [sum(lengths)]
+    token_ids = torch.tensor(list(chain.from_iterable(token_lists)), dtype=torch.int64)  # [sum(lengths)]
+    return SparseLogits(rows.to(device), token_ids.to(device))

@@ -1,0 +1,113 @@
+"""Turns a SchedulerOutput plus the runner's request states into one flattened model input.
+
+    tokens     | req0 (chunk of its prompt) | req1 (1 decode token) | req2 ... |
+    positions  | c0, c0+1, ..., c0+q0-1     | c1                    | ...      |
+
+No padding: every scheduled token is one row. Built with numpy over the state rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pagedllm.attention.base import AttentionMetadata
+from pagedllm.worker.request_states import RequestStates, RowState
+
+
+@dataclass
+class PromptLogprobsSlice:
+    """Rows of this step's hidden states whose next token is a prompt token (for prompt_logprobs)."""
+
+    req_id: str
+    hidden_rows: slice  # rows in the step's flattened tokens
+    target_token_ids: list[int]  # the prompt token following each row
+    num_logprobs: int
+
+
+@dataclass
+class ModelInput:
+    input_ids: torch.Tensor  # [num_tokens] int64
+    positions: torch.Tensor  # [num_tokens] int64
+    attn_metadata: AttentionMetadata
+    req_ids: list[str]  # [num_reqs] in flattened order
+    sample_states: list[RowState]  # requests that get a new token this step
+    logits_indices: torch.Tensor  # [len(sample_states)] rows of the last token of each of them
+    prompt_logprobs: list[PromptLogprobsSlice]
+
+
+def build_model_input(
+    states: RequestStates,
+    req_ids: list[str],
+    num_scheduled: list[int],
+    block_size: int,
+    device: torch.device,
+) -> ModelInput:
+    row_states = [states.reqs[r] for r in req_ids]
+    rows = np.fromiter((s.row for s in row_states), dtype=np.int64, count=len(row_states))  # [num_reqs]
+    num_sched = np.asarray(num_scheduled, dtype=np.int64)  # [num_reqs]
+    num_computed = states.num_computed[rows]  # [num_reqs]
+    cu = np.cumsum(num_sched)  # [num_reqs]
+    total = int(cu[-1])
+    starts = cu - num_sched
+    # positions: num_computed of the token's request + its offset within this step's chunk
+    token_rows = np.repeat(rows, num_sched)  # [num_tokens]
+    positions = np.repeat(num_computed - starts, num_sched) + np.arange(total, dtype=np.int64)
+    input_ids = states.token_ids[token_rows, positions]
+    block_numbers = states.block_table[token_rows, positions // block_size].astype(np.int64)
+    slot_mapping = block_numbers * block_size + positions % block_size
+    seq_lens = num_computed + num_sched  # [num_reqs]
+
+    max_blocks = int((seq_lens.max() + block_size - 1) // block_size)
+    block_table = states.block_table[rows, :max_blocks]
+    query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
+    query_start_loc[1:] = cu
+    seq_lens_list = seq_lens.tolist()
+    metadata = AttentionMetadata(
+        num_actual_tokens=total,
+        num_reqs=len(rows),
+        query_start_loc=torch.from_numpy(query_start_loc).to(device),
+        seq_lens=torch.from_numpy(seq_lens.astype(np.int32)).to(device),
+        block_table=torch.from_numpy(np.ascontiguousarray(block_table)).to(device),
+        slot_mapping=torch.from_numpy(slot_mapping).to(device),
+        max_query_len=int(num_sched.max()),
+        max_seq_len=int(seq_lens.max()),
+        block_size=block_size,
+        query_start_loc_cpu=query_start_loc.tolist(),
+        seq_lens_cpu=seq_lens_list,
+    )
+    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens]
+    return ModelInput(
+        input_ids=torch.from_numpy(input_ids).to(device),
+        positions=torch.from_numpy(positions).to(device),
+        attn_metadata=metadata,
+        req_ids=req_ids,
+        sample_states=[row_states[i] for i in sample_idx],
+        logits_indices=torch.from_numpy(cu[sample_idx] - 1).to(device),
+        prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
+    )
+
+
+def _prompt_logprobs_slices(
+    row_states: list[RowState], num_computed: np.ndarray, starts: np.ndarray, num_sched: np.ndarray
+) -> list[PromptLogprobsSlice]:
+    """For each request that asked for prompt logprobs, the computed positions p < prompt_len - 1:
+    their logits score prompt token p + 1."""
+    slices = []
+    for i, s in enumerate(row_states):
+        k = s.sampling_params.prompt_logprobs
+        if k is None:
+            continue
+        first = int(num_computed[i])
+        last = min(first + int(num_sched[i]), s.num_prompt_tokens - 1)  # exclusive
+        if last <= first:
+            continue
+        row0 = int(starts[i])
+        slices.append(PromptLogprobsSlice(
+            req_id=s.req_id,
+            hidden_rows=slice(row0, row0 + last - first),
+            target_token_ids=s.prompt_token_ids[first + 1 : last + 1],
+            num_logprobs=k,
+        ))
+    return slices

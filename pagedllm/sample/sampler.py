@@ -1,0 +1,115 @@
+"""The sampler: processed logits -> one token per row (+ logprobs of the raw logits).
+
+Pipeline (vLLM's order), each stage skipped when no row uses it:
+
+    raw logits [N, V] --------------------------------------------> logprobs (log_softmax, top-k, rank)
+       | logit_bias, min_tokens mask of stop/eos, penalties
+       v
+    argmax ---------------------------------------------------------> greedy rows (temperature 0, top_k 1)
+       | / temperature, top-k, top-p, min-p
+       v
+    softmax / Exp(1) noise, argmax -----------------------------------> random rows
+
+Sampling uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) picks i with probability
+p_i. Each row's noise can then come from its own generator: seeded rows get one seeded by
+(seed, output index) (see seeding.py); the others share the sampler's generator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pagedllm.outputs import LogprobsLists
+from pagedllm.sample.logprobs import compute_prompt_logprobs, compute_token_logprobs, split_sample_logprobs
+from pagedllm.sample.penalties import apply_penalties
+from pagedllm.sample.sampling_metadata import SamplingMetadata
+from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
+
+__all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs"]
+
+# Exp(1) noise is clamped away from 0 so that a zero-probability token can never win with 0 / 0.
+_MIN_NOISE = torch.finfo(torch.float32).tiny
+
+
+@dataclass(slots=True)
+class SamplerOutput:
+    sampled_token_ids: list[int]  # [N]
+    # [N] one single-position LogprobsLists per row that asked for logprobs, else None
+    logprobs: list[LogprobsLists | None]
+
+
+class Sampler:
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        # Noise for unseeded rows; None uses torch's default generator of the logits' device.
+        self.generator = generator
+
+    def forward(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
+        """Sample one token per row of `logits` [N, V] float32. Does not modify `logits`."""
+        assert logits.shape[0] == metadata.num_rows, (logits.shape, metadata.num_rows)
+        sampled = self.sample(logits, metadata)  # [N] int64
+        logprobs = self._logprobs(logits, sampled, metadata)
+        return SamplerOutput(sampled.tolist(), logprobs)
+
+    def sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+        """The sampled token of each row: [N] int64."""
+        if md.needs_logit_processing:
+            logits = logits.clone()  # the raw logits stay intact for logprobs
+            _process_logits(logits, md)
+        if md.all_greedy:
+            return logits.argmax(dim=-1)
+        greedy = None if md.all_random else logits.argmax(dim=-1)  # [N]
+        assert md.temperature is not None
+        logits = logits / md.temperature.unsqueeze(1)  # a new tensor: the rest works in place
+        _truncate(logits, md)
+        sampled = self._random_sample(logits, md)  # [N]
+        if greedy is None:
+            return sampled
+        assert md.greedy_mask is not None
+        return torch.where(md.greedy_mask, greedy, sampled)
+
+    def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+        probs = logits.softmax(dim=-1)  # [N, V]
+        noise = torch.empty_like(probs)  # [N, V] Exp(1)
+        if len(md.generators) < md.num_rows:
+            noise.exponential_(generator=self.generator)
+        for row, generator in md.generators.items():
+            noise[row].exponential_(generator=generator)
+        noise.clamp_min_(_MIN_NOISE)
+        return probs.div_(noise).argmax(dim=-1)
+
+    def _logprobs(self, logits: torch.Tensor, sampled: torch.Tensor,
+                  md: SamplingMetadata) -> list[LogprobsLists | None]:
+        if md.max_num_logprobs is None:
+            return [None] * md.num_rows
+        rows = [i for i, k in enumerate(md.num_logprobs) if k is not None]
+        if len(rows) < md.num_rows:
+            index = torch.tensor(rows, dtype=torch.int64, device=logits.device)
+            logits, sampled = logits[index], sampled[index]
+        lists = compute_token_logprobs(logits, sampled, md.max_num_logprobs)
+        return split_sample_logprobs(lists, md.num_logprobs)
+
+
+def _process_logits(logits: torch.Tensor, md: SamplingMetadata) -> None:
+    """The stages that can change the argmax, in place on logits [N, V]."""
+    if md.logit_bias is not None:
+        b = md.logit_bias
+        assert b.values is not None
+        logits.index_put_((b.rows, b.token_ids), b.values, accumulate=True)
+    if md.min_tokens_mask is not None:
+        m = md.min_tokens_mask
+        logits[m.rows, m.token_ids] = -math.inf
+    if md.penalties is not None:
+        apply_penalties(logits, md.penalties)
+
+
+def _truncate(logits: torch.Tensor, md: SamplingMetadata) -> None:
+    """top-k, then top-p, then min-p, in place on the temperature-scaled logits [N, V]."""
+    if md.top_k is not None:
+        apply_top_k(logits, md.top_k, md.max_top_k)
+    if md.top_p_rows is not None:
+        assert md.top_p is not None
+        apply_top_p(logits, md.top_p_rows, md.top_p, md.top_p_max_top_k)
+    if md.min_p is not None:
+        apply_min_p(logits, md.min_p)

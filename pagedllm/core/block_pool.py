@@ -14,7 +14,7 @@ padding slot (e.g. CUDA-graph padding) should mask writes with a negative slot i
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pagedllm.core.block_hash import BlockHash
@@ -97,7 +97,7 @@ class FreeBlockQueue:
         self._tail.prev_free = block
         self.num_free_blocks += 1
 
-    def __iter__(self) -> Iterable[KVCacheBlock]:
+    def __iter__(self) -> Iterator[KVCacheBlock]:
         block = self._head.next_free
         while block is not None and block is not self._tail:
             yield block

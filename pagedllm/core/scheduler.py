@@ -1,0 +1,298 @@
+"""Continuous-batching scheduler: which requests compute how many tokens each step (no torch).
+
+There are no prefill and decode phases. Each request has `num_computed_tokens` (tokens whose KV
+is in the cache) and `num_tokens` (prompt + outputs); every step the scheduler gives requests
+tokens so that the first catches up with the second:
+
+    prompt + outputs  |==== computed ====|---- scheduled this step ----|.. later ..|
+                      0                  num_computed_tokens                      num_tokens
+
+A whole prompt, a chunk of it, one decode token, or a recompute after preemption are all the same
+arithmetic. A request whose scheduled tokens reach `num_tokens` gets a sampled token back.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from pagedllm.config import CacheConfig, SchedulerConfig
+from pagedllm.core.block_hash import update_block_hashes
+from pagedllm.core.kv_cache_manager import KVCacheManager
+from pagedllm.core.preemption import preempt
+from pagedllm.core.request import Request, RequestStatus
+from pagedllm.core.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
+from pagedllm.core.stop import check_stop
+from pagedllm.outputs import EngineCoreOutput, ModelRunnerOutput
+
+_RUNNING = RequestStatus.RUNNING
+
+
+class Scheduler:
+    """Owns the waiting queue, the running list and the KV cache manager.
+
+    Invariant: `running` is in arrival order. Waiting is FCFS, a preempted request goes back to
+    its front and is never skipped, and victims are taken from the end of `running`, so the
+    order survives preemption and resumption; hence `running[-1]` is the latest arrival.
+    """
+
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_blocks: int) -> None:
+        self.scheduler_config = scheduler_config
+        self.cache_config = cache_config
+        self.max_num_seqs = scheduler_config.max_num_seqs
+        self.max_num_batched_tokens = scheduler_config.max_num_batched_tokens
+        self.max_model_len = scheduler_config.max_model_len
+        self.block_size = cache_config.block_size
+        self.enable_prefix_caching = cache_config.enable_prefix_caching
+        self.kv_cache_manager = KVCacheManager(num_blocks, self.block_size, self.enable_prefix_caching)
+        self.requests: dict[str, Request] = {}  # unfinished requests by id
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        # Requests the runner holds state for that finished since the last schedule().
+        self.finished_req_ids: set[str] = set()
+        self._num_preemptions = 0
+
+    # ---- queries --------------------------------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_preemptions(self) -> int:
+        """Preemptions since the scheduler was created."""
+        return self._num_preemptions
+
+    def get_request(self, req_id: str) -> Request | None:
+        return self.requests.get(req_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    # ---- requests in and out --------------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        """Queue a new request (FCFS). Raises ValueError if it can never fit."""
+        if request.request_id in self.requests:
+            raise ValueError(f"Request id {request.request_id!r} is already in use.")
+        if request.num_tokens > self.max_model_len:
+            raise ValueError(f"The prompt ({request.num_tokens} tokens) is longer than "
+                             f"max_model_len ({self.max_model_len}).")
+        # Without this a request larger than the whole pool would preempt itself forever.
+        max_len = min(request.num_tokens + request.max_tokens, self.max_model_len)
+        num_blocks_needed = -(-max_len // self.block_size)
+        if num_blocks_needed > self.kv_cache_manager.block_pool.num_blocks:
+            raise ValueError(f"The request needs up to {num_blocks_needed} KV blocks but the cache "
+                             f"has only {self.kv_cache_manager.block_pool.num_blocks}.")
+        if self.enable_prefix_caching:
+            update_block_hashes(request, self.block_size)
+        request.status = RequestStatus.WAITING
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def finish_requests(self, request_ids: str | Iterable[str], finished_status: RequestStatus) -> None:
+        """Finish requests from outside (aborts, stop strings) and free their blocks at once.
+
+        Unknown or already finished ids are ignored: an abort can race with a natural finish.
+        """
+        if not RequestStatus.is_finished(finished_status):
+            raise ValueError(f"{finished_status!r} is not a finished status.")
+        ids = (request_ids,) if isinstance(request_ids, str) else request_ids
+        any_running = any_waiting = False
+        for req_id in ids:
+            request = self.requests.get(req_id)
+            if request is None:
+                continue
+            was_running = request.status == _RUNNING
+            any_running |= was_running
+            any_waiting |= not was_running
+            request.status = finished_status
+            self._free_request(request, was_running)
+        # Rebuild each queue once rather than list.remove per id (O(n) each).
+        if any_running:
+            self.running = [r for r in self.running if r.status == _RUNNING]
+        if any_waiting:
+            self.waiting = deque(r for r in self.waiting if not r.is_finished())
+
+    def _free_request(self, request: Request, known_to_runner: bool) -> None:
+        # Only requests that were RUNNING are reported in finished_req_ids: waiting and
+        # preempted requests hold no runner state.
+        if known_to_runner:
+            self.finished_req_ids.add(request.request_id)
+        self.kv_cache_manager.free(request)
+        del self.requests[request.request_id]
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def schedule(self) -> SchedulerOutput:
+        """Choose this step's tokens: running requests first, in order, then waiting ones (FCFS).
+
+        Each request gets min(num_tokens - num_computed_tokens, token budget left) tokens, capped
+        so num_computed_tokens + n <= max_model_len. A running request that cannot get blocks
+        preempts the latest-arrived running request until it fits (or it was itself the victim,
+        which ends the step). Waiting requests are admitted only if nobody was preempted this step.
+
+        By the time this returns, every scheduled request's `num_computed_tokens` has been
+        advanced by its scheduled tokens (we do it as each is scheduled, one pass); the
+        `num_computed_tokens` in NewRequestData / CachedRequestData is the value BEFORE this
+        step, i.e. the position of the first token scheduled this step.
+        """
+        budget = self.max_num_batched_tokens
+        num_scheduled_tokens: dict[str, int] = {}
+        cached_reqs = CachedRequestData()
+        preempted_req_ids: set[str] = set()
+        budget = self._schedule_running(budget, num_scheduled_tokens, cached_reqs, preempted_req_ids)
+        new_reqs: list[NewRequestData] = []
+        if not preempted_req_ids:
+            budget = self._schedule_waiting(budget, num_scheduled_tokens, new_reqs)
+        output = SchedulerOutput(
+            scheduled_new_reqs=new_reqs,
+            scheduled_cached_reqs=cached_reqs,
+            num_scheduled_tokens=num_scheduled_tokens,
+            total_num_scheduled_tokens=self.max_num_batched_tokens - budget,
+            finished_req_ids=self.finished_req_ids,
+            preempted_req_ids=preempted_req_ids,
+        )
+        self.finished_req_ids = set()
+        return output
+
+    def _schedule_running(
+        self,
+        budget: int,
+        num_scheduled_tokens: dict[str, int],
+        cached_reqs: CachedRequestData,
+        preempted_req_ids: set[str],
+    ) -> int:
+        """Schedule running requests in order; returns the token budget left."""
+        running = self.running
+        allocate_slots = self.kv_cache_manager.allocate_slots
+        max_model_len = self.max_model_len
+        i = 0
+        while i < len(running) and budget > 0:
+            request = running[i]
+            num_computed = request.num_computed_tokens
+            n = min(len(request.all_token_ids) - num_computed, budget, max_model_len - num_computed)
+            if n <= 0:  # nothing new to compute (no sampled token came back for it)
+                i += 1
+                continue
+            new_block_ids = allocate_slots(request, n)
+            while new_block_ids is None:
+                # Victims come from the end, at index >= i: never a request already scheduled
+                # this step, so nothing needs to be taken back out of this step's output.
+                victim = running.pop()
+                self._preempt(victim)
+                preempted_req_ids.add(victim.request_id)
+                if victim is request:
+                    return budget
+                new_block_ids = allocate_slots(request, n)
+            req_id = request.request_id
+            num_scheduled_tokens[req_id] = n
+            cached_reqs.req_ids.append(req_id)
+            cached_reqs.new_block_ids.append(new_block_ids)
+            cached_reqs.num_computed_tokens.append(num_computed)
+            request.num_computed_tokens = num_computed + n
+            budget -= n
+            i += 1
+        return budget
+
+    def _preempt(self, request: Request) -> None:
+        preempt(request, self.kv_cache_manager)
+        self.waiting.appendleft(request)  # resumes before anything that arrived after it
+        self._num_preemptions += 1
+
+    def _schedule_waiting(
+        self, budget: int, num_scheduled_tokens: dict[str, int], new_reqs: list[NewRequestData]
+    ) -> int:
+        """Admit waiting requests (FCFS) while tokens, seats and blocks last; returns budget left."""
+        kv_cache_manager = self.kv_cache_manager
+        waiting, running = self.waiting, self.running
+        while waiting and budget > 0 and len(running) < self.max_num_seqs:
+            request = waiting[0]
+            hit_blocks, num_hit_tokens = kv_cache_manager.get_computed_blocks(request)
+            n = min(request.num_tokens - num_hit_tokens, budget, self.max_model_len - num_hit_tokens)
+            if kv_cache_manager.allocate_slots(request, n, hit_blocks, num_hit_tokens) is None:
+                break  # out of blocks: stop admitting rather than let later arrivals jump ahead
+            waiting.popleft()
+            running.append(request)
+            self._start_running(request, num_hit_tokens)
+            req_id = request.request_id
+            new_reqs.append(NewRequestData(
+                req_id=req_id,
+                prompt_token_ids=request.prompt_token_ids,
+                output_token_ids=list(request.output_token_ids),  # non-empty when resumed
+                sampling_params=request.sampling_params,
+                block_ids=kv_cache_manager.get_block_ids(req_id),
+                num_computed_tokens=num_hit_tokens,
+            ))
+            num_scheduled_tokens[req_id] = n
+            request.num_computed_tokens = num_hit_tokens + n
+            budget -= n
+        return budget
+
+    @staticmethod
+    def _start_running(request: Request, num_hit_tokens: int) -> None:
+        request.status = RequestStatus.RUNNING
+        request.num_computed_tokens = num_hit_tokens
+        if request.num_cached_tokens < 0:  # first scheduling only, not a resume
+            request.num_cached_tokens = num_hit_tokens
+        if request.first_scheduled_time is None:
+            request.first_scheduled_time = time.monotonic()
+
+    def update_from_output(
+        self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
+    ) -> list[EngineCoreOutput]:
+        """Append sampled tokens, apply stop rules, free finished requests.
+
+        Returns one EngineCoreOutput per request that got tokens, logprobs or prompt logprobs.
+        Outputs for requests that are no longer running (aborted meanwhile) are dropped.
+        """
+        outputs: list[EngineCoreOutput] = []
+        requests = self.requests
+        logprobs = model_runner_output.logprobs
+        prompt_logprobs = model_runner_output.prompt_logprobs
+        any_finished = False
+        for req_id, sampled in zip(model_runner_output.req_ids, model_runner_output.sampled_token_ids):
+            request = requests.get(req_id)
+            if request is None or request.status != _RUNNING:
+                continue
+            new_logprobs = logprobs.get(req_id) if logprobs else None
+            new_prompt_logprobs = prompt_logprobs.get(req_id) if prompt_logprobs else None
+            if sampled:
+                sampled = self._append_tokens(request, sampled)
+            elif new_logprobs is None and new_prompt_logprobs is None:
+                continue  # a prefill chunk with nothing to report
+            output = EngineCoreOutput(req_id, sampled, new_logprobs, new_prompt_logprobs,
+                                      num_cached_tokens=request.num_cached_tokens)
+            if request.status != _RUNNING:
+                output.finish_reason = request.get_finish_reason()
+                output.stop_reason = request.stop_reason
+                self._free_request(request, known_to_runner=True)
+                any_finished = True
+            outputs.append(output)
+        if any_finished:  # one rebuild per step instead of a list.remove per finished request
+            self.running = [r for r in self.running if r.status == _RUNNING]
+        return outputs
+
+    def _append_tokens(self, request: Request, token_ids: list[int]) -> list[int]:
+        """Append tokens one by one until a stop rule fires; returns those kept."""
+        if len(token_ids) == 1:  # the common case, kept lean
+            request.append_output_token_ids(token_ids)
+            check_stop(request, self.max_model_len)
+        else:  # several tokens (speculative decoding): drop those after a stop
+            kept = 0
+            for token_id in token_ids:
+                request.append_output_token_ids([token_id])
+                kept += 1
+                if check_stop(request, self.max_model_len):
+                    break
+            token_ids = token_ids[:kept]
+        if self.enable_prefix_caching:
+            update_block_hashes(request, self.block_size)
+        return token_ids

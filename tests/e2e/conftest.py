@@ -1,0 +1,55 @@
+"""Fixtures for end-to-end tests: engines over the real SmolLM2 model and HF oracles."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> str:
+    from pagedllm.models.source import default_model_file
+
+    try:
+        return default_model_file()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The GGUF's tokenizer saved once as a HF folder, so each engine loads it in a blink."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(smollm2_gguf), gguf_file=os.path.basename(smollm2_gguf))
+    out = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def make_smollm2_llm(smollm2_gguf: str, smollm2_tokenizer_dir: str):
+    from pagedllm import LLM
+
+    def make(**kwargs):
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("max_model_len", 2048)
+        kwargs.setdefault("kv_cache_memory", 256 << 20)
+        return LLM(smollm2_gguf, tokenizer=smollm2_tokenizer_dir, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_llm(make_smollm2_llm):
+    return make_smollm2_llm()
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_model(smollm2_gguf: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(smollm2_gguf), gguf_file=os.path.basename(smollm2_gguf), dtype=torch.float32)
+    return model.eval()

@@ -1,0 +1,36 @@
+"""The attention layer models call: reshapes heads and hands off to the step's backend, which
+reads the paged KV cache of this layer from the forward context."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pagedllm.attention.forward_context import get_forward_context
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, head_size: int, num_kv_heads: int, scale: float, layer_idx: int) -> None:
+        super().__init__()
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}.")
+        self.num_heads, self.head_size, self.num_kv_heads = num_heads, head_size, num_kv_heads
+        self.scale = scale
+        self.layer_idx = layer_idx
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [T, num_heads * head_size]
+        k: torch.Tensor,  # [T, num_kv_heads * head_size]
+        v: torch.Tensor,  # [T, num_kv_heads * head_size]
+    ) -> torch.Tensor:  # [T, num_heads * head_size]
+        ctx = get_forward_context()
+        num_tokens = q.shape[0]
+        out = ctx.backend.forward(
+            q.view(num_tokens, self.num_heads, self.head_size),
+            k.view(num_tokens, self.num_kv_heads, self.head_size),
+            v.view(num_tokens, self.num_kv_heads, self.head_size),
+            ctx.kv_caches[self.layer_idx],
+            ctx.attn_metadata,
+            self.scale,
+        )
+        return out.reshape(num_tokens, self.num_heads * self.head_size)

@@ -1,0 +1,89 @@
+"""Neox-style rotary embedding (llama, mistral, qwen): the head's first and second halves rotate
+as pairs, matching HF's rotate_half. cos/sin are precomputed for every position up front."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    theta: float
+    rope_type: str  # "default", "linear" or "llama3"
+    params: dict[str, Any]  # the scaling parameters (factor, low_freq_factor, ...)
+
+
+def rope_config_from_hf(hf_config: Any) -> RopeConfig:
+    """Read rope settings from transformers >= 5 (`rope_parameters`) or older configs
+    (`rope_theta` + `rope_scaling`)."""
+    params = getattr(hf_config, "rope_parameters", None)
+    if isinstance(params, dict) and "rope_theta" not in params and "full_attention" in params:
+        params = params["full_attention"]  # per-layer-type form
+    if not isinstance(params, dict) or not params:
+        params = dict(getattr(hf_config, "rope_scaling", None) or {})
+        params.setdefault("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    rope_type = params.get("rope_type", params.get("type")) or "default"
+    return RopeConfig(theta=float(params.get("rope_theta", 10000.0)), rope_type=rope_type, params=dict(params))
+
+
+def _inv_freq(rotary_dim: int, rope: RopeConfig) -> torch.Tensor:  # [rotary_dim // 2] float32
+    # Same expression as HF so fp32 cos/sin agree bit for bit.
+    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64).to(torch.float) / rotary_dim
+    inv_freq = 1.0 / (rope.theta ** exponents)
+    if rope.rope_type == "default":
+        return inv_freq
+    if rope.rope_type == "linear":
+        return inv_freq / float(rope.params["factor"])
+    if rope.rope_type == "llama3":
+        return _llama3_inv_freq(inv_freq, rope.params)
+    raise ValueError(f"Unsupported rope_type {rope.rope_type!r}; supported: default, linear, llama3.")
+
+
+def _llama3_inv_freq(inv_freq: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a smooth blend between."""
+    factor = float(params["factor"])
+    low_freq_factor = float(params["low_freq_factor"])
+    high_freq_factor = float(params["high_freq_factor"])
+    old_context_len = params["original_max_position_embeddings"]
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, head_size: int, rotary_dim: int, max_position: int, rope: RopeConfig) -> None:
+        super().__init__()
+        self.head_size, self.rotary_dim = head_size, rotary_dim
+        freqs = torch.outer(torch.arange(max_position, dtype=torch.float), _inv_freq(rotary_dim, rope))
+        # [max_position, rotary_dim]: | cos (rotary_dim/2) | sin (rotary_dim/2) |, float32;
+        # a buffer (not a parameter), so checkpoints never need it.
+        self.register_buffer("cos_sin_cache", torch.cat([freqs.cos(), freqs.sin()], dim=-1), persistent=False)
+
+    def forward(
+        self,
+        positions: torch.Tensor,  # [T] int64
+        query: torch.Tensor,  # [T, num_heads * head_size]
+        key: torch.Tensor,  # [T, num_kv_heads * head_size]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos_sin_cache[positions].to(query.dtype).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, rot/2]
+        return self._apply(query, cos, sin), self._apply(key, cos, sin)
+
+    def _apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        x = x.view(num_tokens, -1, self.head_size)
+        rot, rest = x[..., :self.rotary_dim], x[..., self.rotary_dim:]
+        x1, x2 = rot.chunk(2, dim=-1)
+        # HF: x * cos + rotate_half(x) * sin, with rotate_half(x) = | -x2 | x1 |
+        rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        if rest.shape[-1]:
+            rotated = torch.cat([rotated, rest], dim=-1)
+        return rotated.reshape(num_tokens, -1)

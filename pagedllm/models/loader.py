@@ -1,0 +1,94 @@
+"""From a ModelSource / ModelConfig to a config, EOS ids and a loaded model. Never downloads."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from pagedllm.config import ModelConfig
+from pagedllm.models.common import to_torch_dtype
+from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
+from pagedllm.models.registry import get_model_class
+from pagedllm.models.safetensors_loader import iter_safetensors_weights
+from pagedllm.models.source import ModelSource
+
+# GGUF configs come without `architectures`; derive it from model_type.
+_ARCH_BY_MODEL_TYPE = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+
+def _check_source(source: ModelSource) -> None:
+    if not os.path.isdir(source.path):
+        raise ValueError(f"Model folder {source.path!r} does not exist.")
+    if source.is_gguf:
+        if not os.path.isfile(os.path.join(source.path, source.gguf_file)):
+            raise ValueError(f"GGUF file {source.display_name!r} does not exist.")
+    elif not os.path.isfile(os.path.join(source.path, "config.json")):
+        raise ValueError(f"Model folder {source.path!r} has no config.json.")
+
+
+def load_hf_config(source: ModelSource) -> Any:
+    """The transformers PretrainedConfig of a HF folder or GGUF file (no remote code)."""
+    from transformers import AutoConfig
+
+    _check_source(source)
+    kwargs = {"gguf_file": source.gguf_file} if source.is_gguf else {}
+    config = AutoConfig.from_pretrained(source.path, trust_remote_code=False, local_files_only=True, **kwargs)
+    if not getattr(config, "architectures", None) and config.model_type in _ARCH_BY_MODEL_TYPE:
+        config.architectures = [_ARCH_BY_MODEL_TYPE[config.model_type]]
+    return config
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def get_generation_eos_ids(source: ModelSource) -> list[int]:
+    """Token ids that end generation: generation_config.json's eos_token_id (int or list), else
+    config.json's; for GGUF the tokenizer.ggml.eos_token_id metadata."""
+    _check_source(source)
+    if source.is_gguf:
+        import gguf
+
+        reader = gguf.GGUFReader(os.path.join(source.path, source.gguf_file))
+        return _as_id_list(gguf_metadata(reader, "tokenizer.ggml.eos_token_id"))
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(source.path, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                ids = _as_id_list(json.load(f).get("eos_token_id"))
+            if ids:
+                return ids
+    return []
+
+
+def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """(hf_name, tensor) pairs of the source's checkpoint."""
+    _check_source(source)
+    if source.is_gguf:
+        return iter_gguf_weights(os.path.join(source.path, source.gguf_file), hf_config)
+    return iter_safetensors_weights(source.path)
+
+
+def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
+    """Build the architecture on `device`, load its weights, and return it in eval mode, no grad."""
+    source = ModelSource(model_config.model, model_config.gguf_file)
+    model_cls = get_model_class(model_config.architecture)
+    with torch.device(device):
+        model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
+    model.load_weights(iter_weights(source, model_config.hf_config))
+    model.eval()
+    model.requires_grad_(False)
+    return model

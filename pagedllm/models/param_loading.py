@@ -1,0 +1,62 @@
+"""Route HF-named checkpoint tensors to our layers (merged projections included) and check that
+every required weight arrived."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from pagedllm.layers.loadable import HFWeightLoadable
+
+# Checkpoint entries that are not weights: rotary caches some exporters save.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+
+
+def _split_stacked(module_name: str, stacked: dict[str, tuple[str, str]]) -> tuple[str, str | None]:
+    """"...self_attn.k_proj" -> ("...self_attn.qkv_proj", "k"); other names pass through."""
+    parent, _, leaf = module_name.rpartition(".")
+    if leaf in stacked:
+        merged, shard = stacked[leaf]
+        return f"{parent}.{merged}" if parent else merged, shard
+    return module_name, None
+
+
+def _hf_name(module_name: str, attr: str, shard: str | None, stacked: dict[str, tuple[str, str]]) -> str:
+    if shard is not None:
+        parent, _, merged = module_name.rpartition(".")
+        leaf = next(hf for hf, (m, s) in stacked.items() if m == merged and s == shard)
+        module_name = f"{parent}.{leaf}" if parent else leaf
+    return f"{module_name}.{attr}"
+
+
+def load_named_weights(
+    model: nn.Module,
+    weights: Iterable[tuple[str, torch.Tensor]],
+    stacked: dict[str, tuple[str, str]],
+    skip_modules: set[str],
+) -> None:
+    """Load every (hf_name, tensor); modules in skip_modules (e.g. a tied lm_head) are neither
+    loaded nor required. Raises ValueError on unknown or missing weights, naming them."""
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, HFWeightLoadable)}
+    missing = {(name, attr, shard) for name, m in modules.items() if name not in skip_modules
+               for attr, shard in m.hf_weight_keys()}
+    unexpected: list[str] = []
+    for hf_name, tensor in weights:
+        if hf_name.endswith(_IGNORED_SUFFIXES):
+            continue
+        module_name, _, attr = hf_name.rpartition(".")
+        if module_name in skip_modules:
+            continue
+        module_name, shard = _split_stacked(module_name, stacked)
+        module = modules.get(module_name)
+        if module is None:
+            unexpected.append(hf_name)
+            continue
+        module.load_hf_weight(attr, tensor, shard)
+        missing.discard((module_name, attr, shard))
+    if unexpected:
+        raise ValueError(f"Checkpoint has {len(unexpected)} weights this model does not know, e.g. {unexpected[:5]}.")
+    if missing:
+        names = sorted(_hf_name(m, a, s, stacked) for m, a, s in missing)
+        raise ValueError(f"Checkpoint is missing {len(names)} required weights, e.g. {names[:5]}.")

@@ -27,7 +27,7 @@ from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
 
-__all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs"]
+__all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
 
 # Exp(1) noise is clamped away from 0 so that a zero-probability token can never win with 0 / 0.
 _MIN_NOISE = torch.finfo(torch.float32).tiny
@@ -54,9 +54,7 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
         """The sampled token of each row: [N] int64."""
-        if md.needs_logit_processing:
-            logits = logits.clone()  # the raw logits stay intact for logprobs
-            _process_logits(logits, md)
+        logits = process_logits(logits, md)
         if md.all_greedy:
             return logits.argmax(dim=-1)
         greedy = None if md.all_random else logits.argmax(dim=-1)  # [N]
@@ -91,8 +89,15 @@ class Sampler:
         return split_sample_logprobs(lists, md.num_logprobs)
 
 
-def _process_logits(logits: torch.Tensor, md: SamplingMetadata) -> None:
-    """The stages that can change the argmax, in place on logits [N, V]."""
+def process_logits(logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+    """logit_bias, min_tokens masking, penalties: the stages that can change the argmax.
+
+    Returns a new tensor [N, V] (or `logits` itself when no row uses them): the raw logits stay
+    intact for logprobs.
+    """
+    if not md.needs_logit_processing:
+        return logits
+    logits = logits.clone()
     if md.logit_bias is not None:
         b = md.logit_bias
         assert b.values is not None
@@ -102,6 +107,7 @@ def _process_logits(logits: torch.Tensor, md: SamplingMetadata) -> None:
         logits[m.rows, m.token_ids] = -math.inf
     if md.penalties is not None:
         apply_penalties(logits, md.penalties)
+    return logits
 
 
 def _truncate(logits: torch.Tensor, md: SamplingMetadata) -> None:

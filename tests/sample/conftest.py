@@ -1,0 +1,31 @@
+"""Helpers for sampler tests: build rows and metadata with little boilerplate."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+
+from pagedllm.sample.sampling_metadata import SamplingMetadata, SamplingRequest, make_sampling_metadata
+from pagedllm.sampling_params import SamplingParams
+
+CPU = torch.device("cpu")
+
+
+def row(prompt: list[int] | None = None, output: list[int] | None = None, eos: int | None = None,
+        **params: object) -> SamplingRequest:
+    return SamplingRequest(SamplingParams(**params), list(prompt or [0]), list(output or []), eos)
+
+
+def metadata(rows: list[SamplingRequest], vocab_size: int) -> SamplingMetadata:
+    return make_sampling_metadata(rows, vocab_size, CPU)
+
+
+@pytest.fixture
+def make_row() -> Callable[..., SamplingRequest]:
+    return row
+
+
+@pytest.fixture
+def make_metadata() -> Callable[[list[SamplingRequest], int], SamplingMetadata]:
+    return metadata

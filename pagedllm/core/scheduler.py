@@ -50,6 +50,9 @@ class Scheduler:
         self.running: list[Request] = []
         # Requests the runner holds state for that finished since the last schedule().
         self.finished_req_ids: set[str] = set()
+        # Outputs decided in schedule() (requests that outgrew the KV pool), sent by the next
+        # update_from_output().
+        self._pending_outputs: list[EngineCoreOutput] = []
         self._num_preemptions = 0
 
     # ---- queries --------------------------------------------------------------------------------
@@ -85,12 +88,12 @@ class Scheduler:
         if request.num_tokens > self.max_model_len:
             raise ValueError(f"The prompt ({request.num_tokens} tokens) is longer than "
                              f"max_model_len ({self.max_model_len}).")
-        # Without this a request larger than the whole pool would preempt itself forever.
-        max_len = min(request.num_tokens + request.max_tokens, self.max_model_len)
-        num_blocks_needed = -(-max_len // self.block_size)
-        if num_blocks_needed > self.kv_cache_manager.block_pool.num_blocks:
-            raise ValueError(f"The request needs up to {num_blocks_needed} KV blocks but the cache "
-                             f"has only {self.kv_cache_manager.block_pool.num_blocks}.")
+        # A prompt larger than the whole pool could never be admitted and would block the queue.
+        # (A request that outgrows the pool while decoding is finished as "length" instead.)
+        num_prompt_blocks = -(-request.num_tokens // self.block_size)
+        if num_prompt_blocks > self.kv_cache_manager.block_pool.num_blocks:
+            raise ValueError(f"The prompt needs {num_prompt_blocks} KV blocks but the cache has only "
+                             f"{self.kv_cache_manager.block_pool.num_blocks}.")
         if self.enable_prefix_caching:
             update_block_hashes(request, self.block_size)
         request.status = RequestStatus.WAITING
@@ -187,6 +190,10 @@ class Scheduler:
                 # Victims come from the end, at index >= i: never a request already scheduled
                 # this step, so nothing needs to be taken back out of this step's output.
                 victim = running.pop()
+                if victim is request and i == 0:
+                    # Alone and still out of blocks: the whole pool cannot hold it, ever.
+                    self._finish_out_of_kv(request)
+                    return budget
                 self._preempt(victim)
                 preempted_req_ids.add(victim.request_id)
                 if victim is request:
@@ -206,6 +213,15 @@ class Scheduler:
         preempt(request, self.kv_cache_manager)
         self.waiting.appendleft(request)  # resumes before anything that arrived after it
         self._num_preemptions += 1
+
+    def _finish_out_of_kv(self, request: Request) -> None:
+        # Preempting it would loop forever (it could never be readmitted), so end it the way a
+        # max_model_len cap would. Its output reaches the engine in the next update_from_output.
+        request.status = RequestStatus.FINISHED_LENGTH_CAPPED
+        self._free_request(request, known_to_runner=True)
+        self._pending_outputs.append(EngineCoreOutput(
+            request.request_id, [], finish_reason=request.get_finish_reason(),
+            num_cached_tokens=request.num_cached_tokens))
 
     def _schedule_waiting(
         self, budget: int, num_scheduled_tokens: dict[str, int], new_reqs: list[NewRequestData]
@@ -253,7 +269,7 @@ class Scheduler:
         Returns one EngineCoreOutput per request that got tokens, logprobs or prompt logprobs.
         Outputs for requests that are no longer running (aborted meanwhile) are dropped.
         """
-        outputs: list[EngineCoreOutput] = []
+        outputs, self._pending_outputs = self._pending_outputs, []
         requests = self.requests
         logprobs = model_runner_output.logprobs
         prompt_logprobs = model_runner_output.prompt_logprobs

@@ -125,6 +125,7 @@ class BlockPool:
 
     @property
     def num_free_blocks(self) -> int:
+        """Blocks with ref_cnt 0, cached or not: all can be handed out."""
         return self.free_block_queue.num_free_blocks
 
     @property
@@ -133,6 +134,7 @@ class BlockPool:
         return 1.0 - self.free_block_queue.num_free_blocks / self.num_blocks
 
     def get_cached_block(self, block_hash: BlockHash) -> KVCacheBlock | None:
+        """The block holding this content, in use or free, or None."""
         return self.cached_block_hash_to_block.get(block_hash)
 
     def get_new_blocks(self, num_blocks: int) -> list[KVCacheBlock]:

@@ -14,6 +14,8 @@ from pagedllm.core.request import Request
 
 
 class KVCacheManager:
+    """Per-request block tables over one BlockPool; the scheduler's only door to the KV cache."""
+
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be at least 1, got {block_size}.")
@@ -29,6 +31,7 @@ class KVCacheManager:
 
     @property
     def num_free_blocks(self) -> int:
+        """Blocks that can be allocated (free cached blocks included)."""
         return self.block_pool.num_free_blocks
 
     @property

@@ -23,7 +23,7 @@ from pagedllm.core.preemption import preempt
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from pagedllm.core.stop import check_stop
-from pagedllm.outputs import EngineCoreOutput, ModelRunnerOutput
+from pagedllm.outputs import EngineCoreOutput, LogprobsLists, ModelRunnerOutput
 
 _RUNNING = RequestStatus.RUNNING
 
@@ -53,6 +53,9 @@ class Scheduler:
         # Outputs decided in schedule() (requests that outgrew the KV pool), sent by the next
         # update_from_output().
         self._pending_outputs: list[EngineCoreOutput] = []
+        # req_id -> prompt positions whose prompt logprobs were already sent. A request preempted
+        # during or after its prefill recomputes its prompt; those rows must not be sent twice.
+        self._num_prompt_logprobs_sent: dict[str, int] = {}
         self._num_preemptions = 0
 
     # ---- queries --------------------------------------------------------------------------------
@@ -71,6 +74,7 @@ class Scheduler:
         return self._num_preemptions
 
     def get_request(self, req_id: str) -> Request | None:
+        """The unfinished request with this id, or None."""
         return self.requests.get(req_id)
 
     def has_unfinished_requests(self) -> bool:
@@ -131,6 +135,7 @@ class Scheduler:
             self.finished_req_ids.add(request.request_id)
         self.kv_cache_manager.free(request)
         del self.requests[request.request_id]
+        self._num_prompt_logprobs_sent.pop(request.request_id, None)
 
     # ---- one step -------------------------------------------------------------------------------
 
@@ -280,6 +285,9 @@ class Scheduler:
                 continue
             new_logprobs = logprobs.get(req_id) if logprobs else None
             new_prompt_logprobs = prompt_logprobs.get(req_id) if prompt_logprobs else None
+            if new_prompt_logprobs is not None:
+                new_prompt_logprobs = self._drop_resent_prompt_logprobs(
+                    request, scheduler_output.num_scheduled_tokens[req_id], new_prompt_logprobs)
             if sampled:
                 sampled = self._append_tokens(request, sampled)
             elif new_logprobs is None and new_prompt_logprobs is None:
@@ -295,6 +303,21 @@ class Scheduler:
         if any_finished:  # one rebuild per step instead of a list.remove per finished request
             self.running = [r for r in self.running if r.status == _RUNNING]
         return outputs
+
+    def _drop_resent_prompt_logprobs(
+        self, request: Request, num_scheduled: int, rows: LogprobsLists
+    ) -> LogprobsLists | None:
+        """Cut the rows of prompt positions already reported before a preemption."""
+        # Row j is prompt position `start + j`; num_computed_tokens was advanced in schedule().
+        start = request.num_computed_tokens - num_scheduled
+        num_sent = self._num_prompt_logprobs_sent.get(request.request_id, 0)
+        self._num_prompt_logprobs_sent[request.request_id] = max(num_sent, start + len(rows))
+        skip = num_sent - start
+        if skip <= 0:
+            return rows
+        if skip >= len(rows):
+            return None
+        return LogprobsLists(rows.token_ids[skip:], rows.logprobs[skip:], rows.ranks[skip:])
 
     def _append_tokens(self, request: Request, token_ids: list[int]) -> list[int]:
         """Append tokens one by one until a stop rule fires; returns those kept."""

@@ -18,7 +18,10 @@ class NewRequestData:
     output_token_ids: list[int]  # non-empty only for a request resumed after preemption
     sampling_params: SamplingParams
     block_ids: list[int]  # the whole block table
-    num_computed_tokens: int  # tokens already in the KV cache (prefix-cache hit)
+    # Tokens already in the KV cache before this step (the prefix-cache hit, 0 on a miss), i.e. the
+    # position of the first token scheduled this step. The scheduler's own Request has already
+    # been advanced past this step's tokens when schedule() returns.
+    num_computed_tokens: int
 
 
 @dataclass(slots=True)
@@ -27,6 +30,7 @@ class CachedRequestData:
 
     req_ids: list[str] = field(default_factory=list)
     new_block_ids: list[list[int]] = field(default_factory=list)  # blocks appended to the table
+    # Before this step, as in NewRequestData: the position of the first token scheduled this step.
     num_computed_tokens: list[int] = field(default_factory=list)
 
     @property
@@ -41,7 +45,9 @@ class SchedulerOutput:
     # req_id -> tokens to compute this step, in the order the runner should lay them out
     num_scheduled_tokens: dict[str, int]
     total_num_scheduled_tokens: int
-    # finished or preempted since the last step: the runner drops their state
+    # The runner drops the state of both sets' requests. Only requests the runner was sent (and has
+    # not dropped yet) appear: finished = finished or aborted since the previous schedule();
+    # preempted = preempted by this schedule() (they come back later as new requests).
     finished_req_ids: set[str]
     preempted_req_ids: set[str] = field(default_factory=set)
 

@@ -42,6 +42,7 @@ class _RunnerRequest:
     token_ids: list[int]
     block_ids: list[int]
     num_computed_tokens: int
+    num_prompt_tokens: int
     wants_prompt_logprobs: bool
 
 
@@ -74,8 +75,10 @@ class FakeRunner:
             for pos in range(end):  # the attention read: the whole prefix must be intact
                 assert self.kv.get(self._slot(state, pos)) == (pos, state.token_ids[pos]), (
                     f"{req_id}: wrong KV at position {pos}")
-            if state.wants_prompt_logprobs:
-                prompt_logprobs[req_id] = _fake_logprobs(state.num_computed_tokens, end)
+            if state.wants_prompt_logprobs and state.num_computed_tokens < state.num_prompt_tokens:
+                # One row per prompt position computed this step; column 0 holds the position.
+                prompt_logprobs[req_id] = _fake_logprobs(
+                    state.num_computed_tokens, min(end, state.num_prompt_tokens))
             state.num_computed_tokens = end
             if end == len(state.token_ids):
                 token = self.sample_fn(req_id, state.token_ids)
@@ -92,7 +95,8 @@ class FakeRunner:
             assert new.req_id not in self.reqs, f"{new.req_id} sent as new twice"
             self.reqs[new.req_id] = _RunnerRequest(
                 new.prompt_token_ids + new.output_token_ids, list(new.block_ids),
-                new.num_computed_tokens, new.sampling_params.prompt_logprobs is not None)
+                new.num_computed_tokens, len(new.prompt_token_ids),
+                new.sampling_params.prompt_logprobs is not None)
         cached = sched_out.scheduled_cached_reqs
         for req_id, new_block_ids, num_computed in zip(
                 cached.req_ids, cached.new_block_ids, cached.num_computed_tokens):
@@ -106,4 +110,4 @@ class FakeRunner:
 
 def _fake_logprobs(start: int, end: int) -> LogprobsLists:
     n = end - start
-    return LogprobsLists([[0]] * n, [[0.0]] * n, [1] * n)
+    return LogprobsLists([[pos] for pos in range(start, end)], [[0.0]] * n, [1] * n)

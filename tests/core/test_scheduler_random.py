@@ -49,10 +49,14 @@ def _check_step_limits(sched: Scheduler, num_scheduled: dict[str, int]) -> None:
         assert request.num_computed_tokens <= min(request.num_tokens, MAX_MODEL_LEN)
 
 
-def _collect(outs: list[EngineCoreOutput], tokens: dict[str, list[int]], finished: dict[str, str]) -> None:
+def _collect(outs: list[EngineCoreOutput], tokens: dict[str, list[int]], finished: dict[str, str],
+             prompt_positions: dict[str, list[int]]) -> None:
     for out in outs:
         assert out.request_id not in finished, "output after the finish"
         tokens.setdefault(out.request_id, []).extend(out.new_token_ids)
+        if out.new_prompt_logprobs is not None:
+            positions = prompt_positions.setdefault(out.request_id, [])
+            positions.extend(row[0] for row in out.new_prompt_logprobs.token_ids)
         if out.finish_reason is not None:
             finished[out.request_id] = out.finish_reason
 
@@ -69,6 +73,7 @@ def test_random_workload_runs_to_completion(seed: int, caching: bool) -> None:
     tokens: dict[str, list[int]] = {}
     finished: dict[str, str] = {}
     aborted: set[str] = set()
+    prompt_positions: dict[str, list[int]] = {}
     for _ in range(2000):
         if len(all_requests) < 60 and rng.random() < 0.5:
             all_requests.append(_random_request(rng, prefixes))
@@ -80,11 +85,16 @@ def test_random_workload_runs_to_completion(seed: int, caching: bool) -> None:
         _check_step_limits(sched, sched_out.num_scheduled_tokens)
         runner_out = runner.execute(sched_out)
         _abort_random(rng, sched, aborted)  # while the step runs
-        _collect(sched.update_from_output(sched_out, runner_out), tokens, finished)
+        _collect(sched.update_from_output(sched_out, runner_out), tokens, finished, prompt_positions)
         sched.kv_cache_manager.check_invariants()
     assert not sched.has_unfinished_requests(), "did not finish"
     sched.kv_cache_manager.check_all_free()
     _check_results(all_requests, tokens, finished, aborted)
+    for request in all_requests:  # each prompt position reported once, in order, even if preempted
+        positions = prompt_positions.get(request.request_id, [])
+        assert positions == list(range(len(positions)))
+        if request.sampling_params.prompt_logprobs is not None and request.request_id in finished:
+            assert len(positions) == request.num_prompt_tokens
     assert sched.num_preemptions > 0, "the pool should be tight enough to preempt"
     if caching:
         assert sched.kv_cache_manager.prefix_cache_hits > 0

@@ -103,9 +103,13 @@ def _decode_attention(
     # (head h uses kv head h // group), so SDPA sees [B, kv, group, D] against [B, kv, S, D].
     q = query.view(num_reqs, kv_heads, num_heads // kv_heads, head_size)
     positions = torch.arange(max_seq_len, device=query.device)
-    mask = (positions[None, :] < seq_lens[:, None].to(positions.dtype))[:, None, None, :]  # [B, 1, 1, S]
+    valid = positions[None, :] < seq_lens[:, None].to(positions.dtype)  # [B, S]
+    # Slots past a request's length hold whatever the cache had (uninitialized memory may be NaN/inf
+    # in fp16): zero them in the gathered copy, since a masked score still multiplies V (0 * NaN).
+    k.masked_fill_(~valid[:, :, None, None], 0)
+    v.masked_fill_(~valid[:, :, None, None], 0)
     out = F.scaled_dot_product_attention(
-        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale)
+        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=valid[:, None, None, :], scale=scale)
     return out.reshape(num_reqs, num_heads, head_size)
 
 

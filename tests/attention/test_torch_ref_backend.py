@@ -41,8 +41,9 @@ def run_case(num_cached: list[int], num_new: list[int], num_heads: int, kv_heads
     free = list(range(num_blocks))
     rng.shuffle(free)  # non-contiguous, out-of-order block ids
     block_lists = [[free.pop() for _ in range(n)] for n in blocks_needed]
-    cache = torch.randn(TorchAttentionBackend.kv_cache_shape(num_blocks, block_size, kv_heads, head_size),
-                        generator=gen)
+    # NaN everywhere not written: reading (or multiplying by 0) a slot outside the context shows up.
+    cache = torch.full(TorchAttentionBackend.kv_cache_shape(num_blocks, block_size, kv_heads, head_size),
+                       float("nan"))
     # Logical K/V per request; write the cached prefix into the paged cache by hand.
     ks = [torch.randn(s, kv_heads, head_size, generator=gen) for s in seq_lens]
     vs = [torch.randn(s, kv_heads, head_size, generator=gen) for s in seq_lens]

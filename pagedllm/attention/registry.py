@@ -34,12 +34,12 @@ def get_backend_class(name: str) -> type[AttentionBackend]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def get_attn_backend(device: str, name: str | None = None) -> type[AttentionBackend]:
-    """The backend class for `device` ("cpu", "cuda", "cuda:1"...), or the one named explicitly.
-    Instantiate it (no arguments) to put it in a ForwardContext."""
+def get_attn_backend(device: str, name: str | None = None) -> AttentionBackend:
+    """A backend instance for `device` ("cpu", "cuda", "cuda:1"...), or the one named explicitly,
+    ready to go into a ForwardContext (backends are stateless; one per worker is enough)."""
     if name is None:
         device_type = device.split(":")[0]
         if device_type not in _DEVICE_DEFAULTS:
             raise ValueError(f"No attention backend for device {device!r}; known: {sorted(_DEVICE_DEFAULTS)}.")
         name = _DEVICE_DEFAULTS[device_type]
-    return get_backend_class(name)
+    return get_backend_class(name)()

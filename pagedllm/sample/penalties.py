@@ -4,6 +4,10 @@
   a positive logit is divided by the penalty and a negative one multiplied by it.
 - frequency: logit -= frequency_penalty * (times the token appears in the output).
 - presence: logit -= presence_penalty * (1 if the token appears in the output).
+
+Only the (row, token) entries that occur in a prompt or output change, so they are updated
+sparsely, by flat index row * V + token: a few thousand entries instead of dense [N, V] count
+tensors and several passes over the whole logits.
 """
 from __future__ import annotations
 
@@ -13,26 +17,19 @@ from pagedllm.sample.sampling_metadata import PenaltyMetadata, SparseLogits
 
 
 def apply_penalties(logits: torch.Tensor, pm: PenaltyMetadata) -> None:
-    """Penalise `logits` [N, V] in place, on the rows of `pm` only."""
-    sub = logits if pm.rows is None else logits[pm.rows]  # [M, V] (a copy when rows is set)
-    num_rows, vocab_size = sub.shape
-    counts = _token_counts(pm.output_tokens, num_rows, vocab_size, sub.device)  # [M, V] float32
+    """Penalise `logits` [N, V] (contiguous) in place."""
+    vocab_size = logits.shape[1]
+    flat = logits.view(-1)  # [N * V]
+    output_keys = _flat_keys(pm.output_tokens, vocab_size)  # [T] with repeats
     if pm.prompt_tokens is not None:
-        seen = counts > 0  # [M, V] bool
-        seen[pm.prompt_tokens.rows, pm.prompt_tokens.token_ids] = True
-        rep = pm.repetition.unsqueeze(1)  # [M, 1]
-        penalised = torch.where(sub > 0, sub / rep, sub * rep)
-        sub = torch.where(seen, penalised, sub)
-    sub = sub - pm.frequency.unsqueeze(1) * counts
-    sub = sub - pm.presence.unsqueeze(1) * (counts > 0).to(sub.dtype)
-    if pm.rows is None:
-        logits.copy_(sub)
-    else:
-        logits[pm.rows] = sub
+        seen = torch.cat([_flat_keys(pm.prompt_tokens, vocab_size), output_keys]).unique()  # [S]
+        values = flat[seen]  # [S]
+        penalty = pm.repetition[seen // vocab_size]  # [S]
+        flat[seen] = torch.where(values > 0, values / penalty, values * penalty)
+    keys, counts = output_keys.unique(return_counts=True)  # [U] each
+    row = keys // vocab_size  # [U]
+    flat[keys] -= pm.frequency[row] * counts.to(flat.dtype) + pm.presence[row]
 
 
-def _token_counts(tokens: SparseLogits, num_rows: int, vocab_size: int, device: torch.device) -> torch.Tensor:
-    counts = torch.zeros(num_rows, vocab_size, dtype=torch.float32, device=device)  # [M, V]
-    ones = torch.ones(tokens.token_ids.shape[0], dtype=torch.float32, device=device)
-    counts.index_put_((tokens.rows, tokens.token_ids), ones, accumulate=True)
-    return counts
+def _flat_keys(tokens: SparseLogits, vocab_size: int) -> torch.Tensor:
+    return tokens.rows * vocab_size + tokens.token_ids  # [T] int64

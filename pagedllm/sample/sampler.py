@@ -10,7 +10,7 @@ Pipeline (vLLM's order), each stage skipped when no row uses it:
        v
     softmax / Exp(1) noise, argmax -----------------------------------> random rows
 
-Sampling uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) picks i with probability
+Sampling uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) iid picks i with probability
 p_i. Each row's noise can then come from its own generator: seeded rows get one seeded by
 (seed, output index) (see seeding.py); the others share the sampler's generator.
 """
@@ -28,10 +28,6 @@ from pagedllm.sample.sampling_metadata import SamplingMetadata
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
 
 __all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
-
-# Exp(1) noise is clamped away from 0 so that a zero-probability token can never win with 0 / 0.
-_MIN_NOISE = torch.finfo(torch.float32).tiny
-
 
 @dataclass(slots=True)
 class SamplerOutput:
@@ -69,13 +65,16 @@ class Sampler:
 
     def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
         probs = logits.softmax(dim=-1)  # [N, V]
-        noise = torch.empty_like(probs)  # [N, V] Exp(1)
+        # E = -log(U) ~ Exp(1) for U ~ U[0, 1), so argmax p / E == argmin p / log(U): log(U) < 0
+        # (U < 1) never divides by zero, U = 0 gives -inf (that token loses), and uniform + log is
+        # several times faster than exponential_ on CPU.
+        noise = torch.empty_like(probs)  # [N, V] U[0, 1), then log(U)
         if len(md.generators) < md.num_rows:
-            noise.exponential_(generator=self.generator)
+            noise.uniform_(generator=self.generator)
         for row, generator in md.generators.items():
-            noise[row].exponential_(generator=generator)
-        noise.clamp_min_(_MIN_NOISE)
-        return probs.div_(noise).argmax(dim=-1)
+            noise[row].uniform_(generator=generator)
+        noise.log_()
+        return torch.div(probs, noise, out=noise).argmin(dim=-1)
 
     def _logprobs(self, logits: torch.Tensor, sampled: torch.Tensor,
                   md: SamplingMetadata) -> list[LogprobsLists | None]:

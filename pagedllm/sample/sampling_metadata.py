@@ -40,15 +40,14 @@ class SparseLogits:
 
 @dataclass(slots=True)
 class PenaltyMetadata:
-    """Repetition / frequency / presence penalties, only for the rows that set one."""
+    """Repetition / frequency / presence penalties; present when at least one row sets one."""
 
-    rows: torch.Tensor | None  # [M] int64 rows of the batch; None when every row is penalised
-    repetition: torch.Tensor  # [M] float32 (1.0: none)
-    frequency: torch.Tensor  # [M] float32 (0.0: none)
-    presence: torch.Tensor  # [M] float32 (0.0: none)
-    # tokens of each penalised row's output: (index into the M rows, token id), for counts
+    repetition: torch.Tensor  # [N] float32 (1.0: none)
+    frequency: torch.Tensor  # [N] float32 (0.0: none)
+    presence: torch.Tensor  # [N] float32 (0.0: none)
+    # (row, token) of every output token of the penalised rows (repeats kept: they are counted)
     output_tokens: SparseLogits
-    # tokens of each penalised row's prompt; None when no row has a repetition penalty
+    # (row, token) of the prompts of rows with a repetition penalty (the only one that reads them)
     prompt_tokens: SparseLogits | None
 
 
@@ -185,26 +184,23 @@ def _has_penalty(p: SamplingParams) -> bool:
 
 
 def _make_penalties(rows: list[SamplingRequest], device: torch.device) -> PenaltyMetadata | None:
-    idx = [i for i, r in enumerate(rows) if _has_penalty(r.params)]
-    if not idx:
+    penalised = [i for i, r in enumerate(rows) if _has_penalty(r.params)]
+    if not penalised:
         return None
-    pen = [rows[i] for i in idx]
-    params = [r.params for r in pen]
-    any_repetition = any(p.repetition_penalty != 1.0 for p in params)
+    repetition = [i for i in penalised if rows[i].params.repetition_penalty != 1.0]
     return PenaltyMetadata(
-        rows=None if len(idx) == len(rows) else torch.tensor(idx, dtype=torch.int64, device=device),
-        repetition=torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32, device=device),
-        frequency=torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32, device=device),
-        presence=torch.tensor([p.presence_penalty for p in params], dtype=torch.float32, device=device),
-        output_tokens=_flatten_token_lists([r.output_token_ids for r in pen], device),
-        # Only the repetition penalty looks at the prompt; skip copying prompts otherwise.
-        prompt_tokens=_flatten_token_lists([r.prompt_token_ids for r in pen], device) if any_repetition else None,
+        repetition=torch.tensor([r.params.repetition_penalty for r in rows], dtype=torch.float32, device=device),
+        frequency=torch.tensor([r.params.frequency_penalty for r in rows], dtype=torch.float32, device=device),
+        presence=torch.tensor([r.params.presence_penalty for r in rows], dtype=torch.float32, device=device),
+        output_tokens=_flatten_token_lists(penalised, [rows[i].output_token_ids for i in penalised], device),
+        prompt_tokens=(_flatten_token_lists(repetition, [rows[i].prompt_token_ids for i in repetition], device)
+                       if repetition else None),
     )
 
 
-def _flatten_token_lists(token_lists: list[list[int]], device: torch.device) -> SparseLogits:
+def _flatten_token_lists(row_ids: list[int], token_lists: list[list[int]], device: torch.device) -> SparseLogits:
     """(row, token) pairs of ragged token lists, without padding them to one length."""
     lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.int64)  # [M]
-    rows = torch.repeat_interleave(torch.arange(len(token_lists)), lengths)  # [sum(lengths)]
+    rows = torch.repeat_interleave(torch.tensor(row_ids, dtype=torch.int64), lengths)  # [sum(lengths)]
     token_ids = torch.tensor(list(chain.from_iterable(token_lists)), dtype=torch.int64)  # [sum(lengths)]
     return SparseLogits(rows.to(device), token_ids.to(device))

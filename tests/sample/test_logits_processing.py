@@ -36,7 +36,7 @@ def test_frequency_and_presence_only_look_at_output(make_row, make_metadata):
 
 
 def test_repetition_penalty_below_one_boosts(make_row, make_metadata):
-    out = _process([make_row(prompt=[0], output=[1], repetition_penalty=0.5)], make_metadata)
+    out = _process([make_row(prompt=[0, 0], output=[1, 0], repetition_penalty=0.5)], make_metadata)
     expected = RAW.clone()
     expected[0], expected[1] = 4.0, -0.5
     torch.testing.assert_close(out[0], expected)

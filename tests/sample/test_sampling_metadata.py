@@ -31,12 +31,14 @@ def test_fields_for_mixed_rows(make_row, make_metadata):
     assert md.num_logprobs == [None, None, 2, None] and md.max_num_logprobs == 2
 
 
-def test_penalties_only_for_penalised_rows(make_row, make_metadata):
-    rows = [make_row(), make_row(prompt=[9, 9], output=[1, 2, 2], frequency_penalty=0.5), make_row()]
+def test_penalty_tokens_only_for_penalised_rows(make_row, make_metadata):
+    rows = [make_row(output=[7]), make_row(prompt=[9, 9], output=[1, 2, 2], frequency_penalty=0.5), make_row(),
+            make_row(prompt=[3], output=[4], repetition_penalty=1.5)]
     pm = make_metadata(rows, V).penalties
-    assert pm.rows.tolist() == [1]
-    assert pm.prompt_tokens is None  # prompts are only needed for the repetition penalty
-    assert pm.output_tokens.rows.tolist() == [0, 0, 0] and pm.output_tokens.token_ids.tolist() == [1, 2, 2]
+    assert pm.output_tokens.rows.tolist() == [1, 1, 1, 3] and pm.output_tokens.token_ids.tolist() == [1, 2, 2, 4]
+    # prompts are only needed for the repetition penalty
+    assert pm.prompt_tokens.rows.tolist() == [3] and pm.prompt_tokens.token_ids.tolist() == [3]
+    assert pm.frequency.tolist() == [0.0, 0.5, 0.0, 0.0] and pm.repetition.tolist() == [1.0, 1.0, 1.0, 1.5]
 
 
 def test_top_p_partial_sort_equals_full_sort():
@@ -52,3 +54,23 @@ def test_top_p_partial_sort_equals_full_sort():
     apply_top_p(b, rows, top_p, max_top_k=None)
     assert torch.equal(a, b)
     assert torch.equal(a[[1, 4]], logits[[1, 4]])  # rows without top-p untouched
+
+
+def test_top_p_partial_sort_with_fallback_matches_naive():
+    # V > 256: peaked rows resolve within the first 256 sorted tokens, flat rows fall back to a full sort
+    torch.manual_seed(1)
+    vocab = 2000
+    logits = torch.randn(4, vocab)
+    logits[0] *= 8.0
+    logits[2] *= 8.0
+    top_p = torch.tensor([0.9, 0.9, 0.5, 0.99])
+    out = logits.clone()
+    apply_top_p(out, torch.arange(4), top_p, max_top_k=None)
+    for i in range(4):
+        probs = logits[i].double().softmax(-1)
+        sorted_probs, order = probs.sort(descending=True)
+        before = sorted_probs.cumsum(0) - sorted_probs
+        kept = set(order[before < top_p[i].item()].tolist())
+        assert set(torch.isfinite(out[i]).nonzero().squeeze(1).tolist()) == kept
+    assert len(set(torch.isfinite(out[0]).nonzero().squeeze(1).tolist())) < 256
+    assert len(set(torch.isfinite(out[1]).nonzero().squeeze(1).tolist())) > 256

@@ -72,19 +72,29 @@ def write_kv_cache(
 
 def gather_kv(
     kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
-    block_table: torch.Tensor,  # [B, max_blocks] (or [max_blocks] for one request)
+    block_table: torch.Tensor,  # [B, max_blocks]
+    seq_lens: torch.Tensor | None,  # [B]: zero K/V past each length; None: all valid up to max_seq_len
     max_seq_len: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """K and V of the first max_seq_len positions through the block table: [B, max_seq_len, kv, D]
-    each (no batch dim for a 1-D table). Positions past a request's length hold stale data."""
-    block_size = kv_cache.shape[2]
+    """K and V of the first max_seq_len positions through the block table, [B, max_seq_len, kv, D]
+    each, as fresh tensors."""
+    _, _, block_size, kv_heads, head_size = kv_cache.shape
+    num_reqs = block_table.shape[0]
     num_blocks = -(-max_seq_len // block_size)
-    blocks = block_table[..., :num_blocks].long()
-    k = kv_cache[0][blocks]  # [..., num_blocks, block_size, kv, D]
-    v = kv_cache[1][blocks]
-    lead = blocks.shape[:-1]
-    k = k.reshape(*lead, num_blocks * block_size, *k.shape[-2:])[..., :max_seq_len, :, :]
-    v = v.reshape(*lead, num_blocks * block_size, *v.shape[-2:])[..., :max_seq_len, :, :]
+    padded_len = num_blocks * block_size
+    # index_select over whole blocks: ~2x faster on CPU than advanced indexing with a 2-D index.
+    blocks = block_table[:, :num_blocks].reshape(-1).long()
+    k = kv_cache[0].index_select(0, blocks)  # [B * num_blocks, block_size, kv, D]
+    v = kv_cache[1].index_select(0, blocks)
+    if seq_lens is not None:
+        # Slots past a request's length hold whatever the cache had (uninitialized memory may be
+        # NaN/inf in fp16) and a masked score still multiplies V (0 * NaN = NaN): zero those rows.
+        stale = torch.arange(padded_len, device=k.device)[None, :] >= seq_lens[:, None]  # [B, padded_len]
+        rows = stale.reshape(-1).nonzero().squeeze(1)
+        k.view(-1, kv_heads, head_size).index_fill_(0, rows, 0)
+        v.view(-1, kv_heads, head_size).index_fill_(0, rows, 0)
+    k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
+    v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
     return k, v
 
 
@@ -96,18 +106,14 @@ def _decode_attention(
     max_seq_len: int,
     scale: float,
 ) -> torch.Tensor:  # [B, num_heads, head_size]
-    k, v = gather_kv(kv_cache, block_table, max_seq_len)  # [B, S, kv, D]
+    k, v = gather_kv(kv_cache, block_table, seq_lens, max_seq_len)  # [B, S, kv, D]
     num_reqs, num_heads, head_size = query.shape
     kv_heads = k.shape[2]
     # GQA without expanding K/V: the heads sharing a kv head become that kv head's "query rows"
     # (head h uses kv head h // group), so SDPA sees [B, kv, group, D] against [B, kv, S, D].
     q = query.view(num_reqs, kv_heads, num_heads // kv_heads, head_size)
     positions = torch.arange(max_seq_len, device=query.device)
-    valid = positions[None, :] < seq_lens[:, None].to(positions.dtype)  # [B, S]
-    # Slots past a request's length hold whatever the cache had (uninitialized memory may be NaN/inf
-    # in fp16): zero them in the gathered copy, since a masked score still multiplies V (0 * NaN).
-    k.masked_fill_(~valid[:, :, None, None], 0)
-    v.masked_fill_(~valid[:, :, None, None], 0)
+    valid = positions[None, :] < seq_lens[:, None]  # [B, S]
     out = F.scaled_dot_product_attention(
         q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=valid[:, None, None, :], scale=scale)
     return out.reshape(num_reqs, num_heads, head_size)
@@ -131,7 +137,8 @@ def _prefill_attention(
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=True, scale=scale,
                                              enable_gqa=True)
         return out.transpose(0, 1)
-    k, v = gather_kv(kv_cache, block_table, seq_len)  # [S, kv, D]
+    k, v = gather_kv(kv_cache, block_table[None], None, seq_len)
+    k, v = k[0], v[0]  # [S, kv, D]
     # SDPA's is_causal aligns the diagonal top-left; with a prefix it must end bottom-right.
     key_pos = torch.arange(seq_len, device=query.device)
     query_pos = torch.arange(num_cached, seq_len, device=query.device)

@@ -84,3 +84,12 @@ def test_rope_config_old_and_new_style() -> None:
     new = SimpleNamespace(rope_parameters={"rope_type": "default", "rope_theta": 1e4})
     assert rope_config_from_hf(new).theta == 1e4
     assert rope_config_from_hf(SimpleNamespace()).rope_type == "default"
+
+
+def test_tokenizer_folder_missing(tmp_path: Any) -> None:
+    from pagedllm.engine.tokenizer import load_tokenizer
+
+    with pytest.raises(ValueError, match="no_tok"):
+        load_tokenizer(ModelSource(str(tmp_path)), tokenizer=str(tmp_path / "no_tok"))
+    with pytest.raises(ValueError, match="gone"):
+        load_tokenizer(ModelSource(str(tmp_path / "gone")))

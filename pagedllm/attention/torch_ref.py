@@ -36,7 +36,8 @@ class TorchAttentionBackend(AttentionBackend):
         # Rows past num_actual_tokens are padding (e.g. for a captured graph): left as zeros.
         out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
         if metadata.is_decode_only:
-            out[:n] = _decode_attention(query[:n], kv_cache, metadata.block_table, metadata.seq_lens,
+            # One token per request, so n == num_reqs; slicing tolerates tables padded with extra rows.
+            out[:n] = _decode_attention(query[:n], kv_cache, metadata.block_table[:n], metadata.seq_lens[:n],
                                         metadata.max_seq_len, scale)
             return out
 

@@ -46,10 +46,6 @@ def smollm2_llm(make_smollm2_llm):
 
 
 @pytest.fixture(scope="session")
-def hf_smollm2_model(smollm2_gguf: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(smollm2_gguf), gguf_file=os.path.basename(smollm2_gguf), dtype=torch.float32)
-    return model.eval()
+def hf_smollm2_model(hf_smollm2):
+    """HF transformers' own model of the GGUF (built by the root conftest without accelerate)."""
+    return hf_smollm2

@@ -8,11 +8,11 @@ Pipeline (vLLM's order), each stage skipped when no row uses it:
     argmax ---------------------------------------------------------> greedy rows (temperature 0, top_k 1)
        | / temperature, top-k, top-p, min-p
        v
-    softmax / Exp(1) noise, argmax -----------------------------------> random rows
+    softmax, cumsum, one uniform per row, searchsorted ---------------> random rows
 
-Sampling uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) iid picks i with probability
-p_i. Each row's noise can then come from its own generator: seeded rows get one seeded by
-(seed, output index) (see seeding.py); the others share the sampler's generator.
+Sampling inverts the CDF with one uniform number per row, so each row's randomness can come from
+its own generator: seeded rows get one seeded by (seed, output index) (see seeding.py); the others
+share the sampler's generator. (An exponential race needs V draws per row: ~10x slower on CPU.)
 """
 from __future__ import annotations
 
@@ -64,17 +64,19 @@ class Sampler:
         return torch.where(md.greedy_mask, greedy, sampled)
 
     def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+        """Inverse-CDF sampling: one uniform draw per row, so a row's randomness is one number
+        from its own generator and the cost is a softmax and a cumsum, not V random draws."""
         probs = logits.softmax(dim=-1)  # [N, V]
-        # E = -log(U) ~ Exp(1) for U ~ U[0, 1), so argmax p / E == argmin p / log(U): log(U) < 0
-        # (U < 1) never divides by zero, U = 0 gives -inf (that token loses), and uniform + log is
-        # several times faster than exponential_ on CPU.
-        noise = torch.empty_like(probs)  # [N, V] U[0, 1), then log(U)
+        cdf = probs.cumsum_(dim=-1)  # [N, V], in place: probs is not needed again
+        u = torch.empty((md.num_rows, 1), dtype=cdf.dtype, device=cdf.device)  # [N, 1] U[0, 1)
         if len(md.generators) < md.num_rows:
-            noise.uniform_(generator=self.generator)
+            u.uniform_(generator=self.generator)
         for row, generator in md.generators.items():
-            noise[row].uniform_(generator=generator)
-        noise.log_()
-        return torch.div(probs, noise, out=noise).argmin(dim=-1)
+            u[row].uniform_(generator=generator)
+        # Scale by the row's total so float rounding in the cumsum never lets u pass the end;
+        # right=True skips zero-probability tokens (their cdf equals their predecessor's).
+        u.mul_(cdf[:, -1:])
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
     def _logprobs(self, logits: torch.Tensor, sampled: torch.Tensor,
                   md: SamplingMetadata) -> list[LogprobsLists | None]:

@@ -38,7 +38,7 @@ class LMHead(Linear):
         super().__init__(hidden_size, vocab_size, bias=False, dtype=dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(hidden, self.weight_t).float()
+        return super().forward(hidden).float()
 
     def tie_to(self, embedding: VocabEmbedding) -> None:
         """Fill from the (already loaded) input embedding, for tie_word_embeddings models."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pagedllm.config import ModelConfig
+from pagedllm.layers.linear import Linear
 from pagedllm.models.common import to_torch_dtype
 from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
 from pagedllm.models.registry import get_model_class
@@ -82,6 +83,11 @@ def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, tor
     return iter_safetensors_weights(source.path)
 
 
+def pack_linear_weights(model: nn.Module) -> int:
+    """Reorder every linear layer's weight for the CPU GEMM path; returns how many were packed."""
+    return sum(1 for m in model.modules() if isinstance(m, Linear) and m.pack_for_cpu())
+
+
 def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
     """Build the architecture on `device`, load its weights, and return it in eval mode, no grad."""
     source = ModelSource(model_config.model, model_config.gguf_file)
@@ -89,6 +95,8 @@ def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
     with torch.device(device):
         model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
     model.load_weights(iter_weights(source, model_config.hf_config))
+    if device == "cpu":
+        pack_linear_weights(model)
     model.eval()
     model.requires_grad_(False)
     return model

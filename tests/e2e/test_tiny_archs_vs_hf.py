@@ -1,0 +1,52 @@
+"""Every registered architecture, through the whole engine, equals HF transformers on random weights."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pagedllm import LLM, SamplingParams
+from tests.conftest import TINY_ARCHS
+from tests.e2e.hf_oracle import hf_greedy, hf_prompt_logprobs
+
+EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
+
+
+def _prompts(seed: int, n: int = 6) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(6, 384) for _ in range(rng.randint(3, 70))] for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=TINY_ARCHS)
+def tiny(request, tiny_hf_model, smollm2_tokenizer_dir):
+    model = tiny_hf_model(request.param)
+    # The tiny checkpoints have no tokenizer; SmolLM2's decodes their ids (< 384) well enough.
+    llm = LLM(model.folder, tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256,
+              num_gpu_blocks_override=128, block_size=16)
+    return model, llm
+
+
+def test_greedy_and_prompt_logprobs_equal_hf(tiny):
+    model, llm = tiny
+    prompts = _prompts(1)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        SamplingParams(temperature=0, max_tokens=20, prompt_logprobs=1), use_tqdm=False)
+    for ids, out in zip(prompts, outs):
+        assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 20, EOS_IDS)
+        expected = hf_prompt_logprobs(model.hf_model, ids)
+        got = [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))]
+        assert max(abs(a - b) for a, b in zip(got, expected)) <= 1e-3
+
+
+def test_chunked_prefill_and_preemption_equal_hf(tiny, tiny_hf_model, smollm2_tokenizer_dir):
+    model, _ = tiny
+    # 10 blocks of 8 tokens, 8-token chunks: prompts are split and requests preempt each other.
+    llm = LLM(model.folder, tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256,
+              num_gpu_blocks_override=10, block_size=8, max_num_batched_tokens=8)
+    prompts = _prompts(2, n=5)
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    for ids, out in zip(prompts, outs):
+        assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 12, set())
+    assert llm.llm_engine.scheduler.num_preemptions > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

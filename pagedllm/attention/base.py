@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -31,6 +32,8 @@ class AttentionMetadata:
     block_size: int
     query_start_loc_cpu: list[int]  # host mirrors, so CPU backends loop without syncs
     seq_lens_cpu: list[int]
+    # Per-step work a backend derives once and reuses in every layer (index lists, masks).
+    backend_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_decode_only(self) -> bool:

@@ -13,6 +13,8 @@ Two shapes of work, chosen per request by its query length:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -37,8 +39,12 @@ class TorchAttentionBackend(AttentionBackend):
         out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
         if metadata.is_decode_only:
             # One token per request, so n == num_reqs; slicing tolerates tables padded with extra rows.
-            out[:n] = _decode_attention(query[:n], kv_cache, metadata.block_table[:n], metadata.seq_lens[:n],
-                                        metadata.max_seq_len, scale)
+            plan = metadata.backend_cache.get("torch_decode")
+            if plan is None:
+                plan = metadata.backend_cache["torch_decode"] = _decode_plan(
+                    metadata.block_table[:n], metadata.seq_lens[:n], metadata.max_seq_len,
+                    metadata.block_size, query.dtype)
+            out[:n] = _decode_attention(query[:n], kv_cache, plan, scale)
             return out
 
         qsl = metadata.query_start_loc_cpu
@@ -46,9 +52,12 @@ class TorchAttentionBackend(AttentionBackend):
         if decode_reqs:
             idx = torch.tensor(decode_reqs, dtype=torch.long, device=query.device)
             rows = torch.tensor([qsl[i] for i in decode_reqs], dtype=torch.long, device=query.device)
-            max_seq = max(metadata.seq_lens_cpu[i] for i in decode_reqs)
-            out[rows] = _decode_attention(query[rows], kv_cache, metadata.block_table[idx],
-                                          metadata.seq_lens[idx], max_seq, scale)
+            plan = metadata.backend_cache.get("torch_mixed_decode")
+            if plan is None:
+                max_seq = max(metadata.seq_lens_cpu[i] for i in decode_reqs)
+                plan = metadata.backend_cache["torch_mixed_decode"] = _decode_plan(
+                    metadata.block_table[idx], metadata.seq_lens[idx], max_seq, metadata.block_size, query.dtype)
+            out[rows] = _decode_attention(query[rows], kv_cache, plan, scale)
         for i in range(metadata.num_reqs):
             start, end = qsl[i], qsl[i + 1]
             if end - start > 1:
@@ -99,24 +108,56 @@ def gather_kv(
     return k, v
 
 
+@dataclass
+class _DecodePlan:
+    """What every layer's decode attention shares within a step, built once per step."""
+
+    blocks: torch.Tensor  # [B * num_blocks] int64, the block table rows flattened
+    stale_rows: torch.Tensor | None  # gathered positions past each length, or None if there are none
+    bias: torch.Tensor  # [B, 1, 1, max_seq_len] float: 0 where visible, -inf past the length
+    num_blocks: int
+    max_seq_len: int
+
+
+def _decode_plan(block_table: torch.Tensor, seq_lens: torch.Tensor, max_seq_len: int, block_size: int,
+                 dtype: torch.dtype) -> _DecodePlan:
+    num_blocks = -(-max_seq_len // block_size)
+    positions = torch.arange(num_blocks * block_size, device=seq_lens.device)
+    stale = positions[None, :] >= seq_lens[:, None]  # [B, padded_len]
+    rows = stale.reshape(-1).nonzero().squeeze(1)
+    bias = torch.zeros(stale.shape, dtype=dtype, device=seq_lens.device).masked_fill_(stale, float("-inf"))
+    return _DecodePlan(
+        blocks=block_table[:, :num_blocks].reshape(-1).long(),
+        stale_rows=rows if rows.numel() else None,
+        bias=bias[:, None, None, :max_seq_len],
+        num_blocks=num_blocks,
+        max_seq_len=max_seq_len,
+    )
+
+
 def _decode_attention(
     query: torch.Tensor,  # [B, num_heads, head_size], one token per request
     kv_cache: torch.Tensor,
-    block_table: torch.Tensor,  # [B, max_blocks]
-    seq_lens: torch.Tensor,  # [B]
-    max_seq_len: int,
+    plan: _DecodePlan,
     scale: float,
 ) -> torch.Tensor:  # [B, num_heads, head_size]
-    k, v = gather_kv(kv_cache, block_table, seq_lens, max_seq_len)  # [B, S, kv, D]
     num_reqs, num_heads, head_size = query.shape
-    kv_heads = k.shape[2]
+    _, _, block_size, kv_heads, _ = kv_cache.shape
+    padded_len = plan.num_blocks * block_size
+    k = kv_cache[0].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
+    v = kv_cache[1].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
+    if plan.stale_rows is not None:
+        # Slots past a length hold whatever the cache had (possibly NaN), and a zero attention
+        # weight still multiplies V (0 * NaN = NaN): zero them in the gathered copy.
+        k.index_fill_(0, plan.stale_rows, 0)
+        v.index_fill_(0, plan.stale_rows, 0)
+    k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len]
+    v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len]
     # GQA without expanding K/V: the heads sharing a kv head become that kv head's "query rows"
     # (head h uses kv head h // group), so SDPA sees [B, kv, group, D] against [B, kv, S, D].
     q = query.view(num_reqs, kv_heads, num_heads // kv_heads, head_size)
-    positions = torch.arange(max_seq_len, device=query.device)
-    valid = positions[None, :] < seq_lens[:, None]  # [B, S]
-    out = F.scaled_dot_product_attention(
-        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=valid[:, None, None, :], scale=scale)
+    out = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=plan.bias,
+                                         scale=scale)
     return out.reshape(num_reqs, num_heads, head_size)
 
 

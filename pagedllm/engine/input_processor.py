@@ -34,7 +34,7 @@ class InputProcessor:
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("The prompt is empty.")
-            return prompt, list(self.tokenizer(prompt).input_ids)
+            return prompt, self._check_token_ids(self.tokenizer(prompt).input_ids)
         if isinstance(prompt, (list, tuple)):
             return None, self._check_token_ids(prompt)
         raise ValueError(f"Unsupported prompt type {type(prompt).__name__}: give text or a list of token ids.")
@@ -44,7 +44,8 @@ class InputProcessor:
         if not ids:
             raise ValueError("The prompt is empty.")
         if not all(isinstance(t, int) and 0 <= t < self.vocab_size for t in ids):
-            raise ValueError(f"Prompt token ids must be integers in [0, {self.vocab_size}).")
+            raise ValueError(f"Prompt token ids must be integers in [0, {self.vocab_size}), the model's "
+                             "vocabulary.")
         return ids
 
     def make_requests(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,

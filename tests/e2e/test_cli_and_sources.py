@@ -13,9 +13,20 @@ from pagedllm.models.source import resolve_model_source
 def test_cli_generate_on_a_tiny_model(tiny_hf_model, smollm2_tokenizer_dir, capsys):
     model = tiny_hf_model("llama")
     main(["generate", "--model", model.folder, "--tokenizer", smollm2_tokenizer_dir, "--max-model-len", "128",
-          "--num-gpu-blocks-override", "32", "--max-tokens", "5", "Hello there"])
+          "--num-gpu-blocks-override", "32", "--max-tokens", "5", "in the"])  # ids < the tiny vocab
     out = capsys.readouterr().out
     assert out.strip() != ""
+
+
+def test_text_outside_the_model_vocab_is_a_clear_error(tiny_hf_model, smollm2_tokenizer_dir):
+    from pagedllm import LLM, SamplingParams
+
+    llm = LLM(tiny_hf_model("llama").folder, tokenizer=smollm2_tokenizer_dir, max_model_len=128,
+              num_gpu_blocks_override=32)
+    with pytest.raises(ValueError, match="vocabulary"):
+        llm.generate("Hello there", SamplingParams(max_tokens=2), use_tqdm=False)
+    assert len(llm.generate("in the", SamplingParams(max_tokens=2, ignore_eos=True),
+                            use_tqdm=False)[0].outputs[0].token_ids) == 2
 
 
 def test_cli_reports_bad_model_path(capsys):

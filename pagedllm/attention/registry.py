@@ -8,6 +8,7 @@ from pagedllm.attention.base import AttentionBackend
 # name -> "module:Class"; importing lazily keeps optional kernels (triton...) off the CPU path.
 _BACKENDS: dict[str, str] = {
     "torch": "pagedllm.attention.torch_ref:TorchAttentionBackend",
+    "cpu_paged": "pagedllm.attention.cpu_paged:CpuPagedAttentionBackend",
 }
 
 # device type -> backend name. CUDA uses the torch backend until a paged kernel is registered.

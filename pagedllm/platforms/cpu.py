@@ -16,7 +16,7 @@ class CpuPlatform(Platform):
     device_name = "cpu"
 
     def attention_backend_name(self) -> str:
-        return "torch"
+        return "cpu_paged"
 
     def available_memory_bytes(self) -> int:
         try:

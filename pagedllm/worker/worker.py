@@ -42,7 +42,7 @@ class Worker:
     def initialize_cache(self, num_blocks: int) -> None:
         cfg = self.config
         spec = KVCacheSpec.from_configs(cfg.model_config, cfg.cache_config)
-        backend = get_attn_backend(self.platform.device_name)
+        backend = get_attn_backend(self.platform.device_name, self.platform.attention_backend_name())
         kv_caches = allocate_kv_caches(spec, num_blocks, backend, self.device)
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, spec.block_size,
                     num_blocks * spec.bytes_per_block / 2**20)

@@ -12,7 +12,7 @@ import os
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paged_attention.cpp")
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 
 
 @functools.cache

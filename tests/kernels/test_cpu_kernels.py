@@ -59,3 +59,20 @@ def test_kernel_never_reads_past_the_length(backend):
     q, k, v = (torch.randn(2, h, 32, generator=gen) for h in (4, 2, 2))
     out = backend.forward(q, k, v, cache, md, 0.2)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("rotary_dim", [64, 32])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 3e-2)])  # bf16: the kernel rounds once
+def test_fused_rotary_matches_torch(backend, rotary_dim, dtype, tol):
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    rope = RotaryEmbedding(64, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    gen = torch.Generator().manual_seed(rotary_dim)
+    positions = torch.randint(0, 512, (37,), generator=gen)
+    qkv = torch.randn(37, (8 + 2 + 2) * 64, generator=gen).to(dtype)  # q/k are strided views of it
+    q, k = qkv[:, : 8 * 64], qkv[:, 8 * 64 : 10 * 64]
+    want_q, want_k = rope.forward_native(positions, q.clone(), k.clone())
+    got_q, got_k = rope(positions, q, k)
+    assert got_q.data_ptr() == qkv.data_ptr()  # rotated in place
+    torch.testing.assert_close(got_q, want_q, rtol=tol, atol=tol)
+    torch.testing.assert_close(got_k, want_k, rtol=tol, atol=tol)

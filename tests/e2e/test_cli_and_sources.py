@@ -59,3 +59,29 @@ def test_n_sequences_share_the_prompt_blocks(smollm2_llm):
     num_prompt = len(smollm2_llm.get_tokenizer()(prompt).input_ids)
     full_blocks = (num_prompt - 1) // 16 * 16
     assert kv.prefix_cache_hits - before >= 3 * full_blocks
+
+
+def test_cli_chat_streams_replies_and_keeps_the_conversation(tiny_hf_model, smollm2_tokenizer_dir, monkeypatch,
+                                                             capsys):
+    from pagedllm.engine.engine import LLMEngine
+
+    turns = iter(["in the", "on a", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(turns))
+    conversation_lengths: list[int] = []
+    original = LLMEngine.from_engine_args
+
+    def from_args(args):
+        engine = original(args)
+
+        def template(messages, **kwargs):  # record the conversation; keep ids in the tiny vocabulary
+            conversation_lengths.append(len(messages))
+            return "in the " * len(messages)
+
+        engine.get_tokenizer().apply_chat_template = template
+        return engine
+
+    monkeypatch.setattr(LLMEngine, "from_engine_args", staticmethod(from_args))
+    main(["chat", "--model", tiny_hf_model("qwen2").folder, "--tokenizer", smollm2_tokenizer_dir,
+          "--max-model-len", "128", "--num-gpu-blocks-override", "32", "--max-tokens", "4"])
+    assert conversation_lengths == [1, 3]  # the second turn carries the first question and the reply
+    assert capsys.readouterr().out.count("\n") >= 2  # one streamed reply line per turn

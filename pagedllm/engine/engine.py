@@ -30,7 +30,8 @@ class LLMEngine:
         source = ModelSource(mc.model, mc.gguf_file)
         self.tokenizer = load_tokenizer(source, mc.tokenizer)
         eos_token_id = self.tokenizer.eos_token_id
-        self.input_processor = InputProcessor(self.tokenizer, mc, eos_token_id, get_generation_eos_ids(source))
+        generation_eos_ids = get_generation_eos_ids(source, mc.hf_config)
+        self.input_processor = InputProcessor(self.tokenizer, mc, eos_token_id, generation_eos_ids)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.executor = get_executor_class(executor)(config, eos_token_id)
         self.num_blocks = self.executor.initialize()

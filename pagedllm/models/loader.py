@@ -56,10 +56,13 @@ def _as_id_list(value: Any) -> list[int]:
     return [int(value)]
 
 
-def get_generation_eos_ids(source: ModelSource) -> list[int]:
+def get_generation_eos_ids(source: ModelSource, hf_config: Any | None = None) -> list[int]:
     """Token ids that end generation: generation_config.json's eos_token_id (int or list), else
-    config.json's; for GGUF the tokenizer.ggml.eos_token_id metadata."""
+    config.json's; for GGUF the tokenizer.ggml.eos_token_id metadata, which transformers has
+    already copied into a GGUF's config (passing it saves parsing the file again, ~2 s)."""
     _check_source(source)
+    if source.is_gguf and hf_config is not None and getattr(hf_config, "eos_token_id", None) is not None:
+        return _as_id_list(hf_config.eos_token_id)
     if source.is_gguf:
         import gguf
 

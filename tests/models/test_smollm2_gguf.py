@@ -43,6 +43,7 @@ def test_config_and_eos(smollm2_source: ModelSource, smollm2_config: Any) -> Non
     assert smollm2_config.architectures == ["LlamaForCausalLM"]
     assert smollm2_config.tie_word_embeddings
     assert get_generation_eos_ids(smollm2_source) == [2]
+    assert get_generation_eos_ids(smollm2_source, smollm2_config) == [2]  # from the config, no re-parse
 
 
 def test_weights_equal_hf_state_dict(our_gguf_weights: dict[str, torch.Tensor], hf_smollm2: Any) -> None:

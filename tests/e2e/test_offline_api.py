@@ -112,3 +112,27 @@ def test_random_aborts_free_every_block(make_smollm2_llm):
             live.discard(victim)
     assert steps > 0
     engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_logit_bias_min_tokens_and_eos_through_the_engine(smollm2_llm):
+    tok = smollm2_llm.get_tokenizer()
+    forced = tok(" banana", add_special_tokens=False).input_ids[0]
+    out = smollm2_llm.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=4, logit_bias={forced: 100.0}),
+                               use_tqdm=False)[0].outputs[0]
+    assert out.token_ids == [forced] * 4
+    # EOS pushed to the top: min_tokens holds it back for 3 tokens, then it ends the request.
+    eos = tok.eos_token_id
+    out = smollm2_llm.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=10, min_tokens=3,
+                                                          logit_bias={eos: 100.0}), use_tqdm=False)[0].outputs[0]
+    assert len(out.token_ids) == 4 and eos not in out.token_ids[:3] and out.token_ids[3] == eos
+    assert out.finish_reason == "stop"
+
+
+def test_presence_penalty_reduces_repetition(smollm2_llm):
+    prompt = "Repeat after me: the the the the the the the the"
+    plain = smollm2_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True),
+                                 use_tqdm=False)[0].outputs[0].token_ids
+    penalised = smollm2_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True,
+                                                            presence_penalty=2.0, frequency_penalty=1.0),
+                                     use_tqdm=False)[0].outputs[0].token_ids
+    assert len(set(penalised)) > len(set(plain))

@@ -1,6 +1,8 @@
 """RMSNorm, with the residual add fused in like vLLM's: norm(x + residual) also returns the sum."""
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +25,17 @@ class RMSNorm(HFWeightLoadable):
         self, x: torch.Tensor, residual: torch.Tensor | None = None  # [..., H] each
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """norm(x) without residual; (norm(x + residual), x + residual) with one."""
+        kernels = _cpu_kernels(x, residual)
+        if kernels is not None:
+            # One op instead of four (add, rms_norm, cast, scale): per-op cost dominates at small batch.
+            outs = kernels.rms_norm(x, residual, self.weight, self.eps)
+            return outs[0] if residual is None else (outs[0], outs[1])
+        return self.forward_native(x, residual)
+
+    def forward_native(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The plain torch version: the reference for the fused kernel, and the path elsewhere."""
         if residual is None:
             return self._norm(x)
         x = x + residual
@@ -35,3 +48,13 @@ class RMSNorm(HFWeightLoadable):
         if attr != "weight" or shard is not None:
             raise ValueError(f"Unexpected norm parameter {attr!r}.")
         copy_checked(self.weight, tensor, "norm weight")
+
+
+def _cpu_kernels(x: torch.Tensor, residual: torch.Tensor | None) -> ModuleType | None:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
+        return None
+    if not x.is_contiguous() or (residual is not None and (residual.dtype != x.dtype or not residual.is_contiguous())):
+        return None
+    from pagedllm.kernels.cpu import load_cpu_kernels
+
+    return load_cpu_kernels()

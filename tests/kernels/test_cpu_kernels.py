@@ -76,3 +76,25 @@ def test_fused_rotary_matches_torch(backend, rotary_dim, dtype, tol):
     assert got_q.data_ptr() == qkv.data_ptr()  # rotated in place
     torch.testing.assert_close(got_q, want_q, rtol=tol, atol=tol)
     torch.testing.assert_close(got_k, want_k, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_fused_rms_norm_matches_torch(backend, with_residual, dtype, tol):
+    from pagedllm.layers.norm import RMSNorm
+
+    gen = torch.Generator().manual_seed(3)
+    norm = RMSNorm(576, 1e-5, dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(576, generator=gen) + 0.5)
+    x = torch.randn(13, 576, generator=gen).to(dtype) * 3
+    residual = torch.randn(13, 576, generator=gen).to(dtype) if with_residual else None
+    x_before = x.clone()
+    want = norm.forward_native(x, residual)
+    got = norm(x, residual)
+    torch.testing.assert_close(x, x_before)  # inputs untouched
+    if with_residual:
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)  # the sum rounds exactly like torch's add
+        torch.testing.assert_close(got[0], want[0], rtol=tol, atol=tol)
+    else:
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)

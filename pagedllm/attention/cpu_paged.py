@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from pagedllm.attention.base import AttentionMetadata
-from pagedllm.attention.torch_ref import TorchAttentionBackend, write_kv_cache
+from pagedllm.attention.torch_ref import TorchAttentionBackend
 from pagedllm.kernels.cpu import load_cpu_kernels
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -21,21 +21,11 @@ class CpuPagedAttentionBackend(TorchAttentionBackend):
     def __init__(self) -> None:
         self.kernels = load_cpu_kernels()
 
-    def forward(
-        self,
-        query: torch.Tensor,  # [num_tokens, num_heads, head_size]
-        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
-        metadata: AttentionMetadata,
-        scale: float,
-    ) -> torch.Tensor:
-        if self.kernels is None or not metadata.is_decode_only or query.dtype not in _KERNEL_DTYPES:
-            return super().forward(query, key, value, kv_cache, metadata, scale)
-        n = metadata.num_actual_tokens
-        write_kv_cache(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
-        out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
-        self.kernels.paged_decode_attention(
-            out[:n], query[:n].contiguous(), kv_cache[0], kv_cache[1],
-            metadata.block_table[:n], metadata.seq_lens[:n], scale)
-        return out
+    def decode_only(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
+                    scale: float, out: torch.Tensor) -> None:
+        if self.kernels is None or query.dtype not in _KERNEL_DTYPES:
+            super().decode_only(query, kv_cache, metadata, scale, out)
+            return
+        n = query.shape[0]
+        self.kernels.paged_decode_attention(out, query.contiguous(), kv_cache[0], kv_cache[1],
+                                            metadata.block_table[:n], metadata.seq_lens[:n], scale)

@@ -39,12 +39,7 @@ class TorchAttentionBackend(AttentionBackend):
         out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
         if metadata.is_decode_only:
             # One token per request, so n == num_reqs; slicing tolerates tables padded with extra rows.
-            plan = metadata.backend_cache.get("torch_decode")
-            if plan is None:
-                plan = metadata.backend_cache["torch_decode"] = _decode_plan(
-                    metadata.block_table[:n], metadata.seq_lens[:n], metadata.max_seq_len,
-                    metadata.block_size, query.dtype)
-            out[:n] = _decode_attention(query[:n], kv_cache, plan, scale)
+            self.decode_only(query[:n], kv_cache, metadata, scale, out[:n])
             return out
 
         qsl = metadata.query_start_loc_cpu
@@ -65,6 +60,18 @@ class TorchAttentionBackend(AttentionBackend):
                     query[start:end], key[start:end], value[start:end], kv_cache,
                     metadata.block_table[i], metadata.seq_lens_cpu[i], scale)
         return out
+
+    def decode_only(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
+                    scale: float, out: torch.Tensor) -> None:
+        """Attention of a decode-only step (query [B, H, D], one token per request) into `out`,
+        after this step's K/V are in the cache. Device backends override this with a kernel."""
+        n = query.shape[0]
+        plan = metadata.backend_cache.get("torch_decode")
+        if plan is None:
+            plan = metadata.backend_cache["torch_decode"] = _decode_plan(
+                metadata.block_table[:n], metadata.seq_lens[:n], metadata.max_seq_len,
+                metadata.block_size, query.dtype)
+        out.copy_(_decode_attention(query, kv_cache, plan, scale))
 
 
 def write_kv_cache(

@@ -1,13 +1,10 @@
 """EngineArgs: the user's knobs, named like vLLM's, turned into one validated EngineConfig."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
 from pagedllm.models.source import ModelSource, resolve_model_source
-
-logger = logging.getLogger(__name__)
 
 _DTYPE_ALIASES = {
     "float32": "float32", "fp32": "float32", "float": "float32",

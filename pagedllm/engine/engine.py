@@ -1,7 +1,6 @@
 """LLMEngine: puts the stages of a step in order. add_request / step / abort_request."""
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -16,9 +15,6 @@ from pagedllm.metrics.stats import StepTimes
 from pagedllm.models.source import ModelSource
 from pagedllm.outputs import RequestOutput
 from pagedllm.sampling_params import SamplingParams
-
-logger = logging.getLogger(__name__)
-
 
 class LLMEngine:
     def __init__(self, config: EngineConfig, executor: str = "uniproc") -> None:

@@ -1,11 +1,10 @@
 """RMSNorm, with the residual add fused in like vLLM's: norm(x + residual) also returns the sum."""
 from __future__ import annotations
 
-from types import ModuleType
-
 import torch
 import torch.nn.functional as F
 
+from pagedllm.kernels.cpu import cpu_kernels_for
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 
 
@@ -25,8 +24,8 @@ class RMSNorm(HFWeightLoadable):
         self, x: torch.Tensor, residual: torch.Tensor | None = None  # [..., H] each
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """norm(x) without residual; (norm(x + residual), x + residual) with one."""
-        kernels = _cpu_kernels(x, residual)
-        if kernels is not None:
+        kernels = cpu_kernels_for(x)
+        if kernels is not None and _kernel_layout_ok(x, residual):
             # One op instead of four (add, rms_norm, cast, scale): per-op cost dominates at small batch.
             outs = kernels.rms_norm(x, residual, self.weight, self.eps)
             return outs[0] if residual is None else (outs[0], outs[1])
@@ -50,11 +49,6 @@ class RMSNorm(HFWeightLoadable):
         copy_checked(self.weight, tensor, "norm weight")
 
 
-def _cpu_kernels(x: torch.Tensor, residual: torch.Tensor | None) -> ModuleType | None:
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
-        return None
-    if not x.is_contiguous() or (residual is not None and (residual.dtype != x.dtype or not residual.is_contiguous())):
-        return None
-    from pagedllm.kernels.cpu import load_cpu_kernels
 
-    return load_cpu_kernels()
+def _kernel_layout_ok(x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    return x.is_contiguous() and (residual is None or (residual.dtype == x.dtype and residual.is_contiguous()))

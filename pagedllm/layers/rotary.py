@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
+
+from pagedllm.kernels.cpu import cpu_kernels_for
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class RotaryEmbedding(nn.Module):
         query: torch.Tensor,  # [T, num_heads * head_size]
         key: torch.Tensor,  # [T, num_kv_heads * head_size]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        kernels = _cpu_kernels(query)
+        kernels = cpu_kernels_for(query)
         if kernels is not None and key.dtype == query.dtype and query.stride(-1) == key.stride(-1) == 1:
             # One fused in-place op instead of ~20 small ones per layer (they dominate at batch 1).
             kernels.rotary_embedding_(query, positions, self.cos_sin_cache, self.head_size)
@@ -101,10 +102,3 @@ class RotaryEmbedding(nn.Module):
             rotated = torch.cat([rotated, rest], dim=-1)
         return rotated.reshape(num_tokens, -1)
 
-
-def _cpu_kernels(x: torch.Tensor) -> ModuleType | None:
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
-        return None
-    from pagedllm.kernels.cpu import load_cpu_kernels
-
-    return load_cpu_kernels()

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
 
 from pagedllm.config import ModelConfig
 from pagedllm.layers.rotary import rope_config_from_hf

@@ -11,6 +11,8 @@ import logging
 import os
 from types import ModuleType
 
+import torch
+
 logger = logging.getLogger(__name__)
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 
@@ -33,3 +35,10 @@ def load_cpu_kernels() -> ModuleType | None:
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back, loudly
         logger.warning("CPU kernels unavailable (%s); using the torch attention path.", e)
         return None
+
+
+def cpu_kernels_for(x: torch.Tensor) -> ModuleType | None:
+    """The kernels if they apply to `x`: a 2-D float32/bfloat16 CPU tensor and a built module."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
+        return None
+    return load_cpu_kernels()

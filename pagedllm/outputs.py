@@ -49,10 +49,33 @@ class EngineCoreOutput:
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: int | str | None = None  # the stop token id (or, set later, the stop string)
     num_cached_tokens: int = 0
+    first_scheduled_time: float | None = None  # time.monotonic() when the request first ran (queue time)
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """The engine core's state after a step, for metrics and logs (counters are totals so far)."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0  # fraction of blocks in use by running requests
+    num_blocks: int = 0
+    num_free_blocks: int = 0  # free or cached-and-unreferenced
+    prefix_cache_queries: int = 0  # tokens looked up
+    prefix_cache_hits: int = 0  # tokens found
+    num_preemptions: int = 0
+
+
+@dataclass(slots=True)
+class EngineCoreOutputs:
+    """One step's outputs from the engine core, with its stats (what crosses the process boundary)."""
+
+    outputs: list[EngineCoreOutput]
+    stats: SchedulerStats | None = None
 
 
 @dataclass(slots=True)

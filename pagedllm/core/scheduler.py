@@ -293,7 +293,8 @@ class Scheduler:
             elif new_logprobs is None and new_prompt_logprobs is None:
                 continue  # a prefill chunk with nothing to report
             output = EngineCoreOutput(req_id, sampled, new_logprobs, new_prompt_logprobs,
-                                      num_cached_tokens=request.num_cached_tokens)
+                                      num_cached_tokens=request.num_cached_tokens,
+                                      first_scheduled_time=request.first_scheduled_time)
             if request.status != _RUNNING:
                 output.finish_reason = request.get_finish_reason()
                 output.stop_reason = request.stop_reason

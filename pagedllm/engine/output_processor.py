@@ -103,6 +103,8 @@ class OutputProcessor:
         if out.new_prompt_logprobs is not None and state.prompt_logprobs is not None:
             self._add_prompt_logprobs(state, out.new_prompt_logprobs)
         state.num_cached_tokens = max(state.num_cached_tokens, out.num_cached_tokens)
+        if state.metrics.first_scheduled_time is None:
+            state.metrics.first_scheduled_time = out.first_scheduled_time
         if out.new_token_ids:
             if state.metrics.first_token_time is None:
                 state.metrics.first_token_time = now

@@ -1,0 +1,69 @@
+"""EngineCore: the scheduler and the executor, one step at a time. No tokenizer, no text.
+
+It runs in the caller's process for the offline `LLM` and in its own process behind the server
+(engine/core_proc.py). Everything it takes and gives is a plain data type: Requests in,
+EngineCoreOutputs out.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from pagedllm.config import EngineConfig
+from pagedllm.core.request import Request, RequestStatus
+from pagedllm.core.scheduler import Scheduler
+from pagedllm.executor.base import get_executor_class
+from pagedllm.metrics.stats import StepTimes
+from pagedllm.outputs import EngineCoreOutputs, SchedulerStats
+
+logger = logging.getLogger(__name__)
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
+        self.config = config
+        self.executor = get_executor_class(executor)(config, eos_token_id)
+        self.num_blocks = self.executor.initialize()
+        self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks)
+        self.step_times = StepTimes()
+
+    def add_request(self, request: Request) -> None:
+        """Queue a validated request; raises ValueError if it can never fit."""
+        self.scheduler.add_request(request)
+
+    def abort_requests(self, request_ids: list[str],
+                       status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> None:
+        """Finish requests now and free their blocks (unknown or finished ids are ignored)."""
+        self.scheduler.finish_requests(request_ids, status)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> EngineCoreOutputs:
+        t0 = time.perf_counter()
+        sched_out = self.scheduler.schedule()
+        t1 = time.perf_counter()
+        runner_out = self.executor.execute_model(sched_out)
+        t2 = time.perf_counter()
+        outputs = self.scheduler.update_from_output(sched_out, runner_out)
+        t3 = time.perf_counter()
+        # The output stage is timed by whoever turns these outputs into text.
+        self.step_times.record(len(sched_out.num_scheduled_tokens), t0, t1, t2, t3, t3)
+        return EngineCoreOutputs(outputs)
+
+    def make_stats(self) -> SchedulerStats:
+        sched = self.scheduler
+        kv = sched.kv_cache_manager
+        return SchedulerStats(
+            num_running=sched.num_running,
+            num_waiting=sched.num_waiting,
+            kv_cache_usage=kv.usage,
+            num_blocks=self.num_blocks,
+            num_free_blocks=kv.num_free_blocks,
+            prefix_cache_queries=kv.prefix_cache_queries,
+            prefix_cache_hits=kv.prefix_cache_hits,
+            num_preemptions=sched.num_preemptions,
+        )
+
+    def shutdown(self) -> None:
+        self.executor.shutdown()

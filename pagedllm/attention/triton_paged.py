@@ -1,0 +1,117 @@
+"""The CUDA attention backend: Triton kernels for the cache write and for paged attention.
+
+Per step, from host-side metadata only (no device syncs, so decode steps can be graph-captured):
+
+* decode-only steps (one token per request) take the decode kernel, split-K when the batch is
+  too small to fill the GPU: num_reqs * num_kv_heads programs, times num_splits chosen from
+  max_seq_len (or max_model_len while a CUDA graph is being captured, or an explicit
+  `metadata.backend_cache["triton_num_splits"]`), then a reduce kernel;
+* other steps take the mixed kernel: variable-length query tiles, causal within new tokens.
+
+The split-K partials live in one workspace per backend (shared by every layer, which run one
+after another on the stream), allocated on first use and sized for `max_num_seqs` requests, so
+the memory profile run sees it and graph capture never allocates it.
+
+For a captured decode graph the caller pads the batch: num_actual_tokens = num_reqs = padded
+size, padded requests with seq_len 0 (or 1) and slot -1; they write nothing to the cache and
+zeros (or a finite value) to their own output rows.
+"""
+from __future__ import annotations
+
+import torch
+
+from pagedllm.attention.base import AttentionBackend, AttentionMetadata
+from pagedllm.kernels.triton.paged_attention import paged_attention
+from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
+
+NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
+_MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed cost (q load, partial write) dominates
+
+
+class TritonPagedAttentionBackend(AttentionBackend):
+    name = "triton"
+
+    def __init__(self, max_num_seqs: int = 256, max_model_len: int | None = None, max_num_splits: int = 32) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        self.max_num_splits = max_num_splits
+        self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._num_sms: int | None = None
+
+    def configure(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Engine limits: the workspace size and the split count used while capturing a graph.
+        Call before the first forward (the profile run) so the workspace has its final size."""
+        self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
+        self._workspace = None
+
+    def forward(
+        self,
+        query: torch.Tensor,  # [num_tokens, num_heads, head_size]
+        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
+        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
+        metadata: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:
+        n = metadata.num_actual_tokens
+        reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, n)
+        out = torch.empty_like(query)
+        if n < query.shape[0]:
+            out[n:].zero_()  # rows past num_actual_tokens are padding, as in the torch backend
+        if n == 0:
+            return out
+        if metadata.is_decode_only:
+            num_splits = self.num_splits(metadata, n, kv_cache.shape[3])
+            workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
+            paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
+                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace)
+        else:
+            paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
+                            metadata.query_start_loc, n, metadata.num_reqs, scale, False)
+        return out
+
+    def num_splits(self, metadata: AttentionMetadata, num_reqs: int, num_kv_heads: int) -> int:
+        """Split-K partitions for a decode step, from host values only: enough programs to fill
+        the GPU, each split at least _MIN_KEYS_PER_SPLIT keys, within the workspace."""
+        forced = metadata.backend_cache.get(NUM_SPLITS_KEY)
+        if forced is not None:
+            splits = int(forced)
+        else:
+            max_len = metadata.max_seq_len
+            if self.max_model_len is not None and _capturing(metadata.seq_lens):
+                max_len = self.max_model_len  # the graph replays for any length up to this
+            programs = num_reqs * num_kv_heads
+            target = 4 * self._sm_count(metadata.seq_lens.device)
+            by_occupancy = -(-target // programs)
+            by_length = -(-max_len // _MIN_KEYS_PER_SPLIT)
+            splits = min(by_occupancy, by_length, self.max_num_splits)
+        capacity = self._workspace_rows() // max(num_reqs, 1)
+        return max(1, min(splits, capacity))
+
+    def _workspace_rows(self) -> int:
+        # Large batches need no splits; small ones need many: rows = reqs * splits stays bounded.
+        return max(4 * self.max_num_seqs, self.max_num_splits * 32)
+
+    def _split_workspace(self, query: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        _, num_heads, head_size = query.shape
+        ws = self._workspace
+        if ws is None or ws[0].device != query.device or ws[0].shape[1:] != (num_heads, head_size):
+            if _capturing(query):
+                raise RuntimeError("Triton attention workspace must be allocated before CUDA graph "
+                                   "capture: run one eager decode step first.")
+            total = self._workspace_rows()
+            ws = (torch.empty(total, num_heads, head_size, dtype=torch.float32, device=query.device),
+                  torch.empty(total, num_heads, dtype=torch.float32, device=query.device))
+            self._workspace = ws
+        assert rows <= ws[0].shape[0]
+        return ws
+
+    def _sm_count(self, device: torch.device) -> int:
+        if self._num_sms is None:
+            self._num_sms = (torch.cuda.get_device_properties(device).multi_processor_count
+                             if device.type == "cuda" else 4)
+        return self._num_sms
+
+
+def _capturing(x: torch.Tensor) -> bool:
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()

@@ -1,0 +1,243 @@
+"""Paged attention for a flattened mixed batch, with a split-K (flash-decoding) path for decode.
+
+One kernel does both shapes of work. A program owns a tile of BLOCK_M query rows of one request
+and one kv head: BLOCK_Q consecutive new tokens x the GROUP q heads that share the kv head, so
+each K/V tile is loaded once for all of its q heads (GQA) and both products run on tensor cores:
+
+    row r of the tile  ->  token  q_start + tile_q * BLOCK_Q + r // GROUP,
+                           q head kv_head * GROUP + r % GROUP
+
+It walks the request's context in tiles of TILE_N keys, finding each key's cache block through
+the block table (so any power-of-two block_size works), with an online softmax in base 2.
+Keys are causal within the new tokens: the request's cached prefix is seq_len - q_len tokens and
+a new token at position p sees keys 0..p.
+
+Mixed batches (DECODE_ONLY=False): program -> (request, query tile) without a host sync. Request
+i's tiles are numbered from query_start_loc[i] // BLOCK_Q + i on, which never overlaps request
+i+1's and bounds the grid by num_tokens // BLOCK_Q + num_reqs; a program finds its request by a
+binary search over query_start_loc and exits if its tile is past the request's tokens.
+
+Decode-only steps (DECODE_ONLY=True): one token per request, so program i is request i. With
+SPLIT, the request's key tiles are cut into num_splits even ranges (per request, from its own
+seq_len, so a fixed num_splits serves any length: what a captured CUDA graph needs). Each split
+writes its normalised partial output and log-sum-exp to a workspace, and `_reduce_splits_kernel`
+combines them: out = sum_s 2^(lse_s - max) * out_s / sum_s 2^(lse_s - max).
+
+Padded requests are harmless: seq_len 0 reads nothing and writes zeros; every key past seq_len is
+masked and loaded as 0, so poisoned (NaN) cache slots never reach the output.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _find_request(query_start_loc_ptr, num_reqs, tile, BLOCK_Q: tl.constexpr):
+    """The request owning query tile `tile`: the last i with qsl[i] // BLOCK_Q + i <= tile."""
+    lo = 0
+    hi = num_reqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        first_tile = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        if first_tile <= tile:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+@triton.jit
+def _paged_attention_kernel(
+    out_ptr,  # [num_tokens, num_heads, head_size]
+    part_out_ptr,  # [num_reqs * num_splits, num_heads, head_size] float32 (SPLIT only)
+    part_lse_ptr,  # [num_reqs * num_splits, num_heads] float32, base-2 (SPLIT only)
+    q_ptr,  # [num_tokens, num_heads, head_size]
+    k_cache_ptr, v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_size]
+    block_table_ptr,  # [num_reqs, max_blocks] int32
+    seq_lens_ptr,  # [num_reqs] int32
+    query_start_loc_ptr,  # [num_reqs + 1] int32
+    num_reqs, num_splits, scale_log2,
+    stride_q_tok, stride_q_head, stride_o_tok, stride_o_head,
+    stride_c_block, stride_c_tok, stride_c_head, stride_bt,
+    GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE_N: tl.constexpr,
+    DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    if DECODE_ONLY:
+        req = tile
+        q_start = tile
+        q_len = 1
+        tile_q = 0
+    else:
+        req = _find_request(query_start_loc_ptr, num_reqs, tile, BLOCK_Q)
+        q_start = tl.load(query_start_loc_ptr + req)
+        q_len = tl.load(query_start_loc_ptr + req + 1) - q_start
+        tile_q = tile - (q_start // BLOCK_Q + req)
+        if tile_q * BLOCK_Q >= q_len:
+            return
+    seq_len = tl.load(seq_lens_ptr + req)
+    num_cached = seq_len - q_len
+
+    rows = tl.arange(0, BLOCK_M)
+    row_tok = tile_q * BLOCK_Q + rows // GROUP  # index among the request's new tokens
+    row_head = kv_head * GROUP + rows % GROUP
+    row_ok = (rows < BLOCK_Q * GROUP) & (row_tok < q_len)
+    row_pos = num_cached + row_tok  # absolute position: sees keys 0..row_pos
+    dims = tl.arange(0, HEAD_PAD)
+    dim_ok = dims < HEAD_SIZE
+    q_rows = (q_start + row_tok).to(tl.int64) * stride_q_tok + row_head * stride_q_head
+    q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+
+    # Keys this tile needs end at its last token's position.
+    kv_len = tl.minimum(num_cached + (tile_q + 1) * BLOCK_Q, seq_len)
+    num_tiles = tl.cdiv(kv_len, TILE_N)
+    tile_lo = 0
+    tile_hi = num_tiles
+    if SPLIT:
+        per_split = tl.cdiv(num_tiles, num_splits)
+        tile_lo = split * per_split
+        tile_hi = tl.minimum(tile_lo + per_split, num_tiles)
+
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_PAD], tl.float32)
+    bt_row = block_table_ptr + req.to(tl.int64) * stride_bt
+    head_off = kv_head * stride_c_head
+    for t in range(tile_lo, tile_hi):
+        kpos = t * TILE_N + tl.arange(0, TILE_N)
+        key_ok = kpos < kv_len
+        block = tl.load(bt_row + kpos // BLOCK_SIZE, mask=key_ok, other=0).to(tl.int64)
+        kv_rows = block * stride_c_block + (kpos % BLOCK_SIZE) * stride_c_tok + head_off
+        kv_mask = key_ok[:, None] & dim_ok[None, :]
+        # other=0: slots past the length may hold NaN, and 0 * NaN would poison the P @ V sum.
+        k = tl.load(k_cache_ptr + kv_rows[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_cache_ptr + kv_rows[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k.to(q.dtype)))
+        visible = (kpos[None, :] <= row_pos[:, None]) & key_ok[None, :]
+        s = tl.where(visible, s * scale_log2, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        # A row with nothing visible yet keeps m = -inf; subtract 0 there instead of -inf - -inf.
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        if IEEE:
+            pv = tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(q.dtype), v.to(q.dtype))
+        acc = acc * alpha[:, None] + pv
+        m = m_new
+
+    has_keys = l > 0.0
+    acc = acc / tl.where(has_keys, l, 1.0)[:, None]  # a row with no keys (padding) writes zeros
+    store_mask = row_ok[:, None] & dim_ok[None, :]
+    if SPLIT:
+        part = (req * num_splits + split).to(tl.int64) * (GROUP * tl.num_programs(1))
+        lse = tl.where(has_keys, m + tl.log2(tl.where(has_keys, l, 1.0)), float("-inf"))
+        tl.store(part_lse_ptr + part + row_head, lse, mask=row_ok)
+        dst = (part + row_head) * HEAD_SIZE
+        tl.store(part_out_ptr + dst[:, None] + dims[None, :], acc, mask=store_mask)
+    else:
+        o_rows = (q_start + row_tok).to(tl.int64) * stride_o_tok + row_head * stride_o_head
+        tl.store(out_ptr + o_rows[:, None] + dims[None, :], acc.to(out_ptr.dtype.element_ty), mask=store_mask)
+
+
+@triton.jit
+def _reduce_splits_kernel(
+    out_ptr,  # [num_tokens, num_heads, head_size]
+    part_out_ptr,  # [num_reqs * num_splits, num_heads, head_size] float32
+    part_lse_ptr,  # [num_reqs * num_splits, num_heads] float32
+    num_splits, stride_o_tok, stride_o_head,
+    NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, HEAD_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+):
+    req = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS_PAD)
+    split_ok = splits < num_splits
+    dims = tl.arange(0, HEAD_PAD)
+    dim_ok = dims < HEAD_SIZE
+    part = (req * num_splits + splits).to(tl.int64) * NUM_HEADS + head  # [SPLITS_PAD]
+    lse = tl.load(part_lse_ptr + part, mask=split_ok, other=float("-inf"))
+    m = tl.max(lse, 0)
+    weight = tl.exp2(lse - tl.where(m == float("-inf"), 0.0, m))  # 0 for empty splits
+    total = tl.sum(weight, 0)
+    o = tl.load(part_out_ptr + part[:, None] * HEAD_SIZE + dims[None, :],
+                mask=split_ok[:, None] & dim_ok[None, :], other=0.0)
+    o = tl.sum(o * weight[:, None], 0) / tl.where(total > 0.0, total, 1.0)
+    dst = req.to(tl.int64) * stride_o_tok + head * stride_o_head + dims
+    tl.store(out_ptr + dst, o.to(out_ptr.dtype.element_ty), mask=dim_ok)
+
+
+def _tile_shape(group: int, head_pad: int, decode_only: bool) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_Q, TILE_N). Decode tiles hold one token (GROUP rows padded to the 16 a
+    tensor-core product needs); mixed tiles hold 64 rows, as many whole tokens as fit."""
+    block_m = max(16, triton.next_power_of_2(group)) if decode_only else max(64, triton.next_power_of_2(group))
+    block_q = 1 if decode_only else block_m // group
+    tile_n = 64 if head_pad <= 128 else 32  # keeps K, V and the score tile in registers/smem
+    return block_m, block_q, tile_n
+
+
+def paged_attention(
+    out: torch.Tensor,  # [>= num_tokens, num_heads, head_size], written for the first num_tokens
+    query: torch.Tensor,  # [>= num_tokens, num_heads, head_size]
+    kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
+    block_table: torch.Tensor,  # [>= num_reqs, max_blocks] int32
+    seq_lens: torch.Tensor,  # [>= num_reqs] int32
+    query_start_loc: torch.Tensor,  # [num_reqs + 1] int32
+    num_tokens: int,
+    num_reqs: int,
+    scale: float,
+    decode_only: bool,
+    num_splits: int = 1,
+    workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """Attention of each token over its request's paged context, into `out`.
+
+    decode_only: one token per request, token i belongs to request i (num_tokens == num_reqs).
+    num_splits > 1 (decode only) takes the split-K path; `workspace` then holds the partials,
+    (part_out [>= num_reqs * num_splits, num_heads, head_size] f32, part_lse [same rows, num_heads] f32).
+    The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
+    """
+    if num_tokens == 0:
+        return
+    _, _, block_size, kv_heads, head_size = kv_cache.shape
+    num_heads = query.shape[1]
+    group = num_heads // kv_heads
+    head_pad = max(16, triton.next_power_of_2(head_size))
+    block_m, block_q, tile_n = _tile_shape(group, head_pad, decode_only)
+    split = decode_only and num_splits > 1
+    assert query.stride(-1) == 1 and out.stride(-1) == 1 and kv_cache.stride(-1) == 1
+    if split:
+        assert workspace is not None and workspace[0].shape[0] >= num_reqs * num_splits
+        part_out, part_lse = workspace
+    else:
+        part_out = part_lse = out  # unused
+    num_q_tiles = num_reqs if decode_only else num_tokens // block_q + num_reqs
+    k_cache, v_cache = kv_cache[0], kv_cache[1]
+    grid = (num_q_tiles, kv_heads, num_splits if split else 1)
+    _paged_attention_kernel[grid](
+        out, part_out, part_lse, query, k_cache, v_cache, block_table, seq_lens, query_start_loc,
+        num_reqs, num_splits if split else 1, scale * _LOG2E,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
+        GROUP=group, HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
+        BLOCK_M=block_m, BLOCK_Q=block_q, TILE_N=tile_n,
+        DECODE_ONLY=decode_only, SPLIT=split, IEEE=query.dtype == torch.float32,
+        num_warps=4, num_stages=2,
+    )
+    if split:
+        _reduce_splits_kernel[(num_reqs, num_heads)](
+            out, part_out, part_lse, num_splits, out.stride(0), out.stride(1),
+            NUM_HEADS=num_heads, HEAD_SIZE=head_size, HEAD_PAD=head_pad,
+            SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4,
+        )

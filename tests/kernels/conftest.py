@@ -1,0 +1,67 @@
+"""Kernel tests: run the Triton kernels under Triton's CPU interpreter when no GPU is visible.
+
+TRITON_INTERPRET must be set before any @triton.jit function is defined (triton reads it at
+decoration time), so it is set here, before the test modules import the kernels. It is set only
+without a GPU: on a CUDA machine the same tests compile and run the real kernels. Nothing on the
+CPU paths reads it (the layers call Triton only for CUDA tensors), so other tests are unaffected.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _patch_interpreter_scalar_index() -> None:
+    """Triton <= 3.6's interpreter turns a scalar (a 1-element array there) into a loop bound
+    with int(array), which NumPy >= 2.4 rejects (triton-lang/triton#9171, fixed upstream after
+    3.6). Squeeze first, in tests only; compiled kernels never take this path."""
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_pagedllm_patched", False):
+        return
+
+    def patched(tensor, scope):  # type: ignore[no-untyped-def]
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._pagedllm_patched = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patched
+
+
+def _patch_interpreter_bf16_dot() -> None:
+    """Triton 3.6's interpreter keeps bfloat16 as raw uint16 and feeds that to np.matmul, so a
+    bf16 tl.dot returns garbage. Widen bf16 operands to float32 first (exact: bf16 is the top
+    half of a float32), in tests only."""
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    builder = interpreter.InterpreterBuilder
+    original = builder.create_dot
+    if getattr(original, "_pagedllm_patched", False):
+        return
+
+    def widen(h):  # type: ignore[no-untyped-def]
+        if h.dtype.scalar != tl.bfloat16:
+            return h
+        return interpreter.TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):  # type: ignore[no-untyped-def]
+        return original(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    create_dot._pagedllm_patched = True  # type: ignore[attr-defined]
+    builder.create_dot = create_dot
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _patch_interpreter_scalar_index()
+    _patch_interpreter_bf16_dot()

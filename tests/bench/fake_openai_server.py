@@ -1,0 +1,84 @@
+"""A fake OpenAI-compatible streaming server on a free loopback port, for the serving benchmark.
+
+It streams `max_tokens` tokens with known delays (TTFT_S before the first chunk, ITL_S between
+chunks), packing the first two tokens into one chunk (as a detokenizer holding back bytes does),
+then a finish chunk, a usage chunk and [DONE]. Chosen requests (1-based arrival order) fail: with
+HTTP 500, or with an error event after a few chunks. It records payloads and peak concurrency.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TTFT_S = 0.05
+ITL_S = 0.01
+MODEL = "fake-model"
+
+
+@dataclass
+class FakeServerState:
+    base_url: str = ""
+    send_usage: bool = True
+    fail_http: set[int] = field(default_factory=set)  # arrival numbers answered with HTTP 500
+    fail_stream: set[int] = field(default_factory=set)  # arrival numbers that die mid-stream
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+
+def _event(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _text_chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    return {"object": "text_completion", "model": MODEL,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}]}
+
+
+async def _stream(request: web.Request, state: FakeServerState, body: dict[str, Any], number: int) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    num_tokens = body["max_tokens"]
+    # Chunk texts: the first carries two tokens when there are at least two.
+    chunks = ["ab "] + ["c "] * (num_tokens - 2) if num_tokens >= 2 else ["a "]
+    for i, text in enumerate(chunks):
+        await asyncio.sleep(TTFT_S if i == 0 else ITL_S)
+        if number in state.fail_stream and i == 2:
+            await resp.write(_event({"error": {"message": "engine died", "type": "InternalError"}}))
+            return resp
+        await resp.write(_event(_text_chunk(text)))
+    await resp.write(_event(_text_chunk("", "length")))
+    if state.send_usage:
+        prompt_len = len(body["prompt"]) if isinstance(body["prompt"], list) else 0
+        usage = {"prompt_tokens": prompt_len, "completion_tokens": num_tokens,
+                 "total_tokens": prompt_len + num_tokens}
+        await resp.write(_event({"choices": [], "usage": usage}))
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+def make_app(state: FakeServerState) -> web.Application:
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        state.payloads.append(body)
+        number = len(state.payloads)
+        state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            if number in state.fail_http:
+                return web.json_response({"error": {"message": "boom", "type": "InternalError"}}, status=500)
+            return await _stream(request, state, body, number)
+        finally:
+            state.in_flight -= 1
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", completions)
+    return app

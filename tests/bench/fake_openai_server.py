@@ -1,9 +1,10 @@
-"""A fake OpenAI-compatible streaming server on a free loopback port, for the serving benchmark.
+"""A fake OpenAI-compatible streaming server (aiohttp.web) for the serving benchmark tests.
 
 It streams `max_tokens` tokens with known delays (TTFT_S before the first chunk, ITL_S between
 chunks), packing the first two tokens into one chunk (as a detokenizer holding back bytes does),
-then a finish chunk, a usage chunk and [DONE]. Chosen requests (1-based arrival order) fail: with
-HTTP 500, or with an error event after a few chunks. It records payloads and peak concurrency.
+then a finish chunk, a usage chunk and [DONE]; chat streams open with a role delta. Chosen
+requests (1-based arrival order) fail: with HTTP 500, or with an error event after a few chunks.
+It records payloads and its peak number of requests in flight.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aiohttp import web
 TTFT_S = 0.05
 ITL_S = 0.01
 MODEL = "fake-model"
+CHAT_PROMPT_TOKENS = 99  # what the fake server reports as a chat request's prompt_tokens
 
 
 @dataclass
@@ -34,7 +36,10 @@ def _event(obj: Any) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-def _text_chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+def _text_chunk(text: str, finish_reason: str | None = None, chat: bool = False) -> dict[str, Any]:
+    if chat:
+        return {"object": "chat.completion.chunk", "model": MODEL,
+                "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish_reason}]}
     return {"object": "text_completion", "model": MODEL,
             "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}]}
 
@@ -42,7 +47,9 @@ def _text_chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
 async def _stream(request: web.Request, state: FakeServerState, body: dict[str, Any], number: int) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
-    num_tokens = body["max_tokens"]
+    num_tokens, chat = body["max_tokens"], "messages" in body
+    if chat:  # the role delta comes at once and carries no token
+        await resp.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
     # Chunk texts: the first carries two tokens when there are at least two.
     chunks = ["ab "] + ["c "] * (num_tokens - 2) if num_tokens >= 2 else ["a "]
     for i, text in enumerate(chunks):
@@ -50,10 +57,10 @@ async def _stream(request: web.Request, state: FakeServerState, body: dict[str, 
         if number in state.fail_stream and i == 2:
             await resp.write(_event({"error": {"message": "engine died", "type": "InternalError"}}))
             return resp
-        await resp.write(_event(_text_chunk(text)))
-    await resp.write(_event(_text_chunk("", "length")))
+        await resp.write(_event(_text_chunk(text, chat=chat)))
+    await resp.write(_event(_text_chunk("", "length", chat)))
     if state.send_usage:
-        prompt_len = len(body["prompt"]) if isinstance(body["prompt"], list) else 0
+        prompt_len = CHAT_PROMPT_TOKENS if chat else len(body["prompt"])
         usage = {"prompt_tokens": prompt_len, "completion_tokens": num_tokens,
                  "total_tokens": prompt_len + num_tokens}
         await resp.write(_event({"choices": [], "usage": usage}))
@@ -81,4 +88,5 @@ def make_app(state: FakeServerState) -> web.Application:
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", completions)
     return app

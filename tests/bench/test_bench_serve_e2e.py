@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai_server import ITL_S, MODEL, TTFT_S, FakeServerState
+from fake_openai_server import CHAT_PROMPT_TOKENS, ITL_S, MODEL, TTFT_S, FakeServerState
 
 from pagedllm.bench import serve
 
@@ -105,3 +105,32 @@ def test_bad_input_raises_value_error(fake_server: FakeServerState) -> None:
         _run(fake_server, "--endpoint", "/v1/chat/completions")  # token ids cannot go in a chat message
     with pytest.raises(ValueError, match="cannot reach"):
         _run(FakeServerState(base_url="http://127.0.0.1:9"), "--num-prompts", "1")
+
+
+class _WordTokenizer:
+    """Word-level ids: decode/encode round-trip exactly."""
+
+    all_special_ids = [0]
+
+    def __len__(self) -> int:
+        return VOCAB
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(f"w{i}" for i in ids)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [int(w[1:]) for w in text.split()]
+
+
+def test_chat_endpoint_with_text_prompts(fake_server: FakeServerState, monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = _WordTokenizer()
+    monkeypatch.setattr(serve, "load_prompt_vocab", lambda cfg, model: (tok, len(tok), tok.all_special_ids))
+    run = _run(fake_server, "--endpoint", "/v1/chat/completions", "--prompt-format", "text",
+               "--num-prompts", "4")["runs"][0]
+    assert (run["completed"], run["failed"]) == (4, 0)
+    assert run["total_input_tokens"] == 4 * CHAT_PROMPT_TOKENS  # the server's usage wins
+    assert run["total_output_tokens"] == 4 * 8
+    assert run["mean_ttft_ms"] / 1000 >= TTFT_S  # the role delta is no token
+    for p in fake_server.payloads:
+        (message,) = p["messages"]
+        assert message["role"] == "user" and len(tok.encode(message["content"])) == 32 and "prompt" not in p

@@ -88,3 +88,14 @@ def test_text_prompts_with_the_default_tokenizer_reencode_to_the_input_length() 
     lens = [len(tok.encode(r.prompt, add_special_tokens=False)) for r in reqs]
     assert lens == [r.prompt_len for r in reqs]
     assert all(abs(n - 64) <= 1 for n in lens)
+
+
+def test_chunk_text_reads_completions_and_chat_chunks() -> None:
+    from pagedllm.bench.serve import _chunk_text
+
+    assert _chunk_text({"choices": [{"index": 0, "text": "hi", "finish_reason": None}]}) == "hi"
+    assert _chunk_text({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}) == ""
+    assert _chunk_text({"choices": [], "usage": {"completion_tokens": 3}}) == ""
+    assert _chunk_text({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}) == ""
+    assert _chunk_text({"choices": [{"index": 0, "delta": {"content": "yo"}}]}) == "yo"
+    assert _chunk_text({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) == ""

@@ -1,0 +1,123 @@
+"""The OpenAI-compatible HTTP app over any `EngineClient`.
+
+`build_app(engine, settings)` returns the FastAPI app; running it (uvicorn, signals, the engine
+process) is the launcher's job. Routes: POST /v1/completions, /v1/chat/completions, /tokenize,
+/detokenize; GET /v1/models, /health, /version; plus whatever `extra_routers` bring (/metrics).
+"""
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pagedllm import __version__
+from pagedllm.server.engine_client import EngineClient, EngineDeadError
+from pagedllm.server.errors import engine_dead, install_error_handlers, unauthorized
+from pagedllm.server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+                                      DetokenizeResponse, ModelCard, ModelList, TokenizeRequest, TokenizeResponse)
+from pagedllm.server.serving_chat import OpenAIServingChat
+from pagedllm.server.serving_completion import OpenAIServingCompletion
+from pagedllm.server.serving_tokenize import OpenAIServingTokenization
+from pagedllm.server.settings import ServerSettings
+
+__all__ = ["ServerSettings", "build_app"]
+
+# Load balancers and orchestrators probe this without credentials.
+_PATHS_WITHOUT_KEY = frozenset({"/health"})
+
+
+class ApiKeyMiddleware:
+    """Every request but /health needs `Authorization: Bearer <key>`. Plain ASGI rather than
+    @app.middleware("http"), which would wrap `receive` and hide client disconnects from handlers;
+    as app-wide middleware it also guards routes mounted later (/metrics) and unknown paths."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        await unauthorized().response()(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if path in _PATHS_WITHOUT_KEY:
+            return True
+        provided = dict(scope["headers"]).get(b"authorization", b"")
+        return hmac.compare_digest(provided, self._expected)  # constant time: no key-guessing by timing
+
+
+def _openai_router(engine: EngineClient, settings: ServerSettings) -> APIRouter:
+    router = APIRouter()
+    completion = OpenAIServingCompletion(engine, settings)
+    chat = OpenAIServingChat(engine, settings)
+    tokenization = OpenAIServingTokenization(engine, settings)
+
+    @router.post("/v1/completions")
+    async def create_completion(request: CompletionRequest, raw_request: Request) -> Response:
+        return await completion.create(request, raw_request)
+
+    @router.post("/v1/chat/completions")
+    async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request) -> Response:
+        return await chat.create(request, raw_request)
+
+    @router.get("/v1/models")
+    async def list_models() -> ModelList:
+        cards = [ModelCard(id=name, root=engine.model_name, max_model_len=engine.max_model_len)
+                 for name in completion.served_model_names]
+        return ModelList(data=cards)
+
+    @router.post("/tokenize")
+    async def tokenize(request: TokenizeRequest) -> TokenizeResponse:
+        return tokenization.tokenize(request)
+
+    @router.post("/detokenize")
+    async def detokenize(request: DetokenizeRequest) -> DetokenizeResponse:
+        return tokenization.detokenize(request)
+
+    return router
+
+
+def _ops_router(engine: EngineClient) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> Response:
+        if engine.is_dead:
+            raise engine_dead()
+        try:
+            await engine.check_health()
+        except EngineDeadError:
+            raise engine_dead() from None
+        return Response(status_code=200)
+
+    @router.get("/version")
+    async def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    return router
+
+
+def build_app(engine: EngineClient, settings: ServerSettings | None = None,
+              extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The app over `engine`. `extra_routers` (e.g. the launcher's /metrics) sit behind the same
+    API key check and error handlers as the built-in routes."""
+    settings = settings or ServerSettings()
+    app = FastAPI(title="pagedllm OpenAI-compatible server", version=__version__)
+    install_error_handlers(app)
+    app.include_router(_openai_router(engine, settings))
+    app.include_router(_ops_router(engine))
+    for router in extra_routers:
+        app.include_router(router)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.state.engine = engine
+    app.state.settings = settings
+    return app

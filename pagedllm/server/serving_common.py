@@ -1,0 +1,159 @@
+"""What completions and chat completions share: admission checks, tokenization, starting requests."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from pagedllm.outputs import RequestOutput
+from pagedllm.sampling_params import SamplingParams
+from pagedllm.server.engine_client import EngineClient
+from pagedllm.server.errors import (OpenAIError, bad_request, engine_dead, from_engine_exception, model_not_found,
+                                   overloaded)
+from pagedllm.server.protocol import ChatMessage
+from pagedllm.server.settings import ServerSettings
+from pagedllm.server.utils import ClientDisconnected, aclose_quietly, merge_async_iterators, run_until_disconnected
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    text: str | None  # None when the client sent token ids
+    token_ids: list[int]
+
+    def as_engine_prompt(self) -> dict[str, Any]:
+        prompt: dict[str, Any] = {"prompt_token_ids": self.token_ids}
+        if self.text is not None:
+            prompt["prompt"] = self.text
+        return prompt
+
+
+def random_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class ServingBase:
+    def __init__(self, engine: EngineClient, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.served_model_names = list(settings.served_model_names) or [engine.model_name]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    def resolve_model(self, model: str | None) -> str:
+        """The name to report in the response; a 404 for a model this server does not serve."""
+        if model is None:
+            return self.served_model_names[0]
+        if model not in self.served_model_names:
+            raise model_not_found(model)
+        return model
+
+    def check_admission(self) -> None:
+        """Shed load before any work is done: a dead engine or a too-long waiting queue is a 503."""
+        if self.engine.is_dead:
+            raise engine_dead()
+        bound = self.settings.max_waiting_requests
+        if bound is not None:
+            num_waiting = self.engine.num_waiting_requests()
+            if num_waiting > bound:
+                raise overloaded(num_waiting)
+
+    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids)
+
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
+                    continue_final_message: bool) -> TokenizedPrompt:
+        """Apply the model's chat template, then tokenize without adding special tokens again
+        (the template already holds the BOS and role markers)."""
+        conversation = [m.to_template_dict() for m in messages]
+        try:
+            text = self.tokenizer.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message)
+        except Exception as e:  # jinja errors (e.g. roles not alternating), a model without a template
+            raise bad_request(f"The chat template cannot render these messages: {e}", "messages") from None
+        return TokenizedPrompt(text, self.tokenize_text(text, add_special_tokens=False))
+
+    def start(self, prompts: Sequence[TokenizedPrompt], params: Sequence[SamplingParams],
+              request_id: str) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """Start one engine request per prompt; outputs come tagged with their prompt's index."""
+        generators: list[AsyncIterator[RequestOutput]] = []
+        try:
+            for i, (prompt, p) in enumerate(zip(prompts, params)):
+                sub_id = request_id if len(prompts) == 1 else f"{request_id}-{i}"
+                generators.append(self.engine.generate(prompt.as_engine_prompt(), p, sub_id))
+        except Exception as e:  # an engine that validates eagerly, before its first yield
+            for gen in generators:
+                _close_later(gen)
+            raise from_engine_exception(e) from None
+        return merge_async_iterators(*generators)
+
+
+def _close_later(gen: AsyncIterator[Any]) -> None:
+    asyncio.ensure_future(aclose_quietly(gen))
+
+
+def check_prompt_not_empty(prompt: TokenizedPrompt, param: str) -> None:
+    if not prompt.token_ids:
+        raise bad_request("The prompt is empty.", param)
+
+
+Outputs = AsyncIterator[tuple[int, RequestOutput]]
+# The client left before the response started; nobody reads this (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def collect_final(outputs: Outputs, num_prompts: int) -> list[RequestOutput]:
+    """The last (FINAL_ONLY: the only) output of each prompt's request."""
+    finals: list[RequestOutput | None] = [None] * num_prompts
+    async for index, output in outputs:
+        finals[index] = output
+    missing = [i for i, out in enumerate(finals) if out is None]
+    if missing:
+        raise RuntimeError(f"The engine ended requests {missing} without an output.")
+    return [out for out in finals if out is not None]
+
+
+async def _first(outputs: Outputs) -> tuple[int, RequestOutput] | None:
+    try:
+        return await outputs.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _replay(first: tuple[int, RequestOutput] | None, rest: Outputs) -> Outputs:
+    try:
+        if first is not None:
+            yield first
+        async for item in rest:
+            yield item
+    finally:
+        await aclose_quietly(rest)
+
+
+async def respond(raw_request: Request, outputs: Outputs, num_prompts: int, stream: bool,
+                  build_full: Any, build_stream: Any) -> Response:
+    """Run a started request to its HTTP response, aborting it if the client disconnects.
+
+    Streams wait for the first output before sending headers, so errors the engine raises at
+    validation become a proper 4xx status instead of an error event in a 200 stream."""
+    try:
+        if not stream:
+            finals = await run_until_disconnected(raw_request, collect_final(outputs, num_prompts))
+            return build_full(finals)
+        first = await run_until_disconnected(raw_request, _first(outputs))
+    except BaseException as e:
+        await aclose_quietly(outputs)
+        if isinstance(e, ClientDisconnected):
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        if isinstance(e, Exception) and not isinstance(e, OpenAIError):
+            raise from_engine_exception(e) from None
+        raise
+    return StreamingResponse(build_stream(_replay(first, outputs)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})

@@ -141,7 +141,10 @@ class CompletionRequest(_SamplingRequest):
             raise bad_request("suffix is not supported.", "suffix")
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
-        return self._make_params(self.max_tokens, self.logprobs, num_prompt_tokens, max_model_len, "prompt")
+        params = self._make_params(self.max_tokens, self.logprobs, num_prompt_tokens, max_model_len, "prompt")
+        if self.echo and self.logprobs is not None:  # echoed prompt tokens come with their logprobs
+            params.prompt_logprobs = self.logprobs
+        return params
 
 
 class CompletionLogprobs(OpenAIBaseModel):

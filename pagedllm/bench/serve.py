@@ -27,7 +27,7 @@ import aiohttp
 import numpy as np
 
 from pagedllm.bench.datasets import PROMPT_FORMATS, SampleRequest, sample_random_requests
-from pagedllm.bench.serve_metrics import RequestResult, calculate_metrics, format_table, percentile_key
+from pagedllm.bench.serve_metrics import RequestResult, calculate_metrics, format_table, sweep_table
 
 
 @dataclass(frozen=True)
@@ -286,22 +286,6 @@ def run_result(cfg: ServeBenchConfig, rate: float, results: list[RequestResult],
     if cfg.save_detailed:
         out["requests"] = [asdict(r) for r in results]
     return out
-
-
-def sweep_table(runs: list[dict[str, Any]], percentiles: tuple[float, ...]) -> str:
-    """One Markdown row per rate, for benchmarks/RESULTS.md."""
-    p = percentile_key(percentiles[-1])
-    cols = ["mean_ttft_ms", f"{p}_ttft_ms", "mean_tpot_ms", f"{p}_tpot_ms", "mean_itl_ms", f"{p}_itl_ms",
-            "mean_e2el_ms", f"{p}_e2el_ms"]
-    head = ["rate (req/s)", "done/failed", "req/s", "out tok/s", "total tok/s"] + [
-        c.replace("_ms", " (ms)").replace("_", " ") for c in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in runs:
-        cells = [str(r["request_rate"]), f"{r['completed']}/{r['failed']}", f"{r['request_throughput']:.2f}",
-                 f"{r['output_throughput']:.1f}", f"{r['total_token_throughput']:.1f}"]
-        cells += [f"{r[c]:.1f}" for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 async def run_benchmark(cfg: ServeBenchConfig) -> dict[str, Any]:

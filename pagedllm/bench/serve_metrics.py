@@ -120,3 +120,19 @@ def format_table(metrics: dict[str, Any], percentiles: list[float]) -> str:
             lines.append(f"{label:<40} {metrics[f'{stat}_{name}_ms']:<10.2f}")
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def sweep_table(runs: list[dict[str, Any]], percentiles: tuple[float, ...]) -> str:
+    """One Markdown row per rate, for benchmarks/RESULTS.md."""
+    p = percentile_key(percentiles[-1])
+    cols = ["mean_ttft_ms", f"{p}_ttft_ms", "mean_tpot_ms", f"{p}_tpot_ms", "mean_itl_ms", f"{p}_itl_ms",
+            "mean_e2el_ms", f"{p}_e2el_ms"]
+    head = ["rate (req/s)", "done/failed", "req/s", "out tok/s", "total tok/s"] + [
+        c.replace("_ms", " (ms)").replace("_", " ") for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        cells = [str(r["request_rate"]), f"{r['completed']}/{r['failed']}", f"{r['request_throughput']:.2f}",
+                 f"{r['output_throughput']:.1f}", f"{r['total_token_throughput']:.1f}"]
+        cells += [f"{r[c]:.1f}" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

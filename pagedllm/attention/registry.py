@@ -9,12 +9,13 @@ from pagedllm.attention.base import AttentionBackend
 _BACKENDS: dict[str, str] = {
     "torch": "pagedllm.attention.torch_ref:TorchAttentionBackend",
     "cpu_paged": "pagedllm.attention.cpu_paged:CpuPagedAttentionBackend",
+    "triton": "pagedllm.attention.triton_paged:TritonPagedAttentionBackend",
 }
 
-# device type -> backend name. CUDA uses the torch backend until a paged kernel is registered.
+# device type -> backend name.
 _DEVICE_DEFAULTS: dict[str, str] = {
     "cpu": "torch",
-    "cuda": "torch",
+    "cuda": "triton",
 }
 
 

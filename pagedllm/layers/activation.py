@@ -5,10 +5,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagedllm.kernels.triton import triton_applies
+
 
 class SiluAndMul(nn.Module):
     """x = | gate | up | along the last dim -> silu(gate) * up."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]
+        if triton_applies(x) and x.dim() == 2 and x.stride(-1) == 1:
+            from pagedllm.kernels.triton.activation import silu_and_mul
+
+            return silu_and_mul(x)  # one pass, no float32 temporaries
+        return self.forward_native(x)
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]
+        """The plain torch version: the reference for the fused kernel, and the CPU path."""
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pagedllm.kernels.cpu import cpu_kernels_for
+from pagedllm.kernels.triton import triton_applies
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 
 
@@ -24,6 +25,12 @@ class RMSNorm(HFWeightLoadable):
         self, x: torch.Tensor, residual: torch.Tensor | None = None  # [..., H] each
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """norm(x) without residual; (norm(x + residual), x + residual) with one."""
+        if triton_applies(x) and _triton_layout_ok(x, residual):
+            from pagedllm.kernels.triton.rms_norm import rms_norm
+
+            # One kernel instead of four ops (add, rms_norm, cast, scale), as on the CPU.
+            out, new_residual = rms_norm(x, self.weight, self.eps, residual)
+            return out if new_residual is None else (out, new_residual)
         kernels = cpu_kernels_for(x)
         if kernels is not None and _kernel_layout_ok(x, residual):
             # One op instead of four (add, rms_norm, cast, scale): per-op cost dominates at small batch.
@@ -52,3 +59,9 @@ class RMSNorm(HFWeightLoadable):
 
 def _kernel_layout_ok(x: torch.Tensor, residual: torch.Tensor | None) -> bool:
     return x.is_contiguous() and (residual is None or (residual.dtype == x.dtype and residual.is_contiguous()))
+
+
+def _triton_layout_ok(x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    if x.dim() != 2 or x.stride(-1) != 1:
+        return False
+    return residual is None or (residual.shape == x.shape and residual.dtype == x.dtype and residual.stride(-1) == 1)

@@ -62,6 +62,34 @@ def _patch_interpreter_bf16_dot() -> None:
     builder.create_dot = create_dot
 
 
+def _patch_interpreter_bf16_rounding() -> None:
+    """Triton 3.6's interpreter casts float32 -> bfloat16 by truncation; the GPU rounds to
+    nearest even. Round like the GPU, so bf16 results here match what the kernels compute there."""
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    builder = interpreter.InterpreterBuilder
+    original = builder.cast_impl
+    if getattr(original, "_pagedllm_patched", False):
+        return
+
+    def cast_impl(self, src, dst_type):  # type: ignore[no-untyped-def]
+        if src.dtype.scalar != tl.float32 or dst_type.scalar != tl.bfloat16:
+            return original(self, src, dst_type)
+        data = np.ascontiguousarray(src.data, dtype=np.float32)
+        bits = data.view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        rounded = np.where(np.isnan(data), np.uint16(0x7FC0), rounded)
+        return interpreter.TensorHandle(rounded, tl.bfloat16)
+
+    cast_impl._pagedllm_patched = True  # type: ignore[attr-defined]
+    builder.cast_impl = cast_impl
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _patch_interpreter_scalar_index()
     _patch_interpreter_bf16_dot()
+    _patch_interpreter_bf16_rounding()

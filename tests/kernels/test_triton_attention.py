@@ -1,0 +1,213 @@
+"""The Triton cache-write and paged-attention kernels against the torch oracle (torch_ref).
+
+Without a GPU these run under Triton's CPU interpreter (see conftest.py), so shapes stay small;
+with one, the same tests compile the real kernels, plus larger GPU-only cases and a CUDA-graph
+replay. Caches are NaN everywhere a request may not read, outputs and split-K workspaces are
+NaN before each run, so a stray read or an unwritten element fails the test.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from pagedllm.attention.base import AttentionMetadata  # noqa: E402
+from pagedllm.attention.registry import get_attn_backend  # noqa: E402
+from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
+from pagedllm.attention.triton_paged import NUM_SPLITS_KEY, TritonPagedAttentionBackend  # noqa: E402
+from pagedllm.kernels.triton.paged_attention import paged_attention  # noqa: E402
+from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache  # noqa: E402
+from tests.helpers.attn_metadata import build_metadata  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# ||out - ref|| / ||ref||: fp32 runs IEEE products; half types round P to 8 or 11 bits.
+REL_TOL = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
+
+
+@dataclass
+class Case:
+    metadata: AttentionMetadata
+    cache: torch.Tensor  # [2, num_blocks, block_size, kv, D], NaN outside the cached prefixes
+    query: torch.Tensor  # [T, H, D]
+    key: torch.Tensor  # [T, kv, D], the new tokens' K
+    value: torch.Tensor
+
+
+def make_case(num_cached: list[int], num_new: list[int], heads: int, kv_heads: int, head_size: int,
+              block_size: int, dtype: torch.dtype, seed: int = 0) -> Case:
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    seq_lens = [c + n for c, n in zip(num_cached, num_new)]
+    needed = [max(1, -(-s // block_size)) for s in seq_lens]
+    num_blocks = sum(needed) + 3
+    free = list(range(num_blocks))
+    rng.shuffle(free)  # non-contiguous, out-of-order blocks
+    block_lists = [[free.pop() for _ in range(n)] for n in needed]
+    cache = torch.full((2, num_blocks, block_size, kv_heads, head_size), float("nan"))
+    for blocks, cached in zip(block_lists, num_cached):
+        for p in range(cached):
+            cache[:, blocks[p // block_size], p % block_size] = torch.randn(2, kv_heads, head_size, generator=gen)
+    total = sum(num_new)
+    q = torch.randn(total, heads, head_size, generator=gen)
+    k = torch.randn(total, kv_heads, head_size, generator=gen)
+    v = torch.randn(total, kv_heads, head_size, generator=gen)
+    md = build_metadata(num_cached, num_new, block_lists, block_size, device=DEVICE)
+    return Case(md, cache.to(DEVICE, dtype), q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype))
+
+
+def reference(case: Case, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, cache after the write) from the torch backend in float32."""
+    cache = case.cache.float()
+    out = TorchAttentionBackend().forward(case.query.float(), case.key.float(), case.value.float(), cache,
+                                          case.metadata, scale)
+    return out, cache
+
+
+def assert_close_rel(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    assert not got.isnan().any(), "NaN in output: an element was not written or a poisoned slot was read"
+    err = ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
+    assert err < REL_TOL[dtype], f"relative error {err:.2e} over {REL_TOL[dtype]:.0e}"
+
+
+def run_kernel(case: Case, scale: float, num_splits: int = 1) -> torch.Tensor:
+    """Cache write + attention kernel, with output and workspace poisoned first."""
+    md = case.metadata
+    reshape_and_cache(case.key, case.value, case.cache, md.slot_mapping, md.num_actual_tokens)
+    out = torch.full_like(case.query, float("nan"))
+    heads, head_size = case.query.shape[1:]
+    rows = md.num_reqs * num_splits
+    workspace = (torch.full((rows, heads, head_size), float("nan"), device=DEVICE),
+                 torch.full((rows, heads), float("nan"), device=DEVICE))
+    paged_attention(out, case.query, case.cache, md.block_table, md.seq_lens, md.query_start_loc,
+                    md.num_actual_tokens, md.num_reqs, scale, md.is_decode_only, num_splits, workspace)
+    return out
+
+
+def check(case: Case, dtype: torch.dtype, num_splits: int = 1) -> None:
+    scale = 1 / math.sqrt(case.query.shape[-1])
+    want, want_cache = reference(case, scale)
+    got = run_kernel(case, scale, num_splits)
+    assert_close_rel(got, want, dtype)
+    # The new K/V landed in their slots bit for bit, and nothing else was touched (NaN stays NaN).
+    torch.testing.assert_close(case.cache.float(), want_cache.to(case.cache.dtype).float(), rtol=0, atol=0,
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_size,block_size", [(8, 2, 64, 16), (4, 4, 32, 8), (6, 1, 128, 32)])
+def test_decode_batch(dtype, heads, kv_heads, head_size, block_size):
+    check(make_case([0, 5, 16, 31, 70], [1] * 5, heads, kv_heads, head_size, block_size, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_splits", [3, 8])  # 8: more splits than key tiles, so some are empty
+def test_decode_split_k(dtype, num_splits):
+    check(make_case([200, 3, 0, 129], [1] * 4, 8, 2, 64, 16, dtype, seed=1), dtype, num_splits)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixed_prefill_chunks_and_decodes(dtype):
+    # prefill from scratch, chunk after a non-aligned prefix, decodes, a 1-token chunk, a long chunk
+    case = make_case([0, 9, 17, 4, 0, 8, 3], [6, 5, 1, 1, 1, 8, 40], 8, 2, 64, 4, dtype, seed=2)
+    check(case, dtype)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_size", [(6, 3, 24), (12, 2, 32), (4, 1, 16)])
+def test_mixed_odd_groups_and_head_sizes(heads, kv_heads, head_size):
+    # group sizes 2, 6, 4 and a head size that is not a power of two (24, as in a tiny qwen3)
+    check(make_case([3, 0, 20], [7, 1, 13], heads, kv_heads, head_size, 16, torch.float32, seed=3), torch.float32)
+
+
+def test_padded_decode_requests_are_harmless():
+    """A captured graph's padding: requests with seq_len 0 or 1 and slot -1."""
+    case = make_case([10, 0, 33], [1, 1, 1], 8, 2, 32, 16, torch.float32, seed=4)
+    md = case.metadata
+    md.seq_lens[1] = 0  # padded request: no context at all
+    md.seq_lens_cpu[1] = 0
+    md.slot_mapping[1] = -1
+    before = case.cache.clone()
+    out = run_kernel(case, 0.2, num_splits=2)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert not out.isnan().any()
+    changed = ~((case.cache == before) | (case.cache.isnan() & before.isnan()))
+    assert changed.any(dim=(0, 3, 4)).sum() == 2  # only the two real tokens' slots were written
+
+
+def test_backend_forward_matches_torch_and_zeroes_padding_rows():
+    backend = get_attn_backend(DEVICE, "triton")
+    assert isinstance(backend, TritonPagedAttentionBackend)
+    for num_new, splits in (([1, 1, 1], 4), ([3, 1, 5], None)):
+        case = make_case([40, 2, 17], num_new, 8, 2, 64, 16, torch.float32, seed=5)
+        if splits:
+            case.metadata.backend_cache[NUM_SPLITS_KEY] = splits
+        pad = 2  # rows past num_actual_tokens, as a graph's padded batch has
+        query = torch.cat([case.query, torch.randn(pad, *case.query.shape[1:], device=DEVICE)])
+        key = torch.cat([case.key, torch.randn(pad, *case.key.shape[1:], device=DEVICE)])
+        value = torch.cat([case.value, torch.randn(pad, *case.value.shape[1:], device=DEVICE)])
+        want, _ = reference(case, 0.125)
+        got = backend.forward(query, key, value, case.cache, case.metadata, 0.125)
+        assert_close_rel(got[:-pad], want, torch.float32)
+        assert torch.equal(got[-pad:], torch.zeros_like(got[-pad:]))
+
+
+def test_reshape_and_cache_writes_only_its_slots():
+    gen = torch.Generator().manual_seed(6)
+    cache = torch.full((2, 5, 16, 3, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    slots = torch.tensor([17, -1, 0, 79, 40, -1], device=DEVICE)
+    key = torch.randn(6, 3, 32, generator=gen).to(DEVICE, torch.bfloat16)
+    value = torch.randn(6, 3, 32, generator=gen).to(DEVICE, torch.bfloat16)
+    reshape_and_cache(key, value, cache, slots, 6)
+    flat = cache.view(2, 80, 3, 32)
+    for i, s in enumerate(slots.tolist()):
+        if s >= 0:
+            assert torch.equal(flat[0, s], key[i]) and torch.equal(flat[1, s], value[i])
+    assert flat.isnan().all(dim=(0, 2, 3)).sum() == 80 - 4
+
+
+@pytest.mark.skipif(not ON_GPU, reason="larger shapes need a GPU")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_llama_shapes(dtype):
+    """Llama-3-8B heads (32 q / 8 kv, head 128): decode with auto split-K, and a mixed step."""
+    rng = random.Random(7)
+    contexts = [rng.randrange(1, 3000) for _ in range(24)]
+    check(make_case(contexts, [1] * 24, 32, 8, 128, 16, dtype, seed=7), dtype)
+    case = make_case([4000], [1], 32, 8, 128, 16, dtype, seed=8)
+    backend = TritonPagedAttentionBackend()
+    assert backend.num_splits(case.metadata, 1, 8) > 1
+    want, _ = reference(case, 0.088)
+    assert_close_rel(backend.forward(case.query, case.key, case.value, case.cache, case.metadata, 0.088), want, dtype)
+    check(make_case([0, 300, 1000, 50, 7], [512, 128, 1, 1, 200], 32, 8, 128, 16, dtype, seed=9), dtype)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_gpu_decode_graph_replays_for_new_lengths():
+    """Capture one decode step, then replay it with longer contexts: same as eager."""
+    dtype, num_reqs = torch.bfloat16, 4
+    case = make_case([700, 10, 2000, 0], [1] * num_reqs, 32, 8, 128, 16, dtype, seed=10)
+    md = case.metadata
+    backend = TritonPagedAttentionBackend(max_num_seqs=8, max_model_len=4096)
+    backend.forward(case.query, case.key, case.value, case.cache, md, 0.1)  # allocates the workspace
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        out = backend.forward(case.query, case.key, case.value, case.cache, md, 0.1)
+    # Next step: every request one token longer, written at its next slot.
+    for i in range(num_reqs):
+        pos = md.seq_lens_cpu[i]
+        md.seq_lens[i] = pos + 1
+        md.slot_mapping[i] = int(md.block_table[i, pos // 16]) * 16 + pos % 16
+    case.query.copy_(torch.randn_like(case.query))
+    graph.replay()
+    torch.cuda.synchronize()
+    md.seq_lens_cpu = [s + 1 for s in md.seq_lens_cpu]
+    md.max_seq_len += 1
+    eager = TritonPagedAttentionBackend().forward(case.query, case.key, case.value, case.cache.clone(), md, 0.1)
+    assert_close_rel(out, eager, dtype)  # split counts differ (capture used max_model_len)

@@ -1,0 +1,111 @@
+"""The fused Triton RMSNorm, rotary and SiLU-and-mul kernels against the layers' torch paths.
+
+Under the interpreter (no GPU) the kernels are called directly on CPU tensors; on a GPU the
+layers themselves are called too, so their CUDA dispatch is what gets checked. Outputs are
+NaN-poisoned where the kernel writes into a caller's buffer.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
+from pagedllm.kernels.triton.rms_norm import rms_norm  # noqa: E402
+from pagedllm.kernels.triton.rotary import rotary_embedding_  # noqa: E402
+from pagedllm.layers.activation import SiluAndMul  # noqa: E402
+from pagedllm.layers.norm import RMSNorm  # noqa: E402
+from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# Relative error ||got - want|| / ||want||: each kernel rounds where the torch path does, so what is
+# left is float32 rounding order (rsqrt, exp), about one ulp of the dtype on a few elements.
+REL_TOL = {torch.float32: 1e-6, torch.bfloat16: 4e-3, torch.float16: 5e-4}
+
+
+def assert_close_rel(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert not got.isnan().any(), "NaN in output: an element was not written"
+    err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+    assert err < REL_TOL[dtype], f"relative error {err:.2e} over {REL_TOL[dtype]:.0e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [64, 576, 1000])  # 1000: not a power of two, the tail is masked
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rms_norm(dtype, hidden, with_residual):
+    gen = torch.Generator().manual_seed(hidden)
+    norm = RMSNorm(hidden, 1e-5, dtype).to(DEVICE)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(hidden, generator=gen) + 0.5)
+    x = (torch.randn(13, hidden, generator=gen) * 3).to(DEVICE, dtype)
+    residual = torch.randn(13, hidden, generator=gen).to(DEVICE, dtype) if with_residual else None
+    x_before = x.clone()
+    want = norm.forward_native(x, residual)
+    got_out, got_residual = rms_norm(x, norm.weight.data, norm.eps, residual)
+    assert torch.equal(x, x_before)  # inputs untouched
+    if with_residual:
+        assert torch.equal(got_residual, want[1])  # the sum rounds exactly like torch's add
+        assert_close_rel(got_out, want[0], dtype)
+    else:
+        assert got_residual is None
+        assert_close_rel(got_out, want, dtype)
+    if ON_GPU:  # the layer's CUDA dispatch takes the kernel
+        layer_out = norm(x, residual)
+        assert torch.equal(layer_out[0] if with_residual else layer_out, got_out)
+
+
+def test_rms_norm_strided_rows():
+    x_full = torch.randn(7, 2 * 128).to(DEVICE)
+    x = x_full[:, :128]  # rows 256 apart
+    weight = torch.rand(128).to(DEVICE) + 0.5
+    norm = RMSNorm(128, 1e-6, torch.float32).to(DEVICE)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    assert_close_rel(rms_norm(x, weight, 1e-6)[0], norm.forward_native(x), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_size,rotary_dim,heads,kv_heads", [(64, 64, 8, 2), (128, 128, 6, 1), (64, 32, 4, 4)])
+def test_rotary_in_place(dtype, head_size, rotary_dim, heads, kv_heads):
+    rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    rope = rope.to(DEVICE)
+    gen = torch.Generator().manual_seed(head_size + rotary_dim)
+    positions = torch.randint(0, 512, (37,), generator=gen).to(DEVICE)
+    # q and k as strided views of one fused qkv tensor, as the attention layers pass them
+    qkv = torch.randn(37, (heads + 2 * kv_heads) * head_size, generator=gen).to(DEVICE, dtype)
+    q, k = qkv[:, : heads * head_size], qkv[:, heads * head_size : (heads + kv_heads) * head_size]
+    v_before = qkv[:, (heads + kv_heads) * head_size :].clone()
+    want_q, want_k = rope.forward_native(positions, q.clone(), k.clone())
+    rotary_embedding_(positions, q, k, rope.cos_sin_cache, head_size)
+    assert_close_rel(q, want_q, dtype)
+    assert_close_rel(k, want_k, dtype)
+    assert torch.equal(qkv[:, (heads + kv_heads) * head_size :], v_before)  # v untouched
+    if ON_GPU:
+        q2, k2 = want_q.clone(), want_k.clone()  # any input: compare the layer with the kernel
+        q3, k3 = q2.clone(), k2.clone()
+        rope(positions, q2, k2)
+        rotary_embedding_(positions, q3, k3, rope.cos_sin_cache, head_size)
+        assert torch.equal(q2, q3) and torch.equal(k2, k3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("inter", [96, 2500])  # 2500: two column blocks, a masked tail
+def test_silu_and_mul(dtype, inter):
+    gen = torch.Generator().manual_seed(inter)
+    x = (torch.randn(9, 2 * inter, generator=gen) * 4).to(DEVICE, dtype)
+    want = SiluAndMul().forward_native(x)
+    got = silu_and_mul(x)
+    assert_close_rel(got, want, dtype)
+    if ON_GPU:
+        assert torch.equal(SiluAndMul()(x), got)
+
+
+def test_layers_keep_cpu_paths_on_cpu_tensors():
+    """CPU tensors never reach Triton, even under the interpreter: the CPU paths stay as they were."""
+    from pagedllm.kernels.triton import triton_applies
+
+    assert not triton_applies(torch.zeros(2, 4))

@@ -159,16 +159,18 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
     return choice.get("text") or ""
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, result: RequestResult, sent: float) -> int | None:
-    """Time the token chunks of an SSE stream into `result`; returns usage's completion_tokens."""
+async def _read_stream(resp: aiohttp.ClientResponse, result: RequestResult, sent: float) -> int:
+    """Time the token chunks of an SSE stream into `result`; returns the number of output tokens
+    (usage's completion_tokens, else the number of token chunks)."""
     last = sent
-    num_chunks, usage_tokens = 0, None
+    num_chunks, usage_tokens, done = 0, None, False
     async for raw in resp.content:
         line = raw.strip()
         if not line.startswith(b"data:"):
             continue  # blank separators, SSE comments / keep-alives
         data = line[len(b"data:"):].strip()
         if data == b"[DONE]":
+            done = True
             break
         now = time.perf_counter()
         chunk = json.loads(data)
@@ -183,6 +185,8 @@ async def _read_stream(resp: aiohttp.ClientResponse, result: RequestResult, sent
             else:
                 result.itl.append(now - last)
             last, num_chunks = now, num_chunks + 1
+    if not done:  # the server went away mid-stream: its timings and counts are not a result
+        raise RuntimeError(f"stream ended without [DONE] after {num_chunks} token chunks")
     if num_chunks == 0:
         raise RuntimeError("stream ended without any token")
     return usage_tokens or num_chunks

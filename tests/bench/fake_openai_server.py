@@ -3,7 +3,8 @@
 It streams `max_tokens` tokens with known delays (TTFT_S before the first chunk, ITL_S between
 chunks), packing the first two tokens into one chunk (as a detokenizer holding back bytes does),
 then a finish chunk, a usage chunk and [DONE]; chat streams open with a role delta. Chosen
-requests (1-based arrival order) fail: with HTTP 500, or with an error event after a few chunks.
+requests (1-based arrival order) fail: with HTTP 500, with an error event after a few chunks,
+or by ending the stream early without [DONE].
 It records payloads and its peak number of requests in flight.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ class FakeServerState:
     send_usage: bool = True
     fail_http: set[int] = field(default_factory=set)  # arrival numbers answered with HTTP 500
     fail_stream: set[int] = field(default_factory=set)  # arrival numbers that die mid-stream
+    fail_truncate: set[int] = field(default_factory=set)  # arrival numbers whose stream just stops
     payloads: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -57,6 +59,8 @@ async def _stream(request: web.Request, state: FakeServerState, body: dict[str, 
         if number in state.fail_stream and i == 2:
             await resp.write(_event({"error": {"message": "engine died", "type": "InternalError"}}))
             return resp
+        if number in state.fail_truncate and i == 2:
+            return resp  # no finish chunk, no usage, no [DONE]
         await resp.write(_event(_text_chunk(text, chat=chat)))
     await resp.write(_event(_text_chunk("", "length", chat)))
     if state.send_usage:

@@ -58,13 +58,15 @@ def test_output_tokens_fall_back_to_chunk_count_without_usage(fake_server: FakeS
 def test_failed_requests_are_counted_with_their_errors(fake_server: FakeServerState) -> None:
     fake_server.fail_http = {3}  # arrival numbers; 1 is the warmup
     fake_server.fail_stream = {5, 6}
+    fake_server.fail_truncate = {9}
     run = _run(fake_server, "--num-prompts", "8", "--max-concurrency", "1")["runs"][0]
-    assert (run["completed"], run["failed"]) == (5, 3)
-    assert run["total_output_tokens"] == 5 * 8 and run["total_input_tokens"] == 5 * 32
+    assert (run["completed"], run["failed"]) == (4, 4)
+    assert run["total_output_tokens"] == 4 * 8 and run["total_input_tokens"] == 4 * 32
     errors = run["errors"]
-    assert sum(errors.values()) == 3
+    assert sum(errors.values()) == 4
     assert any("HTTP 500" in e and "boom" in e and n == 1 for e, n in errors.items())
     assert any("engine died" in e and n == 2 for e, n in errors.items())
+    assert any("without [DONE]" in e and n == 1 for e, n in errors.items())
 
 
 def test_max_concurrency_is_respected(fake_server: FakeServerState) -> None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _DTYPES = ("float32", "bfloat16", "float16")
+_LOAD_FORMATS = ("auto", "dummy")
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,15 @@ class ModelConfig:
     dtype: str  # one of _DTYPES
     max_model_len: int
     seed: int = 0
+    # "auto": weights from the checkpoint; "dummy": random weights built in place (benchmarks)
+    load_format: str = "auto"
+    # whether the user chose max_model_len: then a KV cache too small for it is an error, while a
+    # derived one is lowered to what fits (with a warning)
+    max_model_len_explicit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.load_format not in _LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {_LOAD_FORMATS}, got {self.load_format!r}.")
 
     @property
     def architecture(self) -> str:
@@ -58,7 +68,15 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class DeviceConfig:
     device: str = "cpu"  # resolved from "auto" by the platform
+    # CUDA: True runs every step eagerly (no CUDA graphs); no effect on the CPU
     enforce_eager: bool = False
+    # decode batch sizes captured as CUDA graphs; None: 1, 2, 4, then multiples of 8 (16 past 256)
+    # up to max_num_seqs
+    cuda_graph_sizes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cuda_graph_sizes is not None and any(s < 1 for s in self.cuda_graph_sizes):
+            raise ValueError(f"cuda_graph_sizes must be positive, got {self.cuda_graph_sizes}.")
 
 
 @dataclass(frozen=True)

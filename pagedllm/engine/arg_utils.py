@@ -27,8 +27,10 @@ class EngineArgs:
     num_gpu_blocks_override: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes
-    enforce_eager: bool = False
+    enforce_eager: bool = False  # CUDA: no CUDA graphs
     device: str = "auto"
+    load_format: str = "auto"  # "dummy": random weights in place of the checkpoint's (benchmarks)
+    cuda_graph_sizes: list[int] | None = None  # decode batch sizes to capture; None: vLLM-like default
 
     def create_engine_config(self) -> EngineConfig:
         from pagedllm.platforms.base import get_platform
@@ -46,6 +48,8 @@ class EngineArgs:
             dtype=_resolve_dtype(self.dtype, hf_config, platform.default_dtype()),
             max_model_len=_resolve_max_model_len(self.max_model_len, hf_config, source),
             seed=self.seed,
+            load_format=self.load_format,
+            max_model_len_explicit=self.max_model_len is not None,
         )
         max_batched = self.max_num_batched_tokens or max(2048, self.max_num_seqs)
         return EngineConfig(
@@ -62,7 +66,10 @@ class EngineArgs:
                 max_num_batched_tokens=max_batched,
                 max_model_len=model_config.max_model_len,
             ),
-            device_config=DeviceConfig(device=platform.device_name, enforce_eager=self.enforce_eager),
+            device_config=DeviceConfig(
+                device=platform.device_name, enforce_eager=self.enforce_eager,
+                cuda_graph_sizes=tuple(self.cuda_graph_sizes) if self.cuda_graph_sizes is not None else None,
+            ),
         )
 
 

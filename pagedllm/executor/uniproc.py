@@ -12,6 +12,7 @@ class UniprocExecutor(Executor):
         self.worker = Worker(self.config, self.eos_token_id)
         self.worker.load_model()
         num_blocks = self.worker.determine_num_blocks()
+        self.config = self.worker.config  # max_model_len may have been lowered to what the KV cache fits
         self.worker.initialize_cache(num_blocks)
         return num_blocks
 

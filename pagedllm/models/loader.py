@@ -91,13 +91,34 @@ def pack_linear_weights(model: nn.Module) -> int:
     return sum(1 for m in model.modules() if isinstance(m, Linear) and m.pack_for_cpu())
 
 
+@torch.no_grad()
+def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
+    """Random weights in place, on the model's device (benchmarks of a model shape without its
+    checkpoint): matrices ~ N(0, 0.02) like common initialisers, so activations and logits stay
+    finite in bf16; norm scales 1 and biases 0, so no layer blows up or vanishes."""
+    gen: dict[torch.device, torch.Generator] = {}
+    for name, p in model.named_parameters():
+        if p.numel() == 0:
+            continue
+        if p.dim() == 1:
+            p.fill_(1.0 if "norm" in name else 0.0)
+            continue
+        g = gen.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
+        p.normal_(0.0, 0.02, generator=g)
+    if getattr(model, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
+        model.lm_head.tie_to(model.model.embed_tokens)
+
+
 def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
     """Build the architecture on `device`, load its weights, and return it in eval mode, no grad."""
     source = ModelSource(model_config.model, model_config.gguf_file)
     model_cls = get_model_class(model_config.architecture)
     with torch.device(device):
         model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
-    model.load_weights(iter_weights(source, model_config.hf_config))
+    if model_config.load_format == "dummy":
+        init_dummy_weights(model, model_config.seed)
+    else:
+        model.load_weights(iter_weights(source, model_config.hf_config))
     if device == "cpu":
         pack_linear_weights(model)
     model.eval()

@@ -22,6 +22,14 @@ class Platform(ABC):
     def set_num_threads(self) -> None:
         """Configure intra-op threading for this device; CPU only."""
 
+    def total_memory_bytes(self) -> int:
+        """All the device memory, the base of gpu_memory_utilization on devices that profile."""
+        return self.available_memory_bytes()
+
+    def supports_cuda_graphs(self) -> bool:
+        """Whether decode steps may be captured and replayed as CUDA graphs."""
+        return False
+
 
 _PLATFORMS = {
     "cpu": "pagedllm.platforms.cpu:CpuPlatform",

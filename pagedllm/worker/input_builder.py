@@ -3,7 +3,8 @@
     tokens     | req0 (chunk of its prompt) | req1 (1 decode token) | req2 ... |
     positions  | c0, c0+1, ..., c0+q0-1     | c1                    | ...      |
 
-No padding: every scheduled token is one row. Built with numpy over the state rows.
+No padding (except for CUDA graphs, below): every scheduled token is one row. Built with numpy
+over the state rows, then sent to the device in one copy per field (worker/input_buffers.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from pagedllm.attention.base import AttentionMetadata
+from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.request_states import RequestStates, RowState
 
 
@@ -35,6 +37,8 @@ class ModelInput:
     sample_states: list[RowState]  # requests that get a new token this step
     logits_indices: torch.Tensor  # [len(sample_states)] rows of the last token of each of them
     prompt_logprobs: list[PromptLogprobsSlice]
+    # decode-only steps run by a CUDA graph: the batch size the inputs are padded to
+    padded_num_tokens: int | None = None
 
 
 def build_model_input(
@@ -43,7 +47,13 @@ def build_model_input(
     num_scheduled: list[int],
     block_size: int,
     device: torch.device,
+    buffers: InputBuffers | None = None,
+    pad_to: int | None = None,
 ) -> ModelInput:
+    """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
+    device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
+    the real requests with padding the graph can run on: slot -1 (no K/V write), seq_len 1,
+    block table rows full width."""
     row_states = [states.reqs[r] for r in req_ids]
     rows = np.fromiter((s.row for s in row_states), dtype=np.int64, count=len(row_states))  # [num_reqs]
     num_sched = np.asarray(num_scheduled, dtype=np.int64)  # [num_reqs]
@@ -58,34 +68,87 @@ def build_model_input(
     block_numbers = states.block_table[token_rows, positions // block_size].astype(np.int64)
     slot_mapping = block_numbers * block_size + positions % block_size
     seq_lens = num_computed + num_sched  # [num_reqs]
-
-    max_blocks = int((seq_lens.max() + block_size - 1) // block_size)
-    block_table = states.block_table[rows, :max_blocks]
     query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
     query_start_loc[1:] = cu
     seq_lens_list = seq_lens.tolist()
+    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens]
+    logits_indices = cu[sample_idx] - 1
+    if pad_to is not None:
+        input_ids, positions, slot_mapping, seq_lens, query_start_loc = _pad_decode(
+            pad_to, input_ids, positions, slot_mapping, seq_lens, query_start_loc)
+        block_table = states.block_table[np.pad(rows, (0, pad_to - len(rows)))]  # [pad_to, max_blocks_per_req]
+        block_table[len(rows):] = 0
+    else:
+        max_blocks = int((seq_lens.max() + block_size - 1) // block_size)
+        block_table = np.ascontiguousarray(states.block_table[rows, :max_blocks])
+    host = _HostStep(input_ids, positions, slot_mapping, query_start_loc, seq_lens.astype(np.int32),
+                     block_table, logits_indices)
+    dev = host.to_device(device) if buffers is None else host.upload(buffers)
     metadata = AttentionMetadata(
         num_actual_tokens=total,
         num_reqs=len(rows),
-        query_start_loc=torch.from_numpy(query_start_loc).to(device),
-        seq_lens=torch.from_numpy(seq_lens.astype(np.int32)).to(device),
-        block_table=torch.from_numpy(np.ascontiguousarray(block_table)).to(device),
-        slot_mapping=torch.from_numpy(slot_mapping).to(device),
+        query_start_loc=dev.query_start_loc,
+        seq_lens=dev.seq_lens,
+        block_table=dev.block_table,
+        slot_mapping=dev.slot_mapping,
         max_query_len=int(num_sched.max()),
-        max_seq_len=int(seq_lens.max()),
+        max_seq_len=max(seq_lens_list),
         block_size=block_size,
-        query_start_loc_cpu=query_start_loc.tolist(),
+        query_start_loc_cpu=query_start_loc[: len(rows) + 1].tolist(),
         seq_lens_cpu=seq_lens_list,
     )
-    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens]
     return ModelInput(
-        input_ids=torch.from_numpy(input_ids).to(device),
-        positions=torch.from_numpy(positions).to(device),
+        input_ids=dev.input_ids,
+        positions=dev.positions,
         attn_metadata=metadata,
         req_ids=req_ids,
         sample_states=[row_states[i] for i in sample_idx],
-        logits_indices=torch.from_numpy(cu[sample_idx] - 1).to(device),
+        logits_indices=dev.logits_indices,
         prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
+        padded_num_tokens=pad_to,
+    )
+
+
+@dataclass
+class _HostStep:
+    """The step's arrays on the host, before they become device tensors."""
+
+    input_ids: np.ndarray  # [T] int64
+    positions: np.ndarray  # [T] int64
+    slot_mapping: np.ndarray  # [T] int64
+    query_start_loc: np.ndarray  # [R + 1] int32
+    seq_lens: np.ndarray  # [R] int32
+    block_table: np.ndarray  # [R, W] int32
+    logits_indices: np.ndarray  # [S] int64
+
+    def to_device(self, device: torch.device) -> "_HostStep":
+        """Fresh tensors (zero-copy on the CPU); fields hold tensors afterwards."""
+        return _HostStep(*(torch.from_numpy(a).to(device) for a in self.__dict__.values()))
+
+    def upload(self, buffers: InputBuffers) -> "_HostStep":
+        buffers.begin()
+        b = buffers
+        out = _HostStep(
+            b.input_ids.upload(self.input_ids), b.positions.upload(self.positions),
+            b.slot_mapping.upload(self.slot_mapping), b.query_start_loc.upload(self.query_start_loc),
+            b.seq_lens.upload(self.seq_lens), b.block_table.upload(self.block_table).view(self.block_table.shape),
+            b.logits_indices.upload(self.logits_indices),
+        )
+        buffers.end()
+        return out
+
+
+def _pad_decode(size: int, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
+                seq_lens: np.ndarray, query_start_loc: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Decode-only arrays (one token per request) padded to `size` requests of one token each."""
+    n = len(input_ids)
+    pad = size - n
+    return (
+        np.pad(input_ids, (0, pad)),
+        np.pad(positions, (0, pad)),
+        np.pad(slot_mapping, (0, pad), constant_values=-1),  # padded rows write no K/V
+        np.pad(seq_lens, (0, pad), constant_values=1),  # and attend to one (stale, harmless) slot
+        np.concatenate([query_start_loc, np.arange(n + 1, size + 1, dtype=np.int32)]),
     )
 
 

@@ -9,6 +9,8 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
+from pagedllm.worker.cuda_graphs import CudaGraphRunner
+from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
 from pagedllm.worker.request_states import RequestStates
 
@@ -26,7 +28,11 @@ class ModelRunner:
         max_num_reqs: int,
         max_model_len: int,
         device: torch.device,
+        buffers: InputBuffers | None = None,
+        graphs: CudaGraphRunner | None = None,
     ) -> None:
+        """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
+        graphs reading from them. Both None on the CPU, where tensors are built per step."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -37,6 +43,8 @@ class ModelRunner:
         max_blocks = (max_model_len + block_size - 1) // block_size
         self.states = RequestStates(max_num_reqs, max_model_len, max_blocks)
         self.sampler = Sampler()
+        self.buffers = buffers
+        self.graphs = graphs
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         self.states.remove(sched.finished_req_ids | sched.preempted_req_ids)
@@ -52,14 +60,25 @@ class ModelRunner:
             return ModelRunnerOutput(req_ids=[], sampled_token_ids=[])
         req_ids = list(sched.num_scheduled_tokens)
         inp = build_model_input(self.states, req_ids, list(sched.num_scheduled_tokens.values()),
-                                self.block_size, self.device)
-        ctx = ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)
-        with set_forward_context(ctx):
-            hidden = self.model(inp.input_ids, inp.positions)  # [num_tokens, hidden]
+                                self.block_size, self.device, self.buffers, self._graph_size(sched))
+        hidden = self._forward(inp)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
         self._sample(inp, hidden, output)
         return output
+
+    def _graph_size(self, sched: SchedulerOutput) -> int | None:
+        """The padded batch of a captured graph for a decode-only step that fits one, else None."""
+        if self.graphs is None or sched.total_num_scheduled_tokens != len(sched.num_scheduled_tokens):
+            return None
+        return self.graphs.padded_size(sched.total_num_scheduled_tokens)
+
+    def _forward(self, inp: ModelInput) -> torch.Tensor:
+        if inp.padded_num_tokens is not None:
+            assert self.graphs is not None
+            return self.graphs.replay(inp.padded_num_tokens)[: inp.attn_metadata.num_actual_tokens]
+        with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
+            return self.model(inp.input_ids, inp.positions)
 
     def _sample(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         if not inp.sample_states:

@@ -1,17 +1,28 @@
-"""A worker owns one device: it loads the model, sizes and allocates the KV cache, and runs steps."""
+"""A worker owns one device: it loads the model, sizes and allocates the KV cache, and runs steps.
+
+On CUDA the KV cache gets what a profiled worst-case step leaves of gpu_memory_utilization x the
+card's memory (worker/memory.py), and decode steps are captured as CUDA graphs at start-up
+unless enforce_eager is set (worker/cuda_graphs.py).
+"""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import torch
 
+from pagedllm.attention.base import AttentionBackend
 from pagedllm.attention.registry import get_attn_backend
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput
 from pagedllm.platforms.base import get_platform
+from pagedllm.worker.cuda_graphs import GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes
+from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
+from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, non_torch_bytes, plan_kv_cache,
+                                    profile_step_memory)
 from pagedllm.worker.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
@@ -24,36 +35,122 @@ class Worker:
         self.platform = get_platform(config.device_config.device)
         self.platform.set_num_threads()
         self.device = torch.device(self.platform.device_name)
+        self.is_cuda = self.device.type == "cuda"
+        self.backend = self._make_backend()
         self.runner: ModelRunner | None = None
+        self.weights_bytes = 0
+        self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
+
+    def _make_backend(self) -> AttentionBackend:
+        backend = get_attn_backend(self.platform.device_name, self.platform.attention_backend_name())
+        configure = getattr(backend, "configure", None)
+        if configure is not None:  # backends with workspaces sized by the engine's limits
+            configure(self.config.scheduler_config.max_num_seqs, self.config.model_config.max_model_len)
+        return backend
 
     def load_model(self) -> None:
         from pagedllm.models.loader import load_model
 
         torch.manual_seed(self.config.model_config.seed)
+        before = torch.cuda.memory_allocated(self.device) if self.is_cuda else 0
         start = time.perf_counter()
         self.model = load_model(self.config.model_config, self.platform.device_name)
-        logger.info("Loaded %s in %.1f s", self.config.model_config.architecture, time.perf_counter() - start)
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+            self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
+        self.startup_times["load"] = time.perf_counter() - start
+        logger.info("Loaded %s in %.1f s (%.0f MiB on %s)", self.config.model_config.architecture,
+                    self.startup_times["load"], self.weights_bytes / 2**20, self.device)
+
+    def _spec(self) -> KVCacheSpec:
+        return KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
 
     def determine_num_blocks(self) -> int:
-        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
-        return determine_num_blocks(spec, self.config.cache_config, self.platform.available_memory_bytes(),
-                                    self.platform.device_name)
+        cc = self.config.cache_config
+        if not self.is_cuda or cc.num_gpu_blocks_override is not None or cc.kv_cache_memory is not None:
+            return determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
+                                        self.platform.device_name)
+        return self._num_blocks_from_profile()
+
+    def _num_blocks_from_profile(self) -> int:
+        cfg, spec = self.config, self._spec()
+        start = time.perf_counter()
+        sc = cfg.scheduler_config
+        common = dict(max_num_seqs=sc.max_num_seqs, max_model_len=cfg.model_config.max_model_len,
+                      vocab_size=cfg.model_config.hf_config.vocab_size, device=self.device)
+        peak = profile_step_memory(self.model, self.backend, spec,
+                                   max_num_batched_tokens=sc.max_num_batched_tokens, **common)
+        graph_bytes = 0
+        sizes = self._graph_sizes()
+        if sizes:  # the graphs' pool holds one decode forward of the largest size (+ the sampler-free margin)
+            graph_bytes = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
+                                              decode=True, **common)
+        profile = MemoryProfile(self.platform.total_memory_bytes(), self.weights_bytes, peak,
+                                non_torch_bytes(self.device), graph_bytes)
+        budget = kv_cache_budget(profile, cfg.cache_config.gpu_memory_utilization)
+        plan = plan_kv_cache(budget, spec.bytes_per_block, spec.block_size, cfg.model_config.max_model_len,
+                             cfg.model_config.max_model_len_explicit)
+        self.startup_times["profile"] = time.perf_counter() - start
+        logger.info("Memory: %s; KV cache gets %.0f MiB (gpu_memory_utilization %.2f): %d blocks of %d tokens, "
+                    "max concurrency %.1fx at %d tokens per request", profile.describe(), budget / 2**20,
+                    cfg.cache_config.gpu_memory_utilization, plan.num_blocks, spec.block_size,
+                    plan.max_concurrency, plan.max_model_len)
+        if plan.max_model_len != cfg.model_config.max_model_len:
+            self._lower_max_model_len(plan.max_model_len)
+        return plan.num_blocks
+
+    def _lower_max_model_len(self, max_model_len: int) -> None:
+        cfg = self.config
+        self.config = dataclasses.replace(
+            cfg,
+            model_config=dataclasses.replace(cfg.model_config, max_model_len=max_model_len),
+            scheduler_config=dataclasses.replace(cfg.scheduler_config, max_model_len=max_model_len),
+        )
+        configure = getattr(self.backend, "configure", None)
+        if configure is not None:
+            configure(cfg.scheduler_config.max_num_seqs, max_model_len)
+
+    def _graph_sizes(self) -> list[int]:
+        """Decode batch sizes to capture; empty when steps run eagerly."""
+        cfg = self.config
+        if not self.platform.supports_cuda_graphs() or cfg.device_config.enforce_eager:
+            return []
+        if self.backend.name not in GRAPH_CAPABLE_BACKENDS:
+            logger.info("Attention backend %r cannot be captured in CUDA graphs; decode runs eagerly.",
+                        self.backend.name)
+            return []
+        sc = cfg.scheduler_config
+        limit = min(sc.max_num_seqs, sc.max_num_batched_tokens)
+        sizes = cfg.device_config.cuda_graph_sizes or default_graph_sizes(limit)
+        return sorted({s for s in sizes if s <= limit})
 
     def initialize_cache(self, num_blocks: int) -> None:
         cfg = self.config
-        spec = KVCacheSpec.from_configs(cfg.model_config, cfg.cache_config)
-        backend = get_attn_backend(self.platform.device_name, self.platform.attention_backend_name())
-        kv_caches = allocate_kv_caches(spec, num_blocks, backend, self.device)
+        spec = self._spec()
+        kv_caches = allocate_kv_caches(spec, num_blocks, self.backend, self.device)
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, spec.block_size,
                     num_blocks * spec.bytes_per_block / 2**20)
+        max_num_reqs = cfg.scheduler_config.max_num_seqs
+        max_model_len = cfg.model_config.max_model_len
+        max_blocks = -(-max_model_len // spec.block_size)
+        buffers = graphs = None
+        if self.is_cuda:
+            buffers = InputBuffers(cfg.scheduler_config.max_num_batched_tokens, max_num_reqs, max_blocks, self.device)
+            sizes = self._graph_sizes()
+            if sizes:
+                graphs = CudaGraphRunner(self.model, self.backend, kv_caches, buffers, sizes,
+                                         max_model_len=max_model_len, block_size=spec.block_size)
+                self.startup_times["cuda_graphs"] = graphs.capture()
         self.runner = ModelRunner(
-            self.model, backend, kv_caches,
+            self.model, self.backend, kv_caches,
             vocab_size=cfg.model_config.hf_config.vocab_size,
             eos_token_id=self.eos_token_id,
             block_size=spec.block_size,
-            max_num_reqs=cfg.scheduler_config.max_num_seqs,
-            max_model_len=cfg.model_config.max_model_len,
+            max_num_reqs=max_num_reqs,
+            max_model_len=max_model_len,
             device=self.device,
+            buffers=buffers,
+            graphs=graphs,
         )
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

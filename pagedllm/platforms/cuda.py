@@ -1,0 +1,57 @@
+"""The CUDA platform: the Triton paged-attention backend (torch's when Triton is missing), memory
+from the driver, bfloat16 by default."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from pagedllm.platforms.base import Platform
+
+logger = logging.getLogger(__name__)
+
+# Set to a registered backend name ("torch", "triton") to override the platform's choice.
+BACKEND_ENV = "PAGEDLLM_ATTENTION_BACKEND"
+
+
+class CudaPlatform(Platform):
+    device_name = "cuda"
+
+    def __init__(self) -> None:
+        if not torch.cuda.is_available():
+            raise ModuleNotFoundError("CUDA is not available to torch (no GPU, or a CPU-only build)")
+
+    def attention_backend_name(self) -> str:
+        forced = os.environ.get(BACKEND_ENV)
+        if forced:
+            return forced
+        return "triton" if _backend_importable("triton") else "torch"
+
+    def available_memory_bytes(self) -> int:
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+
+    def total_memory_bytes(self) -> int:
+        _, total = torch.cuda.mem_get_info()
+        return int(total)
+
+    def default_dtype(self) -> str:
+        # bf16 has fp32's exponent range (no overflow in activations) and runs on the tensor
+        # cores; cards before Ampere lack it and get fp16.
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+    def supports_cuda_graphs(self) -> bool:
+        return True
+
+
+def _backend_importable(name: str) -> bool:
+    """Whether attention backend `name` is registered and its module imports (Triton present)."""
+    from pagedllm.attention.registry import get_backend_class
+
+    try:
+        get_backend_class(name)
+    except (ValueError, ImportError) as e:
+        logger.info("Attention backend %r unavailable (%s); using 'torch'.", name, e)
+        return False
+    return True

@@ -200,6 +200,10 @@ def paged_attention(
     decode_only: bool,
     num_splits: int = 1,
     workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    tile_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 2,
 ) -> None:
     """Attention of each token over its request's paged context, into `out`.
 
@@ -207,6 +211,7 @@ def paged_attention(
     num_splits > 1 (decode only) takes the split-K path; `workspace` then holds the partials,
     (part_out [>= num_reqs * num_splits, num_heads, head_size] f32, part_lse [same rows, num_heads] f32).
     The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
+    tile_n / num_warps / num_stages override the launch shape (benchmarks sweep them).
     """
     if num_tokens == 0:
         return
@@ -214,7 +219,8 @@ def paged_attention(
     num_heads = query.shape[1]
     group = num_heads // kv_heads
     head_pad = max(16, triton.next_power_of_2(head_size))
-    block_m, block_q, tile_n = _tile_shape(group, head_pad, decode_only)
+    block_m, block_q, default_tile_n = _tile_shape(group, head_pad, decode_only)
+    tile_n = tile_n or default_tile_n
     split = decode_only and num_splits > 1
     assert query.stride(-1) == 1 and out.stride(-1) == 1 and kv_cache.stride(-1) == 1
     if split:
@@ -233,7 +239,7 @@ def paged_attention(
         GROUP=group, HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_Q=block_q, TILE_N=tile_n,
         DECODE_ONLY=decode_only, SPLIT=split, IEEE=query.dtype == torch.float32,
-        num_warps=4, num_stages=2,
+        num_warps=num_warps, num_stages=num_stages,
     )
     if split:
         _reduce_splits_kernel[(num_reqs, num_heads)](

@@ -89,14 +89,17 @@ def from_engine_exception(exc: BaseException) -> OpenAIError:
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """One readable line out of pydantic's error list, and the first offending field as `param`."""
-    parts, param = [], None
-    for err in exc.errors()[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    parts: list[str] = []
+    param = None
+    for err in exc.errors():
+        # Drop "body" and union-member tags such as "list[constrained-int]": keep field names and indexes.
+        loc = [str(p) for p in err.get("loc", ()) if p != "body" and "[" not in str(p)]
         if param is None and loc:
             param = loc[0]
-        where = ".".join(loc) or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid value')}")
-    return "; ".join(parts) or "Invalid request body.", param
+        part = f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid value')}"
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts[:5]) or "Invalid request body.", param
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +116,7 @@ async def _on_openai_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = INVALID_REQUEST if exc.status_code < 500 else SERVER_ERROR
-    return OpenAIError(str(exc.detail), exc.status_code, kind, headers=exc.headers).response()
+    return OpenAIError(str(exc.detail), exc.status_code, kind, headers=dict(exc.headers or {})).response()
 
 
 async def _on_value_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_serializer
 
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
 from pagedllm.server.errors import bad_request, context_length_exceeded
@@ -21,6 +21,18 @@ COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/comple
 # torch generators take a signed 64-bit seed; a larger one would crash the engine core, not the request.
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
+def _encodable(text: str) -> str:
+    # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer (nor msgpack) can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]  # every string that reaches a tokenizer or the engine
 
 
 class OpenAIBaseModel(BaseModel):
@@ -43,7 +55,7 @@ class _SamplingRequest(OpenAIBaseModel):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     seed: Seed | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -126,7 +138,7 @@ def _resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    prompt: Text | list[Text] | list[TokenId] | list[list[TokenId]]
     max_tokens: int | None = COMPLETION_DEFAULT_MAX_TOKENS
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -160,7 +172,7 @@ class UsageInfo(OpenAIBaseModel):
     total_tokens: int = 0
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> "UsageInfo":
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> UsageInfo:
         return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                    total_tokens=prompt_tokens + completion_tokens)
 
@@ -197,12 +209,12 @@ class CompletionStreamResponse(OpenAIBaseModel):
 
 class TextContentPart(OpenAIBaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(OpenAIBaseModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart] | None = None
+    content: Text | list[TextContentPart] | None = None
     name: str | None = None
 
     def to_template_dict(self) -> dict[str, str]:
@@ -331,7 +343,7 @@ class TokenizeRequest(OpenAIBaseModel):
     chat template, whose text already holds the special tokens)."""
 
     model: str | None = None
-    prompt: str | None = None
+    prompt: Text | None = None
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool | None = None
     add_generation_prompt: bool = True

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +138,8 @@ async def _replay(first: tuple[int, RequestOutput] | None, rest: Outputs) -> Out
 
 
 async def respond(raw_request: Request, outputs: Outputs, num_prompts: int, stream: bool,
-                  build_full: Any, build_stream: Any) -> Response:
+                  build_full: Callable[[list[RequestOutput]], Response],
+                  build_stream: Callable[[Outputs], AsyncIterator[str]]) -> Response:
     """Run a started request to its HTTP response, aborting it if the client disconnects.
 
     Streams wait for the first output before sending headers, so errors the engine raises at

@@ -149,7 +149,7 @@ def test_metrics_router_is_mounted_without_a_key(client, engine: FakeEngine):
 
 def _random_value(rng: random.Random, depth: int = 0):
     choices = [lambda: None, lambda: rng.choice([True, False]), lambda: rng.randint(-2**70, 2**70),
-               lambda: rng.uniform(-1e6, 1e6), lambda: "".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(0, 8))),
+               lambda: rng.uniform(-1e6, 1e6), lambda: "".join(chr(rng.choice([rng.randint(0, 0x2FF), 0xD800, 0xDFFF])) for _ in range(rng.randint(0, 8))),
                lambda: rng.choice([0, 1, -1, 16, 2**63, "Hi", "", [], {}, [1, 2], [[1], []], 0.5, -0.0])]
     if depth < 3:
         choices += [lambda: [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))],
@@ -166,7 +166,9 @@ def test_fuzz_malformed_bodies_never_5xx(client: TestClient, engine: FakeEngine)
     rng = random.Random(1234)
     paths = ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"]
     bodies: list[bytes] = [b"", b"{", b"null", b"[]", b'"x"', b"\xff\xfe\x00garbage", b'{"prompt": NaN}',
-                           b'{"prompt": "Hi", "temperature": Infinity}', b'{"prompt": "Hi", "max_tokens": 1e400}']
+                           b'{"prompt": "Hi", "temperature": Infinity}', b'{"prompt": "Hi", "max_tokens": 1e400}',
+                           b'{"prompt": "a\\ud800"}', b'{"messages": [{"role": "user", "content": "\\udfff"}]}',
+                           b'{"prompt": ["\\ud800"], "stop": "\\ud800"}', b'{"prompt": "\\ud800", "messages": []}']
     for _ in range(150):
         body = {key: _random_value(rng) for key in rng.sample(FIELDS, rng.randint(0, 6))}
         if rng.random() < 0.5:  # near-valid bodies reach deeper validation

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from pagedllm.outputs import LogprobsLists
+from pagedllm.sample.sampling_metadata import to_device
 
 # Prompt logprobs are computed this many positions at a time, to bound the [rows, V] temporaries.
 _PROMPT_CHUNK = 512
@@ -32,7 +33,7 @@ def compute_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, num_lo
 def compute_prompt_logprobs(logits: torch.Tensor, target_token_ids: list[int], num_logprobs: int) -> LogprobsLists:
     """Prompt logprobs: row p of `logits` [P, V] scores `target_token_ids[p]` (the next prompt token)."""
     assert logits.shape[0] == len(target_token_ids), (logits.shape, len(target_token_ids))
-    targets = torch.tensor(target_token_ids, dtype=torch.int64, device=logits.device)  # [P]
+    targets = to_device(target_token_ids, torch.int64, logits.device)  # [P]
     out = LogprobsLists([], [], [])
     for start in range(0, len(target_token_ids), _PROMPT_CHUNK):
         end = start + _PROMPT_CHUNK

@@ -18,6 +18,9 @@ from pagedllm.sample.sampling_metadata import PenaltyMetadata, SparseLogits
 
 def apply_penalties(logits: torch.Tensor, pm: PenaltyMetadata) -> None:
     """Penalise `logits` [N, V] (contiguous) in place."""
+    if logits.is_cuda:
+        _apply_penalties_dense(logits, pm)
+        return
     vocab_size = logits.shape[1]
     flat = logits.view(-1)  # [N * V]
     output_keys = _flat_keys(pm.output_tokens, vocab_size)  # [T] with repeats
@@ -33,3 +36,20 @@ def apply_penalties(logits: torch.Tensor, pm: PenaltyMetadata) -> None:
 
 def _flat_keys(tokens: SparseLogits, vocab_size: int) -> torch.Tensor:
     return tokens.rows * vocab_size + tokens.token_ids  # [T] int64
+
+
+def _apply_penalties_dense(logits: torch.Tensor, pm: PenaltyMetadata) -> None:
+    """The same with dense [N, V] counts: `unique` would make the host wait for the GPU (its
+    output size is data-dependent), while a scatter-add and a few elementwise passes queue up
+    without a sync and cost little on a GPU."""
+    counts = torch.zeros_like(logits)  # [N, V] occurrences in the output
+    out = pm.output_tokens
+    counts.index_put_((out.rows, out.token_ids), torch.ones_like(out.rows, dtype=logits.dtype), accumulate=True)
+    if pm.prompt_tokens is not None:
+        seen = counts > 0  # [N, V]
+        seen.index_put_((pm.prompt_tokens.rows, pm.prompt_tokens.token_ids),
+                        torch.ones_like(pm.prompt_tokens.rows, dtype=torch.bool))
+        penalty = pm.repetition.unsqueeze(1)  # [N, 1]
+        penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+        torch.where(seen, penalised, logits, out=logits)
+    logits -= pm.frequency.unsqueeze(1) * counts + pm.presence.unsqueeze(1) * (counts > 0)

@@ -24,7 +24,7 @@ import torch
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.logprobs import compute_prompt_logprobs, compute_token_logprobs, split_sample_logprobs
 from pagedllm.sample.penalties import apply_penalties
-from pagedllm.sample.sampling_metadata import SamplingMetadata
+from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
 
 __all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
@@ -84,7 +84,7 @@ class Sampler:
             return [None] * md.num_rows
         rows = [i for i, k in enumerate(md.num_logprobs) if k is not None]
         if len(rows) < md.num_rows:
-            index = torch.tensor(rows, dtype=torch.int64, device=logits.device)
+            index = to_device(rows, torch.int64, logits.device)
             logits, sampled = logits[index], sampled[index]
         lists = compute_token_logprobs(logits, sampled, md.max_num_logprobs)
         return split_sample_logprobs(lists, md.num_logprobs)

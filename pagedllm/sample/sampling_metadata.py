@@ -105,6 +105,19 @@ def make_sampling_metadata(rows: list[SamplingRequest], vocab_size: int, device:
     return md
 
 
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor of `values` on `device`. To a GPU it goes through pinned memory without blocking:
+    a copy from pageable memory makes torch synchronize the stream, so the host would wait for
+    the step's forward pass before it could go on preparing the sampler."""
+    return _move(torch.tensor(values, dtype=dtype), device)
+
+
+def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if torch.device(device).type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _is_greedy(p: SamplingParams) -> bool:
     # top_k == 1 keeps only the argmax, so it is greedy; treating it so makes it exactly equal
     # to the argmax even with tied logits, and skips the sampling work.
@@ -135,17 +148,17 @@ def _fill_random_fields(md: SamplingMetadata, rows: list[SamplingRequest], greed
             top_p_top_k.append(top_k[-1])
         if p.seed is not None:
             md.generators[i] = position_generator(p.seed, len(r.output_token_ids), device)
-    md.temperature = torch.tensor(temperature, dtype=torch.float32, device=device)
+    md.temperature = to_device(temperature, torch.float32, device)
     if not md.all_random:
-        md.greedy_mask = torch.tensor(greedy, dtype=torch.bool, device=device)
+        md.greedy_mask = to_device(greedy, torch.bool, device)
     if any(top_k):
-        md.top_k = torch.tensor(top_k, dtype=torch.int64, device=device)
+        md.top_k = to_device(top_k, torch.int64, device)
         md.max_top_k = max(top_k)
     if any(min_p):
-        md.min_p = torch.tensor(min_p, dtype=torch.float32, device=device)
+        md.min_p = to_device(min_p, torch.float32, device)
     if top_p_rows:
-        md.top_p_rows = torch.tensor(top_p_rows, dtype=torch.int64, device=device)
-        md.top_p = torch.tensor(top_p, dtype=torch.float32, device=device)
+        md.top_p_rows = to_device(top_p_rows, torch.int64, device)
+        md.top_p = to_device(top_p, torch.float32, device)
         if all(top_p_top_k):
             md.top_p_max_top_k = max(top_p_top_k)
 
@@ -156,9 +169,9 @@ def _make_logit_bias(rows: list[SamplingRequest], vocab_size: int, device: torch
     if not entries:
         return None
     row, tok, val = zip(*entries)
-    return SparseLogits(torch.tensor(row, dtype=torch.int64, device=device),
-                        torch.tensor(tok, dtype=torch.int64, device=device),
-                        torch.tensor(val, dtype=torch.float32, device=device))
+    return SparseLogits(to_device(row, torch.int64, device),
+                        to_device(tok, torch.int64, device),
+                        to_device(val, torch.float32, device))
 
 
 def _make_min_tokens_mask(rows: list[SamplingRequest], vocab_size: int,
@@ -175,8 +188,8 @@ def _make_min_tokens_mask(rows: list[SamplingRequest], vocab_size: int,
     if not entries:
         return None
     row, tok = zip(*entries)
-    return SparseLogits(torch.tensor(row, dtype=torch.int64, device=device),
-                        torch.tensor(tok, dtype=torch.int64, device=device))
+    return SparseLogits(to_device(row, torch.int64, device),
+                        to_device(tok, torch.int64, device))
 
 
 def _has_penalty(p: SamplingParams) -> bool:
@@ -189,9 +202,9 @@ def _make_penalties(rows: list[SamplingRequest], device: torch.device) -> Penalt
         return None
     repetition = [i for i in penalised if rows[i].params.repetition_penalty != 1.0]
     return PenaltyMetadata(
-        repetition=torch.tensor([r.params.repetition_penalty for r in rows], dtype=torch.float32, device=device),
-        frequency=torch.tensor([r.params.frequency_penalty for r in rows], dtype=torch.float32, device=device),
-        presence=torch.tensor([r.params.presence_penalty for r in rows], dtype=torch.float32, device=device),
+        repetition=to_device([r.params.repetition_penalty for r in rows], torch.float32, device),
+        frequency=to_device([r.params.frequency_penalty for r in rows], torch.float32, device),
+        presence=to_device([r.params.presence_penalty for r in rows], torch.float32, device),
         output_tokens=_flatten_token_lists(penalised, [rows[i].output_token_ids for i in penalised], device),
         prompt_tokens=(_flatten_token_lists(repetition, [rows[i].prompt_token_ids for i in repetition], device)
                        if repetition else None),
@@ -203,4 +216,4 @@ def _flatten_token_lists(row_ids: list[int], token_lists: list[list[int]], devic
     lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.int64)  # [M]
     rows = torch.repeat_interleave(torch.tensor(row_ids, dtype=torch.int64), lengths)  # [sum(lengths)]
     token_ids = torch.tensor(list(chain.from_iterable(token_lists)), dtype=torch.int64)  # [sum(lengths)]
-    return SparseLogits(rows.to(device), token_ids.to(device))
+    return SparseLogits(_move(rows, device), _move(token_ids, device))

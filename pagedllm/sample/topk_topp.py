@@ -49,6 +49,10 @@ def _top_p_threshold_partial_sort(logits: torch.Tensor, top_p: torch.Tensor) -> 
     ~50x a topk(256), and model distributions put their top_p mass in far fewer tokens."""
     k = min(_TOP_P_FIRST_K, logits.shape[-1])
     log_norm = logits.logsumexp(dim=-1, keepdim=True)  # [R, 1] the full softmax's normaliser
+    if logits.is_cuda:
+        # Deciding which rows need the full sort would make the host wait for the GPU; a GPU
+        # sorts every row of a 128k vocabulary in about a millisecond, so sort them all.
+        return _top_p_threshold(logits.sort(dim=-1, descending=True).values, log_norm, top_p)[0]
     threshold, resolved = _top_p_threshold(logits.topk(k, dim=-1).values, log_norm, top_p)
     if k < logits.shape[-1] and not bool(resolved.all()):
         rest = (~resolved).nonzero().squeeze(1)  # [R'] rows whose kept set goes beyond k tokens

@@ -45,6 +45,7 @@ class CudaGraphRunner:
         self.max_model_len, self.block_size = max_model_len, block_size
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # size -> (graph, hidden)
         self.pool_bytes = 0
+        self.num_replays = 0
 
     @property
     def max_size(self) -> int:
@@ -76,6 +77,7 @@ class CudaGraphRunner:
         (the graph's own tensor: valid until the next replay)."""
         graph, hidden = self.graphs[size]
         graph.replay()
+        self.num_replays += 1
         return hidden
 
     def _capture_one(self, size: int, pool: object) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:

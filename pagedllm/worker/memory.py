@@ -1,8 +1,9 @@
 """How much device memory the KV cache may take, from a profiled worst-case step.
 
     total device memory x gpu_memory_utilization
-    = weights + peak activations (+ logits/sampler) + non-torch (CUDA context, cuBLAS, others)
-      + CUDA-graph pool + KV cache                                   <- what is left
+    = in use now (weights, CUDA context, library workspaces, other engines and processes)
+      + peak activations of a step (+ logits/sampler) + CUDA-graph pool
+      + KV cache                                                     <- what is left
 
 The arithmetic (`kv_cache_budget`, `plan_kv_cache`) is plain Python so it is tested anywhere; the
 profile itself (`profile_step_memory`) runs the model once on a dummy batch as large as the
@@ -31,15 +32,15 @@ _MiB = 1 << 20
 @dataclass(frozen=True)
 class MemoryProfile:
     total_bytes: int  # the device's memory
-    weights_bytes: int  # allocated by loading the model
-    peak_activation_bytes: int  # above weights, during the worst-case step (dummy KV cache excluded)
-    non_torch_bytes: int  # in use on the device outside torch's allocator
+    in_use_bytes: int  # used on the device after profiling (torch's cache emptied), weights included
+    weights_bytes: int  # of which: this model's weights (for the log)
+    peak_activation_bytes: int  # above that, during the worst-case step (dummy KV cache excluded)
     cuda_graph_bytes: int  # expected private pool of the decode graphs (0 when running eager)
 
     def describe(self) -> str:
-        return (f"total {self.total_bytes / _MiB:.0f} MiB, weights {self.weights_bytes / _MiB:.0f} MiB, "
-                f"peak activations {self.peak_activation_bytes / _MiB:.0f} MiB, non-torch "
-                f"{self.non_torch_bytes / _MiB:.0f} MiB, CUDA graphs ~{self.cuda_graph_bytes / _MiB:.0f} MiB")
+        return (f"total {self.total_bytes / _MiB:.0f} MiB, in use {self.in_use_bytes / _MiB:.0f} MiB "
+                f"(weights {self.weights_bytes / _MiB:.0f} MiB), peak activations "
+                f"{self.peak_activation_bytes / _MiB:.0f} MiB, CUDA graphs ~{self.cuda_graph_bytes / _MiB:.0f} MiB")
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class KVCachePlan:
 
 def kv_cache_budget(profile: MemoryProfile, gpu_memory_utilization: float) -> int:
     """Bytes left for the KV cache (may be negative: nothing fits)."""
-    used = profile.weights_bytes + profile.peak_activation_bytes + profile.non_torch_bytes
-    return int(profile.total_bytes * gpu_memory_utilization) - used - profile.cuda_graph_bytes
+    used = profile.in_use_bytes + profile.peak_activation_bytes + profile.cuda_graph_bytes
+    return int(profile.total_bytes * gpu_memory_utilization) - used
 
 
 def plan_kv_cache(budget_bytes: int, bytes_per_block: int, block_size: int, max_model_len: int,
@@ -124,11 +125,12 @@ def profile_step_memory(
     return peak
 
 
-def non_torch_bytes(device: torch.device) -> int:
-    """Device memory in use that torch's allocator does not hold: the CUDA context, library
-    workspaces, and other processes on the same card."""
+def in_use_bytes(device: torch.device) -> int:
+    """Device memory in use now by anyone: this process's tensors and CUDA context, library
+    workspaces, other engines in this process and other processes on the same card."""
+    torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
-    return max(total - free - torch.cuda.memory_reserved(device), 0)
+    return total - free
 
 
 def _prefill_lengths(num_tokens: int, max_model_len: int) -> list[int]:

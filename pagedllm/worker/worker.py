@@ -21,7 +21,7 @@ from pagedllm.platforms.base import get_platform
 from pagedllm.worker.cuda_graphs import GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
-from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, non_torch_bytes, plan_kv_cache,
+from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, in_use_bytes, plan_kv_cache,
                                     profile_step_memory)
 from pagedllm.worker.model_runner import ModelRunner
 
@@ -85,8 +85,8 @@ class Worker:
         if sizes:  # the graphs' pool holds one decode forward of the largest size (+ the sampler-free margin)
             graph_bytes = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
                                               decode=True, **common)
-        profile = MemoryProfile(self.platform.total_memory_bytes(), self.weights_bytes, peak,
-                                non_torch_bytes(self.device), graph_bytes)
+        profile = MemoryProfile(self.platform.total_memory_bytes(), in_use_bytes(self.device), self.weights_bytes,
+                                peak, graph_bytes)
         budget = kv_cache_budget(profile, cfg.cache_config.gpu_memory_utilization)
         plan = plan_kv_cache(budget, spec.bytes_per_block, spec.block_size, cfg.model_config.max_model_len,
                              cfg.model_config.max_model_len_explicit)

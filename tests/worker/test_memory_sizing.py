@@ -13,14 +13,14 @@ MiB = 1 << 20
 
 
 def test_budget_subtracts_everything_from_the_utilized_total():
-    profile = MemoryProfile(total_bytes=80 * GiB, weights_bytes=16 * GiB, peak_activation_bytes=2 * GiB,
-                            non_torch_bytes=1 * GiB, cuda_graph_bytes=512 * MiB)
-    # 0.9 * 80 = 72 GiB; minus 16 + 2 + 1 + 0.5
+    profile = MemoryProfile(total_bytes=80 * GiB, in_use_bytes=17 * GiB, weights_bytes=16 * GiB,
+                            peak_activation_bytes=2 * GiB, cuda_graph_bytes=512 * MiB)
+    # 0.9 * 80 = 72 GiB; minus 17 in use (weights included) + 2 + 0.5
     assert kv_cache_budget(profile, 0.9) == int(72 * GiB) - 19 * GiB - 512 * MiB
 
 
 def test_budget_negative_when_weights_do_not_leave_room():
-    profile = MemoryProfile(10 * GiB, 9 * GiB, 1 * GiB, 0, 0)
+    profile = MemoryProfile(10 * GiB, 9 * GiB, 8 * GiB, 1 * GiB, 0)
     assert kv_cache_budget(profile, 0.9) < 0
 
 

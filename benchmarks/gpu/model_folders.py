@@ -1,0 +1,46 @@
+"""Model folders without a download: a config.json of a given shape plus a word-level tokenizer
+whose every id decodes, so the engine runs on random (load_format="dummy") or saved weights."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Llama-3-8B and Qwen3-0.6B shapes (config.json values of the released models).
+LLAMA3_8B: dict[str, Any] = dict(
+    architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096, intermediate_size=14336,
+    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+    max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
+    bos_token_id=1, eos_token_id=2,
+)
+QWEN3_0_6B: dict[str, Any] = dict(
+    architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=1024, intermediate_size=3072,
+    num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+    max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+    bos_token_id=1, eos_token_id=2,
+)
+
+
+def write_tokenizer(folder: str, vocab_size: int, eos_id: int = 2) -> None:
+    """A word-level tokenizer: id i <-> "t{i}" (ids 0/1/eos are unk/bos/eos)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1",
+                                   eos_token=f"t{eos_id}", pad_token="t0")
+    fast.save_pretrained(folder)
+
+
+def write_model_folder(folder: str, shape: dict[str, Any]) -> str:
+    """config.json of `shape` and a tokenizer for its vocabulary, in `folder`."""
+    from transformers import AutoConfig
+
+    os.makedirs(folder, exist_ok=True)
+    kwargs = {k: v for k, v in shape.items() if k != "model_type"}
+    config = AutoConfig.for_model(shape["model_type"], **kwargs)
+    config.save_pretrained(folder)
+    write_tokenizer(folder, shape["vocab_size"], shape.get("eos_token_id", 2))
+    return folder

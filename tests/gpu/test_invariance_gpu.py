@@ -1,0 +1,76 @@
+"""On the GPU, greedy outputs do not depend on scheduling: prefix caching on/off, chunked prefill,
+preemption, CUDA graphs or eager. float32 against HF transformers on the GPU."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from pagedllm import LLM, SamplingParams
+from tests.gpu.hf_gpu import hf_greedy_with_logprobs
+
+ARCH = "qwen3"  # q/k norm and a head_dim that is not hidden / heads: the most to get wrong
+EOS_IDS = {2, 5}
+SHARED = [7 + (i * 37) % 370 for i in range(40)]  # 40 tokens: two and a half blocks of 16
+GREEDY = SamplingParams(temperature=0, max_tokens=16)
+
+
+def _prompts() -> list[list[int]]:
+    rng = random.Random(5)
+    return [SHARED + [rng.randrange(6, 384) for _ in range(rng.randint(1, 30))] for _ in range(8)]
+
+
+@pytest.fixture(scope="module")
+def model_and_reference(tiny_gpu_model, hf_on_gpu):
+    model = tiny_gpu_model(ARCH)
+    hf = hf_on_gpu(model, torch.float32)
+    return model, [hf_greedy_with_logprobs(hf, p, 16, eos_ids=EOS_IDS)[0] for p in _prompts()]
+
+
+def _generate(folder: str, **kwargs) -> tuple[LLM, list[list[int]]]:
+    kwargs.setdefault("num_gpu_blocks_override", 128)
+    llm = LLM(folder, dtype="float32", max_model_len=256, device="cuda", **kwargs)
+    outs = llm.generate([{"prompt_token_ids": p} for p in _prompts()], GREEDY, use_tqdm=False)
+    return llm, [o.outputs[0].token_ids for o in outs]
+
+
+def test_prefix_cache_hits_do_not_change_outputs(attention_backend, model_and_reference):
+    model, reference = model_and_reference
+    llm, first = _generate(model.folder)
+    assert first == reference
+    kv = llm.llm_engine.scheduler.kv_cache_manager
+    hits = kv.prefix_cache_hits
+    again = [o.outputs[0].token_ids for o in
+             llm.generate([{"prompt_token_ids": p} for p in _prompts()], GREEDY, use_tqdm=False)]
+    assert again == reference and kv.prefix_cache_hits > hits
+    kv.check_all_free()
+
+
+def test_prefix_caching_off(attention_backend, model_and_reference):
+    model, reference = model_and_reference
+    llm, outs = _generate(model.folder, enable_prefix_caching=False)
+    assert outs == reference
+    assert llm.llm_engine.scheduler.kv_cache_manager.prefix_cache_hits == 0
+
+
+def test_chunked_prefill_and_preemption(attention_backend, model_and_reference):
+    model, reference = model_and_reference
+    # 12 blocks of 8 tokens, 8-token chunks: prompts are split and requests preempt each other.
+    llm, outs = _generate(model.folder, num_gpu_blocks_override=12, block_size=8, max_num_batched_tokens=8,
+                          enable_prefix_caching=False)
+    assert outs == reference
+    assert llm.llm_engine.scheduler.num_preemptions > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_cuda_graphs_equal_eager(model_and_reference, monkeypatch):
+    monkeypatch.setenv("PAGEDLLM_ATTENTION_BACKEND", "triton")
+    model, reference = model_and_reference
+    graphs_llm, graphs_out = _generate(model.folder, cuda_graph_sizes=[1, 2, 4, 8])
+    runner = graphs_llm.llm_engine.executor.worker.runner
+    assert runner.graphs is not None and runner.graphs.sizes == [1, 2, 4, 8]
+    assert runner.graphs.num_replays > 0
+    eager_llm, eager_out = _generate(model.folder, enforce_eager=True)
+    assert eager_llm.llm_engine.executor.worker.runner.graphs is None
+    assert graphs_out == eager_out == reference

@@ -174,3 +174,30 @@ def test_errors_through_the_client(openai_client):
     assert e.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model=MODEL, messages=CHAT, temperature=-1)
+
+
+def test_concurrent_streams_complete_independently(live, live_engine: FakeEngine):
+    import asyncio
+
+    server, _ = live
+    live_engine.token_delay = 0.002  # interleave the streams' steps on the server's event loop
+
+    async def one(client: openai.AsyncOpenAI, i: int) -> tuple[str, int]:
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Question {i}"}], max_tokens=10 + i, stream=True,
+            stream_options={"include_usage": True})
+        text, usage = "", None
+        async for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+            usage = chunk.usage or usage
+        return text, usage.completion_tokens
+
+    async def run() -> list[tuple[str, int]]:
+        async with openai.AsyncOpenAI(api_key="unused", base_url=f"{server.base_url}/v1", max_retries=0,
+                                      timeout=20) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(32)))
+
+    results = asyncio.run(run())
+    assert [r[1] for r in results] == [10 + i for i in range(32)]
+    assert all(text == reply_for(0).encode()[:n].decode() for text, n in results)  # one token per byte
+    assert sorted(live_engine.finished) == sorted(live_engine.started) and len(live_engine.started) == 32

@@ -30,6 +30,7 @@ def model_and_reference(tiny_gpu_model, hf_on_gpu):
 
 def _generate(folder: str, **kwargs) -> tuple[LLM, list[list[int]]]:
     kwargs.setdefault("num_gpu_blocks_override", 128)
+    kwargs.setdefault("cuda_graph_sizes", [1, 2, 4, 8])
     llm = LLM(folder, dtype="float32", max_model_len=256, device="cuda", **kwargs)
     outs = llm.generate([{"prompt_token_ids": p} for p in _prompts()], GREEDY, use_tqdm=False)
     return llm, [o.outputs[0].token_ids for o in outs]

@@ -25,7 +25,9 @@ from pagedllm.kernels.triton.paged_attention import paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 
 NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
-_MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed cost (q load, partial write) dominates
+# Below this a split's fixed cost (q load, partial write) dominates; H100, batch 1, 2k context:
+# 8 splits of 256 keys 18.8 us, 16 of 128 keys 15.7 us, 32 of 64 keys 15.8 us.
+_MIN_KEYS_PER_SPLIT = 128
 
 
 class TritonPagedAttentionBackend(AttentionBackend):

@@ -1,0 +1,79 @@
+"""The card's two ceilings, measured in the same run as the numbers judged against them, and the
+model counts (parameters, bytes per decode step) the rooflines divide by them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    copy_bytes_per_s: float  # device-to-device copy, bytes read + written per second
+    bf16_flops_per_s: float  # dense bf16 GEMM
+
+
+def _time_ms(fn, iters: int) -> float:
+    """Median milliseconds of `fn` over `iters` runs, timed with CUDA events after a warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def measure_ceilings() -> Ceilings:
+    n = 1 << 29  # 1 GiB of bf16, far past the L2
+    src = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    copy_ms = _time_ms(lambda: dst.copy_(src), 20)
+    del src, dst
+    size = 8192
+    a = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
+    gemm_ms = _time_ms(lambda: a @ b, 20)
+    return Ceilings(copy_bytes_per_s=2 * n * 2 / (copy_ms / 1e3), bf16_flops_per_s=2 * size**3 / (gemm_ms / 1e3))
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    matmul_params: int  # every weight a token's forward multiplies by (the LM head included)
+    embedding_params: int  # the input embedding: a lookup, one row read per token
+    kv_bytes_per_token: int  # K and V of one token, all layers
+    dtype_bytes: int
+
+
+def model_counts(cfg: Any, dtype_bytes: int = 2) -> ModelCounts:
+    h, layers, inter, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", heads)
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    attn = h * head_dim * (heads + 2 * kv_heads) + heads * head_dim * h
+    mlp = 3 * h * inter
+    per_layer = attn + mlp  # norms are negligible
+    return ModelCounts(
+        matmul_params=layers * per_layer + h * vocab,
+        embedding_params=h * vocab,
+        kv_bytes_per_token=2 * layers * kv_heads * head_dim * dtype_bytes,
+        dtype_bytes=dtype_bytes,
+    )
+
+
+def decode_step_roofline_s(counts: ModelCounts, batch: int, avg_context: float, ceilings: Ceilings) -> float:
+    """Fewest seconds a decode step can take on this card when it is bound by memory: every
+    weight read once, plus each request's K/V so far."""
+    weight_bytes = counts.matmul_params * counts.dtype_bytes
+    kv_bytes = batch * avg_context * counts.kv_bytes_per_token
+    return (weight_bytes + kv_bytes) / ceilings.copy_bytes_per_s
+
+
+def compute_roofline_tokens_per_s(counts: ModelCounts, ceilings: Ceilings) -> float:
+    """Most tokens per second (prompt + output) the bf16 matrix units allow: 2 FLOPs per weight."""
+    return ceilings.bf16_flops_per_s / (2 * counts.matmul_params)

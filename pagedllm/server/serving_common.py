@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from pagedllm.outputs import RequestOutput
 from pagedllm.sampling_params import SamplingParams
@@ -156,5 +157,20 @@ async def respond(raw_request: Request, outputs: Outputs, num_prompts: int, stre
         if isinstance(e, Exception) and not isinstance(e, OpenAIError):
             raise from_engine_exception(e) from None
         raise
-    return StreamingResponse(build_stream(_replay(first, outputs)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return _SSEResponse(build_stream(_replay(first, outputs)), outputs)
+
+
+class _SSEResponse(StreamingResponse):
+    """An event stream that closes the request's outputs however the response ends. Starlette may
+    cancel the send before it ever starts the body generator (the client left at once), and a
+    generator never started runs no `finally`; this one still aborts the request."""
+
+    def __init__(self, content: AsyncIterator[str], outputs: Outputs) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._outputs = outputs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await aclose_quietly(self._outputs)

@@ -180,3 +180,25 @@ def test_closing_a_single_source_merge_closes_a_source_suspended_at_yield():
         assert source.closed  # checked here: asyncio.run() would close any leftover generator itself
 
     asyncio.run(run())
+
+
+def test_sse_response_aborts_even_if_its_body_never_started():
+    from pagedllm.server.serving_common import _SSEResponse
+
+    async def body():
+        yield "data: never\n\n"
+
+    async def send(message):
+        raise OSError("client gone")  # the very first send fails: the body generator never starts
+
+    async def run():
+        source = _Source("ab")
+        outputs = merge_async_iterators(source.__aiter__())
+        assert await outputs.__anext__() == (0, "a")  # primed, as respond() does
+        response = _SSEResponse(body(), outputs)
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+        with pytest.raises(Exception):
+            await response(scope, _Request().receive, send)
+        assert source.closed
+
+    asyncio.run(run())

@@ -1,0 +1,89 @@
+"""`pagedllm serve`: start the engine core, build the app, run uvicorn, and exit non-zero if the core dies."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from pagedllm.bench.common import add_engine_args, engine_kwargs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"  # the embedded default model
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
+                        help="HF folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--served-model-name", nargs="+", default=None,
+                        help="names clients use in `model` (default: the model argument)")
+    parser.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY`")
+    parser.add_argument("--max-waiting-requests", type=int, default=None,
+                        help="answer 503 while more requests than this wait in the engine")
+    parser.add_argument("--uvicorn-log-level", default="warning",
+                        choices=["critical", "error", "warning", "info", "debug", "trace"])
+    parser.add_argument("--disable-log-stats", action="store_true", help="no periodic throughput log line")
+    parser.add_argument("--log-stats-interval", type=float, default=5.0)
+    parser.add_argument("--engine-start-timeout", type=float, default=900.0, help="seconds to load the model")
+    parser.add_argument("--engine-death-grace", type=float, default=2.0,
+                        help="seconds the server keeps answering (503) after the engine core dies, then "
+                             "exits with status 1")
+    add_engine_args(parser)
+
+
+def served_names(args: argparse.Namespace) -> list[str]:
+    if args.served_model_name:
+        return list(args.served_model_name)
+    return [args.model_tag or args.model or DEFAULT_SERVED_NAME]
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Serve until interrupted (0) or until the engine core dies (1)."""
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pagedllm.engine.arg_utils import EngineArgs
+    from pagedllm.engine.async_llm import AsyncLLM, StatLogger
+    from pagedllm.metrics.log import LoggingStatLogger
+    from pagedllm.metrics.prometheus import PrometheusStatLogger
+    from pagedllm.server.api_server import build_app
+    from pagedllm.server.metrics_route import metrics_router
+    from pagedllm.server.settings import ServerSettings
+
+    names = served_names(args)
+    settings = ServerSettings(served_model_names=names, api_key=args.api_key,
+                              max_waiting_requests=args.max_waiting_requests)
+    prometheus = PrometheusStatLogger(names[0])
+    stat_loggers: list[StatLogger] = [prometheus]
+    if not args.disable_log_stats:
+        stat_loggers.append(LoggingStatLogger(args.log_stats_interval))
+    engine_args = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args))
+    engine = await AsyncLLM.from_engine_args(engine_args, args.engine_start_timeout, stat_loggers)
+    app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
+                                           timeout_graceful_shutdown=5))
+    exit_code = 0
+
+    def on_engine_death() -> None:
+        nonlocal exit_code
+        exit_code = 1
+        logger.error("Engine core died; the server exits in %.1f s.", args.engine_death_grace)
+        asyncio.get_running_loop().call_later(args.engine_death_grace, _stop, server)
+
+    engine.on_death(on_engine_death)
+    logger.warning("pagedllm serving %s on http://%s:%d (pid %d)", names[0], args.host, args.port, os.getpid())
+    try:
+        await server.serve()
+    finally:
+        engine.shutdown()
+    return exit_code
+
+
+def _stop(server: object) -> None:
+    server.should_exit = True  # type: ignore[attr-defined]

@@ -1,0 +1,17 @@
+"""GET /metrics: the Prometheus exposition of the server's PrometheusStatLogger."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from pagedllm.metrics.prometheus import PrometheusStatLogger
+
+
+def metrics_router(stat_logger: PrometheusStatLogger) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = stat_logger.render()
+        return Response(content=body, media_type=content_type)
+
+    return router

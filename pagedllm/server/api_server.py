@@ -2,7 +2,7 @@
 
 `build_app(engine, settings)` returns the FastAPI app; running it (uvicorn, signals, the engine
 process) is the launcher's job. Routes: POST /v1/completions, /v1/chat/completions, /tokenize,
-/detokenize; GET /v1/models, /health, /version; plus whatever `extra_routers` bring (/metrics).
+/detokenize; GET /v1/models[/{model}], /health, /version; plus what `extra_routers` bring (/metrics).
 """
 from __future__ import annotations
 
@@ -68,11 +68,16 @@ def _openai_router(engine: EngineClient, settings: ServerSettings) -> APIRouter:
     async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request) -> Response:
         return await chat.create(request, raw_request)
 
+    def card(name: str) -> ModelCard:
+        return ModelCard(id=name, root=engine.model_name, max_model_len=engine.max_model_len)
+
     @router.get("/v1/models")
     async def list_models() -> ModelList:
-        cards = [ModelCard(id=name, root=engine.model_name, max_model_len=engine.max_model_len)
-                 for name in completion.served_model_names]
-        return ModelList(data=cards)
+        return ModelList(data=[card(name) for name in completion.served_model_names])
+
+    @router.get("/v1/models/{model:path}")  # `path`: served names may hold slashes ("org/model")
+    async def retrieve_model(model: str) -> ModelCard:
+        return card(completion.resolve_model(model))
 
     @router.post("/tokenize")
     async def tokenize(request: TokenizeRequest) -> TokenizeResponse:

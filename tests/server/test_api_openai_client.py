@@ -18,6 +18,9 @@ def test_models_list(openai_client):
     models = openai_client.models.list()
     assert [m.id for m in models.data] == ["fake-model", "alias"]
     assert all(m.object == "model" and m.owned_by == "pagedllm" for m in models.data)
+    assert openai_client.models.retrieve("alias").id == "alias"
+    with pytest.raises(openai.NotFoundError):
+        openai_client.models.retrieve("org/other")
 
 
 def test_completion_text_usage_and_finish_reason(openai_client, live_engine: FakeEngine):

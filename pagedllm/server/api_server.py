@@ -93,7 +93,7 @@ def _openai_router(engine: EngineClient, settings: ServerSettings) -> APIRouter:
 def _ops_router(engine: EngineClient) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/health")
+    @router.api_route("/health", methods=["GET", "HEAD"])  # some load balancers probe with HEAD
     async def health() -> Response:
         if engine.is_dead:
             raise engine_dead()

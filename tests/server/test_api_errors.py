@@ -112,8 +112,10 @@ def test_overload_is_503(client, engine: FakeEngine):
 
 
 def test_dead_engine_is_503(client, engine: FakeEngine):
+    assert client.get("/health").status_code == 200 and client.head("/health").status_code == 200
     engine.dead = True
     _assert_error(client.get("/health"), 503, "engine_dead")
+    assert client.head("/health").status_code == 503
     _assert_error(client.post("/v1/chat/completions", json=CHAT), 503, "engine_dead")
 
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
 
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import from_engine_exception
@@ -21,7 +20,7 @@ from pagedllm.server.protocol import (ChatChoice, ChatCompletionRequest, ChatCom
                                       ChatStreamChoice, DeltaMessage, UsageInfo)
 from pagedllm.server.serving_common import (Outputs, ServingBase, TokenizedPrompt, check_prompt_not_empty,
                                             random_id, respond)
-from pagedllm.server.utils import SSE_DONE, aclose_quietly, sse_error, sse_event
+from pagedllm.server.utils import SSE_DONE, aclose_quietly, json_response, sse_error, sse_event
 
 
 @dataclass
@@ -58,7 +57,7 @@ class OpenAIServingChat(ServingBase):
             return None
         return chat_logprobs(out.token_ids, out.logprobs, job.request.top_logprobs or 0, self.tokenizer)
 
-    def _full_response(self, job: _Job, final: RequestOutput) -> JSONResponse:
+    def _full_response(self, job: _Job, final: RequestOutput) -> Response:
         choices = [
             ChatChoice(index=out.index, message=ChatResponseMessage(content=out.text),
                        logprobs=self._logprobs(job, out), finish_reason=out.finish_reason,
@@ -68,7 +67,7 @@ class OpenAIServingChat(ServingBase):
         num_generated = sum(len(out.token_ids) for out in final.outputs)
         body = ChatCompletionResponse(id=job.request_id, created=job.created, model=job.model, choices=choices,
                                       usage=UsageInfo.of(len(job.prompt.token_ids), num_generated))
-        return JSONResponse(body.model_dump())
+        return json_response(body)
 
     async def _stream(self, job: _Job, items: Outputs) -> AsyncIterator[str]:
         n = job.request.n

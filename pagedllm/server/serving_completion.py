@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
 
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import bad_request, from_engine_exception
@@ -19,7 +18,7 @@ from pagedllm.server.protocol import (CompletionChoice, CompletionLogprobs, Comp
                                       CompletionStreamResponse, UsageInfo)
 from pagedllm.server.serving_common import (Outputs, ServingBase, TokenizedPrompt, check_prompt_not_empty,
                                             random_id, respond)
-from pagedllm.server.utils import SSE_DONE, aclose_quietly, sse_error, sse_event
+from pagedllm.server.utils import SSE_DONE, aclose_quietly, json_response, sse_error, sse_event
 
 
 @dataclass
@@ -82,7 +81,7 @@ class OpenAIServingCompletion(ServingBase):
 
     # ------------------------------------------------------------------------------ not streamed
 
-    def _full_response(self, job: _Job, finals: list[RequestOutput]) -> JSONResponse:
+    def _full_response(self, job: _Job, finals: list[RequestOutput]) -> Response:
         choices = []
         num_generated = 0
         for prompt_index, final in enumerate(finals):
@@ -93,7 +92,7 @@ class OpenAIServingCompletion(ServingBase):
         body = CompletionResponse(id=job.request_id, created=job.created, model=job.model,
                                   choices=sorted(choices, key=lambda c: c.index),
                                   usage=UsageInfo.of(num_prompt, num_generated))
-        return JSONResponse(body.model_dump())
+        return json_response(body)
 
     def _full_choice(self, job: _Job, prompt_index: int, final: RequestOutput,
                      out: CompletionOutput) -> CompletionChoice:

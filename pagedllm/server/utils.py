@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import Response
 
 from pagedllm.server.errors import OpenAIError
 
@@ -103,6 +104,11 @@ async def run_until_disconnected(request: Request, awaitable: Awaitable[T]) -> T
     if work.cancelled():
         raise ClientDisconnected()
     return work.result()
+
+
+def json_response(payload: BaseModel) -> Response:
+    # pydantic writes a stray NaN/inf as null where json.dumps (JSONResponse) would raise: never a 500.
+    return Response(payload.model_dump_json(), media_type="application/json")
 
 
 def sse_event(payload: BaseModel, exclude: set[str] | None = None) -> str:

@@ -18,9 +18,10 @@ MAX_N = 128  # more sequences per request than this is a denial of service, not 
 MAX_LOGPROBS = 20  # OpenAI's chat limit; vLLM's default max_logprobs
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions (vLLM's too)
 
-# torch generators take a signed 64-bit seed; a larger one would crash the engine core, not the request.
-Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-TokenId = Annotated[StrictInt, Field(ge=0)]
+# Integers cross to the engine-core process as msgpack int64, and torch takes a signed 64-bit seed:
+# a larger value must be refused here, not fail (or crash) later.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+TokenId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 
 
 def _encodable(text: str) -> str:
@@ -54,16 +55,16 @@ class _SamplingRequest(OpenAIBaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    seed: Seed | None = None
+    seed: Int64 | None = None
     stop: Text | list[Text] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extras
-    top_k: int | None = None
+    top_k: Int64 | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    min_tokens: int = Field(0, ge=0)
+    min_tokens: Int64 = Field(0, ge=0)
     ignore_eos: bool = False
     stop_token_ids: list[TokenId] | None = None
     skip_special_tokens: bool = True
@@ -87,7 +88,7 @@ class _SamplingRequest(OpenAIBaseModel):
                 token_id = int(key)
             except ValueError:
                 raise bad_request(f"logit_bias keys must be token ids, got {key!r}.", "logit_bias") from None
-            if token_id < 0 or not -100.0 <= value <= 100.0:
+            if not 0 <= token_id < 2**63 or not -100.0 <= value <= 100.0:
                 raise bad_request("logit_bias maps token ids >= 0 to values in [-100, 100].", "logit_bias")
             bias[token_id] = value
         return bias
@@ -139,7 +140,7 @@ def _resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model
 
 class CompletionRequest(_SamplingRequest):
     prompt: Text | list[Text] | list[TokenId] | list[list[TokenId]]
-    max_tokens: int | None = COMPLETION_DEFAULT_MAX_TOKENS
+    max_tokens: Int64 | None = COMPLETION_DEFAULT_MAX_TOKENS
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     best_of: int | None = None
@@ -229,8 +230,8 @@ class ChatMessage(OpenAIBaseModel):
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Int64 | None = None
+    max_completion_tokens: Int64 | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     tools: list[Any] | None = None

@@ -38,6 +38,10 @@ def _assert_error(response, status: int, code: str | None = None, type_: str | N
     ("/v1/completions", {"prompt": "Hi", "best_of": 3}, "best_of"),
     ("/v1/completions", {"prompt": "Hi", "stream_options": {"include_usage": True}}, "stream_options"),
     ("/v1/completions", {"prompt": "Hi", "seed": 2**70}, "seed"),
+    ("/v1/completions", {"prompt": "Hi", "top_k": 2**64}, "top_k"),  # would not fit the core's int64
+    ("/v1/completions", {"prompt": "Hi", "stop_token_ids": [2**64]}, "stop_token_ids"),
+    ("/v1/completions", {"prompt": "Hi", "logit_bias": {str(2**64): 1}}, "logit_bias"),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 2**64}, "max_completion_tokens"),
     ("/v1/completions", {"prompt": "Hi", "min_tokens": 20, "max_tokens": 10}, None),
     ("/v1/completions", {"prompt": []}, "prompt"),
     ("/v1/completions", {"prompt": ""}, "prompt"),

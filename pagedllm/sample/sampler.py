@@ -105,7 +105,9 @@ def process_logits(logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
         logits.index_put_((b.rows, b.token_ids), b.values, accumulate=True)
     if md.min_tokens_mask is not None:
         m = md.min_tokens_mask
-        logits[m.rows, m.token_ids] = -math.inf
+        # A device-side value: assigning a Python scalar copies it from host memory, which
+        # makes torch synchronize a GPU stream.
+        logits.index_put_((m.rows, m.token_ids), logits.new_full((1,), -math.inf))
     if md.penalties is not None:
         apply_penalties(logits, md.penalties)
     return logits

@@ -26,7 +26,10 @@ class _ChoiceState:
     """What a streamed choice has sent so far."""
 
     num_tokens: int = 0
-    text_len: int = 0  # characters sent: where the next token's logprobs text_offset starts
+    # logprobs' text_offset of the next token: the summed lengths of the token strings before it (as
+    # vLLM; a character split over byte tokens makes these differ from the text, so both the streamed
+    # and the full response count the same way)
+    offset: int = 0
     echoed: bool = False
     finished: bool = False
 
@@ -101,7 +104,7 @@ class OpenAIServingCompletion(ServingBase):
         text += out.text
         if logprobs is not None and out.logprobs is not None:
             append_completion_logprobs(logprobs, out.token_ids, out.logprobs, job.request.logprobs or 0,
-                                       self.tokenizer, state.text_len)
+                                       self.tokenizer, state.offset)
         return CompletionChoice(index=prompt_index * job.n + out.index, text=text, logprobs=logprobs,
                                 finish_reason=out.finish_reason, stop_reason=out.stop_reason)
 
@@ -115,10 +118,10 @@ class OpenAIServingCompletion(ServingBase):
             return "", logprobs
         prompt = job.prompts[prompt_index]
         text = self._prompt_text(prompt)
+        state.offset = len(text)
         if logprobs is not None and output.prompt_logprobs is not None:
-            append_completion_logprobs(logprobs, prompt.token_ids, output.prompt_logprobs, job.request.logprobs or 0,
-                                       self.tokenizer, 0)
-        state.text_len = len(text)
+            state.offset = append_completion_logprobs(logprobs, prompt.token_ids, output.prompt_logprobs,
+                                                      job.request.logprobs or 0, self.tokenizer, 0)
         return text, logprobs
 
     # ---------------------------------------------------------------------------------- streamed
@@ -158,9 +161,8 @@ class OpenAIServingCompletion(ServingBase):
             logprobs = CompletionLogprobs()
         state.num_tokens += len(out.token_ids)
         if logprobs is not None and out.logprobs is not None:
-            append_completion_logprobs(logprobs, out.token_ids, out.logprobs, job.request.logprobs or 0,
-                                       self.tokenizer, state.text_len)
-        state.text_len += len(out.text)
+            state.offset = append_completion_logprobs(logprobs, out.token_ids, out.logprobs,
+                                                      job.request.logprobs or 0, self.tokenizer, state.offset)
         text += out.text
         state.finished = out.finish_reason is not None
         if not text and not out.token_ids and not state.finished:

@@ -204,3 +204,23 @@ def test_concurrent_streams_complete_independently(live, live_engine: FakeEngine
     assert [r[1] for r in results] == [10 + i for i in range(32)]
     assert all(text == reply_for(0).encode()[:n].decode() for text, n in results)  # one token per byte
     assert sorted(live_engine.finished) == sorted(live_engine.started) and len(live_engine.started) == 32
+
+
+def test_completion_stream_echo_and_logprobs_match_non_stream(openai_client):
+    kwargs = dict(model=MODEL, prompt=["Hé", "Yo"], n=2, max_tokens=12, echo=True, logprobs=1)
+    full = openai_client.completions.create(**kwargs)
+    merged: dict[int, dict[str, list]] = {}
+    for chunk in openai_client.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            m = merged.setdefault(c.index, {"text": [], "tokens": [], "offsets": [], "lps": [], "tops": []})
+            m["text"].append(c.text)
+            m["tokens"] += c.logprobs.tokens
+            m["offsets"] += c.logprobs.text_offset
+            m["lps"] += c.logprobs.token_logprobs
+            m["tops"] += c.logprobs.top_logprobs
+    assert sorted(merged) == [0, 1, 2, 3]
+    for choice in full.choices:
+        m = merged[choice.index]
+        assert "".join(m["text"]) == choice.text and choice.text.startswith(["Hé", "Yo"][choice.index // 2])
+        assert m["tokens"] == choice.logprobs.tokens and m["lps"] == choice.logprobs.token_logprobs
+        assert m["tops"] == choice.logprobs.top_logprobs and m["offsets"] == choice.logprobs.text_offset

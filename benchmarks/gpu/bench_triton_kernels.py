@@ -95,49 +95,85 @@ def triton_decode(setup: DecodeSetup, md: AttentionMetadata, q: torch.Tensor, sp
     return run, splits
 
 
+def graph_bench(fns: list) -> float:  # type: ignore[type-arg]
+    """Median ms per call of `fns`, captured back to back in one CUDA graph: no launch gaps (a
+    decode step runs in a graph too), and with each fn on its own memory every read is cold
+    (do_bench clears L2 before each replay)."""
+    for fn in fns:
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in fns:
+            fn()
+    return bench(graph.replay) / len(fns)
+
+
+def rotations(nbytes: int) -> int:
+    """How many independent input sets keep ~256 MB in flight per timed replay (at most 16)."""
+    return max(1, min(16, (256 << 20) // nbytes))
+
+
 def bench_decode(setup: DecodeSetup, batches: list[int], contexts: list[int], bw: float) -> list[dict]:
     rows = []
+    scale = 1 / math.sqrt(HEAD)
     for batch in batches:
         for ctx in contexts:
-            md = setup.metadata(batch, ctx)
-            q = torch.randn(batch, HEADS, HEAD, device=DEV, dtype=DTYPE)
-            run, splits = triton_decode(setup, md, q)
-            t_triton = bench(run)
-            k_dense = setup.cache[0][md.block_table.long()].view(batch, -1, KV_HEADS, HEAD)[:, :ctx].transpose(1, 2)
-            v_dense = setup.cache[1][md.block_table.long()].view(batch, -1, KV_HEADS, HEAD)[:, :ctx].transpose(1, 2)
-            k_dense, v_dense = k_dense.contiguous(), v_dense.contiguous()
-            qg = q.view(batch, KV_HEADS, HEADS // KV_HEADS, HEAD)
-            t_sdpa = bench(lambda: F.scaled_dot_product_attention(qg, k_dense, v_dense, scale=1 / math.sqrt(HEAD)))
-            plan = _decode_plan(md.block_table, md.seq_lens, ctx, BLOCK, DTYPE)
-            t_torch = bench(lambda: _decode_attention(q, setup.cache, plan, 1 / math.sqrt(HEAD)))
-            # correctness on the spot: Triton vs dense SDPA
+            nbytes = decode_bytes(batch, ctx)
+            sets = []
+            for _ in range(rotations(nbytes)):
+                md = setup.metadata(batch, ctx)
+                q = torch.randn(batch, HEADS, HEAD, device=DEV, dtype=DTYPE)
+                k = setup.cache[0][md.block_table.long()].view(batch, -1, KV_HEADS, HEAD)[:, :ctx]
+                v = setup.cache[1][md.block_table.long()].view(batch, -1, KV_HEADS, HEAD)[:, :ctx]
+                sets.append((md, q, k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()))
+            runs = [triton_decode(setup, md, q) for md, q, _, _ in sets]
+            splits = runs[0][1]
+            t_triton = graph_bench([r for r, _ in runs])
+            # GQA as the torch backend does it: the q heads of a kv head become its query rows.
+            t_sdpa = graph_bench([
+                (lambda q=q, k=k, v=v: F.scaled_dot_product_attention(
+                    q.view(batch, KV_HEADS, HEADS // KV_HEADS, HEAD), k, v, scale=scale)) for _, q, k, v in sets])
+            plans = [_decode_plan(md.block_table, md.seq_lens, ctx, BLOCK, DTYPE) for md, _, _, _ in sets]
+            t_torch = graph_bench([(lambda q=s[1], p=p: _decode_attention(q, setup.cache, p, scale))
+                                   for s, p in zip(sets, plans)])
+            md, q, k, v = sets[0]
             out = torch.empty_like(q)
             ws = (torch.empty(batch * splits, HEADS, HEAD, device=DEV), torch.empty(batch * splits, HEADS, device=DEV))
             paged_attention(out, q, setup.cache, md.block_table, md.seq_lens, md.query_start_loc, batch, batch,
-                            1 / math.sqrt(HEAD), True, splits, ws)
-            ref = F.scaled_dot_product_attention(qg.float(), k_dense.float(), v_dense.float(), scale=1 / math.sqrt(HEAD))
+                            scale, True, splits, ws)
+            ref = F.scaled_dot_product_attention(q.view(batch, KV_HEADS, -1, HEAD).float(), k.float(), v.float(),
+                                                 scale=scale)
             err = ((out.float() - ref.reshape(batch, HEADS, HEAD)).norm() / ref.norm()).item()
-            nbytes = decode_bytes(batch, ctx)
-            rows.append(dict(batch=batch, ctx=ctx, splits=splits, triton_us=t_triton * 1e3, sdpa_dense_us=t_sdpa * 1e3,
-                             torch_paged_us=t_torch * 1e3, triton_gbs=nbytes / t_triton / 1e6,
-                             sdpa_gbs=nbytes / t_sdpa / 1e6, pct_of_copy=100 * nbytes / t_triton / 1e6 / bw, rel_err=err))
-            del k_dense, v_dense, plan
+            rows.append(dict(batch=batch, ctx=ctx, splits=splits, rotations=len(sets), triton_us=t_triton * 1e3,
+                             sdpa_dense_us=t_sdpa * 1e3, torch_paged_us=t_torch * 1e3,
+                             triton_gbs=nbytes / t_triton / 1e6, sdpa_gbs=nbytes / t_sdpa / 1e6,
+                             pct_of_copy=100 * nbytes / t_triton / 1e6 / bw, rel_err=err))
+            del sets, plans, runs
             print(f"decode b={batch:4d} ctx={ctx:5d} splits={splits:2d}  triton {t_triton*1e3:8.1f} us "
                   f"({nbytes / t_triton / 1e6:7.0f} GB/s, {rows[-1]['pct_of_copy']:4.0f}% of copy)  "
                   f"sdpa_dense {t_sdpa*1e3:8.1f} us  torch_paged {t_torch*1e3:8.1f} us  err {err:.1e}", flush=True)
     return rows
 
 
+def _decode_runs(setup: DecodeSetup, batch: int, ctx: int, splits: int | None = None, **launch: int) -> list:  # type: ignore[type-arg]
+    runs = []
+    for _ in range(rotations(decode_bytes(batch, ctx))):
+        md = setup.metadata(batch, ctx)
+        runs.append(triton_decode(setup, md, torch.randn(batch, HEADS, HEAD, device=DEV, dtype=DTYPE), splits,
+                                  **launch))
+    return runs
+
+
 def sweep_splits(setup: DecodeSetup, cases: list[tuple[int, int]]) -> list[dict]:
     rows = []
     for batch, ctx in cases:
-        md = setup.metadata(batch, ctx)
-        q = torch.randn(batch, HEADS, HEAD, device=DEV, dtype=DTYPE)
-        chosen = triton_decode(setup, md, q)[1]
-        times = {s: bench(triton_decode(setup, md, q, s)[0]) * 1e3 for s in (1, 2, 4, 8, 16, 32)}
+        chosen = _decode_runs(setup, batch, ctx)[0][1]
+        times = {s: graph_bench([r for r, _ in _decode_runs(setup, batch, ctx, s)]) * 1e3
+                 for s in sorted({1, 2, 4, 8, 16, 32, chosen})}
         best = min(times, key=times.get)
         rows.append(dict(batch=batch, ctx=ctx, chosen=chosen, best=best, times_us=times))
-        print(f"splits b={batch} ctx={ctx}: chosen {chosen} ({times.get(chosen, float('nan')):.1f} us), best {best} "
+        print(f"splits b={batch} ctx={ctx}: chosen {chosen} ({times[chosen]:.1f} us), best {best} "
               f"({times[best]:.1f} us)  " + " ".join(f"{s}:{t:.1f}" for s, t in times.items()), flush=True)
     return rows
 
@@ -145,12 +181,10 @@ def sweep_splits(setup: DecodeSetup, cases: list[tuple[int, int]]) -> list[dict]
 def sweep_launch(setup: DecodeSetup, cases: list[tuple[int, int]]) -> list[dict]:
     rows = []
     for batch, ctx in cases:
-        md = setup.metadata(batch, ctx)
-        q = torch.randn(batch, HEADS, HEAD, device=DEV, dtype=DTYPE)
         for tile_n in (32, 64, 128):
             for warps, stages in ((4, 2), (4, 3), (8, 2)):
-                run = triton_decode(setup, md, q, tile_n=tile_n, num_warps=warps, num_stages=stages)[0]
-                t = bench(run) * 1e3
+                runs = _decode_runs(setup, batch, ctx, tile_n=tile_n, num_warps=warps, num_stages=stages)
+                t = graph_bench([r for r, _ in runs]) * 1e3
                 rows.append(dict(batch=batch, ctx=ctx, tile_n=tile_n, warps=warps, stages=stages, us=t))
                 print(f"launch b={batch} ctx={ctx} tile_n={tile_n} warps={warps} stages={stages}: {t:.1f} us", flush=True)
     return rows
@@ -169,8 +203,16 @@ def bench_prefill(shapes: tuple[tuple[int, int], ...] = ((0, 2048), (3584, 512))
         out = torch.empty_like(q)
         qsl = torch.tensor([0, new], dtype=torch.int32, device=DEV)
         sl = torch.tensor([seq], dtype=torch.int32, device=DEV)
-        t = bench(lambda: paged_attention(out, q, cache, table, sl, qsl, new, 1, 0.088, False))
         pairs = sum(cached + i + 1 for i in range(new))
+        shapes = {}
+        for block_m, tile_n, warps, stages in ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3),
+                                               (128, 128, 8, 2), (64, 128, 4, 2), (128, 32, 4, 3)):
+            shapes[(block_m, tile_n, warps, stages)] = bench(lambda: paged_attention(
+                out, q, cache, table, sl, qsl, new, 1, 0.088, False, block_m=block_m, tile_n=tile_n,
+                num_warps=warps, num_stages=stages))
+        t = shapes[(64, 64, 4, 2)]  # the default
+        print("  prefill launch shapes (block_m, tile_n, warps, stages): " + "  ".join(
+            f"{k}: {4 * HEADS * HEAD * pairs / v / 1e9:.0f}" for k, v in shapes.items()) + " TFLOP/s", flush=True)
         tflops = 4 * HEADS * HEAD * pairs / t / 1e9
         qd = q.transpose(0, 1)[None]
         kd = torch.randn(1, HEADS, seq, HEAD, device=DEV, dtype=DTYPE)

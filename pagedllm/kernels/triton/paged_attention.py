@@ -51,6 +51,55 @@ def _find_request(query_start_loc_ptr, num_reqs, tile, BLOCK_Q: tl.constexpr):
 
 
 @triton.jit
+def _attend_tiles(
+    acc, m, l,  # [BLOCK_M, HEAD_PAD], [BLOCK_M], [BLOCK_M] float32: online-softmax state
+    q,  # [BLOCK_M, HEAD_PAD]
+    k_cache_ptr, v_cache_ptr, bt_row,  # bt_row: this request's block-table row
+    kv_base,  # [HEAD_PAD]: kv head offset + dims
+    dim_ok, row_pos, kv_len, tile_lo, tile_hi, scale_log2, stride_c_block, stride_c_tok,
+    BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr,
+):
+    """Fold key tiles [tile_lo, tile_hi) into (acc, m, l). MASKED: keys may be past kv_len or
+    after a row's position; otherwise every key of every tile is visible to every row."""
+    for t in range(tile_lo, tile_hi):
+        kpos = t * TILE_N + tl.arange(0, TILE_N)
+        if MASKED:
+            key_ok = kpos < kv_len
+            block = tl.load(bt_row + kpos // BLOCK_SIZE, mask=key_ok, other=0).to(tl.int64)
+        else:
+            block = tl.load(bt_row + kpos // BLOCK_SIZE).to(tl.int64)
+        kv_ptrs = (block * stride_c_block + (kpos % BLOCK_SIZE) * stride_c_tok)[:, None] + kv_base[None, :]
+        if MASKED:
+            # other=0: slots past the length may hold NaN, and 0 * NaN would poison the P @ V sum.
+            kv_mask = key_ok[:, None] & dim_ok[None, :]
+            k = tl.load(k_cache_ptr + kv_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_cache_ptr + kv_ptrs, mask=kv_mask, other=0.0)
+        else:
+            k = tl.load(k_cache_ptr + kv_ptrs, mask=dim_ok[None, :], other=0.0)
+            v = tl.load(v_cache_ptr + kv_ptrs, mask=dim_ok[None, :], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k.to(q.dtype)))
+        s = s * scale_log2
+        if MASKED:
+            s = tl.where((kpos[None, :] <= row_pos[:, None]) & key_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        # A row with nothing visible yet keeps m = -inf; subtract 0 there instead of -inf - -inf.
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        if IEEE:
+            pv = tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(q.dtype), v.to(q.dtype))
+        acc = acc * alpha[:, None] + pv
+        m = m_new
+    return acc, m, l
+
+
+@triton.jit
 def _paged_attention_kernel(
     out_ptr,  # [num_tokens, num_heads, head_size]
     part_out_ptr,  # [num_reqs * num_splits, num_heads, head_size] float32 (SPLIT only)
@@ -109,34 +158,16 @@ def _paged_attention_kernel(
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_PAD], tl.float32)
     bt_row = block_table_ptr + req.to(tl.int64) * stride_bt
-    head_off = kv_head * stride_c_head
-    for t in range(tile_lo, tile_hi):
-        kpos = t * TILE_N + tl.arange(0, TILE_N)
-        key_ok = kpos < kv_len
-        block = tl.load(bt_row + kpos // BLOCK_SIZE, mask=key_ok, other=0).to(tl.int64)
-        kv_rows = block * stride_c_block + (kpos % BLOCK_SIZE) * stride_c_tok + head_off
-        kv_mask = key_ok[:, None] & dim_ok[None, :]
-        # other=0: slots past the length may hold NaN, and 0 * NaN would poison the P @ V sum.
-        k = tl.load(k_cache_ptr + kv_rows[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_cache_ptr + kv_rows[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k.to(q.dtype)))
-        visible = (kpos[None, :] <= row_pos[:, None]) & key_ok[None, :]
-        s = tl.where(visible, s * scale_log2, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        # A row with nothing visible yet keeps m = -inf; subtract 0 there instead of -inf - -inf.
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m - m_ref)
-        p = tl.exp2(s - m_ref[:, None])
-        l = l * alpha + tl.sum(p, 1)
-        if IEEE:
-            pv = tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(q.dtype), v.to(q.dtype))
-        acc = acc * alpha[:, None] + pv
-        m = m_new
+    kv_base = kv_head * stride_c_head + dims
+    # Tiles every row sees whole (all keys <= the first row's position) skip the masks; only the
+    # tiles on the causal diagonal and the last partial tile pay for them.
+    num_full = (num_cached + tile_q * BLOCK_Q + 1) // TILE_N
+    acc, m, l = _attend_tiles(acc, m, l, q, k_cache_ptr, v_cache_ptr, bt_row, kv_base, dim_ok, row_pos, kv_len,
+                              tile_lo, tl.minimum(tile_hi, num_full), scale_log2, stride_c_block, stride_c_tok,
+                              BLOCK_SIZE, TILE_N, False, IEEE)
+    acc, m, l = _attend_tiles(acc, m, l, q, k_cache_ptr, v_cache_ptr, bt_row, kv_base, dim_ok, row_pos, kv_len,
+                              tl.maximum(tile_lo, num_full), tile_hi, scale_log2, stride_c_block, stride_c_tok,
+                              BLOCK_SIZE, TILE_N, True, IEEE)
 
     has_keys = l > 0.0
     acc = acc / tl.where(has_keys, l, 1.0)[:, None]  # a row with no keys (padding) writes zeros
@@ -201,6 +232,7 @@ def paged_attention(
     num_splits: int = 1,
     workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
+    block_m: int | None = None,
     tile_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 2,
@@ -211,7 +243,7 @@ def paged_attention(
     num_splits > 1 (decode only) takes the split-K path; `workspace` then holds the partials,
     (part_out [>= num_reqs * num_splits, num_heads, head_size] f32, part_lse [same rows, num_heads] f32).
     The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
-    tile_n / num_warps / num_stages override the launch shape (benchmarks sweep them).
+    block_m / tile_n / num_warps / num_stages override the launch shape (benchmarks sweep them).
     """
     if num_tokens == 0:
         return
@@ -219,8 +251,11 @@ def paged_attention(
     num_heads = query.shape[1]
     group = num_heads // kv_heads
     head_pad = max(16, triton.next_power_of_2(head_size))
-    block_m, block_q, default_tile_n = _tile_shape(group, head_pad, decode_only)
-    tile_n = tile_n or default_tile_n
+    default_m, block_q, default_n = _tile_shape(group, head_pad, decode_only)
+    if block_m is not None and not decode_only:
+        block_q = max(1, block_m // group)
+    block_m = max(block_m or default_m, triton.next_power_of_2(group))
+    tile_n = tile_n or default_n
     split = decode_only and num_splits > 1
     assert query.stride(-1) == 1 and out.stride(-1) == 1 and kv_cache.stride(-1) == 1
     if split:

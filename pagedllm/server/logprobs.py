@@ -20,7 +20,7 @@ def _finite(logprob: float) -> float:
 def _token_text(tokenizer: Any, token_id: int, entry: Logprob | None) -> str:
     if entry is not None and entry.decoded_token is not None:
         return entry.decoded_token
-    return tokenizer.decode([token_id])
+    return str(tokenizer.decode([token_id]))
 
 
 def _top(position: dict[int, Logprob], num_top: int) -> list[tuple[int, Logprob]]:

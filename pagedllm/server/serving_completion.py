@@ -66,9 +66,9 @@ class OpenAIServingCompletion(ServingBase):
         elif not prompt:
             raise bad_request("The prompt list is empty.", "prompt")
         elif isinstance(prompt[0], int):
-            items = [prompt]  # type: ignore[list-item]  # one prompt of token ids
+            items = [prompt]  # one prompt of token ids
         else:
-            items = list(prompt)  # type: ignore[arg-type]
+            items = list(prompt)
         result = []
         for item in items:
             if isinstance(item, str):

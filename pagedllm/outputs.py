@@ -76,6 +76,8 @@ class EngineCoreOutputs:
 
     outputs: list[EngineCoreOutput]
     stats: SchedulerStats | None = None
+    # request_id -> why the core refused it at admission (e.g. the prompt can never fit the cache)
+    errors: dict[str, str] | None = None
 
 
 @dataclass(slots=True)

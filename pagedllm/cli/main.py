@@ -1,4 +1,4 @@
-"""The `pagedllm` command: generate, chat, bench."""
+"""The `pagedllm` command: generate, chat, serve, bench."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from pagedllm.bench.common import add_engine_args, engine_kwargs
+from pagedllm.cli.env_defaults import apply_env_defaults
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -70,6 +71,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from pagedllm.server.launch import run_server
+
+    sys.exit(run_server(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pagedllm", description="High-throughput LLM inference.")
     parser.add_argument("--log-level", default="WARNING")
@@ -89,11 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(chat)
     chat.set_defaults(func=cmd_chat)
 
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    from pagedllm.server.launch import add_serve_args
+
+    add_serve_args(serve)
+    apply_env_defaults(serve)
+    serve.set_defaults(func=cmd_serve)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     from pagedllm.bench import latency, throughput
 
     throughput.add_parser(bench)
     latency.add_parser(bench)
+    serve_bench = bench.add_parser("serve", help="online serving benchmark against a running server")
+    from pagedllm.bench import serve as bench_serve
+
+    bench_serve.add_cli_args(serve_bench)
+    serve_bench.set_defaults(func=bench_serve.main)
     return parser
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagedllm.engine.detokenizer import IncrementalDetokenizer, decode_token
+from pagedllm.metrics.iteration_stats import IterationStats
 from pagedllm.outputs import (CompletionOutput, EngineCoreOutput, Logprob, LogprobsLists, PromptLogprobs,
                               RequestMetrics, RequestOutput, SampleLogprobs)
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
@@ -48,6 +49,8 @@ class OutputProcessor:
         self.tokenizer = tokenizer
         self.requests: dict[str, RequestState] = {}
         self._child_to_parent: dict[str, tuple[RequestState, SequenceState]] = {}
+        # Set by the server to collect latency metrics; None offline, where nobody reads them.
+        self.iteration_stats: IterationStats | None = None
 
     def add_request(self, request_id: str, prompt: str | None, prompt_token_ids: list[int],
                     child_ids: list[str], params: SamplingParams, arrival_time: float) -> None:
@@ -96,7 +99,15 @@ class OutputProcessor:
             if state.finished:
                 state.metrics.finished_time = now
                 self.requests.pop(state.request_id, None)
+                if self.iteration_stats is not None:
+                    self._record_finished(state, now)
         return results, stopped
+
+    def _record_finished(self, state: RequestState, now: float) -> None:
+        assert self.iteration_stats is not None
+        reason = state.sequences[0].finish_reason or "abort"  # unfinished here means aborted
+        num_generated = sum(len(seq.token_ids) for seq in state.sequences)
+        self.iteration_stats.on_finished(state.metrics, reason, len(state.prompt_token_ids), num_generated, now)
 
     def _apply(self, state: RequestState, seq: SequenceState, out: EngineCoreOutput, now: float) -> bool:
         """Fold one core output into a sequence; True if a stop string ended it."""
@@ -106,6 +117,9 @@ class OutputProcessor:
         if state.metrics.first_scheduled_time is None:
             state.metrics.first_scheduled_time = out.first_scheduled_time
         if out.new_token_ids:
+            if self.iteration_stats is not None:
+                self.iteration_stats.on_tokens(state.metrics, len(out.new_token_ids),
+                                               len(state.prompt_token_ids), now)
             if state.metrics.first_token_time is None:
                 state.metrics.first_token_time = now
             state.metrics.last_token_time = now
@@ -179,10 +193,17 @@ class OutputProcessor:
         state = self.requests.pop(request_id, None)
         if state is None:
             return []
+        if self.iteration_stats is not None:
+            self._record_finished(state, time.monotonic())
         children = [c for c in state.child_ids if c in self._child_to_parent]
         for c in children:
             del self._child_to_parent[c]
         return children
+
+    def parent_of(self, child_id: str) -> str | None:
+        """The user request id a sequence (child) id belongs to, while it is unfinished."""
+        entry = self._child_to_parent.get(child_id)
+        return entry[0].request_id if entry is not None else None
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)

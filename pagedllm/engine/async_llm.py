@@ -1,0 +1,193 @@
+"""AsyncLLM: the asyncio engine the server uses. Text in this process, the model in another.
+
+The tokenizer, validation, detokenization and stop strings run here on the event loop; the
+scheduler and the model run in the engine-core process (engine/core_proc.py), so HTTP and text
+work never hold the GIL that the engine's busy loop needs. One task reads the core's outputs and
+routes them to per-request queues that `generate()` drains.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from pagedllm.config import EngineConfig
+from pagedllm.core.request import RequestStatus
+from pagedllm.engine.arg_utils import EngineArgs
+from pagedllm.engine.core_client import EngineCoreClient
+from pagedllm.engine.frontend import Frontend
+from pagedllm.engine.input_processor import PromptType
+from pagedllm.metrics.iteration_stats import IterationStats
+from pagedllm.outputs import EngineCoreOutputs, RequestOutput, SchedulerStats
+from pagedllm.sampling_params import SamplingParams
+from pagedllm.server.engine_client import EngineDeadError
+
+logger = logging.getLogger(__name__)
+
+# None: the request was aborted through abort(); its generator ends quietly.
+_QueueItem = RequestOutput | BaseException | None
+
+
+class StatLogger(Protocol):
+    def record(self, scheduler_stats: SchedulerStats, iteration_stats: IterationStats) -> None: ...
+
+
+class AsyncLLM:
+    """Implements server.engine_client.EngineClient over an engine core in its own process."""
+
+    def __init__(self, config: EngineConfig, executor: str = "uniproc",
+                 stat_loggers: list[StatLogger] | None = None) -> None:
+        self.config = config
+        self.frontend = Frontend(config.model_config)
+        self.tokenizer: Any = self.frontend.tokenizer
+        self.max_model_len = config.model_config.max_model_len
+        self.model_name = str(config.model_config.model)
+        self.output_processor = self.frontend.output_processor
+        self.output_processor.iteration_stats = IterationStats()
+        self.stat_loggers = list(stat_loggers or [])
+        self.scheduler_stats = SchedulerStats()
+        self.core = EngineCoreClient(config, self.frontend.eos_token_id, executor)
+        self._queues: dict[str, asyncio.Queue[_QueueItem]] = {}
+        self._num_added_since_stats = 0
+        self._dead = False
+        self._death_callbacks: list[Callable[[], None]] = []
+        self._output_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def from_engine_args(cls, args: EngineArgs, start_timeout_s: float = 900.0,
+                               stat_loggers: list[StatLogger] | None = None) -> "AsyncLLM":
+        engine = cls(args.create_engine_config(), stat_loggers=stat_loggers)
+        await engine.start(start_timeout_s)
+        return engine
+
+    async def start(self, timeout_s: float) -> None:
+        """Start the engine-core process and wait until its model is loaded."""
+        self.core.start()
+        try:
+            await self.core.wait_ready(timeout_s)
+        except BaseException:
+            self.core.shutdown()
+            raise
+        self.scheduler_stats.num_blocks = self.core.num_blocks
+        loop = asyncio.get_running_loop()
+        self.core.watch_death(loop, lambda: self._on_dead("the engine-core process exited"))
+        self._output_task = loop.create_task(self._output_loop(), name="pagedllm-output-loop")
+
+    # ---- EngineClient ----------------------------------------------------------------------------
+
+    async def generate(self, prompt: PromptType, params: SamplingParams,
+                       request_id: str) -> AsyncIterator[RequestOutput]:
+        if self._dead:
+            raise EngineDeadError("The engine core is not running.")
+        requests = self.frontend.make_requests(request_id, prompt, params)  # ValueError on bad input
+        queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._queues[request_id] = queue
+        finished = False
+        try:
+            await self.core.add_requests(requests)
+            self._num_added_since_stats += 1
+            while not finished:
+                item = await queue.get()
+                if item is None:
+                    finished = True  # aborted by abort(), already released
+                    return
+                if isinstance(item, BaseException):
+                    finished = True  # nothing to abort: the core refused it or is gone
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self._queues.pop(request_id, None)
+            if not finished:  # the caller left early (disconnect, cancel): free its blocks now
+                self._abort_now(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._abort_now(request_id)
+        queue = self._queues.get(request_id)
+        if queue is not None:
+            queue.put_nowait(None)
+
+    async def check_health(self) -> None:
+        if self._dead or not self.core.is_alive:
+            raise EngineDeadError("The engine core is not running.")
+
+    @property
+    def is_dead(self) -> bool:
+        return self._dead
+
+    def num_waiting_requests(self) -> int:
+        return self.scheduler_stats.num_waiting + self._num_added_since_stats
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def on_death(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the engine core is found dead (the server exits then)."""
+        self._death_callbacks.append(callback)
+
+    def shutdown(self) -> None:
+        self._dead = True
+        if self._output_task is not None:
+            self._output_task.cancel()
+        self.core.shutdown()
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _abort_now(self, request_id: str) -> None:
+        children = self.output_processor.abort(request_id)
+        if children and not self._dead:
+            self.core.abort_requests(children)
+
+    async def _output_loop(self) -> None:
+        try:
+            while True:
+                self._handle(await self.core.get_outputs())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a failed core, or a bug here: either way no request can progress
+            logger.exception("Engine output loop failed")
+            self._on_dead(str(e))
+
+    def _handle(self, outs: EngineCoreOutputs) -> None:
+        if outs.errors:
+            self._fail_refused(outs.errors)
+        results, stopped = self.output_processor.process_outputs(outs.outputs)
+        for result in results:
+            queue = self._queues.get(result.request_id)
+            if queue is not None:
+                queue.put_nowait(result)
+        if stopped:  # stop strings are found here; the core must let those sequences go
+            self.core.abort_requests(stopped, RequestStatus.FINISHED_STOPPED)
+        if outs.stats is not None:
+            self.scheduler_stats = outs.stats
+            self._num_added_since_stats = 0
+        self._log_stats()
+
+    def _fail_refused(self, errors: dict[str, str]) -> None:
+        """The core refused some sequences at admission: fail their requests with the reason."""
+        for child_id, message in errors.items():
+            parent = self.output_processor.parent_of(child_id)
+            if parent is None:
+                continue
+            self._abort_now(parent)  # its other sequences, if the core took them
+            queue = self._queues.get(parent)
+            if queue is not None:
+                queue.put_nowait(ValueError(message))
+
+    def _log_stats(self) -> None:
+        stats = self.output_processor.iteration_stats
+        if not self.stat_loggers or stats is None:
+            return
+        self.output_processor.iteration_stats = IterationStats()
+        for stat_logger in self.stat_loggers:
+            stat_logger.record(self.scheduler_stats, stats)
+
+    def _on_dead(self, reason: str) -> None:
+        if self._dead:
+            return
+        self._dead = True
+        logger.error("Engine core is dead (%s); failing %d in-flight requests.", reason, len(self._queues))
+        for queue in self._queues.values():
+            queue.put_nowait(EngineDeadError(f"The engine core died ({reason})."))
+        for callback in self._death_callbacks:
+            callback()

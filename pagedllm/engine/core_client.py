@@ -1,0 +1,139 @@
+"""The server side of the engine-core process: start it, send it requests and aborts, read its outputs.
+
+    API server process                               engine-core process
+    AsyncLLM --ADD/ABORT--> [PUSH ipc:// PULL] --> EngineCoreProc (scheduler + model)
+             <--OUTPUTS---- [PULL ipc:// PUSH] <--
+
+The client binds both sockets and the child connects, so a restarted child finds them where they were.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from pagedllm.config import EngineConfig
+from pagedllm.core.request import Request, RequestStatus
+from pagedllm.engine.core_messages import (AbortMessage, EngineCoreRequest, FromCore, ReadyMessage, ToCore,
+                                           encoder, outputs_decoder, ready_decoder)
+from pagedllm.outputs import EngineCoreOutputs
+
+logger = logging.getLogger(__name__)
+
+
+class EngineCoreStartError(RuntimeError):
+    pass
+
+
+class EngineCoreClient:
+    """Owns the engine-core process and the two sockets to it. Use from one asyncio loop."""
+
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="pagedllm-")
+        self.input_address = f"ipc://{self._dir.name}/input"
+        self.output_address = f"ipc://{self._dir.name}/output"
+        self.ctx = zmq.asyncio.Context()
+        self.input_socket = self.ctx.socket(zmq.PUSH)
+        self.input_socket.bind(self.input_address)
+        self.output_socket = self.ctx.socket(zmq.PULL)
+        self.output_socket.bind(self.output_address)
+        self._args = (config, eos_token_id, self.input_address, self.output_address, executor,
+                      logging.getLogger("pagedllm").getEffectiveLevel())
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        self.num_blocks = 0
+
+    def start(self) -> None:
+        from pagedllm.engine.core_proc import run_engine_core
+
+        # spawn, not fork: the parent may hold threads (tokenizers, asyncio, torch) that fork would break.
+        self.proc = multiprocessing.get_context("spawn").Process(
+            target=run_engine_core, args=self._args, name="pagedllm-engine-core", daemon=True)
+        self.proc.start()
+
+    async def wait_ready(self, timeout_s: float) -> ReadyMessage:
+        """Wait for READY; raise EngineCoreStartError if the core fails, dies or takes too long."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await self.output_socket.poll(200):
+                kind, payload = await self.output_socket.recv_multipart()
+                if kind == FromCore.READY.value:
+                    ready = ready_decoder.decode(payload)
+                    self.num_blocks = ready.num_blocks
+                    return ready
+                if kind == FromCore.FAILED.value:
+                    raise EngineCoreStartError(f"The engine core failed to start:\n{encoder_text(payload)}")
+            elif not self.proc.is_alive():
+                raise EngineCoreStartError(f"The engine core exited with code {self.proc.exitcode} while "
+                                           "starting; see its log above.")
+        raise EngineCoreStartError(f"The engine core was not ready after {timeout_s:.0f} s.")
+
+    def watch_death(self, loop: asyncio.AbstractEventLoop, on_death: Callable[[], None]) -> None:
+        """Call on_death as soon as the process exits (its sentinel becomes readable)."""
+        assert self.proc is not None
+        sentinel = self.proc.sentinel
+
+        def fire() -> None:
+            loop.remove_reader(sentinel)
+            on_death()
+
+        loop.add_reader(sentinel, fire)
+
+    @property
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    async def add_requests(self, requests: list[Request]) -> None:
+        payload = encoder.encode([EngineCoreRequest.from_request(r) for r in requests])
+        await self.input_socket.send_multipart((ToCore.ADD.value, payload), copy=False)
+
+    def abort_requests(self, request_ids: list[str],
+                       status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> None:
+        """Not a coroutine, so it can run in a generator's `finally` while its task is cancelled:
+        a PUSH socket below its high-water mark queues the message at once."""
+        payload = encoder.encode(AbortMessage(list(request_ids), int(status)))
+        self.input_socket.send_multipart((ToCore.ABORT.value, payload), copy=False)
+
+    async def get_outputs(self) -> EngineCoreOutputs:
+        """The next message of outputs; raises RuntimeError if the core reports a failure."""
+        kind, payload = await self.output_socket.recv_multipart(copy=False)
+        if kind.bytes == FromCore.OUTPUTS.value:
+            return outputs_decoder.decode(payload.buffer)
+        if kind.bytes == FromCore.FAILED.value:
+            raise RuntimeError(f"The engine core failed:\n{encoder_text(payload.bytes)}")
+        raise RuntimeError(f"Unexpected message from the engine core: {kind.bytes!r}")
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Ask the core to stop, then make sure it has; close the sockets."""
+        if self.proc is not None and self.proc.is_alive():
+            try:
+                self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self.proc.join(timeout_s)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(timeout_s)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+        self.input_socket.close(linger=0)
+        self.output_socket.close(linger=0)
+        self.ctx.term()
+        self._dir.cleanup()
+
+
+def encoder_text(payload: bytes) -> str:
+    import msgspec
+
+    try:
+        return str(msgspec.msgpack.decode(payload))
+    except msgspec.DecodeError:
+        return repr(payload[:200])
+

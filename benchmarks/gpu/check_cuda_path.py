@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--shape", default="qwen3-0.6b", choices=sorted(SHAPES))
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--profile", default=None, help="write torch.profiler tables of a few steps here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import torch
@@ -49,9 +50,33 @@ def main() -> None:
         st = llm.llm_engine.step_times.summary()
         print(f"batch {batch}: {1e3 * elapsed / 128:.2f} ms per step, {batch * 128 / elapsed:.0f} out tok/s; "
               f"per step ms: " + ", ".join(f"{k} {v:.3f}" for k, v in st.items()))
+    if args.profile:
+        profile_steps(llm, args.profile)
     runner = worker.runner
     if runner.graphs is not None:
         print(f"graph replays {runner.graphs.num_replays}, pool {runner.graphs.pool_bytes / 2**20:.0f} MiB")
+
+
+def profile_steps(llm, path: str) -> None:
+    """torch.profiler over a batch-1 decode and a mixed batch (64 prompts of 512 tokens): where the
+    host and the GPU spend each step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from pagedllm import SamplingParams
+
+    cases = {"decode_b1": ([[100 + j for j in range(128)]], 16),
+             "mixed_64x512": ([[100 + (7 * i + j) % 5000 for j in range(512)] for i in range(64)], 4)}
+    with open(path, "w") as f:
+        for name, (prompts, out_len) in cases.items():
+            params = SamplingParams(temperature=1.0, max_tokens=out_len, ignore_eos=True)
+            llm.llm_engine.scheduler.kv_cache_manager.reset_prefix_cache()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+                torch.cuda.synchronize()
+            for key in ("self_cpu_time_total", "self_cuda_time_total"):
+                f.write(f"== {name} by {key}\n")
+                f.write(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput
 from pagedllm.platforms.base import get_platform
-from pagedllm.worker.cuda_graphs import GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes
+from pagedllm.worker.cuda_graphs import (GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes,
+                                         graph_pool_estimate)
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
 from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, in_use_bytes, plan_kv_cache,
@@ -82,9 +83,10 @@ class Worker:
                                    max_num_batched_tokens=sc.max_num_batched_tokens, **common)
         graph_bytes = 0
         sizes = self._graph_sizes()
-        if sizes:  # the graphs' pool holds one decode forward of the largest size (+ the sampler-free margin)
-            graph_bytes = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
+        if sizes:
+            decode_peak = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
                                               decode=True, **common)
+            graph_bytes = graph_pool_estimate(decode_peak)
         profile = MemoryProfile(self.platform.total_memory_bytes(), in_use_bytes(self.device), self.weights_bytes,
                                 peak, graph_bytes)
         budget = kv_cache_budget(profile, cfg.cache_config.gpu_memory_utilization)

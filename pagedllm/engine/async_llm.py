@@ -37,7 +37,7 @@ class AsyncLLM:
     """Implements server.engine_client.EngineClient over an engine core in its own process."""
 
     def __init__(self, config: EngineConfig, executor: str = "uniproc",
-                 stat_loggers: list[StatLogger] | None = None) -> None:
+                 stat_loggers: list[StatLogger] | None = None, engine_core_in_thread: bool = False) -> None:
         self.config = config
         self.frontend = Frontend(config.model_config)
         self.tokenizer: Any = self.frontend.tokenizer
@@ -47,7 +47,7 @@ class AsyncLLM:
         self.output_processor.iteration_stats = IterationStats()
         self.stat_loggers = list(stat_loggers or [])
         self.scheduler_stats = SchedulerStats()
-        self.core = EngineCoreClient(config, self.frontend.eos_token_id, executor)
+        self.core = EngineCoreClient(config, self.frontend.eos_token_id, executor, in_thread=engine_core_in_thread)
         self._queues: dict[str, asyncio.Queue[_QueueItem]] = {}
         self._num_added_since_stats = 0
         self._dead = False
@@ -56,8 +56,10 @@ class AsyncLLM:
 
     @classmethod
     async def from_engine_args(cls, args: EngineArgs, start_timeout_s: float = 900.0,
-                               stat_loggers: list[StatLogger] | None = None) -> "AsyncLLM":
-        engine = cls(args.create_engine_config(), stat_loggers=stat_loggers)
+                               stat_loggers: list[StatLogger] | None = None,
+                               engine_core_in_thread: bool = False) -> "AsyncLLM":
+        engine = cls(args.create_engine_config(), stat_loggers=stat_loggers,
+                     engine_core_in_thread=engine_core_in_thread)
         await engine.start(start_timeout_s)
         return engine
 

@@ -4,14 +4,18 @@
     AsyncLLM --ADD/ABORT--> [PUSH ipc:// PULL] --> EngineCoreProc (scheduler + model)
              <--OUTPUTS---- [PULL ipc:// PUSH] <--
 
-The client binds both sockets and the child connects, so a restarted child finds them where they were.
+The client binds both sockets and the child connects. With `in_thread=True` the same core loop runs
+in a thread of the server over inproc:// sockets instead: the comparison that shows what the
+separate process buys (tokenizer and HTTP work off the engine's GIL).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import multiprocessing
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,10 +38,13 @@ class EngineCoreStartError(RuntimeError):
 class EngineCoreClient:
     """Owns the engine-core process and the two sockets to it. Use from one asyncio loop."""
 
-    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc",
+                 in_thread: bool = False) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="pagedllm-")
-        self.input_address = f"ipc://{self._dir.name}/input"
-        self.output_address = f"ipc://{self._dir.name}/output"
+        scheme = "inproc://pagedllm-" + os.path.basename(self._dir.name) if in_thread else f"ipc://{self._dir.name}"
+        self.input_address = f"{scheme}/input"
+        self.output_address = f"{scheme}/output"
+        self.in_thread = in_thread
         self.ctx = zmq.asyncio.Context()
         self.input_socket = self.ctx.socket(zmq.PUSH)
         self.input_socket.bind(self.input_address)
@@ -46,11 +53,21 @@ class EngineCoreClient:
         self._args = (config, eos_token_id, self.input_address, self.output_address, executor,
                       logging.getLogger("pagedllm").getEffectiveLevel())
         self.proc: multiprocessing.process.BaseProcess | None = None
+        self.thread: threading.Thread | None = None
         self.num_blocks = 0
 
     def start(self) -> None:
-        from pagedllm.engine.core_proc import run_engine_core
+        from pagedllm.engine.core_proc import run_engine_core, serve_engine_core
 
+        if self.in_thread:
+            config, eos_token_id, input_address, output_address, executor, _ = self._args
+            # A sync context sharing the asyncio one's I/O threads: inproc:// needs one context.
+            args = (zmq.Context.shadow(self.ctx.underlying), config, eos_token_id, input_address, output_address,
+                    executor, False)
+            self.thread = threading.Thread(target=serve_engine_core, args=args, name="pagedllm-engine-core",
+                                           daemon=True)
+            self.thread.start()
+            return
         # spawn, not fork: the parent may hold threads (tokenizers, asyncio, torch) that fork would break.
         self.proc = multiprocessing.get_context("spawn").Process(
             target=run_engine_core, args=self._args, name="pagedllm-engine-core", daemon=True)
@@ -58,7 +75,6 @@ class EngineCoreClient:
 
     async def wait_ready(self, timeout_s: float) -> ReadyMessage:
         """Wait for READY; raise EngineCoreStartError if the core fails, dies or takes too long."""
-        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await self.output_socket.poll(200):
@@ -69,14 +85,17 @@ class EngineCoreClient:
                     return ready
                 if kind == FromCore.FAILED.value:
                     raise EngineCoreStartError(f"The engine core failed to start:\n{encoder_text(payload)}")
-            elif not self.proc.is_alive():
-                raise EngineCoreStartError(f"The engine core exited with code {self.proc.exitcode} while "
-                                           "starting; see its log above.")
+            elif not self.is_alive:
+                code = self.proc.exitcode if self.proc is not None else None
+                raise EngineCoreStartError(f"The engine core exited (code {code}) while starting; see its log "
+                                           "above.")
         raise EngineCoreStartError(f"The engine core was not ready after {timeout_s:.0f} s.")
 
     def watch_death(self, loop: asyncio.AbstractEventLoop, on_death: Callable[[], None]) -> None:
-        """Call on_death as soon as the process exits (its sentinel becomes readable)."""
-        assert self.proc is not None
+        """Call on_death as soon as the process exits (its sentinel becomes readable). A core in a
+        thread dies with the server, or reports its failure as a FAILED message."""
+        if self.proc is None:
+            return
         sentinel = self.proc.sentinel
 
         def fire() -> None:
@@ -87,6 +106,8 @@ class EngineCoreClient:
 
     @property
     def is_alive(self) -> bool:
+        if self.thread is not None:
+            return self.thread.is_alive()
         return self.proc is not None and self.proc.is_alive()
 
     async def add_requests(self, requests: list[Request]) -> None:
@@ -111,11 +132,11 @@ class EngineCoreClient:
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Ask the core to stop, then make sure it has; close the sockets."""
+        if self.thread is not None and self.thread.is_alive():
+            self._send_shutdown()
+            self.thread.join(timeout_s)
         if self.proc is not None and self.proc.is_alive():
-            try:
-                self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+            self._send_shutdown()
             self.proc.join(timeout_s)
             if self.proc.is_alive():
                 self.proc.terminate()
@@ -127,6 +148,12 @@ class EngineCoreClient:
         self.output_socket.close(linger=0)
         self.ctx.term()
         self._dir.cleanup()
+
+    def _send_shutdown(self) -> None:
+        try:
+            self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
 
 
 def encoder_text(payload: bytes) -> str:

@@ -31,11 +31,12 @@ class _Shutdown(Exception):
 
 
 class EngineCoreProc:
-    def __init__(self, core: EngineCore, input_socket: zmq.Socket, output_socket: zmq.Socket) -> None:
+    def __init__(self, core: EngineCore, input_socket: zmq.Socket, output_socket: zmq.Socket,
+                 watch_parent: bool = True) -> None:
         self.core = core
         self.input_socket = input_socket
         self.output_socket = output_socket
-        self.parent_pid = os.getppid()
+        self.parent_pid = os.getppid() if watch_parent else None
 
     def run(self) -> None:
         while True:
@@ -52,7 +53,7 @@ class EngineCoreProc:
 
     def _wait_for_input(self) -> None:
         while not self.input_socket.poll(_IDLE_POLL_MS):
-            if os.getppid() != self.parent_pid:  # the server is gone; nobody will read our outputs
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:  # the server is gone; nobody will read our outputs
                 raise _Shutdown()
 
     def _drain_input(self) -> bool:
@@ -100,6 +101,20 @@ def run_engine_core(config: EngineConfig, eos_token_id: int | None, input_addres
     signal.signal(signal.SIGTERM, _raise_shutdown)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s engine-core %(name)s: %(message)s")
     ctx = zmq.Context()
+    try:
+        ok = serve_engine_core(ctx, config, eos_token_id, input_address, output_address, executor,
+                               watch_parent=True)
+    finally:
+        ctx.term()
+    if not ok:
+        raise SystemExit(1)
+
+
+def serve_engine_core(ctx: zmq.Context, config: EngineConfig, eos_token_id: int | None, input_address: str,
+                      output_address: str, executor: str, watch_parent: bool) -> bool:
+    """Load the model, say READY, and serve until SHUTDOWN; False if it failed (FAILED was sent).
+
+    Runs as the body of the engine-core process, or in a thread of the server for comparison."""
     input_socket = ctx.socket(zmq.PULL)
     input_socket.connect(input_address)
     output_socket = ctx.socket(zmq.PUSH)
@@ -108,15 +123,15 @@ def run_engine_core(config: EngineConfig, eos_token_id: int | None, input_addres
         core = EngineCore(config, eos_token_id, executor)
         ready = ReadyMessage(num_blocks=core.num_blocks, pid=os.getpid())
         output_socket.send_multipart((FromCore.READY.value, encoder.encode(ready)))
-        EngineCoreProc(core, input_socket, output_socket).run()
+        EngineCoreProc(core, input_socket, output_socket, watch_parent).run()
+        return True
     except _Shutdown:
-        pass
+        return True
     except BaseException:
         message = traceback.format_exc()
         logger.error("Engine core failed:\n%s", message)
         output_socket.send_multipart((FromCore.FAILED.value, encoder.encode(message)))
-        raise SystemExit(1)
+        return False
     finally:
         output_socket.close(linger=1000)
         input_socket.close(linger=0)
-        ctx.term()

@@ -31,6 +31,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-death-grace", type=float, default=2.0,
                         help="seconds the server keeps answering (503) after the engine core dies, then "
                              "exits with status 1")
+    parser.add_argument("--engine-core-in-thread", action="store_true",
+                        help="run the engine core in a thread of the server instead of its own process "
+                             "(for comparison: HTTP and tokenizer work then share the engine's GIL)")
     add_engine_args(parser)
 
 
@@ -64,7 +67,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if not args.disable_log_stats:
         stat_loggers.append(LoggingStatLogger(args.log_stats_interval))
     engine_args = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args))
-    engine = await AsyncLLM.from_engine_args(engine_args, args.engine_start_timeout, stat_loggers)
+    engine = await AsyncLLM.from_engine_args(engine_args, args.engine_start_timeout, stat_loggers,
+                                             engine_core_in_thread=args.engine_core_in_thread)
     app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
                                            timeout_graceful_shutdown=5))

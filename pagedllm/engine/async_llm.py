@@ -71,10 +71,32 @@ class AsyncLLM:
         except BaseException:
             self.core.shutdown()
             raise
+        self._serve_outputs()
+
+    def _serve_outputs(self) -> None:
         self.scheduler_stats.num_blocks = self.core.num_blocks
         loop = asyncio.get_running_loop()
         self.core.watch_death(loop, lambda: self._on_dead("the engine-core process exited"))
         self._output_task = loop.create_task(self._output_loop(), name="pagedllm-output-loop")
+
+    async def restart(self, timeout_s: float) -> None:
+        """After the core died: start a fresh engine-core process and serve again.
+
+        Requests that were in flight have already failed with EngineDeadError; their state here is
+        dropped so the new core starts from nothing."""
+        assert self._dead, "restart() is for a dead engine core"
+        if self._output_task is not None:
+            self._output_task.cancel()  # wait_ready reads the output socket now
+        for request_id in list(self.output_processor.requests):
+            self.output_processor.abort(request_id)
+        self.core.reap()
+        self.scheduler_stats = SchedulerStats()
+        self._num_added_since_stats = 0
+        self.core.start()
+        await self.core.wait_ready(timeout_s)  # stale outputs of the dead core are skipped there
+        self._serve_outputs()
+        self._dead = False
+        logger.warning("Engine core restarted (pid %s).", self.core.proc.pid if self.core.proc else "thread")
 
     # ---- EngineClient ----------------------------------------------------------------------------
 

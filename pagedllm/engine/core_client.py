@@ -130,6 +130,15 @@ class EngineCoreClient:
             raise RuntimeError(f"The engine core failed:\n{encoder_text(payload.bytes)}")
         raise RuntimeError(f"Unexpected message from the engine core: {kind.bytes!r}")
 
+    def reap(self) -> None:
+        """Forget a dead process (or thread) so that start() can run a new one on the same sockets."""
+        if self.proc is not None:
+            assert not self.proc.is_alive(), "reap() is for a dead engine core"
+            self.proc.join()
+            self.proc.close()
+        self.proc = None
+        self.thread = None
+
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Ask the core to stop, then make sure it has; close the sockets."""
         if self.thread is not None and self.thread.is_alive():

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import Any
 
 from pagedllm.bench.common import add_engine_args, engine_kwargs
 
@@ -31,6 +32,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-death-grace", type=float, default=2.0,
                         help="seconds the server keeps answering (503) after the engine core dies, then "
                              "exits with status 1")
+    parser.add_argument("--restart-engine-on-death", action="store_true",
+                        help="when the engine core dies, fail its in-flight requests and start a new one "
+                             "instead of exiting")
     parser.add_argument("--engine-core-in-thread", action="store_true",
                         help="run the engine core in a thread of the server instead of its own process "
                              "(for comparison: HTTP and tokenizer work then share the engine's GIL)")
@@ -72,22 +76,43 @@ async def _serve(args: argparse.Namespace) -> int:
     app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
                                            timeout_graceful_shutdown=5))
-    exit_code = 0
-
-    def on_engine_death() -> None:
-        nonlocal exit_code
-        exit_code = 1
-        logger.error("Engine core died; the server exits in %.1f s.", args.engine_death_grace)
-        asyncio.get_running_loop().call_later(args.engine_death_grace, _stop, server)
-
-    engine.on_death(on_engine_death)
+    watchdog = _EngineWatchdog(engine, server, args)
+    engine.on_death(watchdog.on_engine_death)
     logger.warning("pagedllm serving %s on http://%s:%d (pid %d)", names[0], args.host, args.port, os.getpid())
     try:
         await server.serve()
     finally:
         engine.shutdown()
-    return exit_code
+    return watchdog.exit_code
 
 
-def _stop(server: object) -> None:
-    server.should_exit = True  # type: ignore[attr-defined]
+class _EngineWatchdog:
+    """What the server does when the engine core dies: restart it (if asked) or exit with status 1
+    after a grace period in which /health says 503 and clients get their errors."""
+
+    def __init__(self, engine: Any, server: Any, args: argparse.Namespace) -> None:
+        self.engine = engine
+        self.server = server
+        self.args = args
+        self.exit_code = 0
+        self._restart_task: asyncio.Task[None] | None = None
+
+    def on_engine_death(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.args.restart_engine_on_death and not self.args.engine_core_in_thread:
+            logger.error("Engine core died; starting a new one.")
+            self._restart_task = loop.create_task(self._restart())
+            return
+        logger.error("Engine core died; the server exits in %.1f s.", self.args.engine_death_grace)
+        loop.call_later(self.args.engine_death_grace, self._exit)
+
+    async def _restart(self) -> None:
+        try:
+            await self.engine.restart(self.args.engine_start_timeout)
+        except Exception:
+            logger.exception("The engine core could not be restarted; the server exits.")
+            self._exit()
+
+    def _exit(self) -> None:
+        self.exit_code = 1
+        self.server.should_exit = True

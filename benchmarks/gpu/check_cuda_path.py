@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--profile", default=None, help="write torch.profiler tables of a few steps here")
+    parser.add_argument("--timeline", action="store_true", help="host time per stage of a batch-1 decode step")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import torch
@@ -50,11 +51,54 @@ def main() -> None:
         st = llm.llm_engine.step_times.summary()
         print(f"batch {batch}: {1e3 * elapsed / 128:.2f} ms per step, {batch * 128 / elapsed:.0f} out tok/s; "
               f"per step ms: " + ", ".join(f"{k} {v:.3f}" for k, v in st.items()))
+    if args.timeline:
+        host_timeline(llm)
     if args.profile:
         profile_steps(llm, args.profile)
     runner = worker.runner
     if runner.graphs is not None:
         print(f"graph replays {runner.graphs.num_replays}, pool {runner.graphs.pool_bytes / 2**20:.0f} MiB")
+
+
+def host_timeline(llm, steps: int = 64) -> None:
+    """Host milliseconds per batch-1 decode step in each stage (no syncs added, so the stage that
+    waits for the GPU is the sampler's read of the tokens)."""
+    import collections
+
+    import pagedllm.worker.model_runner as runner_module
+    from pagedllm import SamplingParams
+
+    totals: dict[str, float] = collections.defaultdict(float)
+
+    def wrap(obj, attr: str, name: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                totals[name] += time.perf_counter() - t
+        setattr(obj, attr, timed)
+
+    engine = llm.llm_engine
+    runner = engine.executor.worker.runner
+    wrap(runner, "_update_states", "runner: update states")
+    wrap(runner_module, "build_model_input", "runner: build inputs + upload")
+    if runner.graphs is not None:
+        wrap(runner.graphs, "replay", "runner: graph launch")
+    wrap(runner.model, "compute_logits", "runner: logits launch")
+    wrap(runner_module, "make_sampling_metadata", "runner: sampling metadata")
+    wrap(runner.sampler, "sample", "runner: sampler launch")
+    wrap(runner.sampler, "forward", "runner: sampler incl. wait for GPU")
+    wrap(engine.scheduler, "schedule", "core: schedule")
+    wrap(engine.scheduler, "update_from_output", "core: update")
+    wrap(engine.output_processor, "process_outputs", "frontend: outputs")
+    wrap(engine, "step", "engine step (wall)")
+    params = SamplingParams(temperature=1.0, max_tokens=steps, ignore_eos=True)
+    llm.generate([{"prompt_token_ids": list(range(100, 228))}], params, use_tqdm=False)
+    for name, total in sorted(totals.items()):
+        print(f"  {name:40s} {1e3 * total / steps:8.3f} ms/step")
 
 
 def profile_steps(llm, path: str) -> None:

@@ -252,8 +252,9 @@ def bench_elementwise(bw: float, token_counts: tuple[int, ...] = (1, 256, 4096))
                            lambda: rope.forward_native(pos, qv, kv), 2 * tokens * (HEADS + KV_HEADS) * HEAD * 2),
         }
         for name, (fn, native, nbytes) in cases.items():
-            t = bench(fn)
-            t_native = bench(native)
+            # In graphs, as a decode step runs them: at T=1 launch gaps would otherwise dominate.
+            t = graph_bench([fn])
+            t_native = graph_bench([native])
             rows.append(dict(op=name, tokens=tokens, triton_us=t * 1e3, torch_us=t_native * 1e3, gbs=nbytes / t / 1e6))
             print(f"{name:18s} T={tokens:5d}: triton {t*1e3:7.1f} us ({nbytes / t / 1e6:6.0f} GB/s, "
                   f"{100 * nbytes / t / 1e6 / bw:3.0f}% of copy)  torch {t_native*1e3:7.1f} us", flush=True)
@@ -264,24 +265,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="folder for bench_triton.json")
     parser.add_argument("--quick", action="store_true", help="fewer shapes, no sweeps")
-    parser.add_argument("--skip-decode-table", action="store_true", help="only the sweeps, prefill, elementwise")
+    parser.add_argument("--only", choices=["decode", "sweeps", "prefill", "elementwise"], action="append",
+                        help="run only these parts (repeatable); default all")
     args = parser.parse_args()
     torch.manual_seed(0)
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     print(f"{props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, triton {triton.__version__}; "
           f"copy bandwidth {bw:.0f} GB/s (read + write)", flush=True)
+    parts = set(args.only or ["decode", "sweeps", "prefill", "elementwise"])
+    if args.quick:
+        parts.discard("sweeps")
     batches = [1, 64] if args.quick else [1, 64, 256]
     contexts = [128, 2048] if args.quick else [128, 512, 2048, 8192]
-    setup = DecodeSetup(max(batches) * max(contexts))
-    result = dict(device=props.name, copy_gbs=bw)
-    result["decode"] = [] if args.skip_decode_table else bench_decode(setup, batches, contexts, bw)
-    if not args.quick:
-        result["splits"] = sweep_splits(setup, [(1, 2048), (1, 8192), (8, 8192), (64, 2048), (64, 8192)])
-        result["launch"] = sweep_launch(setup, [(1, 8192), (64, 2048), (256, 8192)])
-    del setup
-    result["prefill"] = bench_prefill()
-    result["elementwise"] = bench_elementwise(bw)
+    result: dict = dict(device=props.name, copy_gbs=bw, decode=[])
+    if parts & {"decode", "sweeps"}:
+        setup = DecodeSetup(max(batches) * max(contexts))
+        if "decode" in parts:
+            result["decode"] = bench_decode(setup, batches, contexts, bw)
+        if "sweeps" in parts:
+            result["splits"] = sweep_splits(setup, [(1, 2048), (1, 8192), (8, 8192), (64, 2048), (64, 8192)])
+            result["launch"] = sweep_launch(setup, [(1, 8192), (64, 2048), (256, 8192)])
+        del setup
+    if "prefill" in parts:
+        result["prefill"] = bench_prefill()
+    if "elementwise" in parts:
+        result["elementwise"] = bench_elementwise(bw)
     if args.out:
         with open(os.path.join(args.out, "bench_triton.json"), "w") as f:
             json.dump(result, f, indent=1)

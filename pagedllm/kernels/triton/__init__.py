@@ -29,11 +29,6 @@ def triton_available() -> bool:
     return True
 
 
-def interpreting() -> bool:
-    """True when triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def triton_applies(x: torch.Tensor) -> bool:
     """Whether a layer should call a Triton kernel on `x`: a CUDA tensor with triton present.
     CPU tensors never do, even under the interpreter: the CPU paths stay as they are, and tests

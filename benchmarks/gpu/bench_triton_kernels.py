@@ -9,7 +9,30 @@ every context read once, q read and out written once. Baselines, both on the sam
 * sdpa_dense: torch SDPA on K/V already contiguous per request (no paging: a lower bound on
   what a paged kernel can hope for);
 * torch_paged: the torch backend's decode path (gather through the block table, then SDPA).
-triton.testing.do_bench times each call with events and clears L2 between calls; medians.
+Decode kernels are timed as a decode step runs them, back to back in a CUDA graph, over up to
+16 rotated input sets (each read cold: do_bench clears L2 before every replay); medians.
+
+Results (H100 80GB HBM3, torch 2.11, triton 3.6, 2026-11-27; copy bandwidth 3019 GB/s read+write),
+decode attention, Llama-3-8B heads, bf16, us per call (GB/s, % of copy):
+
+    batch  ctx   splits  triton             sdpa_dense  torch_paged
+      1    128     1       6.0 (  90,  3%)     7.3        12.9
+      1    512     4       9.3 ( 228,  8%)    12.2        22.3
+      1   2048    16      11.2 ( 753, 25%)    28.9        53.9
+      1   8192    32      21.4 (1569, 52%)    96.6       185.4
+     64    128     1      18.5 (1873, 62%)    20.8        52.6
+     64    512     1      62.4 (2169, 72%)    62.4       170.6
+     64   2048     1     195.7 (2749, 91%)   193.9       596.8
+     64   8192     1     723.6 (2969, 98%)   724.2      2260.2
+    256    128     1      63.4 (2182, 72%)    63.4       183.6
+    256    512     1     198.7 (2723, 90%)   194.2       620.3
+    256   2048     1     726.2 (2963, 98%)   707.1      2295.5
+    256   8192     1    2829.3 (3037,101%)  2783.1      8941.6
+
+Prefill (one request, 32/8 heads): 2048 new tokens from scratch 133 us = 259 TFLOP/s (SDPA's
+flash kernel on dense MHA K/V: 90 us); 512 new after 3584 cached 111 us = 290 TFLOP/s (SDPA with
+a mask: 129 us). Fused elementwise at 4096 tokens: RMSNorm+residual 51 us (87% of copy; torch
+239 us), SiLU-and-mul 127 us (92%; torch 337 us), rotary q,k 36 us (78%; torch 212 us).
 """
 from __future__ import annotations
 

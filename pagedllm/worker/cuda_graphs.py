@@ -91,7 +91,7 @@ class CudaGraphRunner:
         return hidden
 
     def _capture_one(self, size: int, pool: object) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        ids, positions = self.buffers.input_ids.device[:size], self.buffers.positions.device[:size]
+        ids, positions = self.buffers.input_ids[:size], self.buffers.positions[:size]
         ctx = ForwardContext(self._metadata(size), self.kv_caches, self.backend)
         with set_forward_context(ctx):
             # One eager run first: Triton compiles, cuBLAS picks its kernels and backends allocate
@@ -110,10 +110,10 @@ class CudaGraphRunner:
         b = self.buffers
         return AttentionMetadata(
             num_actual_tokens=size, num_reqs=size,
-            query_start_loc=b.query_start_loc.device[: size + 1],
-            seq_lens=b.seq_lens.device[:size],
+            query_start_loc=b.query_start_loc[: size + 1],
+            seq_lens=b.seq_lens[:size],
             block_table=b.block_table_view(size, b.max_blocks_per_req),
-            slot_mapping=b.slot_mapping.device[:size],
+            slot_mapping=b.slot_mapping[:size],
             max_query_len=1, max_seq_len=self.max_model_len, block_size=self.block_size,
             query_start_loc_cpu=list(range(size + 1)), seq_lens_cpu=[1] * size,
         )
@@ -121,9 +121,9 @@ class CudaGraphRunner:
     def _fill_padding(self) -> None:
         """Buffers as a batch of padding rows, so the capture runs (and writes nothing) safely."""
         b = self.buffers
-        b.input_ids.device.zero_()
-        b.positions.device.zero_()
-        b.slot_mapping.device.fill_(-1)
-        b.seq_lens.device.fill_(1)
-        b.block_table.device.zero_()
-        torch.arange(b.query_start_loc.device.numel(), out=b.query_start_loc.device)
+        b.input_ids.zero_()
+        b.positions.zero_()
+        b.slot_mapping.fill_(-1)
+        b.seq_lens.fill_(1)
+        b.block_table.zero_()
+        b.query_start_loc.copy_(torch.arange(b.query_start_loc.numel(), dtype=torch.int32, device=b.i32.device))

@@ -1,13 +1,16 @@
-"""Persistent device tensors for a step's inputs, each with a pinned host mirror (CUDA only).
+"""Persistent device buffers for a step's inputs, filled from pinned host mirrors (CUDA only).
 
-A step's arrays are written into the pinned mirrors and sent with one asynchronous copy per
-field, so preparing inputs never waits for the GPU (a copy from pageable memory makes torch
-synchronize the stream), and the device tensors keep fixed addresses for the CUDA graphs that
-read them. Steps use a prefix of each buffer:
+A step's arrays are written into pinned host memory and sent with two asynchronous copies, so
+preparing inputs never waits for the GPU (a copy from pageable memory makes torch synchronize
+the stream) and costs two launches instead of seven; the device tensors keep fixed addresses
+for the CUDA graphs that read them. Fields live at fixed offsets of two flat buffers:
 
-    input_ids    | step tokens ... | (graph padding) | unused up to max_num_tokens |
-    block_table  flat: an eager step views [num_reqs, its max blocks] compactly; a graph step
-                 views [padded batch, max_blocks_per_req] (the width it was captured with)
+    int64  | input_ids [T] | positions [T] | slot_mapping [T] | logits_indices [T] |
+    int32  | query_start_loc [R + 1] | seq_lens [R] | block_table [R * W] ............ |
+
+Each copy sends the prefix that holds this step's values (the int64 one up to the last field's
+used rows, the int32 one up to the block table rows used). An eager step views its block table
+as [num_reqs, its max blocks]; a graph step as [padded batch, W] (the width it was captured with).
 """
 from __future__ import annotations
 
@@ -18,53 +21,77 @@ import torch
 
 
 @dataclass
-class _Mirror:
-    host: torch.Tensor  # pinned
-    host_np: np.ndarray  # numpy view of `host`
-    device: torch.Tensor
+class StepTensors:
+    """Device views of one step's inputs."""
 
-    @staticmethod
-    def new(size: int, dtype: torch.dtype, device: torch.device) -> "_Mirror":
-        host = torch.zeros(size, dtype=dtype, pin_memory=True)
-        return _Mirror(host, host.numpy(), torch.zeros(size, dtype=dtype, device=device))
-
-    def upload(self, values: np.ndarray) -> torch.Tensor:
-        """Send `values` (flat) into the first len(values) elements; returns that device view."""
-        n = values.size
-        self.host_np[:n] = values.reshape(-1)
-        out = self.device[:n]
-        out.copy_(self.host[:n], non_blocking=True)
-        return out
+    input_ids: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64
+    slot_mapping: torch.Tensor  # [T] int64
+    logits_indices: torch.Tensor  # [S] int64
+    query_start_loc: torch.Tensor  # [R + 1] int32
+    seq_lens: torch.Tensor  # [R] int32
+    block_table: torch.Tensor  # [R, W'] int32
 
 
 class InputBuffers:
     def __init__(self, max_num_tokens: int, max_num_reqs: int, max_blocks_per_req: int,
                  device: torch.device) -> None:
-        self.max_num_tokens = max_num_tokens
-        self.max_num_reqs = max_num_reqs
+        self.max_num_tokens = t = max_num_tokens
+        self.max_num_reqs = r = max_num_reqs
         self.max_blocks_per_req = max_blocks_per_req
-        self.input_ids = _Mirror.new(max_num_tokens, torch.int64, device)  # [T]
-        self.positions = _Mirror.new(max_num_tokens, torch.int64, device)  # [T]
-        self.slot_mapping = _Mirror.new(max_num_tokens, torch.int64, device)  # [T]
-        self.logits_indices = _Mirror.new(max_num_tokens, torch.int64, device)  # [<= T]
-        self.query_start_loc = _Mirror.new(max_num_reqs + 1, torch.int32, device)  # [R + 1]
-        self.seq_lens = _Mirror.new(max_num_reqs, torch.int32, device)  # [R]
-        self.block_table = _Mirror.new(max_num_reqs * max_blocks_per_req, torch.int32, device)  # [R * B] flat
-        # The mirrors may be rewritten only once the previous step's copies have left them.
+        self.i64_host = torch.zeros(4 * t, dtype=torch.int64, pin_memory=True)
+        self.i32_host = torch.zeros(2 * r + 1 + r * max_blocks_per_req, dtype=torch.int32, pin_memory=True)
+        self.i64 = torch.zeros_like(self.i64_host, device=device)
+        self.i32 = torch.zeros_like(self.i32_host, device=device)
+        h64, h32 = self.i64_host.numpy(), self.i32_host.numpy()
+        # host (numpy) and device views of each field, full length
+        self.ids_np, self.pos_np, self.slots_np, self.logits_np = (h64[k * t:(k + 1) * t] for k in range(4))
+        self.qsl_np, self.seq_lens_np, self.table_np = h32[: r + 1], h32[r + 1: 2 * r + 1], h32[2 * r + 1:]
+        self.input_ids, self.positions, self.slot_mapping, self.logits_indices = (
+            self.i64[k * t:(k + 1) * t] for k in range(4))
+        self.query_start_loc, self.seq_lens, self.block_table = (
+            self.i32[: r + 1], self.i32[r + 1: 2 * r + 1], self.i32[2 * r + 1:])
+        # The mirrors may be rewritten only once the previous step's copies have read them.
         self._uploaded = torch.cuda.Event()
         self._pending = False
 
-    def begin(self) -> None:
-        """Wait (if needed) until the last step's copies have read the pinned mirrors."""
-        if self._pending:
-            self._uploaded.synchronize()
-            self._pending = False
-
-    def end(self) -> None:
-        """Mark the copies of this step as queued."""
-        self._uploaded.record()
-        self._pending = True
-
     def block_table_view(self, num_reqs: int, width: int) -> torch.Tensor:
         """[num_reqs, width] contiguous view of the device block table."""
-        return self.block_table.device[: num_reqs * width].view(num_reqs, width)
+        return self.block_table[: num_reqs * width].view(num_reqs, width)
+
+    def upload(self, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
+               logits_indices: np.ndarray, query_start_loc: np.ndarray, seq_lens: np.ndarray,
+               block_table: np.ndarray, pad_to: int | None) -> StepTensors:
+        """Write the step's arrays (block_table [R, W'] already gathered) and send them.
+        pad_to: a decode-only step padded to that many one-token requests for a CUDA graph:
+        token 0, slot -1 (no K/V write), seq_len 1, block table rows 0."""
+        if self._pending:
+            self._uploaded.synchronize()
+        n, num_reqs, num_logits = len(input_ids), len(seq_lens), len(logits_indices)
+        rows = n if pad_to is None else pad_to
+        self.ids_np[:n], self.pos_np[:n], self.slots_np[:n] = input_ids, positions, slot_mapping
+        self.logits_np[:num_logits] = logits_indices
+        self.qsl_np[: num_reqs + 1], self.seq_lens_np[:num_reqs] = query_start_loc, seq_lens
+        width = block_table.shape[1]
+        table = self.table_np[: (num_reqs if pad_to is None else pad_to) * width].reshape(-1, width)
+        table[:num_reqs] = block_table
+        if pad_to is not None:
+            self._pad(n, pad_to, table)
+        self.i64[: 3 * self.max_num_tokens + num_logits].copy_(
+            self.i64_host[: 3 * self.max_num_tokens + num_logits], non_blocking=True)
+        used32 = 2 * self.max_num_reqs + 1 + table.size
+        self.i32[:used32].copy_(self.i32_host[:used32], non_blocking=True)
+        self._uploaded.record()
+        self._pending = True
+        reqs = num_reqs if pad_to is None else pad_to
+        return StepTensors(self.input_ids[:rows], self.positions[:rows], self.slot_mapping[:rows],
+                           self.logits_indices[:num_logits], self.query_start_loc[: reqs + 1],
+                           self.seq_lens[:reqs], self.block_table_view(reqs, width))
+
+    def _pad(self, n: int, size: int, table: np.ndarray) -> None:
+        self.ids_np[n:size] = 0
+        self.pos_np[n:size] = 0
+        self.slots_np[n:size] = -1
+        self.seq_lens_np[n:size] = 1
+        self.qsl_np[n + 1: size + 1] = np.arange(n + 1, size + 1, dtype=np.int32)
+        table[n:] = 0

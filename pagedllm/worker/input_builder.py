@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pagedllm.attention.base import AttentionMetadata
-from pagedllm.worker.input_buffers import InputBuffers
+from pagedllm.worker.input_buffers import InputBuffers, StepTensors
 from pagedllm.worker.request_states import RequestStates, RowState
 
 
@@ -52,8 +52,7 @@ def build_model_input(
 ) -> ModelInput:
     """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
     device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
-    the real requests with padding the graph can run on: slot -1 (no K/V write), seq_len 1,
-    block table rows full width."""
+    the real requests with padding the graph can run on (see InputBuffers.upload)."""
     row_states = [states.reqs[r] for r in req_ids]
     rows = np.fromiter((s.row for s in row_states), dtype=np.int64, count=len(row_states))  # [num_reqs]
     num_sched = np.asarray(num_scheduled, dtype=np.int64)  # [num_reqs]
@@ -74,16 +73,18 @@ def build_model_input(
     sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens]
     logits_indices = cu[sample_idx] - 1
     if pad_to is not None:
-        input_ids, positions, slot_mapping, seq_lens, query_start_loc = _pad_decode(
-            pad_to, input_ids, positions, slot_mapping, seq_lens, query_start_loc)
-        block_table = states.block_table[np.pad(rows, (0, pad_to - len(rows)))]  # [pad_to, max_blocks_per_req]
-        block_table[len(rows):] = 0
+        assert buffers is not None, "padding is for CUDA graphs, which read the persistent buffers"
+        block_table = states.block_table[rows]  # [num_reqs, max_blocks_per_req]: the graphs' width
     else:
         max_blocks = int((seq_lens.max() + block_size - 1) // block_size)
         block_table = np.ascontiguousarray(states.block_table[rows, :max_blocks])
-    host = _HostStep(input_ids, positions, slot_mapping, query_start_loc, seq_lens.astype(np.int32),
-                     block_table, logits_indices)
-    dev = host.to_device(device) if buffers is None else host.upload(buffers)
+    if buffers is None:
+        arrays = (input_ids, positions, slot_mapping, logits_indices, query_start_loc, seq_lens.astype(np.int32),
+                  block_table)
+        dev = StepTensors(*(torch.from_numpy(a).to(device) for a in arrays))  # zero-copy on the CPU
+    else:
+        dev = buffers.upload(input_ids, positions, slot_mapping, logits_indices, query_start_loc, seq_lens,
+                             block_table, pad_to)
     metadata = AttentionMetadata(
         num_actual_tokens=total,
         num_reqs=len(rows),
@@ -106,49 +107,6 @@ def build_model_input(
         logits_indices=dev.logits_indices,
         prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
         padded_num_tokens=pad_to,
-    )
-
-
-@dataclass
-class _HostStep:
-    """The step's arrays on the host, before they become device tensors."""
-
-    input_ids: np.ndarray  # [T] int64
-    positions: np.ndarray  # [T] int64
-    slot_mapping: np.ndarray  # [T] int64
-    query_start_loc: np.ndarray  # [R + 1] int32
-    seq_lens: np.ndarray  # [R] int32
-    block_table: np.ndarray  # [R, W] int32
-    logits_indices: np.ndarray  # [S] int64
-
-    def to_device(self, device: torch.device) -> "_HostStep":
-        """Fresh tensors (zero-copy on the CPU); fields hold tensors afterwards."""
-        return _HostStep(*(torch.from_numpy(a).to(device) for a in self.__dict__.values()))
-
-    def upload(self, buffers: InputBuffers) -> "_HostStep":
-        buffers.begin()
-        b = buffers
-        out = _HostStep(
-            b.input_ids.upload(self.input_ids), b.positions.upload(self.positions),
-            b.slot_mapping.upload(self.slot_mapping), b.query_start_loc.upload(self.query_start_loc),
-            b.seq_lens.upload(self.seq_lens), b.block_table.upload(self.block_table).view(self.block_table.shape),
-            b.logits_indices.upload(self.logits_indices),
-        )
-        buffers.end()
-        return out
-
-
-def _pad_decode(size: int, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
-                seq_lens: np.ndarray, query_start_loc: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Decode-only arrays (one token per request) padded to `size` requests of one token each."""
-    n = len(input_ids)
-    pad = size - n
-    return (
-        np.pad(input_ids, (0, pad)),
-        np.pad(positions, (0, pad)),
-        np.pad(slot_mapping, (0, pad), constant_values=-1),  # padded rows write no K/V
-        np.pad(seq_lens, (0, pad), constant_values=1),  # and attend to one (stale, harmless) slot
-        np.concatenate([query_start_loc, np.arange(n + 1, size + 1, dtype=np.int32)]),
     )
 
 

@@ -1,7 +1,6 @@
-"""The runner's flattened step input: token layout, slots, and the padding of CUDA-graph steps."""
+"""The runner's flattened step input: token layout and slots (CUDA-graph padding: tests/gpu)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from pagedllm.core.scheduler_output import NewRequestData
@@ -32,21 +31,3 @@ def test_mixed_step_layout():
     assert inp.attn_metadata.block_table.tolist() == [[7, 3], [5, 6]]
     assert inp.logits_indices.tolist() == [5, 6]
     assert inp.padded_num_tokens is None
-
-
-def test_decode_step_padded_for_a_graph():
-    states = _states(("a", [1, 2, 3, 4, 5], [2, 9], 4), ("b", [6, 7], [4], 1))
-    inp = build_model_input(states, ["b", "a"], [1, 1], BLOCK, CPU, pad_to=4)
-    md = inp.attn_metadata
-    assert inp.padded_num_tokens == 4
-    assert md.num_actual_tokens == 2 and md.num_reqs == 2  # the real batch; the graph covers padding
-    assert inp.input_ids.tolist() == [7, 5, 0, 0]
-    assert inp.positions.tolist() == [1, 4, 0, 0]
-    assert md.slot_mapping.tolist() == [17, 36, -1, -1]  # padded rows write no K/V
-    assert md.seq_lens.tolist() == [2, 5, 1, 1]
-    assert md.query_start_loc.tolist() == [0, 1, 2, 3, 4]
-    table = md.block_table.numpy()
-    assert table.shape == (4, 8)  # full width: the width the graph was captured with
-    assert table[0, :1].tolist() == [4] and table[1, :2].tolist() == [2, 9]
-    assert not np.any(table[2:])
-    assert inp.logits_indices.tolist() == [0, 1]

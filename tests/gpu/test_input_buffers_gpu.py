@@ -1,0 +1,42 @@
+"""Step inputs through the persistent pinned/device buffers, eager and padded for a CUDA graph."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pagedllm.worker.input_buffers import InputBuffers
+from pagedllm.worker.input_builder import build_model_input
+from tests.worker.test_input_builder import BLOCK, _states
+
+CUDA = torch.device("cuda")
+
+
+def test_eager_step_through_buffers_equals_fresh_tensors():
+    states = _states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
+    fresh = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA)
+    buffers = InputBuffers(64, 8, 8, CUDA)
+    for _ in range(2):  # the second step rewrites the mirrors after the first step's copies
+        via = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA, buffers)
+        for name in ("input_ids", "positions", "logits_indices"):
+            assert torch.equal(getattr(via, name), getattr(fresh, name)), name
+        for name in ("query_start_loc", "seq_lens", "block_table", "slot_mapping"):
+            assert torch.equal(getattr(via.attn_metadata, name), getattr(fresh.attn_metadata, name)), name
+
+
+def test_decode_step_padded_for_a_graph():
+    states = _states(("a", [1, 2, 3, 4, 5], [2, 9], 4), ("b", [6, 7], [4], 1))
+    buffers = InputBuffers(64, 8, 8, CUDA)
+    inp = build_model_input(states, ["b", "a"], [1, 1], BLOCK, CUDA, buffers, pad_to=4)
+    md = inp.attn_metadata
+    assert inp.padded_num_tokens == 4
+    assert md.num_actual_tokens == 2 and md.num_reqs == 2  # the real batch; the graph covers padding
+    assert inp.input_ids.tolist() == [7, 5, 0, 0]
+    assert inp.positions.tolist() == [1, 4, 0, 0]
+    assert md.slot_mapping.tolist() == [17, 36, -1, -1]  # padded rows write no K/V
+    assert md.seq_lens.tolist() == [2, 5, 1, 1]
+    assert md.query_start_loc.tolist() == [0, 1, 2, 3, 4]
+    table = md.block_table.cpu().numpy()
+    assert table.shape == (4, 8)  # full width: the width the graph was captured with
+    assert table[0, :1].tolist() == [4] and table[1, :2].tolist() == [2, 9]
+    assert not np.any(table[2:])
+    assert inp.logits_indices.tolist() == [0, 1]

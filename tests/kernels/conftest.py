@@ -1,7 +1,8 @@
 """Kernel tests: run the Triton kernels under Triton's CPU interpreter when no GPU is visible.
 
-TRITON_INTERPRET must be set before any @triton.jit function is defined (triton reads it at
-decoration time), so it is set here, before the test modules import the kernels. It is set only
+TRITON_INTERPRET must be set before triton is imported (jit functions, triton's own tl.* helpers
+among them, pick compiled or interpreted mode when defined), so it is set here, before the test
+modules import the kernels. It is set only
 without a GPU: on a CUDA machine the same tests compile and run the real kernels. Nothing on the
 CPU paths reads it (the layers call Triton only for CUDA tensors), so other tests are unaffected.
 """

@@ -51,6 +51,7 @@ class InputBuffers:
             self.i64[k * t:(k + 1) * t] for k in range(4))
         self.query_start_loc, self.seq_lens, self.block_table = (
             self.i32[: r + 1], self.i32[r + 1: 2 * r + 1], self.i32[2 * r + 1:])
+        self._views: dict[tuple[int, int, int, int], tuple] = {}  # graph-step shapes -> cached views
         # The mirrors may be rewritten only once the previous step's copies have read them.
         self._uploaded = torch.cuda.Event()
         self._pending = False
@@ -77,16 +78,29 @@ class InputBuffers:
         table[:num_reqs] = block_table
         if pad_to is not None:
             self._pad(n, pad_to, table)
-        self.i64[: 3 * self.max_num_tokens + num_logits].copy_(
-            self.i64_host[: 3 * self.max_num_tokens + num_logits], non_blocking=True)
-        used32 = 2 * self.max_num_reqs + 1 + table.size
-        self.i32[:used32].copy_(self.i32_host[:used32], non_blocking=True)
+        reqs = num_reqs if pad_to is None else pad_to
+        key = (rows, reqs, width, num_logits)
+        views = self._views.get(key)
+        if views is None:
+            views = self._make_views(*key)
+            if pad_to is not None:  # graph steps repeat a few shapes; each torch view costs host time
+                self._views[key] = views
+        tensors, (dev64, host64), (dev32, host32) = views
+        dev64.copy_(host64, non_blocking=True)
+        dev32.copy_(host32, non_blocking=True)
         self._uploaded.record()
         self._pending = True
-        reqs = num_reqs if pad_to is None else pad_to
-        return StepTensors(self.input_ids[:rows], self.positions[:rows], self.slot_mapping[:rows],
-                           self.logits_indices[:num_logits], self.query_start_loc[: reqs + 1],
-                           self.seq_lens[:reqs], self.block_table_view(reqs, width))
+        return tensors
+
+    def _make_views(self, rows: int, reqs: int, width: int, num_logits: int) -> tuple:
+        """The step's device tensors and the (device, host) prefixes its two copies send."""
+        tensors = StepTensors(self.input_ids[:rows], self.positions[:rows], self.slot_mapping[:rows],
+                              self.logits_indices[:num_logits], self.query_start_loc[: reqs + 1],
+                              self.seq_lens[:reqs], self.block_table_view(reqs, width))
+        used64 = 3 * self.max_num_tokens + num_logits
+        used32 = 2 * self.max_num_reqs + 1 + reqs * width
+        return (tensors, (self.i64[:used64], self.i64_host[:used64]),
+                (self.i32[:used32], self.i32_host[:used32]))
 
     def _pad(self, n: int, size: int, table: np.ndarray) -> None:
         self.ids_np[n:size] = 0

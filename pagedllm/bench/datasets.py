@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 PROMPT_FORMATS = ("token-ids", "text")
+Seed = int | tuple[int, ...]  # what np.random.default_rng takes: a tuple seeds an independent stream
 _MAX_TEXT_FIX_ROUNDS = 10
 
 
@@ -68,7 +69,7 @@ def sample_random_requests(
     input_len: int,
     output_len: int,
     *,
-    seed: int,
+    seed: Seed,
     vocab_size: int,
     special_ids: list[int] | None = None,
     range_ratio: float = 0.0,

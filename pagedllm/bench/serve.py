@@ -26,8 +26,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from pagedllm.bench.datasets import PROMPT_FORMATS, SampleRequest, sample_random_requests
-from pagedllm.bench.serve_metrics import RequestResult, calculate_metrics, format_table, sweep_table
+from pagedllm.bench.datasets import PROMPT_FORMATS, SampleRequest, Seed, sample_random_requests
+from pagedllm.bench.serve_metrics import (RequestResult, calculate_metrics, format_table, parse_server_counters,
+                                          server_counter_metrics, sweep_table)
+
+# Random prompts share no block with each other, so any prefix-cache hit means the server had
+# seen these prompts before (an earlier run with the same --seed): TTFT is then flattered.
+MAX_CLEAN_HIT_RATE = 0.01
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-tqdm", action="store_true")
 
 
-def arrival_times(num_requests: int, rate: float, burstiness: float, seed: int) -> list[float]:
+def arrival_times(num_requests: int, rate: float, burstiness: float, seed: Seed) -> list[float]:
     """Send times in seconds from the start: first at 0, then gaps ~ Gamma(k=burstiness,
     theta=1/(rate*burstiness)), whose mean is 1/rate whatever the burstiness (k=1: Poisson)."""
     if rate == float("inf"):
@@ -227,8 +232,17 @@ async def fetch_model(session: aiohttp.ClientSession, cfg: ServeBenchConfig) -> 
         raise ValueError(f"cannot reach the server at {cfg.base_url}: {e}") from e
 
 
+async def scrape_server_counters(session: aiohttp.ClientSession, cfg: ServeBenchConfig) -> dict[str, float] | None:
+    """The server's prefix-cache and preemption counters from GET /metrics; None if it has none."""
+    try:
+        async with session.get(cfg.base_url + "/metrics", headers=_headers(cfg)) as resp:
+            return parse_server_counters(await resp.text()) if resp.status == 200 else None
+    except aiohttp.ClientError:
+        return None
+
+
 async def run_rate(session: aiohttp.ClientSession, cfg: ServeBenchConfig, model: str,
-                   requests: list[SampleRequest], rate: float, seed: int) -> tuple[list[RequestResult], float]:
+                   requests: list[SampleRequest], rate: float, seed: Seed) -> tuple[list[RequestResult], float]:
     """Send `requests` at `rate`; returns their results and the wall time until the last ended."""
     times = arrival_times(len(requests), rate, cfg.burstiness, seed)
     limit = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
@@ -281,11 +295,13 @@ def load_prompt_vocab(cfg: ServeBenchConfig, model: str) -> tuple[Any, int, list
     return tokenizer, len(tokenizer), list(tokenizer.all_special_ids)
 
 
-def run_result(cfg: ServeBenchConfig, rate: float, results: list[RequestResult], duration: float) -> dict[str, Any]:
-    """One rate's JSON entry: its metrics, the errors of failed requests counted by message, and
-    with --save-detailed every request's timings."""
+def run_result(cfg: ServeBenchConfig, rate: float, results: list[RequestResult], duration: float,
+               server_metrics: dict[str, Any]) -> dict[str, Any]:
+    """One rate's JSON entry: its metrics, what the server counted meanwhile, the errors of failed
+    requests counted by message, and with --save-detailed every request's timings."""
     out: dict[str, Any] = {"request_rate": "inf" if rate == float("inf") else rate}
     out.update(calculate_metrics(results, duration, list(cfg.percentiles)))
+    out.update(server_metrics)
     out["errors"] = dict(Counter(r.error for r in results if not r.success))
     if cfg.save_detailed:
         out["requests"] = [asdict(r) for r in results]
@@ -299,23 +315,26 @@ async def run_benchmark(cfg: ServeBenchConfig) -> dict[str, Any]:
         model = cfg.model or await fetch_model(session, cfg)
         tokenizer, vocab_size, special_ids = load_prompt_vocab(cfg, model)
 
-        def sample(num: int, seed: int) -> list[SampleRequest]:
+        def sample(num: int, seed: Seed) -> list[SampleRequest]:
             return sample_random_requests(num, cfg.input_len, cfg.output_len, seed=seed, vocab_size=vocab_size,
                                           special_ids=special_ids, range_ratio=cfg.range_ratio,
                                           prompt_format=cfg.prompt_format, tokenizer=tokenizer)
 
-        # Each rate (and the warmup) gets its own prompts: seed + i. Re-sending the same prompts
-        # would hit the server's prefix cache and flatter every run after the first.
+        # The warmup and each rate get their own prompts, seeded (seed, 0) and (seed, i + 1): re-sent
+        # prompts would hit the server's prefix cache and flatter every run after the first. Seed
+        # pairs, not seed + i, so that --seed 1 after --seed 0 sends no prompt again either.
         if cfg.num_warmups > 0:
-            warm, _ = await run_rate(session, cfg, model, sample(cfg.num_warmups, cfg.seed + len(cfg.request_rates)),
-                                     float("inf"), cfg.seed)
+            warm, _ = await run_rate(session, cfg, model, sample(cfg.num_warmups, (cfg.seed, 0)), float("inf"),
+                                     (cfg.seed, 0))
             if not all(r.success for r in warm):
                 raise ValueError(f"warmup request failed: {next(r.error for r in warm if not r.success)}")
         runs = []
         for i, rate in enumerate(cfg.request_rates):
-            results, duration = await run_rate(session, cfg, model, sample(cfg.num_prompts, cfg.seed + i),
-                                               rate, cfg.seed + i)
-            runs.append(run_result(cfg, rate, results, duration))
+            before = await scrape_server_counters(session, cfg)
+            results, duration = await run_rate(session, cfg, model, sample(cfg.num_prompts, (cfg.seed, i + 1)),
+                                               rate, (cfg.seed, i + 1))
+            server = server_counter_metrics(before, await scrape_server_counters(session, cfg))
+            runs.append(run_result(cfg, rate, results, duration, server))
             _print_run(cfg, runs[-1])
     return _result_doc(cfg, model, runs)
 
@@ -326,6 +345,10 @@ def _print_run(cfg: ServeBenchConfig, run: dict[str, Any]) -> None:
     print(format_table(run, list(cfg.percentiles)))
     for error, count in run["errors"].items():
         print(f"failed x{count}: {error}")
+    hit_rate = run.get("server_prefix_cache_hit_rate")
+    if hit_rate is not None and hit_rate > MAX_CLEAN_HIT_RATE:
+        print(f"WARNING: the server's prefix cache served {100 * hit_rate:.0f}% of prompt tokens: these prompts "
+              "were sent before (same --seed?). Use a new --seed or restart the server for clean TTFTs.")
 
 
 def _result_doc(cfg: ServeBenchConfig, model: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

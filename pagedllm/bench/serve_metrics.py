@@ -109,6 +109,10 @@ def format_table(metrics: dict[str, Any], percentiles: list[float]) -> str:
         ("Total token throughput (tok/s):", f"{metrics['total_token_throughput']:.2f}"),
         ("Peak concurrent requests:", metrics["peak_concurrency"]),
     ]
+    if metrics.get("server_prefix_cache_hit_rate") is not None:
+        rows.append(("Prefix cache hit rate (server, %):", f"{100 * metrics['server_prefix_cache_hit_rate']:.1f}"))
+    if metrics.get("server_preemptions") is not None:
+        rows.append(("Preemptions (server):", metrics["server_preemptions"]))
     lines = ["{s:{c}^50}".format(s=" Serving Benchmark Result ", c="=")]
     lines += [f"{label:<40} {value:<10}" for label, value in rows]
     for name, title in LATENCY_METRICS.items():
@@ -136,3 +140,43 @@ def sweep_table(runs: list[dict[str, Any]], percentiles: tuple[float, ...]) -> s
         cells += [f"{r[c]:.1f}" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# Counters of the server's Prometheus /metrics that tell whether a run measured what it meant to:
+# prefix-cache hits mean prompts were already cached (an earlier run with the same --seed), and
+# preemptions mean the KV cache was too small for the load. Matched by suffix: "pagedllm:..." and
+# "vllm:..." alike.
+SERVER_COUNTERS = ("prefix_cache_queries_total", "prefix_cache_hits_total", "num_preemptions_total")
+
+
+def parse_server_counters(text: str) -> dict[str, float]:
+    """Sum of each SERVER_COUNTERS sample over its label sets, from Prometheus text format."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        for counter in SERVER_COUNTERS:
+            if name == counter or name.endswith(":" + counter):
+                try:
+                    totals[counter] = totals.get(counter, 0.0) + float(value)
+                except ValueError:
+                    pass
+    return totals
+
+
+def server_counter_metrics(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any]:
+    """What the server counted during one run: prefix-cache hit rate (of prompt tokens looked up)
+    and preemptions; None where the server does not export the counter."""
+    def delta(name: str) -> float | None:
+        if not before or not after or name not in before or name not in after:
+            return None
+        return after[name] - before[name]
+
+    queries, hits = delta("prefix_cache_queries_total"), delta("prefix_cache_hits_total")
+    preemptions = delta("num_preemptions_total")
+    return {
+        "server_prefix_cache_hit_rate": hits / queries if queries and hits is not None else None,
+        "server_preemptions": int(preemptions) if preemptions is not None else None,
+    }

@@ -5,7 +5,8 @@ chunks), packing the first two tokens into one chunk (as a detokenizer holding b
 then a finish chunk, a usage chunk and [DONE]; chat streams open with a role delta. Chosen
 requests (1-based arrival order) fail: with HTTP 500, with an error event after a few chunks,
 or by ending the stream early without [DONE].
-It records payloads and its peak number of requests in flight.
+It records payloads and its peak number of requests in flight, and its /metrics counts
+prefix-cache hits as a prompt sent a second time.
 """
 from __future__ import annotations
 
@@ -32,6 +33,27 @@ class FakeServerState:
     payloads: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
+    seen_prompts: set[tuple[int, ...]] = field(default_factory=set)
+    prefix_cache_queries: int = 0  # prompt tokens looked up, like the engine's counter
+    prefix_cache_hits: int = 0  # all of a prompt's tokens when the same prompt came before
+
+
+def _count_prefix_cache(state: FakeServerState, prompt: Any) -> None:
+    if not isinstance(prompt, list):
+        return
+    state.prefix_cache_queries += len(prompt)
+    if tuple(prompt) in state.seen_prompts:
+        state.prefix_cache_hits += len(prompt)
+    state.seen_prompts.add(tuple(prompt))
+
+
+def _prometheus_text(state: FakeServerState) -> str:
+    label = f'{{model_name="{MODEL}"}}'
+    return (f"# TYPE pagedllm:prefix_cache_queries counter\n"
+            f"pagedllm:prefix_cache_queries_total{label} {float(state.prefix_cache_queries)}\n"
+            f"pagedllm:prefix_cache_queries_created{label} 1.7e9\n"
+            f"pagedllm:prefix_cache_hits_total{label} {float(state.prefix_cache_hits)}\n"
+            f"pagedllm:num_preemptions_total{label} 0.0\n")
 
 
 def _event(obj: Any) -> bytes:
@@ -80,6 +102,7 @@ def make_app(state: FakeServerState) -> web.Application:
         body = await request.json()
         state.payloads.append(body)
         number = len(state.payloads)
+        _count_prefix_cache(state, body.get("prompt"))
         state.in_flight += 1
         state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         try:
@@ -89,8 +112,12 @@ def make_app(state: FakeServerState) -> web.Application:
         finally:
             state.in_flight -= 1
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=_prometheus_text(state), content_type="text/plain")
+
     app = web.Application()
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", completions)
     return app

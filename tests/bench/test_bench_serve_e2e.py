@@ -136,3 +136,16 @@ def test_chat_endpoint_with_text_prompts(fake_server: FakeServerState, monkeypat
     for p in fake_server.payloads:
         (message,) = p["messages"]
         assert message["role"] == "user" and len(tok.encode(message["content"])) == 32 and "prompt" not in p
+
+
+def test_prompts_the_server_has_cached_are_flagged(fake_server: FakeServerState,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    first = _run(fake_server, "--num-prompts", "4")["runs"][0]
+    assert first["server_prefix_cache_hit_rate"] == 0.0 and first["server_preemptions"] == 0
+    assert "WARNING" not in capsys.readouterr().out
+    again = _run(fake_server, "--num-prompts", "4")["runs"][0]  # same seed: the same prompts
+    assert again["server_prefix_cache_hit_rate"] == 1.0
+    out = capsys.readouterr().out
+    assert "Prefix cache hit rate (server, %):       100.0" in out and "WARNING" in out and "--seed" in out
+    fresh = _run(fake_server, "--num-prompts", "4", "--seed", "1")["runs"][0]
+    assert fresh["server_prefix_cache_hit_rate"] == 0.0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pagedllm.bench.serve_metrics import (RequestResult, calculate_metrics, format_table, latency_stats,
-                                          peak_concurrency, percentile_key, tpot)
+from pagedllm.bench.serve_metrics import (RequestResult, calculate_metrics, format_table, latency_stats, parse_server_counters,
+                                          peak_concurrency, percentile_key, server_counter_metrics, tpot)
 
 
 def _ok(prompt_len: int, output_len: int, ttft: float, itl: list[float], latency: float, start: float = 0.0) -> RequestResult:
@@ -75,3 +75,22 @@ def test_format_table_has_vllm_rows_and_asked_percentiles() -> None:
                 "Median TPOT (ms):", "P90 ITL (ms):", "P99 E2EL (ms):"]:
         assert row in table, row
     assert "Mean TTFT (ms):                          100.00" in table
+
+
+def test_server_counters_are_parsed_by_suffix_and_summed_over_labels() -> None:
+    text = """# HELP vllm:prefix_cache_hits_total hits
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{model_name="a",engine="0"} 10.0
+vllm:prefix_cache_hits_total{model_name="a",engine="1"} 5.0
+vllm:prefix_cache_hits_created{model_name="a",engine="0"} 1.7e9
+vllm:prefix_cache_queries_total{model_name="a"} 60.0
+pagedllm:num_preemptions_total 3.0
+other_prefix_cache_hits_total 99
+"""
+    counters = parse_server_counters(text)
+    assert counters == {"prefix_cache_hits_total": 15.0, "prefix_cache_queries_total": 60.0,
+                        "num_preemptions_total": 3.0}
+    after = {"prefix_cache_hits_total": 45.0, "prefix_cache_queries_total": 160.0, "num_preemptions_total": 5.0}
+    assert server_counter_metrics(counters, after) == {"server_prefix_cache_hit_rate": 0.3, "server_preemptions": 2}
+    assert server_counter_metrics(None, after) == {"server_prefix_cache_hit_rate": None, "server_preemptions": None}
+    assert server_counter_metrics({}, {}) == {"server_prefix_cache_hit_rate": None, "server_preemptions": None}

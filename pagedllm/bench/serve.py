@@ -136,7 +136,7 @@ def arrival_times(num_requests: int, rate: float, burstiness: float, seed: Seed)
         return [0.0] * num_requests
     rng = np.random.default_rng(seed)
     gaps = rng.gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=num_requests - 1)
-    return [0.0] + np.cumsum(gaps).tolist()
+    return [0.0] + [float(t) for t in np.cumsum(gaps)]
 
 
 def build_payload(cfg: ServeBenchConfig, model: str, req: SampleRequest) -> dict[str, Any]:
@@ -225,9 +225,9 @@ async def fetch_model(session: aiohttp.ClientSession, cfg: ServeBenchConfig) -> 
     try:
         async with session.get(url, headers=_headers(cfg)) as resp:
             body = await resp.json(content_type=None)
-            if resp.status != 200 or not body.get("data"):
+            if resp.status != 200 or not isinstance(body, dict) or not body.get("data"):
                 raise ValueError(f"GET {url} gave HTTP {resp.status}: {str(body)[:300]}")
-            return body["data"][0]["id"]
+            return str(body["data"][0]["id"])
     except aiohttp.ClientError as e:
         raise ValueError(f"cannot reach the server at {cfg.base_url}: {e}") from e
 

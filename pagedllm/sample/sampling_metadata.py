@@ -112,8 +112,8 @@ def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.T
     return _move(torch.tensor(values, dtype=dtype), device)
 
 
-def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if torch.device(device).type == "cpu":
+def _move(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    if getattr(device, "type", device) == "cpu":  # no torch.device built per tensor on the CPU path
         return t
     return t.pin_memory().to(device, non_blocking=True)
 

@@ -24,6 +24,8 @@ class EngineCore:
         self.config = config
         self.executor = get_executor_class(executor)(config, eos_token_id)
         self.num_blocks = self.executor.initialize()
+        # The worker may have lowered max_model_len to what the KV cache fits (CUDA memory profile).
+        self.config = config = self.executor.config
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks)
         self.step_times = StepTimes()
 

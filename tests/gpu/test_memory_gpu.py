@@ -32,6 +32,7 @@ def test_context_that_does_not_fit_is_lowered_or_refused(tiny_gpu_model, monkeyp
     llm = LLM(folder, dtype="bfloat16", device="cuda")  # max_model_len derived: 256 tokens
     assert llm.llm_engine.num_blocks == 10
     assert llm.llm_engine.executor.config.model_config.max_model_len == 160
+    assert llm.llm_engine.scheduler.max_model_len == 160  # the scheduler caps requests there
     out = llm.generate([{"prompt_token_ids": list(range(10, 110))}], SamplingParams(max_tokens=8), use_tqdm=False)
     assert len(out[0].outputs[0].token_ids) == 8
     with pytest.raises(ValueError, match="max_model_len=256 needs 16 KV blocks but only 10 fit"):

@@ -105,6 +105,29 @@ def bench_throughput(llm: Any, vocab_size: int, num_prompts: int, input_len: int
             **{f"step_{k}": v for k, v in llm.llm_engine.step_times.summary().items()}}
 
 
+@torch.inference_mode()
+def check_attention_backends(llm: Any) -> float:
+    """Relative error of the model's hidden states with the engine's backend against the torch
+    reference backend, on a mixed prefill batch (chunks of 1..300 tokens) over fresh caches."""
+    from pagedllm.attention.forward_context import ForwardContext, set_forward_context
+    from pagedllm.attention.torch_ref import TorchAttentionBackend
+    from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches
+    from pagedllm.worker.memory import dummy_prefill
+
+    worker = llm.llm_engine.executor.worker
+    cfg = llm.llm_engine.config
+    spec = KVCacheSpec.from_configs(cfg.model_config, cfg.cache_config)
+    lens = [1, 17, 300, 64, 1, 129]
+    metadata, ids, positions = dummy_prefill(lens, spec.block_size, cfg.model_config.hf_config.vocab_size, "cuda")
+    outs = []
+    for backend in (worker.backend, TorchAttentionBackend()):
+        caches = allocate_kv_caches(spec, sum(-(-n // spec.block_size) for n in lens), backend, torch.device("cuda"))
+        metadata.backend_cache.clear()
+        with set_forward_context(ForwardContext(metadata, caches, backend)):
+            outs.append(worker.model(ids, positions).float())
+    return float((outs[0] - outs[1]).norm() / outs[1].norm())
+
+
 def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict[str, Any]:
     from pagedllm import LLM
 
@@ -116,6 +139,7 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     worker = llm.llm_engine.executor.worker
     out: dict[str, Any] = {"startup_s": time.perf_counter() - start, "startup_stages_s": dict(worker.startup_times),
                            "num_blocks": llm.llm_engine.num_blocks, "backend": worker.backend.name}
+    out["backend_rel_err"] = check_attention_backends(llm)
     vocab = shape["vocab_size"]
     counts = model_counts(llm.llm_engine.config.model_config.hf_config)
     out["latency"] = lat = bench_latency(llm, vocab, 128, 128)
@@ -146,19 +170,20 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
 def print_table(ceilings: Ceilings, results: dict[str, dict[str, Any]]) -> None:
     print(f"\ncard: {torch.cuda.get_device_name()}; copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 GEMM {ceilings.bf16_flops_per_s / 1e12:.0f} TFLOP/s")
-    header = ("model", "start-up s", "ms/tok b1", "decode ms", "GPU ms", "HBM floor", "HBM %", "tput tok/s",
+    header = ("model", "attn err", "start-up s", "ms/tok b1", "decode ms", "GPU ms", "HBM floor", "HBM %", "tput tok/s",
               "roof %", "HF best", "vs HF")
     print(" | ".join(header))
     for name, r in results.items():
         lat, tp = r["latency"], r["throughput"]
         gpu = r["gpu_step_ms_b1"]
-        row = (name, f"{r['startup_s']:.1f}", f"{lat['ms_per_output_token']:.2f}", f"{lat['decode_step_ms']:.2f}",
+        row = (name, f"{r['backend_rel_err']:.1e}", f"{r['startup_s']:.1f}", f"{lat['ms_per_output_token']:.2f}", f"{lat['decode_step_ms']:.2f}",
                f"{gpu:.2f}" if gpu else "-", f"{r['hbm_roofline_ms']:.2f}",
                f"{100 * r['hbm_fraction_e2e']:.0f} / {100 * r['hbm_fraction_decode']:.0f}",
                f"{tp['total_tok_s']:.0f}", f"{100 * r['compute_fraction']:.0f}",
                f"{r.get('hf_best_tok_s', float('nan')):.0f}", f"{r.get('vs_hf', float('nan')):.1f}x")
         print(" | ".join(row))
-    print("(HBM % = floor / measured: end-to-end per output token / decode step alone; roof % = total tok/s over "
+    print("(attn err = |h - h_ref| / |h_ref| of the hidden states, engine backend vs torch reference, bf16; "
+          "HBM % = floor / measured: end-to-end per output token / decode step alone; roof % = total tok/s over "
           "the bf16 roofline of 2 FLOPs per matmul weight per token)")
 
 

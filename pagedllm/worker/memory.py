@@ -104,7 +104,7 @@ def profile_step_memory(
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    metadata, input_ids, positions = _dummy_prefill(lens, spec.block_size, vocab_size, device)
+    metadata, input_ids, positions = dummy_prefill(lens, spec.block_size, vocab_size, device)
     if decode:
         metadata.max_seq_len = max_model_len  # backends size split-K work for the longest context
     with torch.inference_mode(), set_forward_context(ForwardContext(metadata, caches, backend)):
@@ -139,7 +139,7 @@ def _prefill_lengths(num_tokens: int, max_model_len: int) -> list[int]:
     return [max_model_len] * full + ([rest] if rest else [])
 
 
-def _dummy_prefill(lens: list[int], block_size: int, vocab_size: int,
+def dummy_prefill(lens: list[int], block_size: int, vocab_size: int,
                    device: torch.device) -> tuple[AttentionMetadata, torch.Tensor, torch.Tensor]:
     """Metadata for fresh prompts of `lens` tokens, each in its own consecutive blocks."""
     blocks_per_req = [math.ceil(n / block_size) for n in lens]

@@ -15,6 +15,9 @@ from pagedllm.worker.input_builder import ModelInput, build_model_input
 from pagedllm.worker.request_states import RequestStates
 
 
+_PROMPT_LOGITS_CHUNK = 256
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -99,6 +102,12 @@ class ModelRunner:
 
     def _compute_prompt_logprobs(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         for piece in inp.prompt_logprobs:
-            logits = self.model.compute_logits(hidden[piece.hidden_rows])  # [rows, vocab]
-            lists: LogprobsLists = compute_prompt_logprobs(logits, piece.target_token_ids, piece.num_logprobs)
+            rows = hidden[piece.hidden_rows]  # [P, hidden]
+            lists = LogprobsLists([], [], [])
+            # Logits a chunk at a time: [P, vocab] float32 for a long prompt would be GiBs, more than
+            # the memory profile (which sizes the sampler's max_num_seqs rows) set aside.
+            for start in range(0, rows.shape[0], _PROMPT_LOGITS_CHUNK):
+                end = start + _PROMPT_LOGITS_CHUNK
+                logits = self.model.compute_logits(rows[start:end])  # [<= chunk, vocab]
+                lists.extend(compute_prompt_logprobs(logits, piece.target_token_ids[start:end], piece.num_logprobs))
             output.prompt_logprobs[piece.req_id] = lists

@@ -67,17 +67,24 @@ def test_engine_restart_on_death(smollm2_gguf: str, smollm2_tokenizer_dir: str) 
             "--kv-cache-memory", str(64 << 20), "--restart-engine-on-death", "--served-model-name", "m"]
     body = {"model": "m", "prompt": "Hello", "max_tokens": 4, "temperature": 0}
     with ServerProcess(args) as server:
-        url = server.base_url + "/v1/completions"
-        before = httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"]
-        old_pid = server.engine_core_pid()
-        os.kill(old_pid, signal.SIGKILL)
+        try:
+            _kill_and_wait_for_restart(server, body)
+        except Exception as e:
+            raise AssertionError(f"server log:\n{server.log()}") from e
+
+
+def _kill_and_wait_for_restart(server: ServerProcess, body: dict) -> None:
+    url = server.base_url + "/v1/completions"
+    before = httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"]
+    old_pid = server.engine_core_pid()
+    os.kill(old_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert httpx.get(server.base_url + "/health").status_code == 503
+    deadline = time.monotonic() + 120
+    while httpx.get(server.base_url + "/health").status_code != 200:
+        assert time.monotonic() < deadline
         time.sleep(0.5)
-        assert httpx.get(server.base_url + "/health").status_code == 503
-        deadline = time.monotonic() + 120
-        while httpx.get(server.base_url + "/health").status_code != 200:
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.5)
-        assert server.engine_core_pid() != old_pid
-        after = httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"]
-        assert after == before
-        assert server.proc is not None and server.proc.poll() is None
+    assert server.engine_core_pid() != old_pid
+    after = httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"]
+    assert after == before
+    assert server.proc is not None and server.proc.poll() is None

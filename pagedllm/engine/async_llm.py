@@ -75,6 +75,8 @@ class AsyncLLM:
 
     def _serve_outputs(self) -> None:
         self.scheduler_stats.num_blocks = self.core.num_blocks
+        self.max_model_len = self.core.max_model_len
+        self.frontend.set_max_model_len(self.max_model_len)
         loop = asyncio.get_running_loop()
         self.core.watch_death(loop, lambda: self._on_dead("the engine-core process exited"))
         self._output_task = loop.create_task(self._output_loop(), name="pagedllm-output-loop")

@@ -55,6 +55,7 @@ class EngineCoreClient:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.thread: threading.Thread | None = None
         self.num_blocks = 0
+        self.max_model_len = 0
 
     def start(self) -> None:
         from pagedllm.engine.core_proc import run_engine_core, serve_engine_core
@@ -82,6 +83,7 @@ class EngineCoreClient:
                 if kind == FromCore.READY.value:
                     ready = ready_decoder.decode(payload)
                     self.num_blocks = ready.num_blocks
+                    self.max_model_len = ready.max_model_len
                     return ready
                 if kind == FromCore.FAILED.value:
                     raise EngineCoreStartError(f"The engine core failed to start:\n{encoder_text(payload)}")

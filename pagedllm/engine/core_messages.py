@@ -58,6 +58,7 @@ class AbortMessage(msgspec.Struct, array_like=True):
 class ReadyMessage(msgspec.Struct):
     num_blocks: int
     pid: int
+    max_model_len: int  # may be lower than asked: what the KV cache fits (CUDA memory profile)
 
 
 encoder = msgspec.msgpack.Encoder()

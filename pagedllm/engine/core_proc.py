@@ -121,7 +121,8 @@ def serve_engine_core(ctx: zmq.Context, config: EngineConfig, eos_token_id: int 
     output_socket.connect(output_address)
     try:
         core = EngineCore(config, eos_token_id, executor)
-        ready = ReadyMessage(num_blocks=core.num_blocks, pid=os.getpid())
+        ready = ReadyMessage(num_blocks=core.num_blocks, pid=os.getpid(),
+                             max_model_len=core.config.model_config.max_model_len)
         output_socket.send_multipart((FromCore.READY.value, encoder.encode(ready)))
         EngineCoreProc(core, input_socket, output_socket, watch_parent).run()
         return True

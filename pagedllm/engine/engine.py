@@ -23,6 +23,8 @@ class LLMEngine:
         self.tokenizer = self.frontend.tokenizer
         self.output_processor = self.frontend.output_processor
         self.engine_core = EngineCore(config, self.frontend.eos_token_id, executor)
+        self.config = self.engine_core.config
+        self.frontend.set_max_model_len(self.config.model_config.max_model_len)
         # Reached by benchmarks and tests that look inside the engine.
         self.scheduler = self.engine_core.scheduler
         self.executor = self.engine_core.executor

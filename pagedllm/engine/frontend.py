@@ -24,6 +24,10 @@ class Frontend:
         self.input_processor = InputProcessor(self.tokenizer, model_config, self.eos_token_id, generation_eos_ids)
         self.output_processor = OutputProcessor(self.tokenizer)
 
+    def set_max_model_len(self, max_model_len: int) -> None:
+        """Adopt the engine core's context limit, which the worker may have lowered at start-up."""
+        self.input_processor.max_model_len = max_model_len
+
     def make_requests(self, request_id: str, prompt: PromptType, params: SamplingParams,
                       arrival_time: float | None = None) -> list[Request]:
         """Validate a prompt and its params and register it for output processing.

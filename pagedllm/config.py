@@ -42,6 +42,8 @@ class CacheConfig:
     num_gpu_blocks_override: int | None = None  # number of KV blocks on any device
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes; overrides gpu_memory_utilization when given
+    # "sha256" resists crafted collisions between users' prefixes; "builtin" is Python's hash, faster
+    prefix_caching_hash_algo: str = "sha256"
 
     def __post_init__(self) -> None:
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):
@@ -50,6 +52,9 @@ class CacheConfig:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}.")
         if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override < 1:
             raise ValueError("num_gpu_blocks_override must be at least 1.")
+        if self.prefix_caching_hash_algo not in ("sha256", "builtin"):
+            raise ValueError(f"prefix_caching_hash_algo must be 'sha256' or 'builtin', got "
+                             f"{self.prefix_caching_hash_algo!r}.")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=None)
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--prefix-caching-hash-algo", default="sha256", choices=["sha256", "builtin"],
+                        help="sha256 resists crafted collisions between users' prefixes; builtin is faster")
     parser.add_argument("--num-gpu-blocks-override", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
@@ -38,6 +40,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer=args.tokenizer, dtype=args.dtype, seed=args.seed, max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size, enable_prefix_caching=args.enable_prefix_caching,
+        prefix_caching_hash_algo=args.prefix_caching_hash_algo,
         num_gpu_blocks_override=args.num_gpu_blocks_override,
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
         enforce_eager=args.enforce_eager, device=args.device,

@@ -8,7 +8,7 @@ A request's block table covers its tokens in order; block i holds tokens
 """
 from __future__ import annotations
 
-from pagedllm.core.block_hash import update_block_hashes
+from pagedllm.core.block_hash import get_block_hasher, update_block_hashes
 from pagedllm.core.block_pool import BlockPool, KVCacheBlock
 from pagedllm.core.request import Request
 
@@ -16,10 +16,12 @@ from pagedllm.core.request import Request
 class KVCacheManager:
     """Per-request block tables over one BlockPool; the scheduler's only door to the KV cache."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool,
+                 hash_algo: str = "sha256") -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be at least 1, got {block_size}.")
         self.block_size = block_size
+        self.hasher = get_block_hasher(hash_algo)
         self.enable_prefix_caching = enable_prefix_caching
         self.block_pool = BlockPool(num_blocks, enable_prefix_caching)
         self.req_to_blocks: dict[str, list[KVCacheBlock]] = {}
@@ -61,7 +63,7 @@ class KVCacheManager:
         """
         if not self.enable_prefix_caching or request.sampling_params.prompt_logprobs is not None:
             return [], 0
-        update_block_hashes(request, self.block_size)  # no-op when the scheduler kept them current
+        update_block_hashes(request, self.block_size, hasher=self.hasher)  # no-op when the scheduler kept them current
         block_hashes = request.block_hashes
         max_hit_blocks = (request.num_tokens - 1) // self.block_size
         cache = self.block_pool.cached_block_hash_to_block
@@ -136,7 +138,7 @@ class KVCacheManager:
         if num_full_blocks <= num_cached:
             return
         if len(request.block_hashes) < num_full_blocks:
-            update_block_hashes(request, self.block_size)
+            update_block_hashes(request, self.block_size, hasher=self.hasher)
         self.block_pool.cache_full_blocks(req_blocks, request.block_hashes, num_cached, num_full_blocks)
         self.num_cached_blocks[req_id] = num_full_blocks
 

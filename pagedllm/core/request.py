@@ -53,7 +53,7 @@ class Request:
     num_preemptions: int = 0
     stop_reason: int | str | None = None
     # Block hashes of the full blocks of all_token_ids, extended as tokens arrive (core/block_hash.py).
-    block_hashes: list[int] = field(default_factory=list)
+    block_hashes: list[int | bytes] = field(default_factory=list)  # core/block_hash.py BlockHash
     first_scheduled_time: float | None = None
 
     def __post_init__(self) -> None:

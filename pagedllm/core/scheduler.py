@@ -44,7 +44,9 @@ class Scheduler:
         self.max_model_len = scheduler_config.max_model_len
         self.block_size = cache_config.block_size
         self.enable_prefix_caching = cache_config.enable_prefix_caching
-        self.kv_cache_manager = KVCacheManager(num_blocks, self.block_size, self.enable_prefix_caching)
+        self.kv_cache_manager = KVCacheManager(num_blocks, self.block_size, self.enable_prefix_caching,
+                                               cache_config.prefix_caching_hash_algo)
+        self._hasher = self.kv_cache_manager.hasher
         self.requests: dict[str, Request] = {}  # unfinished requests by id
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -99,7 +101,7 @@ class Scheduler:
             raise ValueError(f"The prompt needs {num_prompt_blocks} KV blocks but the cache has only "
                              f"{self.kv_cache_manager.block_pool.num_blocks}.")
         if self.enable_prefix_caching:
-            update_block_hashes(request, self.block_size)
+            update_block_hashes(request, self.block_size, hasher=self._hasher)
         request.status = RequestStatus.WAITING
         self.requests[request.request_id] = request
         self.waiting.append(request)
@@ -334,5 +336,5 @@ class Scheduler:
                     break
             token_ids = token_ids[:kept]
         if self.enable_prefix_caching:
-            update_block_hashes(request, self.block_size)
+            update_block_hashes(request, self.block_size, hasher=self._hasher)
         return token_ids

@@ -24,6 +24,7 @@ class EngineArgs:
     max_num_batched_tokens: int | None = None
     block_size: int = 16
     enable_prefix_caching: bool = True
+    prefix_caching_hash_algo: str = "sha256"  # or "builtin" (faster, not collision resistant)
     num_gpu_blocks_override: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes
@@ -57,6 +58,7 @@ class EngineArgs:
             cache_config=CacheConfig(
                 block_size=self.block_size,
                 enable_prefix_caching=self.enable_prefix_caching,
+                prefix_caching_hash_algo=self.prefix_caching_hash_algo,
                 num_gpu_blocks_override=self.num_gpu_blocks_override,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 kv_cache_memory=self.kv_cache_memory,

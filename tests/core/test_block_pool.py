@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pagedllm.core.block_hash import hash_block_tokens, update_block_hashes
 from pagedllm.core.block_pool import BlockPool, FreeBlockQueue, KVCacheBlock
 
@@ -115,3 +117,18 @@ def test_block_hashes_are_incremental_and_chained() -> None:
     update_block_hashes(other, 4)
     assert other.block_hashes[1] != h1
     assert hash_block_tokens(None, [0, 1, 2, 3], ("lora", 1)) != h0
+
+
+def test_sha256_block_hashes_chain_and_differ_from_builtin() -> None:
+    from pagedllm.core.block_hash import get_block_hasher, hash_block_tokens_sha256
+
+    sha = get_block_hasher("sha256")
+    h0 = sha(None, [1, 2, 3, 4], None)
+    assert isinstance(h0, bytes) and len(h0) == 32
+    assert sha(None, [1, 2, 3, 4], None) == h0  # deterministic (also across processes)
+    assert sha(h0, [5, 6, 7, 8], None) != sha(None, [5, 6, 7, 8], None)  # the parent is covered
+    assert sha(None, [1, 2, 3, 4], ("lora-1",)) != h0  # and the extra keys
+    assert sha(None, [1, 2, 3, 5], None) != h0
+    assert hash_block_tokens_sha256(None, [2**40, 1], None) != hash_block_tokens_sha256(None, [1, 2**40], None)
+    with pytest.raises(ValueError, match="prefix_caching_hash_algo"):
+        get_block_hasher("md5")

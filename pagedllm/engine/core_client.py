@@ -132,11 +132,14 @@ class EngineCoreClient:
             raise RuntimeError(f"The engine core failed:\n{encoder_text(payload.bytes)}")
         raise RuntimeError(f"Unexpected message from the engine core: {kind.bytes!r}")
 
-    def reap(self) -> None:
+    def reap(self, timeout_s: float = 5.0) -> None:
         """Forget a dead process (or thread) so that start() can run a new one on the same sockets."""
         if self.proc is not None:
-            assert not self.proc.is_alive(), "reap() is for a dead engine core"
-            self.proc.join()
+            # The sentinel fires when the child's pipes close, a moment before it can be waited for.
+            self.proc.join(timeout_s)
+            if self.proc.is_alive():  # not dead after all (a failed output loop): make it so
+                self.proc.kill()
+                self.proc.join()
             self.proc.close()
         self.proc = None
         self.thread = None

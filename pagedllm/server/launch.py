@@ -24,6 +24,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY`")
     parser.add_argument("--max-waiting-requests", type=int, default=None,
                         help="answer 503 while more requests than this wait in the engine")
+    parser.add_argument("--chat-template", default=None,
+                        help="a Jinja chat template (file path or the template itself) for models without one, "
+                             "or to replace theirs")
     parser.add_argument("--uvicorn-log-level", default="warning",
                         choices=["critical", "error", "warning", "info", "debug", "trace"])
     parser.add_argument("--disable-log-stats", action="store_true", help="no periodic throughput log line")
@@ -45,6 +48,16 @@ def served_names(args: argparse.Namespace) -> list[str]:
     if args.served_model_name:
         return list(args.served_model_name)
     return [args.model_tag or args.model or DEFAULT_SERVED_NAME]
+
+
+def load_chat_template(value: str) -> str:
+    """A path to a template file, or the template text itself (it contains Jinja markup)."""
+    if os.path.isfile(value):
+        with open(value) as f:
+            return f.read()
+    if "{" not in value:
+        raise ValueError(f"--chat-template {value!r} is neither a file nor a Jinja template.")
+    return value
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -73,6 +86,8 @@ async def _serve(args: argparse.Namespace) -> int:
     engine_args = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args))
     engine = await AsyncLLM.from_engine_args(engine_args, args.engine_start_timeout, stat_loggers,
                                              engine_core_in_thread=args.engine_core_in_thread)
+    if args.chat_template is not None:
+        engine.tokenizer.chat_template = load_chat_template(args.chat_template)
     app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
                                            timeout_graceful_shutdown=5))

@@ -29,3 +29,14 @@ def test_env_sets_defaults_and_flags_win() -> None:
 def test_bad_env_value_names_the_variable() -> None:
     with pytest.raises(ValueError, match="PAGEDLLM_PORT"):
         _parser({"PAGEDLLM_PORT": "eighty"})
+
+
+def test_chat_template_from_file_or_text(tmp_path) -> None:
+    from pagedllm.server.launch import load_chat_template
+
+    path = tmp_path / "t.jinja"
+    path.write_text("{{ messages[0]['content'] }}")
+    assert load_chat_template(str(path)) == "{{ messages[0]['content'] }}"
+    assert load_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}").startswith("{%")
+    with pytest.raises(ValueError, match="neither a file"):
+        load_chat_template("/no/such/template.jinja")

@@ -14,7 +14,7 @@ curl -sf "http://127.0.0.1:$PORT/health" > /dev/null || { tail -30 "$OUT/server.
 curl -s "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: application/json' \
   -d '{"model": "qwen3", "prompt": [11, 12, 13, 14], "max_tokens": 8, "temperature": 0, "ignore_eos": true}'; echo
 curl -sN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
-  -d '{"model": "qwen3", "messages": [{"role": "user", "content": "t5 t6"}], "max_tokens": 4, "stream": true}' | head -c 600; echo
+  -d '{"model": "qwen3", "messages": [{"role": "user", "content": "t5 t6"}], "max_tokens": 4, "stream": true}' | head -c 600 || true; echo
 python -m pagedllm.bench.serve --port "$PORT" --vocab-size 151936 --num-prompts 500 --random-input-len 512 \
   --random-output-len 128 --request-rates 16,64,inf --disable-tqdm --result-file "$OUT/serve.json" | tail -n 7
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E "^pagedllm:(num_requests|kv_cache_usage|generation_tokens_total)"

@@ -1,4 +1,5 @@
-"""Killing the engine-core process: in-flight requests fail fast, /health turns 503, the server exits 1."""
+"""Killing the engine-core process: in-flight requests fail fast, /health turns 503, the server exits 1.
+The same server (one running sequence at most, no waiting allowed beyond one) also sheds load with 503."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,8 @@ GRACE_S = 8.0
 @pytest.fixture
 def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
     args = [smollm2_gguf, "--tokenizer", smollm2_tokenizer_dir, "--dtype", "float32", "--max-model-len", "2048",
-            "--kv-cache-memory", str(64 << 20), "--engine-death-grace", str(GRACE_S), "--api-key", "k"]
+            "--kv-cache-memory", str(64 << 20), "--engine-death-grace", str(GRACE_S), "--api-key", "k",
+            "--max-num-seqs", "1", "--max-waiting-requests", "0"]
     with ServerProcess(args) as s:
         yield s
 
@@ -38,11 +40,14 @@ def test_engine_death_fails_requests_and_health(server: ServerProcess) -> None:
         results["plain_done"] = time.monotonic()
 
     thread = threading.Thread(target=non_streaming)
-    thread.start()
     with httpx.stream("POST", server.base_url + "/v1/completions", json={**body, "stream": True},
                       headers=headers, timeout=60) as resp:
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))  # generation is under way
+        thread.start()  # a second request: it waits, since only one sequence may run
+        _wait_for_metric(server, headers, "pagedllm:num_requests_waiting", 1.0)
+        shed = httpx.post(server.base_url + "/v1/completions", json=body, headers=headers)
+        assert shed.status_code == 503 and shed.json()["error"]["message"]  # over --max-waiting-requests
         killed_at = time.monotonic()
         os.kill(server.engine_core_pid(), signal.SIGKILL)
         rest = list(lines)  # must end, not hang
@@ -60,6 +65,16 @@ def test_engine_death_fails_requests_and_health(server: ServerProcess) -> None:
 
     assert server.proc is not None
     assert server.proc.wait(GRACE_S + 15) == 1  # exits non-zero after the grace period
+
+
+def _wait_for_metric(server: ServerProcess, headers: dict[str, str], name: str, value: float) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in httpx.get(server.base_url + "/metrics", headers=headers).text.splitlines():
+            if line.startswith(name + "{") and float(line.rsplit(" ", 1)[1]) == value:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} never reached {value}")
 
 
 def test_engine_restart_on_death(smollm2_gguf: str, smollm2_tokenizer_dir: str) -> None:

@@ -57,7 +57,7 @@ class AsyncLLM:
     @classmethod
     async def from_engine_args(cls, args: EngineArgs, start_timeout_s: float = 900.0,
                                stat_loggers: list[StatLogger] | None = None,
-                               engine_core_in_thread: bool = False) -> "AsyncLLM":
+                               engine_core_in_thread: bool = False) -> AsyncLLM:
         engine = cls(args.create_engine_config(), stat_loggers=stat_loggers,
                      engine_core_in_thread=engine_core_in_thread)
         await engine.start(start_timeout_s)

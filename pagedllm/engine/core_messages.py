@@ -38,7 +38,7 @@ class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True):
     max_tokens: int
 
     @staticmethod
-    def from_request(r: Request) -> "EngineCoreRequest":
+    def from_request(r: Request) -> EngineCoreRequest:
         return EngineCoreRequest(r.request_id, r.prompt_token_ids, r.sampling_params,
                                  sorted(r.sampling_params.all_stop_token_ids), r.eos_token_id,
                                  r.arrival_time, r.max_tokens)

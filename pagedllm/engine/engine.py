@@ -32,7 +32,7 @@ class LLMEngine:
         self.step_times = self.engine_core.step_times
 
     @classmethod
-    def from_engine_args(cls, args: EngineArgs) -> "LLMEngine":
+    def from_engine_args(cls, args: EngineArgs) -> LLMEngine:
         return cls(args.create_engine_config())
 
     def get_tokenizer(self) -> Any:

@@ -33,7 +33,7 @@ class ServerProcess:
         with open(self._log.name, errors="replace") as f:
             return f.read()[-5000:]
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         cmd = [sys.executable, "-m", "pagedllm.cli.main", "--log-level", "INFO", "serve", *self.args,
                "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)

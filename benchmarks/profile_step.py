@@ -18,6 +18,8 @@ from pagedllm.layers.attention import Attention
 from pagedllm.layers.linear import Linear
 from pagedllm.worker import model_runner as runner_module
 
+from call_timers import wrap_timed  # this folder: run as python benchmarks/profile_step.py
+
 CATEGORIES = ("gemm", "attention", "other_layers", "logits", "sampler", "prepare_inputs", "schedule+update",
               "output_processing")
 
@@ -53,15 +55,7 @@ def instrument(llm: LLM, timers: Timers) -> None:
             module.register_forward_hook(post_for("gemm"))
 
     def wrap(obj, attr, name):
-        fn = getattr(obj, attr)
-
-        def timed(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                timers.add(name, time.perf_counter() - t)
-        setattr(obj, attr, timed)
+        wrap_timed(obj, attr, lambda seconds: timers.add(name, seconds))
 
     wrap(runner_module, "build_model_input", "prepare_inputs")
     wrap(runner_module, "make_sampling_metadata", "prepare_inputs")

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from benchmarks.call_timers import wrap_timed  # noqa: E402
 from benchmarks.gpu.model_folders import LLAMA3_8B, QWEN3_0_6B, write_model_folder  # noqa: E402
 
 SHAPES = {"qwen3-0.6b": QWEN3_0_6B, "llama3-8b": LLAMA3_8B}
@@ -74,15 +75,7 @@ def host_timeline(llm, steps: int = 64) -> None:
     calls: dict[str, list[float]] = collections.defaultdict(list)
 
     def wrap(obj, attr: str, name: str) -> None:
-        fn = getattr(obj, attr)
-
-        def timed(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                calls[name].append(time.perf_counter() - t)
-        setattr(obj, attr, timed)
+        wrap_timed(obj, attr, calls[name].append)
 
     engine = llm.llm_engine
     runner = engine.executor.worker.runner

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import msgspec
 import zmq
 import zmq.asyncio
 
@@ -50,8 +51,9 @@ class EngineCoreClient:
         self.input_socket.bind(self.input_address)
         self.output_socket = self.ctx.socket(zmq.PULL)
         self.output_socket.bind(self.output_address)
-        self._args = (config, eos_token_id, self.input_address, self.output_address, executor,
-                      logging.getLogger("pagedllm").getEffectiveLevel())
+        self.config = config
+        self.eos_token_id = eos_token_id
+        self.executor = executor
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.thread: threading.Thread | None = None
         self.num_blocks = 0
@@ -60,18 +62,18 @@ class EngineCoreClient:
     def start(self) -> None:
         from pagedllm.engine.core_proc import run_engine_core, serve_engine_core
 
+        common = (self.config, self.eos_token_id, self.input_address, self.output_address, self.executor)
         if self.in_thread:
-            config, eos_token_id, input_address, output_address, executor, _ = self._args
             # A sync context sharing the asyncio one's I/O threads: inproc:// needs one context.
-            args = (zmq.Context.shadow(self.ctx.underlying), config, eos_token_id, input_address, output_address,
-                    executor, False)
-            self.thread = threading.Thread(target=serve_engine_core, args=args, name="pagedllm-engine-core",
-                                           daemon=True)
+            ctx = zmq.Context.shadow(self.ctx.underlying)
+            self.thread = threading.Thread(target=serve_engine_core, args=(ctx, *common, False),
+                                           name="pagedllm-engine-core", daemon=True)
             self.thread.start()
             return
+        log_level = logging.getLogger("pagedllm").getEffectiveLevel()
         # spawn, not fork: the parent may hold threads (tokenizers, asyncio, torch) that fork would break.
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=run_engine_core, args=self._args, name="pagedllm-engine-core", daemon=True)
+            target=run_engine_core, args=(*common, log_level), name="pagedllm-engine-core", daemon=True)
         self.proc.start()
 
     async def wait_ready(self, timeout_s: float) -> ReadyMessage:
@@ -86,7 +88,7 @@ class EngineCoreClient:
                     self.max_model_len = ready.max_model_len
                     return ready
                 if kind == FromCore.FAILED.value:
-                    raise EngineCoreStartError(f"The engine core failed to start:\n{encoder_text(payload)}")
+                    raise EngineCoreStartError(f"The engine core failed to start:\n{_failure_text(payload)}")
             elif not self.is_alive:
                 code = self.proc.exitcode if self.proc is not None else None
                 raise EngineCoreStartError(f"The engine core exited (code {code}) while starting; see its log "
@@ -129,7 +131,7 @@ class EngineCoreClient:
         if kind.bytes == FromCore.OUTPUTS.value:
             return outputs_decoder.decode(payload.buffer)
         if kind.bytes == FromCore.FAILED.value:
-            raise RuntimeError(f"The engine core failed:\n{encoder_text(payload.bytes)}")
+            raise RuntimeError(f"The engine core failed:\n{_failure_text(payload.bytes)}")
         raise RuntimeError(f"Unexpected message from the engine core: {kind.bytes!r}")
 
     def reap(self, timeout_s: float = 5.0) -> None:
@@ -170,9 +172,8 @@ class EngineCoreClient:
             pass
 
 
-def encoder_text(payload: bytes) -> str:
-    import msgspec
-
+def _failure_text(payload: bytes) -> str:
+    """The traceback text of a FAILED message (msgpack str), or a readable prefix of its bytes."""
     try:
         return str(msgspec.msgpack.decode(payload))
     except msgspec.DecodeError:

@@ -18,7 +18,6 @@ class LLMEngine:
     """The offline engine: a Frontend and an EngineCore in this process."""
 
     def __init__(self, config: EngineConfig, executor: str = "uniproc") -> None:
-        self.config = config
         self.frontend = Frontend(config.model_config)
         self.tokenizer = self.frontend.tokenizer
         self.output_processor = self.frontend.output_processor

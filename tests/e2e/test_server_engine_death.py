@@ -69,12 +69,9 @@ def test_engine_death_fails_requests_and_health(server: ServerProcess) -> None:
 
 def _wait_for_metric(server: ServerProcess, headers: dict[str, str], name: str, value: float) -> None:
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for line in httpx.get(server.base_url + "/metrics", headers=headers).text.splitlines():
-            if line.startswith(name + "{") and float(line.rsplit(" ", 1)[1]) == value:
-                return
+    while server.metrics(headers).get(name) != value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
         time.sleep(0.1)
-    raise AssertionError(f"{name} never reached {value}")
 
 
 def test_engine_restart_on_death(smollm2_gguf: str, smollm2_tokenizer_dir: str) -> None:

@@ -40,21 +40,11 @@ def async_client(server: ServerProcess) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def _metrics(server: ServerProcess) -> dict[str, float]:
-    text = httpx.get(server.base_url + "/metrics").text
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("pagedllm:") and "{" in line:
-            name = line.split("{", 1)[0]
-            values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return values
-
-
 def _wait_idle(server: ServerProcess, timeout_s: float = 30.0) -> dict[str, float]:
     """Until no request runs or waits and no KV block is referenced (all free or cached)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        m = _metrics(server)
+        m = server.metrics()
         idle = (m["pagedllm:num_requests_running"] == 0 and m["pagedllm:num_requests_waiting"] == 0
                 and m["pagedllm:kv_cache_num_free_blocks"] == m["pagedllm:kv_cache_num_blocks"])
         if idle or time.monotonic() > deadline:
@@ -237,10 +227,10 @@ class _null:
 
 
 def test_metrics_count_tokens(server: ServerProcess, client: openai.OpenAI) -> None:
-    before = _metrics(server)
+    before = server.metrics()
     client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=5, temperature=0,
                               extra_body={"ignore_eos": True})
-    after = _metrics(server)
+    after = server.metrics()
     assert after["pagedllm:generation_tokens_total"] - before["pagedllm:generation_tokens_total"] == 5
     assert after["pagedllm:time_to_first_token_seconds_count"] > before["pagedllm:time_to_first_token_seconds_count"]
     assert json.dumps(after)  # plain numbers

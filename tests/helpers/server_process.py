@@ -50,6 +50,17 @@ class ServerProcess:
         self.__exit__(None, None, None)
         raise RuntimeError(f"server not healthy after {self.startup_timeout_s} s:\n{self.log()}")
 
+    def metrics(self, headers: dict[str, str] | None = None) -> dict[str, float]:
+        """GET /metrics as {sample name: value summed over its label sets}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.base_url + "/metrics", headers=headers).text
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+        return values
+
     def engine_core_pid(self) -> int:
         """The engine-core child (spawned by multiprocessing; not its resource tracker)."""
         assert self.proc is not None

@@ -62,6 +62,9 @@ class SchedulerConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     max_model_len: int = 2048
+    # Schedule step N+1 while step N runs on the device (its sampled tokens stay there as the
+    # next inputs); the engine reads step N's result after launching step N+1.
+    async_scheduling: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:

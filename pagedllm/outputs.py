@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -36,6 +37,14 @@ class ModelRunnerOutput:
     logprobs: dict[str, LogprobsLists] = field(default_factory=dict)
     # req_id -> prompt logprobs of the prompt positions computed this step (only requests that asked)
     prompt_logprobs: dict[str, LogprobsLists] = field(default_factory=dict)
+
+
+class ModelRunnerOutputFuture(Protocol):
+    """A launched step whose output is read later (asynchronous scheduling)."""
+
+    def result(self) -> ModelRunnerOutput:
+        """Wait for the step and return its output (idempotent)."""
+        ...
 
 
 @dataclass(slots=True)

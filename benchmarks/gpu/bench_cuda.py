@@ -143,6 +143,11 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     vocab = shape["vocab_size"]
     counts = model_counts(llm.llm_engine.config.model_config.hf_config)
     out["latency"] = lat = bench_latency(llm, vocab, 128, 128)
+    core = llm.llm_engine.engine_core
+    if core.async_scheduling:  # the same engine without the overlap, for the A/B
+        core.set_async_scheduling(False)
+        out["latency_sync"] = bench_latency(llm, vocab, 128, 128)
+        core.set_async_scheduling(True)
     out["gpu_step_ms_b1"] = gpu_step_ms(llm, 1)
     floor_s = decode_step_roofline_s(counts, 1, 128 + 64, ceilings)
     out["hbm_roofline_ms"] = 1e3 * floor_s
@@ -151,6 +156,11 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     print(f"[{name}] start-up {out['startup_s']:.1f} s {out['startup_stages_s']}; latency {lat['ms_per_output_token']:.2f} "
           f"ms/token (decode step {lat['decode_step_ms']:.2f} ms, GPU {out['gpu_step_ms_b1']}, roofline "
           f"{out['hbm_roofline_ms']:.2f} ms)", flush=True)
+    if "latency_sync" in out:
+        sync = out["latency_sync"]
+        print(f"[{name}] without async scheduling: {sync['ms_per_output_token']:.2f} ms/token (decode step "
+              f"{sync['decode_step_ms']:.2f} ms), {100e3 * floor_s / sync['ms_per_output_token']:.0f}% of the "
+              f"roofline vs {100 * out['hbm_fraction_e2e']:.0f}% with it", flush=True)
     out["throughput"] = tp = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
     out["compute_roofline_tok_s"] = compute_roofline_tokens_per_s(counts, ceilings)
     out["compute_fraction"] = tp["total_tok_s"] / out["compute_roofline_tok_s"]

@@ -33,6 +33,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="schedule and prepare the next step while the device runs the current one "
+                             "(default: on for CUDA, off on the CPU, where it cannot overlap)")
     parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
                         help="dummy: random weights of the model's shape (benchmarks without a checkpoint)")
 
@@ -46,6 +49,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         num_gpu_blocks_override=args.num_gpu_blocks_override,
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
+        async_scheduling=args.async_scheduling,
     )
 
 

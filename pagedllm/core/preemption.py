@@ -19,4 +19,7 @@ def preempt(request: Request, kv_cache_manager: KVCacheManager) -> None:
     kv_cache_manager.free(request)
     request.status = RequestStatus.PREEMPTED
     request.num_computed_tokens = 0
+    # A token still in flight for it is dropped when it arrives (the request is not running) and
+    # sampled again after the recompute.
+    request.num_output_placeholders = 0
     request.num_preemptions += 1

@@ -49,6 +49,9 @@ class Request:
     # prompt + output, kept in one list so slicing for the runner is cheap
     all_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    # Tokens being sampled by steps launched but not yet read back (asynchronous scheduling): the
+    # scheduler counts them as if known, so the next step can compute them on the device.
+    num_output_placeholders: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 = not scheduled yet
     num_preemptions: int = 0
     stop_reason: int | str | None = None

@@ -9,6 +9,13 @@ tokens so that the first catches up with the second:
 
 A whole prompt, a chunk of it, one decode token, or a recompute after preemption are all the same
 arithmetic. A request whose scheduled tokens reach `num_tokens` gets a sampled token back.
+
+With asynchronous scheduling, step N+1 is scheduled before step N's tokens come back. A request
+scheduled to its end gets a placeholder for the token it will sample, counted in its length, so
+step N+1 can compute that token (the runner reads it on the device). The placeholder is replaced
+when the token arrives in update_from_output. A request that stops at step N has wasted its
+slot of step N+1, whose output is dropped; preemption drops placeholders (the token is sampled
+again after the recompute).
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ class Scheduler:
         self.max_model_len = scheduler_config.max_model_len
         self.block_size = cache_config.block_size
         self.enable_prefix_caching = cache_config.enable_prefix_caching
+        self.async_scheduling = scheduler_config.async_scheduling
         self.kv_cache_manager = KVCacheManager(num_blocks, self.block_size, self.enable_prefix_caching,
                                                cache_config.prefix_caching_hash_algo)
         self._hasher = self.kv_cache_manager.hasher
@@ -188,7 +196,12 @@ class Scheduler:
         while i < len(running) and budget > 0:
             request = running[i]
             num_computed = request.num_computed_tokens
-            n = min(len(request.all_token_ids) - num_computed, budget, max_model_len - num_computed)
+            num_tokens = len(request.all_token_ids)
+            placeholders = request.num_output_placeholders
+            if placeholders and len(request.output_token_ids) + placeholders >= request.max_tokens:
+                i += 1  # its last token is in flight
+                continue
+            n = min(num_tokens + placeholders - num_computed, budget, max_model_len - num_computed)
             if n <= 0:  # nothing new to compute (no sampled token came back for it)
                 i += 1
                 continue
@@ -212,6 +225,8 @@ class Scheduler:
             cached_reqs.new_block_ids.append(new_block_ids)
             cached_reqs.num_computed_tokens.append(num_computed)
             request.num_computed_tokens = num_computed + n
+            if self.async_scheduling and num_computed + n == num_tokens + placeholders:
+                request.num_output_placeholders = placeholders + 1
             budget -= n
             i += 1
         return budget
@@ -256,6 +271,8 @@ class Scheduler:
             ))
             num_scheduled_tokens[req_id] = n
             request.num_computed_tokens = num_hit_tokens + n
+            if self.async_scheduling and request.num_computed_tokens == request.num_tokens:
+                request.num_output_placeholders = 1
             budget -= n
         return budget
 
@@ -289,8 +306,10 @@ class Scheduler:
             new_prompt_logprobs = prompt_logprobs.get(req_id) if prompt_logprobs else None
             if new_prompt_logprobs is not None:
                 new_prompt_logprobs = self._drop_resent_prompt_logprobs(
-                    request, scheduler_output.num_scheduled_tokens[req_id], new_prompt_logprobs)
+                    request, _first_scheduled_position(scheduler_output, req_id), new_prompt_logprobs)
             if sampled:
+                if request.num_output_placeholders:
+                    request.num_output_placeholders -= len(sampled)
                 sampled = self._append_tokens(request, sampled)
             elif new_logprobs is None and new_prompt_logprobs is None:
                 continue  # a prefill chunk with nothing to report
@@ -307,12 +326,9 @@ class Scheduler:
             self.running = [r for r in self.running if r.status == _RUNNING]
         return outputs
 
-    def _drop_resent_prompt_logprobs(
-        self, request: Request, num_scheduled: int, rows: LogprobsLists
-    ) -> LogprobsLists | None:
-        """Cut the rows of prompt positions already reported before a preemption."""
-        # Row j is prompt position `start + j`; num_computed_tokens was advanced in schedule().
-        start = request.num_computed_tokens - num_scheduled
+    def _drop_resent_prompt_logprobs(self, request: Request, start: int, rows: LogprobsLists) -> LogprobsLists | None:
+        """Cut the rows of prompt positions already reported before a preemption.
+        Row j is prompt position `start + j`."""
         num_sent = self._num_prompt_logprobs_sent.get(request.request_id, 0)
         self._num_prompt_logprobs_sent[request.request_id] = max(num_sent, start + len(rows))
         skip = num_sent - start
@@ -338,3 +354,14 @@ class Scheduler:
         if self.enable_prefix_caching:
             update_block_hashes(request, self.block_size, hasher=self._hasher)
         return token_ids
+
+
+def _first_scheduled_position(scheduler_output: SchedulerOutput, req_id: str) -> int:
+    """The request's num_computed_tokens before the step (its first scheduled position). Read from
+    the step's output: with asynchronous scheduling the request may have been scheduled again
+    since. A linear search, but only for requests that want prompt logprobs."""
+    for new in scheduler_output.scheduled_new_reqs:
+        if new.req_id == req_id:
+            return new.num_computed_tokens
+    cached = scheduler_output.scheduled_cached_reqs
+    return cached.num_computed_tokens[cached.req_ids.index(req_id)]

@@ -32,6 +32,8 @@ class EngineArgs:
     device: str = "auto"
     load_format: str = "auto"  # "dummy": random weights in place of the checkpoint's (benchmarks)
     cuda_graph_sizes: list[int] | None = None  # decode batch sizes to capture; None: vLLM-like default
+    # overlap the host's work for the next step with the device's current step; None: on for CUDA
+    async_scheduling: bool | None = None
 
     def create_engine_config(self) -> EngineConfig:
         from pagedllm.platforms.base import get_platform
@@ -67,6 +69,8 @@ class EngineArgs:
                 max_num_seqs=self.max_num_seqs,
                 max_num_batched_tokens=max_batched,
                 max_model_len=model_config.max_model_len,
+                async_scheduling=(platform.device_name == "cuda" if self.async_scheduling is None
+                                  else self.async_scheduling),
             ),
             device_config=DeviceConfig(
                 device=platform.device_name, enforce_eager=self.enforce_eager,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler import Scheduler
 from pagedllm.executor.base import get_executor_class
 from pagedllm.metrics.stats import StepTimes
-from pagedllm.outputs import EngineCoreOutputs, SchedulerStats
+from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.outputs import EngineCoreOutputs, ModelRunnerOutputFuture, SchedulerStats
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ class EngineCore:
         self.config = config = self.executor.config
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks)
         self.step_times = StepTimes()
+        self.async_scheduling = config.scheduler_config.async_scheduling
+        # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
+        self._in_flight: deque[tuple[SchedulerOutput, ModelRunnerOutputFuture]] = deque()
 
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""
@@ -39,9 +44,11 @@ class EngineCore:
         self.scheduler.finish_requests(request_ids, status)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or bool(self._in_flight)
 
     def step(self) -> EngineCoreOutputs:
+        if self.async_scheduling:
+            return self._step_async()
         t0 = time.perf_counter()
         sched_out = self.scheduler.schedule()
         t1 = time.perf_counter()
@@ -52,6 +59,40 @@ class EngineCore:
         # The output stage is timed by whoever turns these outputs into text.
         self.step_times.record(len(sched_out.num_scheduled_tokens), t0, t1, t2, t3, t3)
         return EngineCoreOutputs(outputs)
+
+    def _step_async(self) -> EngineCoreOutputs:
+        """Launch step N+1, then read step N's result: the host schedules and prepares step N+1
+        while the device still runs step N. Returns step N's outputs (none on the first step)."""
+        t0 = t1 = t2 = time.perf_counter()
+        launched = False
+        if self.scheduler.has_unfinished_requests():
+            sched_out = self.scheduler.schedule()
+            t1 = time.perf_counter()
+            future = self.executor.execute_model_async(sched_out)  # an empty step still drops finished rows
+            t2 = time.perf_counter()
+            launched = not sched_out.is_empty
+            if launched or not self._in_flight:  # an empty one is read at once for its pending outputs
+                self._in_flight.append((sched_out, future))
+        # Keep one step queued behind the running one; with nothing new to queue, drain.
+        if not self._in_flight or (launched and len(self._in_flight) < 2):
+            self.step_times.schedule += t1 - t0
+            self.step_times.execute += t2 - t1
+            return EngineCoreOutputs([])
+        prev_out, future = self._in_flight.popleft()
+        runner_out = future.result()
+        t3 = time.perf_counter()
+        outputs = self.scheduler.update_from_output(prev_out, runner_out)
+        t4 = time.perf_counter()
+        # "execute" is launching step N+1 plus waiting for step N; "update" applies step N's result.
+        self.step_times.record(len(prev_out.num_scheduled_tokens), t0, t1, t3, t4, t4)
+        return EngineCoreOutputs(outputs)
+
+    def set_async_scheduling(self, enabled: bool) -> None:
+        """Switch scheduling mode between steps (benchmarks compare both on one loaded engine).
+        Steps in flight are read first; their outputs go nowhere, so call it while idle."""
+        while self._in_flight:
+            self._step_async()
+        self.async_scheduling = self.scheduler.async_scheduling = enabled
 
     def make_stats(self) -> SchedulerStats:
         sched = self.scheduler

@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.outputs import ModelRunnerOutput
+from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 
 
 class Executor(ABC):
@@ -20,6 +20,10 @@ class Executor(ABC):
     @abstractmethod
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         """Run one step on the workers and return the first worker's result."""
+
+    @abstractmethod
+    def execute_model_async(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutputFuture:
+        """Launch one step and return without waiting for its result (asynchronous scheduling)."""
 
     def shutdown(self) -> None:
         """Release the workers."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.executor.base import Executor
-from pagedllm.outputs import ModelRunnerOutput
+from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.worker.worker import Worker
 
 
@@ -18,3 +18,6 @@ class UniprocExecutor(Executor):
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         return self.worker.execute_model(scheduler_output)
+
+    def execute_model_async(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutputFuture:
+        return self.worker.execute_model_async(scheduler_output)

@@ -15,8 +15,10 @@ from pagedllm.sample.sampling_metadata import to_device
 _PROMPT_CHUNK = 512
 
 
-def compute_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, num_logprobs: int) -> LogprobsLists:
-    """Logprobs of `token_ids` [P] and the top `num_logprobs` tokens of each row of `logits` [P, V]."""
+def token_logprob_tensors(logits: torch.Tensor, token_ids: torch.Tensor,
+                          num_logprobs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """On the logits' device: ids [P, 1 + k] (the token, then the top k), their logprobs [P, 1 + k]
+    and the token's rank [P], for `token_ids` [P] against `logits` [P, V]."""
     logprobs = logits.float().log_softmax(dim=-1)  # [P, V]
     token_logprobs = logprobs.gather(1, token_ids.unsqueeze(1))  # [P, 1]
     # rank: how many tokens are at least as likely (vLLM counts ties against the token), so 1 = top.
@@ -27,6 +29,12 @@ def compute_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, num_lo
         top = logprobs.topk(num_logprobs, dim=-1)  # [P, k] each
         ids = torch.cat([ids, top.indices], dim=1)  # [P, 1 + k]
         values = torch.cat([values, top.values], dim=1)  # [P, 1 + k]
+    return ids, values, ranks
+
+
+def compute_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, num_logprobs: int) -> LogprobsLists:
+    """Logprobs of `token_ids` [P] and the top `num_logprobs` tokens of each row of `logits` [P, V]."""
+    ids, values, ranks = token_logprob_tensors(logits, token_ids, num_logprobs)
     return LogprobsLists(ids.tolist(), values.tolist(), ranks.tolist())
 
 

@@ -22,18 +22,45 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm.outputs import LogprobsLists
-from pagedllm.sample.logprobs import compute_prompt_logprobs, compute_token_logprobs, split_sample_logprobs
+from pagedllm.sample.host_copy import HostCopy
+from pagedllm.sample.logprobs import compute_prompt_logprobs, split_sample_logprobs, token_logprob_tensors
 from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
 
-__all__ = ["Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
+__all__ = ["SampledBatch", "Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
+
 
 @dataclass(slots=True)
 class SamplerOutput:
     sampled_token_ids: list[int]  # [N]
     # [N] one single-position LogprobsLists per row that asked for logprobs, else None
     logprobs: list[LogprobsLists | None]
+
+
+class SampledBatch:
+    """A step's sampled tokens (and logprobs) as queued on the device; `result()` brings them to
+    the host. Until then the host is free to prepare the next step (asynchronous scheduling),
+    which reads `sampled` on the device for its input tokens."""
+
+    def __init__(self, sampled: torch.Tensor, logprob_tensors: tuple[torch.Tensor, ...] | None,
+                 num_logprobs: list[int | None]) -> None:
+        self.sampled = sampled  # [N] int64 on the device
+        self._num_logprobs = num_logprobs
+        self._has_logprobs = logprob_tensors is not None
+        self._copy = HostCopy([sampled, *(logprob_tensors or ())])
+        self._result: SamplerOutput | None = None
+
+    def result(self) -> SamplerOutput:
+        if self._result is None:
+            host = self._copy.wait()
+            logprobs: list[LogprobsLists | None] = [None] * len(self._num_logprobs)
+            if self._has_logprobs:
+                ids, values, ranks = host[1:]
+                lists = LogprobsLists(ids.tolist(), values.tolist(), ranks.tolist())
+                logprobs = split_sample_logprobs(lists, self._num_logprobs)
+            self._result = SamplerOutput(host[0].tolist(), logprobs)
+        return self._result
 
 
 class Sampler:
@@ -43,10 +70,13 @@ class Sampler:
 
     def forward(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
         """Sample one token per row of `logits` [N, V] float32. Does not modify `logits`."""
+        return self.launch(logits, metadata).result()
+
+    def launch(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SampledBatch:
+        """Queue the sampling of `logits` [N, V] float32 without waiting for its result."""
         assert logits.shape[0] == metadata.num_rows, (logits.shape, metadata.num_rows)
         sampled = self.sample(logits, metadata)  # [N] int64
-        logprobs = self._logprobs(logits, sampled, metadata)
-        return SamplerOutput(sampled.tolist(), logprobs)
+        return SampledBatch(sampled, self._logprobs(logits, sampled, metadata), metadata.num_logprobs)
 
     def sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
         """The sampled token of each row: [N] int64."""
@@ -79,15 +109,15 @@ class Sampler:
         return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
     def _logprobs(self, logits: torch.Tensor, sampled: torch.Tensor,
-                  md: SamplingMetadata) -> list[LogprobsLists | None]:
+                  md: SamplingMetadata) -> tuple[torch.Tensor, ...] | None:
+        """(ids, logprobs, ranks) of the rows that asked, with the batch's max k; None if none did."""
         if md.max_num_logprobs is None:
-            return [None] * md.num_rows
+            return None
         rows = [i for i, k in enumerate(md.num_logprobs) if k is not None]
         if len(rows) < md.num_rows:
             index = to_device(rows, torch.int64, logits.device)
             logits, sampled = logits[index], sampled[index]
-        lists = compute_token_logprobs(logits, sampled, md.max_num_logprobs)
-        return split_sample_logprobs(lists, md.num_logprobs)
+        return token_logprob_tensors(logits, sampled, md.max_num_logprobs)
 
 
 def process_logits(logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:

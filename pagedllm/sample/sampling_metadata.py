@@ -24,9 +24,17 @@ class SamplingRequest:
 
     params: SamplingParams
     prompt_token_ids: list[int]
-    output_token_ids: list[int]  # tokens generated so far; the token sampled now has index len(this)
-    # masked (with params.all_stop_token_ids) while len(output) < params.min_tokens, unless ignore_eos
+    output_token_ids: list[int]  # tokens generated so far and known on the host
+    # masked (with params.all_stop_token_ids) while num_output_tokens < params.min_tokens, unless ignore_eos
     eos_token_id: int | None
+    # Tokens sampled by a step still in flight (asynchronous scheduling; 0 or 1): generated but not
+    # yet in output_token_ids. Penalties need their values, so the runner waits for them first.
+    num_pending: int = 0
+
+    @property
+    def num_output_tokens(self) -> int:
+        """Output tokens so far, pending ones included: the token sampled now has this index."""
+        return len(self.output_token_ids) + self.num_pending
 
 
 @dataclass(slots=True)
@@ -147,7 +155,7 @@ def _fill_random_fields(md: SamplingMetadata, rows: list[SamplingRequest], greed
             top_p.append(p.top_p)
             top_p_top_k.append(top_k[-1])
         if p.seed is not None:
-            md.generators[i] = position_generator(p.seed, len(r.output_token_ids), device)
+            md.generators[i] = position_generator(p.seed, r.num_output_tokens, device)
     md.temperature = to_device(temperature, torch.float32, device)
     if not md.all_random:
         md.greedy_mask = to_device(greedy, torch.bool, device)
@@ -179,7 +187,7 @@ def _make_min_tokens_mask(rows: list[SamplingRequest], vocab_size: int,
     entries: list[tuple[int, int]] = []
     for i, r in enumerate(rows):
         p = r.params
-        if len(r.output_token_ids) >= p.min_tokens:
+        if r.num_output_tokens >= p.min_tokens:
             continue
         stop_ids = set(p.all_stop_token_ids)
         if not p.ignore_eos and r.eos_token_id is not None:
@@ -200,6 +208,7 @@ def _make_penalties(rows: list[SamplingRequest], device: torch.device) -> Penalt
     penalised = [i for i, r in enumerate(rows) if _has_penalty(r.params)]
     if not penalised:
         return None
+    assert not any(rows[i].num_pending for i in penalised), "penalties need every output token on the host"
     repetition = [i for i in penalised if rows[i].params.repetition_penalty != 1.0]
     return PenaltyMetadata(
         repetition=to_device([r.params.repetition_penalty for r in rows], torch.float32, device),

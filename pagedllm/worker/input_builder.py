@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pagedllm.attention.base import AttentionMetadata
+from pagedllm.sample.sampling_metadata import to_device
 from pagedllm.worker.input_buffers import InputBuffers, StepTensors
 from pagedllm.worker.request_states import RequestStates, RowState
 
@@ -49,10 +50,15 @@ def build_model_input(
     device: torch.device,
     buffers: InputBuffers | None = None,
     pad_to: int | None = None,
+    prev_sampled: torch.Tensor | None = None,
 ) -> ModelInput:
     """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
     device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
-    the real requests with padding the graph can run on (see InputBuffers.upload)."""
+    the real requests with padding the graph can run on (see InputBuffers.upload).
+
+    `prev_sampled`: the sampled tokens [S] of the previous step, still on the device when that
+    step's result has not reached the host (asynchronous scheduling). A request that sampled there
+    starts this step at that token's position; its input token is copied from there on the device."""
     row_states = [states.reqs[r] for r in req_ids]
     rows = np.fromiter((s.row for s in row_states), dtype=np.int64, count=len(row_states))  # [num_reqs]
     num_sched = np.asarray(num_scheduled, dtype=np.int64)  # [num_reqs]
@@ -70,7 +76,7 @@ def build_model_input(
     query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
     query_start_loc[1:] = cu
     seq_lens_list = seq_lens.tolist()
-    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens]
+    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens + s.num_pending]
     logits_indices = cu[sample_idx] - 1
     if pad_to is not None:
         assert buffers is not None, "padding is for CUDA graphs, which read the persistent buffers"
@@ -85,6 +91,8 @@ def build_model_input(
     else:
         dev = buffers.upload(input_ids, positions, slot_mapping, logits_indices, query_start_loc, seq_lens,
                              block_table, pad_to)
+    if prev_sampled is not None:
+        _copy_pending_tokens(dev.input_ids, states.prev_sample_index[rows], starts, prev_sampled)
     metadata = AttentionMetadata(
         num_actual_tokens=total,
         num_reqs=len(rows),
@@ -108,6 +116,23 @@ def build_model_input(
         prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
         padded_num_tokens=pad_to,
     )
+
+
+def _copy_pending_tokens(input_ids: torch.Tensor, src: np.ndarray, starts: np.ndarray,
+                         prev_sampled: torch.Tensor) -> None:
+    """input_ids[starts[i]] = prev_sampled[src[i]] on the device, for the requests with src[i] >= 0
+    (a request with a token in flight has exactly one scheduled token: that token's position)."""
+    sel = np.flatnonzero(src >= 0)
+    if len(sel) == 0:
+        return
+    dst, src = starts[sel], src[sel]
+    n = len(sel)
+    if dst[-1] == n - 1 and (src == np.arange(n)).all():  # steady decode: the same requests in the same order
+        input_ids[:n].copy_(prev_sampled[:n])
+        return
+    device = input_ids.device
+    input_ids.index_copy_(0, to_device(dst.tolist(), torch.int64, device),
+                          prev_sampled.index_select(0, to_device(src.tolist(), torch.int64, device)))
 
 
 def _prompt_logprobs_slices(

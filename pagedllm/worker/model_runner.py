@@ -7,15 +7,55 @@ from pagedllm.attention.base import AttentionBackend
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
-from pagedllm.sample.sampler import Sampler, compute_prompt_logprobs
+from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
-from pagedllm.worker.request_states import RequestStates
+from pagedllm.worker.request_states import RequestStates, RowState
 
 
 _PROMPT_LOGITS_CHUNK = 256
+
+
+class RunnerStep:
+    """One launched step; `result()` waits for its sampled tokens, records them in the runner's
+    request states (rows still owned by the same request) and returns the step's output."""
+
+    def __init__(self, states: RequestStates | None, output: ModelRunnerOutput, sample_states: list[RowState],
+                 batch: SampledBatch | None, has_penalties: bool) -> None:
+        self._states = states
+        self._output = output
+        self._sample_states = sample_states
+        self._batch = batch
+        self.has_penalties = has_penalties
+        self.done = batch is None
+
+    @classmethod
+    def empty(cls) -> RunnerStep:
+        return cls(None, ModelRunnerOutput(req_ids=[], sampled_token_ids=[]), [], None, False)
+
+    @property
+    def sampled(self) -> torch.Tensor | None:
+        """[S] the sampled tokens on the device, in sample_states order."""
+        return None if self._batch is None else self._batch.sampled
+
+    def result(self) -> ModelRunnerOutput:
+        if self.done:
+            return self._output
+        self.done = True
+        assert self._batch is not None and self._states is not None
+        sampled = self._batch.result()
+        states, output = self._states, self._output
+        index = {req_id: i for i, req_id in enumerate(output.req_ids)}
+        for state, token_id, logprobs in zip(self._sample_states, sampled.sampled_token_ids, sampled.logprobs):
+            if states.is_current(state):
+                state.num_pending -= 1
+                states.append_sampled(state, token_id)
+            output.sampled_token_ids[index[state.req_id]] = [token_id]
+            if logprobs is not None:
+                output.logprobs[state.req_id] = logprobs
+        return output
 
 
 class ModelRunner:
@@ -48,6 +88,7 @@ class ModelRunner:
         self.sampler = Sampler()
         self.buffers = buffers
         self.graphs = graphs
+        self._last_step: RunnerStep | None = None  # the latest step that sampled
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         self.states.remove(sched.finished_req_ids | sched.preempted_req_ids)
@@ -56,19 +97,33 @@ class ModelRunner:
             self.states.add(new)
         self.states.update_cached(sched.scheduled_cached_reqs)
 
-    @torch.inference_mode()
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        return self.execute_model_async(sched).result()
+
+    @torch.inference_mode()
+    def execute_model_async(self, sched: SchedulerOutput) -> RunnerStep:
+        """Queue the step's work and return at once; `.result()` waits for its sampled tokens.
+
+        With asynchronous scheduling the engine launches step N+1 before it reads step N's result:
+        a request that sampled in step N then gets its next input token from the device, and the
+        host learns it when step N's result is read (always before step N+2 is launched)."""
         self._update_states(sched)
+        last = self._last_step
+        if last is not None and last.has_penalties:
+            last.result()  # penalties need every output token on the host (usually already there)
         if sched.total_num_scheduled_tokens == 0:
-            return ModelRunnerOutput(req_ids=[], sampled_token_ids=[])
+            return RunnerStep.empty()
+        prev_sampled = last.sampled if last is not None and not last.done else None
         req_ids = list(sched.num_scheduled_tokens)
         inp = build_model_input(self.states, req_ids, list(sched.num_scheduled_tokens.values()),
-                                self.block_size, self.device, self.buffers, self._graph_size(sched))
+                                self.block_size, self.device, self.buffers, self._graph_size(sched),
+                                prev_sampled)
         hidden = self._forward(inp)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
-        self._sample(inp, hidden, output)
-        return output
+        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden))
+        self._last_step = step if inp.sample_states else None
+        return step
 
     def _graph_size(self, sched: SchedulerOutput) -> int | None:
         """The padded batch of a captured graph for a decode-only step that fits one, else None."""
@@ -83,22 +138,20 @@ class ModelRunner:
         with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
             return self.model(inp.input_ids, inp.positions)
 
-    def _sample(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
+    def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | None, bool]:
+        """Launch sampling of the rows that get a token; (their batch or None, any penalties)."""
         if not inp.sample_states:
-            return
+            return None, False
         logits = self.model.compute_logits(hidden[inp.logits_indices])  # [num_sampled, vocab]
         rows = [
-            SamplingRequest(s.sampling_params, s.prompt_token_ids, s.output_token_ids, self.eos_token_id)
+            SamplingRequest(s.sampling_params, s.prompt_token_ids, s.output_token_ids, self.eos_token_id,
+                            s.num_pending)
             for s in inp.sample_states
         ]
         metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
-        result = self.sampler.forward(logits, metadata)
-        index = {req_id: i for i, req_id in enumerate(inp.req_ids)}
-        for state, token_id, logprobs in zip(inp.sample_states, result.sampled_token_ids, result.logprobs):
-            self.states.append_sampled(state, token_id)
-            output.sampled_token_ids[index[state.req_id]] = [token_id]
-            if logprobs is not None:
-                output.logprobs[state.req_id] = logprobs
+        batch = self.sampler.launch(logits, metadata)
+        self.states.mark_sampled(inp.sample_states)
+        return batch, metadata.penalties is not None
 
     def _compute_prompt_logprobs(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         for piece in inp.prompt_logprobs:

@@ -23,7 +23,10 @@ class RowState:
     sampling_params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
-    num_tokens: int  # prompt + output tokens known to the runner
+    num_tokens: int  # prompt + output tokens known to the runner (on the host)
+    # Tokens sampled by a step whose result has not reached the host yet (0 or 1; asynchronous
+    # scheduling). The next step reads such a token from the device (RequestStates.prev_sample_index).
+    num_pending: int = 0
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -38,6 +41,9 @@ class RequestStates:
         self.block_table = np.zeros((max_num_reqs, max_num_blocks_per_req), dtype=np.int32)  # [rows, max_blocks]
         self.num_blocks = np.zeros(max_num_reqs, dtype=np.int32)  # [rows]
         self.num_computed = np.zeros(max_num_reqs, dtype=np.int64)  # [rows] before this step
+        # [rows] row -> index of its token in the last launched step's sampled tensor, -1 if it
+        # sampled nothing there; what a step built before that token reaches the host reads.
+        self.prev_sample_index = np.full(max_num_reqs, -1, dtype=np.int64)
         self.reqs: dict[str, RowState] = {}
         self._free_rows = list(range(max_num_reqs - 1, -1, -1))
 
@@ -48,6 +54,7 @@ class RequestStates:
         for req_id in req_ids:
             state = self.reqs.pop(req_id, None)
             if state is not None:
+                self.prev_sample_index[state.row] = -1  # a new owner of the row has no pending token
                 self._free_rows.append(state.row)
 
     def add(self, new: NewRequestData) -> RowState:
@@ -76,6 +83,17 @@ class RequestStates:
         self.token_ids[state.row, state.num_tokens] = token_id
         state.num_tokens += 1
         state.output_token_ids.append(token_id)
+
+    def mark_sampled(self, sampled_states: list[RowState]) -> None:
+        """A step that samples these rows was launched; their tokens come later (append_sampled)."""
+        self.prev_sample_index.fill(-1)
+        for i, state in enumerate(sampled_states):
+            state.num_pending += 1
+            self.prev_sample_index[state.row] = i
+
+    def is_current(self, state: RowState) -> bool:
+        """Whether the row still belongs to this request (not finished or preempted since)."""
+        return self.reqs.get(state.req_id) is state
 
     def _set_blocks(self, row: int, block_ids: list[int]) -> None:
         self.block_table[row, : len(block_ids)] = block_ids

@@ -16,7 +16,7 @@ from pagedllm.attention.base import AttentionBackend
 from pagedllm.attention.registry import get_attn_backend
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.outputs import ModelRunnerOutput
+from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.worker.cuda_graphs import (GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes,
                                          graph_pool_estimate)
@@ -158,3 +158,7 @@ class Worker:
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"
         return self.runner.execute_model(scheduler_output)
+
+    def execute_model_async(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutputFuture:
+        assert self.runner is not None, "initialize_cache() must run before execute_model()"
+        return self.runner.execute_model_async(scheduler_output)

@@ -46,7 +46,9 @@ def _check_step_limits(sched: Scheduler, num_scheduled: dict[str, int]) -> None:
     assert sum(num_scheduled.values()) <= BUDGET
     assert len(num_scheduled) <= MAX_NUM_SEQS and sched.num_running <= MAX_NUM_SEQS
     for request in sched.running:
-        assert request.num_computed_tokens <= min(request.num_tokens, MAX_MODEL_LEN)
+        # placeholders: tokens of steps in flight (asynchronous scheduling), at most one per step
+        assert request.num_output_placeholders <= 2
+        assert request.num_computed_tokens <= min(request.num_tokens + request.num_output_placeholders, MAX_MODEL_LEN)
 
 
 def _collect(outs: list[EngineCoreOutput], tokens: dict[str, list[int]], finished: dict[str, str],
@@ -63,9 +65,10 @@ def _collect(outs: list[EngineCoreOutput], tokens: dict[str, list[int]], finishe
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("caching", [True, False])
-def test_random_workload_runs_to_completion(seed: int, caching: bool) -> None:
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_random_workload_runs_to_completion(seed: int, caching: bool, async_scheduling: bool) -> None:
     rng = random.Random(seed)
-    sched = Scheduler(SchedulerConfig(MAX_NUM_SEQS, BUDGET, MAX_MODEL_LEN),
+    sched = Scheduler(SchedulerConfig(MAX_NUM_SEQS, BUDGET, MAX_MODEL_LEN, async_scheduling=async_scheduling),
                       CacheConfig(block_size=BS, enable_prefix_caching=caching), num_blocks=16)
     runner = FakeRunner(BS, sample_fn=lambda req_id, tokens: rng.randint(0, 9))
     prefixes = [[rng.randint(1, 9) for _ in range(16)] for _ in range(3)]
@@ -74,6 +77,8 @@ def test_random_workload_runs_to_completion(seed: int, caching: bool) -> None:
     finished: dict[str, str] = {}
     aborted: set[str] = set()
     prompt_positions: dict[str, list[int]] = {}
+    # Asynchronous scheduling: step N's output is applied only after step N+1 was scheduled.
+    in_flight: list[tuple] = []
     for _ in range(2000):
         if len(all_requests) < 60 and rng.random() < 0.5:
             all_requests.append(_random_request(rng, prefixes))
@@ -83,10 +88,13 @@ def test_random_workload_runs_to_completion(seed: int, caching: bool) -> None:
         _abort_random(rng, sched, aborted)  # between steps
         sched_out = sched.schedule()
         _check_step_limits(sched, sched_out.num_scheduled_tokens)
-        runner_out = runner.execute(sched_out)
+        in_flight.append((sched_out, runner.execute(sched_out)))
         _abort_random(rng, sched, aborted)  # while the step runs
-        _collect(sched.update_from_output(sched_out, runner_out), tokens, finished, prompt_positions)
+        if len(in_flight) > async_scheduling:
+            _collect(sched.update_from_output(*in_flight.pop(0)), tokens, finished, prompt_positions)
         sched.kv_cache_manager.check_invariants()
+    for step in in_flight:
+        _collect(sched.update_from_output(*step), tokens, finished, prompt_positions)
     assert not sched.has_unfinished_requests(), "did not finish"
     sched.kv_cache_manager.check_all_free()
     _check_results(all_requests, tokens, finished, aborted)

@@ -162,6 +162,12 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
               f"{sync['decode_step_ms']:.2f} ms), {100e3 * floor_s / sync['ms_per_output_token']:.0f}% of the "
               f"roofline vs {100 * out['hbm_fraction_e2e']:.0f}% with it", flush=True)
     out["throughput"] = tp = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
+    if core.async_scheduling:
+        core.set_async_scheduling(False)
+        out["throughput_sync"] = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
+        core.set_async_scheduling(True)
+        print(f"[{name}] throughput without async scheduling {out['throughput_sync']['total_tok_s']:.0f} tok/s",
+              flush=True)
     out["compute_roofline_tok_s"] = compute_roofline_tokens_per_s(counts, ceilings)
     out["compute_fraction"] = tp["total_tok_s"] / out["compute_roofline_tok_s"]
     print(f"[{name}] throughput {tp['total_tok_s']:.0f} tok/s ({tp['elapsed_s']:.1f} s), "

@@ -53,7 +53,7 @@ from pagedllm.attention.base import AttentionMetadata  # noqa: E402
 from pagedllm.attention.torch_ref import _decode_attention, _decode_plan  # noqa: E402
 from pagedllm.attention.triton_paged import TritonPagedAttentionBackend  # noqa: E402
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
-from pagedllm.kernels.triton.paged_attention import paged_attention  # noqa: E402
+from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention  # noqa: E402
 from pagedllm.kernels.triton.rms_norm import rms_norm  # noqa: E402
 from pagedllm.kernels.triton.rotary import rotary_embedding_  # noqa: E402
 from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding  # noqa: E402
@@ -108,7 +108,7 @@ def triton_decode(setup: DecodeSetup, md: AttentionMetadata, q: torch.Tensor, sp
     n = md.num_reqs
     splits = splits or TritonPagedAttentionBackend(max_num_seqs=256).num_splits(md, n, KV_HEADS)
     # A workspace of exactly the rows needed: sweeps force split counts past the backend's clamp.
-    ws = (torch.empty(n * splits, HEADS, HEAD, device=DEV), torch.empty(n * splits, HEADS, device=DEV))
+    ws = SplitWorkspace.allocate(n * splits, HEADS, HEAD, torch.device(DEV))
     out = torch.empty_like(q)
     scale = 1 / math.sqrt(HEAD)
 
@@ -162,7 +162,7 @@ def bench_decode(setup: DecodeSetup, batches: list[int], contexts: list[int], bw
                                    for s, p in zip(sets, plans)])
             md, q, k, v = sets[0]
             out = torch.empty_like(q)
-            ws = (torch.empty(batch * splits, HEADS, HEAD, device=DEV), torch.empty(batch * splits, HEADS, device=DEV))
+            ws = SplitWorkspace.allocate(batch * splits, HEADS, HEAD, torch.device(DEV))
             paged_attention(out, q, setup.cache, md.block_table, md.seq_lens, md.query_start_loc, batch, batch,
                             scale, True, splits, ws)
             ref = F.scaled_dot_product_attention(q.view(batch, KV_HEADS, -1, HEAD).float(), k.float(), v.float(),
@@ -284,11 +284,30 @@ def bench_elementwise(bw: float, token_counts: tuple[int, ...] = (1, 256, 4096))
     return rows
 
 
+def sweep_graph_decode(setup: DecodeSetup, cases: list[tuple[int, int]], num_splits: int = 32) -> list[dict]:
+    """Decode as a CUDA graph captured for max_model_len 4096 runs it (32 splits at batch 1, the
+    used ones found per request): how many key tiles a split should take at least, and tile size."""
+    rows = []
+    for batch, ctx in cases:
+        for min_tiles in (1, 2, 4):
+            for tile_n in (32, 64):
+                for stages in (2, 3):
+                    runs = _decode_runs(setup, batch, ctx, num_splits, tile_n=tile_n, num_stages=stages,
+                                        min_split_tiles=min_tiles)
+                    t = graph_bench([r for r, _ in runs]) * 1e3
+                    rows.append(dict(batch=batch, ctx=ctx, min_split_tiles=min_tiles, tile_n=tile_n, stages=stages,
+                                     us=t))
+                    print(f"graph decode b={batch} ctx={ctx} splits={num_splits} min_tiles={min_tiles} "
+                          f"tile_n={tile_n} stages={stages}: {t:.1f} us", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="folder for bench_triton.json")
     parser.add_argument("--quick", action="store_true", help="fewer shapes, no sweeps")
-    parser.add_argument("--only", choices=["decode", "sweeps", "prefill", "elementwise"], action="append",
+    parser.add_argument("--only", choices=["decode", "sweeps", "graph_decode", "prefill", "elementwise"],
+                        action="append",
                         help="run only these parts (repeatable); default all")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -296,19 +315,21 @@ def main() -> None:
     bw = copy_bandwidth()
     print(f"{props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, triton {triton.__version__}; "
           f"copy bandwidth {bw:.0f} GB/s (read + write)", flush=True)
-    parts = set(args.only or ["decode", "sweeps", "prefill", "elementwise"])
+    parts = set(args.only or ["decode", "sweeps", "graph_decode", "prefill", "elementwise"])
     if args.quick:
         parts.discard("sweeps")
     batches = [1, 64] if args.quick else [1, 64, 256]
     contexts = [128, 2048] if args.quick else [128, 512, 2048, 8192]
     result: dict = dict(device=props.name, copy_gbs=bw, decode=[])
-    if parts & {"decode", "sweeps"}:
+    if parts & {"decode", "sweeps", "graph_decode"}:
         setup = DecodeSetup(max(batches) * max(contexts))
         if "decode" in parts:
             result["decode"] = bench_decode(setup, batches, contexts, bw)
         if "sweeps" in parts:
             result["splits"] = sweep_splits(setup, [(1, 2048), (1, 8192), (8, 8192), (64, 2048), (64, 8192)])
             result["launch"] = sweep_launch(setup, [(1, 8192), (64, 2048), (256, 8192)])
+        if "graph_decode" in parts:
+            result["graph_decode"] = sweep_graph_decode(setup, [(1, 192), (1, 1024), (1, 4096), (4, 1024)])
         del setup
     if "prefill" in parts:
         result["prefill"] = bench_prefill()

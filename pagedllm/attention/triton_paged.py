@@ -5,10 +5,11 @@ Per step, from host-side metadata only (no device syncs, so decode steps can be 
 * decode-only steps (one token per request) take the decode kernel, split-K when the batch is
   too small to fill the GPU: num_reqs * num_kv_heads programs, times num_splits chosen from
   max_seq_len (or max_model_len while a CUDA graph is being captured, or an explicit
-  `metadata.backend_cache["triton_num_splits"]`), then a reduce kernel;
+  `metadata.backend_cache["triton_num_splits"]`); the last split of each (request, kv head)
+  combines the partials, in the same launch;
 * other steps take the mixed kernel: variable-length query tiles, causal within new tokens.
 
-The split-K partials live in one workspace per backend (shared by every layer, which run one
+The split-K partials and counters live in one workspace per backend (shared by every layer, which run one
 after another on the stream), allocated on the first split decode (the profile run or the eager
 warm-up before capture, never inside a capture). Its rows hold num_reqs * num_splits partials;
 large batches need no splits, so rows = max(4 * max_num_seqs, 32 * max_num_splits) (16 MiB for
@@ -23,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
-from pagedllm.kernels.triton.paged_attention import paged_attention
+from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 
 NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
@@ -39,7 +40,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
         self.max_num_splits = max_num_splits
-        self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._workspace: SplitWorkspace | None = None
         self._num_sms: int | None = None
 
     def configure(self, max_num_seqs: int, max_model_len: int) -> None:
@@ -97,18 +98,16 @@ class TritonPagedAttentionBackend(AttentionBackend):
         # Large batches need no splits; small ones need many: rows = reqs * splits stays bounded.
         return max(4 * self.max_num_seqs, self.max_num_splits * 32)
 
-    def _split_workspace(self, query: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _split_workspace(self, query: torch.Tensor, rows: int) -> SplitWorkspace:
         _, num_heads, head_size = query.shape
         ws = self._workspace
-        if ws is None or ws[0].device != query.device or ws[0].shape[1:] != (num_heads, head_size):
+        if ws is None or ws.part_out.device != query.device or ws.part_out.shape[1:] != (num_heads, head_size):
             if _capturing(query):
                 raise RuntimeError("Triton attention workspace must be allocated before CUDA graph "
                                    "capture: run one eager decode step first.")
-            total = self._workspace_rows()
-            ws = (torch.empty(total, num_heads, head_size, dtype=torch.float32, device=query.device),
-                  torch.empty(total, num_heads, dtype=torch.float32, device=query.device))
+            ws = SplitWorkspace.allocate(self._workspace_rows(), num_heads, head_size, query.device)
             self._workspace = ws
-        assert rows <= ws[0].shape[0]
+        assert rows <= ws.part_out.shape[0]
         return ws
 
     def _sm_count(self, device: torch.device) -> int:

@@ -20,7 +20,7 @@ from pagedllm.attention.base import AttentionMetadata  # noqa: E402
 from pagedllm.attention.registry import get_attn_backend  # noqa: E402
 from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
 from pagedllm.attention.triton_paged import NUM_SPLITS_KEY, TritonPagedAttentionBackend  # noqa: E402
-from pagedllm.kernels.triton.paged_attention import paged_attention  # noqa: E402
+from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention  # noqa: E402
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache  # noqa: E402
 from tests.helpers.attn_metadata import build_metadata  # noqa: E402
 
@@ -82,11 +82,13 @@ def run_kernel(case: Case, scale: float, num_splits: int = 1) -> torch.Tensor:
     reshape_and_cache(case.key, case.value, case.cache, md.slot_mapping, md.num_actual_tokens)
     out = torch.full_like(case.query, float("nan"))
     heads, head_size = case.query.shape[1:]
-    rows = md.num_reqs * num_splits
-    workspace = (torch.full((rows, heads, head_size), float("nan"), device=DEVICE),
-                 torch.full((rows, heads), float("nan"), device=DEVICE))
-    paged_attention(out, case.query, case.cache, md.block_table, md.seq_lens, md.query_start_loc,
-                    md.num_actual_tokens, md.num_reqs, scale, md.is_decode_only, num_splits, workspace)
+    workspace = SplitWorkspace.allocate(md.num_reqs * num_splits, heads, head_size, torch.device(DEVICE))
+    workspace.part_out.fill_(float("nan"))
+    workspace.part_lse.fill_(float("nan"))
+    for _ in range(2):  # twice: the split counters must be back at zero after a launch
+        paged_attention(out, case.query, case.cache, md.block_table, md.seq_lens, md.query_start_loc,
+                        md.num_actual_tokens, md.num_reqs, scale, md.is_decode_only, num_splits, workspace)
+        assert not workspace.counters.any()
     return out
 
 
@@ -109,7 +111,16 @@ def test_decode_batch(dtype, heads, kv_heads, head_size, block_size):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_splits", [3, 8])  # 8: more splits than key tiles, so some are empty
 def test_decode_split_k(dtype, num_splits):
-    check(make_case([200, 3, 0, 129], [1] * 4, 8, 2, 64, 16, dtype, seed=1), dtype, num_splits)
+    # 601 keys: 10 tiles of 64, split 3 or 5 ways (at least 2 tiles a split); 200 and 129: 2 splits;
+    # 3: one tile, written by split 0 alone; 0: padding
+    check(make_case([601, 200, 3, 0, 129], [1] * 5, 8, 2, 64, 16, dtype, seed=1), dtype, num_splits)
+
+
+@pytest.mark.parametrize("seq_len", [601, 130, 40])
+def test_decode_split_k_one_request(seq_len):
+    # alone in the batch a split may take a single key tile: 601 keys in 64-key tiles make 10
+    # tiles over 8 splits (5 used), 130 make 3 splits, 40 one (written without partials)
+    check(make_case([seq_len], [1], 8, 2, 64, 16, torch.float32, seed=7), torch.float32, 8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

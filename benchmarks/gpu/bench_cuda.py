@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.gpu.ceilings import (Ceilings, compute_roofline_tokens_per_s, decode_step_roofline_s,  # noqa: E402
-                                     measure_ceilings, model_counts)
+from benchmarks.gpu.ceilings import (Ceilings, back_to_back_ms, compute_roofline_tokens_per_s,  # noqa: E402
+                                     decode_step_roofline_s, measure_ceilings, model_counts)
 from benchmarks.gpu.hf_baseline import hf_generate_throughput  # noqa: E402
 from benchmarks.gpu.model_folders import LLAMA3_8B, QWEN3_0_6B, write_model_folder  # noqa: E402
 
@@ -81,15 +81,7 @@ def gpu_step_ms(llm: Any, batch: int = 1, iters: int = 50) -> float | None:
         model.compute_logits(hidden[:batch]).argmax(-1)
 
     with torch.inference_mode():
-        step()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            step()
-        end.record()
-        end.synchronize()
-    return start.elapsed_time(end) / iters
+        return back_to_back_ms(step, iters)
 
 
 def bench_throughput(llm: Any, vocab_size: int, num_prompts: int, input_len: int, output_len: int) -> dict:

@@ -29,6 +29,20 @@ def _time_ms(fn, iters: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def back_to_back_ms(fn, iters: int = 50) -> float:
+    """Mean milliseconds of `fn` over `iters` runs queued back to back (no host gaps between them),
+    timed with CUDA events after one warm-up run."""
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def measure_ceilings() -> Ceilings:
     n = 1 << 29  # 1 GiB of bf16, far past the L2
     src = torch.randn(n, dtype=torch.bfloat16, device="cuda")

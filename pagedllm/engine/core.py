@@ -13,9 +13,9 @@ from collections import deque
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler import Scheduler
+from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.executor.base import get_executor_class
 from pagedllm.metrics.stats import StepTimes
-from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import EngineCoreOutputs, ModelRunnerOutputFuture, SchedulerStats
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,11 @@ def token_logprob_tensors(logits: torch.Tensor, token_ids: torch.Tensor,
 
 def compute_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, num_logprobs: int) -> LogprobsLists:
     """Logprobs of `token_ids` [P] and the top `num_logprobs` tokens of each row of `logits` [P, V]."""
-    ids, values, ranks = token_logprob_tensors(logits, token_ids, num_logprobs)
+    return logprobs_lists(*token_logprob_tensors(logits, token_ids, num_logprobs))
+
+
+def logprobs_lists(ids: torch.Tensor, values: torch.Tensor, ranks: torch.Tensor) -> LogprobsLists:
+    """The host lists of token_logprob_tensors' output (host tensors: this does not wait on a GPU)."""
     return LogprobsLists(ids.tolist(), values.tolist(), ranks.tolist())
 
 

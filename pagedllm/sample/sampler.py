@@ -23,7 +23,8 @@ import torch
 
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.host_copy import HostCopy
-from pagedllm.sample.logprobs import compute_prompt_logprobs, split_sample_logprobs, token_logprob_tensors
+from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, split_sample_logprobs,
+                                      token_logprob_tensors)
 from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
@@ -56,9 +57,7 @@ class SampledBatch:
             host = self._copy.wait()
             logprobs: list[LogprobsLists | None] = [None] * len(self._num_logprobs)
             if self._has_logprobs:
-                ids, values, ranks = host[1:]
-                lists = LogprobsLists(ids.tolist(), values.tolist(), ranks.tolist())
-                logprobs = split_sample_logprobs(lists, self._num_logprobs)
+                logprobs = split_sample_logprobs(logprobs_lists(*host[1:]), self._num_logprobs)
             self._result = SamplerOutput(host[0].tolist(), logprobs)
         return self._result
 

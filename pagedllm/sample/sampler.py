@@ -96,8 +96,8 @@ class Sampler:
         """Inverse-CDF sampling: one uniform draw per row, so a row's randomness is one number
         from its own generator and the cost is an exp and a cumsum, not V random draws."""
         # Unnormalised probabilities: u is scaled by each row's total below, so the softmax's
-        # division is not needed. (On a GPU, torch's softmax of one long row runs on one SM:
-        # 34 us for a 128k vocabulary on an H100, against a few us for these whole-GPU ops.)
+        # division is not needed. (H100 kernel profile, one 128k-wide row: softmax 34 us; this
+        # amax 14 us, exp and cumsum a few us each.)
         weights = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()  # [N, V], in place
         cdf = weights.cumsum_(dim=-1)  # [N, V]
         u = torch.empty((md.num_rows, 1), dtype=cdf.dtype, device=cdf.device)  # [N, 1] U[0, 1)

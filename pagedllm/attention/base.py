@@ -44,6 +44,9 @@ class AttentionBackend(ABC):
     """Computes attention for a flattened mixed batch against the paged KV cache."""
 
     name: str = "base"
+    # Whether forward_with_rotary is available: the rotary embedding of q and k fused into the
+    # backend's cache write. Otherwise the attention layer applies the rotary first.
+    fuses_rotary: bool = False
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
@@ -62,3 +65,17 @@ class AttentionBackend(ABC):
     ) -> torch.Tensor:
         """Write key/value into kv_cache at metadata.slot_mapping, then return attention output
         [num_tokens, num_heads, head_size] for every query token over its request's context."""
+
+    def forward_with_rotary(
+        self,
+        query: torch.Tensor,  # [num_tokens, num_heads, head_size], not yet rotated
+        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size], not yet rotated
+        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
+        kv_cache: torch.Tensor,
+        metadata: AttentionMetadata,
+        scale: float,
+        positions: torch.Tensor,  # [num_tokens] int64
+        cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32, neox layout
+    ) -> torch.Tensor:
+        """forward() after rotating query and key (in place) by their positions."""
+        raise NotImplementedError(f"The {self.name} backend does not fuse the rotary embedding.")

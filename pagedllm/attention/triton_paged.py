@@ -26,6 +26,7 @@ import torch
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
+from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
 
 NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
 # Below this a split's fixed cost (q load, partial write) dominates; H100, batch 1, 2k context,
@@ -35,6 +36,7 @@ _MIN_KEYS_PER_SPLIT = 128
 
 class TritonPagedAttentionBackend(AttentionBackend):
     name = "triton"
+    fuses_rotary = True
 
     def __init__(self, max_num_seqs: int = 256, max_model_len: int | None = None, max_num_splits: int = 32) -> None:
         self.max_num_seqs = max_num_seqs
@@ -58,8 +60,30 @@ class TritonPagedAttentionBackend(AttentionBackend):
         metadata: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
+        reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens)
+        return self._attend(query, kv_cache, metadata, scale)
+
+    def forward_with_rotary(
+        self,
+        query: torch.Tensor,  # [num_tokens, num_heads, head_size]
+        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
+        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
+        metadata: AttentionMetadata,
+        scale: float,
+        positions: torch.Tensor,  # [num_tokens] int64
+        cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
+    ) -> torch.Tensor:
+        num_tokens, _, head_size = query.shape
+        rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
+                                    value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
+                                    metadata.slot_mapping, metadata.num_actual_tokens)
+        return self._attend(query, kv_cache, metadata, scale)
+
+    def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
+                scale: float) -> torch.Tensor:
+        """Attention of every query token over its context, the step's K/V already in the cache."""
         n = metadata.num_actual_tokens
-        reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, n)
         out = torch.empty_like(query)
         if n < query.shape[0]:
             out[n:].zero_()  # rows past num_actual_tokens are padding, as in the torch backend

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pagedllm.attention.forward_context import get_forward_context
+from pagedllm.layers.rotary import RotaryEmbedding
 
 
 class Attention(nn.Module):
@@ -22,15 +23,24 @@ class Attention(nn.Module):
         q: torch.Tensor,  # [T, num_heads * head_size]
         k: torch.Tensor,  # [T, num_kv_heads * head_size]
         v: torch.Tensor,  # [T, num_kv_heads * head_size]
+        rotary: tuple[torch.Tensor, RotaryEmbedding] | None = None,  # (positions [T], the layer's rope)
     ) -> torch.Tensor:  # [T, num_heads * head_size]
+        """Attention over the paged cache; with `rotary`, q and k are rotated first, by the backend
+        in its cache-write kernel when it can (one launch instead of two)."""
         ctx = get_forward_context()
+        backend = ctx.backend
+        fused = rotary is not None and backend.fuses_rotary and rotary[1].triton_applies(q, k)
+        if rotary is not None and not fused:
+            positions, rope = rotary
+            q, k = rope(positions, q, k)
         num_tokens = q.shape[0]
-        out = ctx.backend.forward(
-            q.view(num_tokens, self.num_heads, self.head_size),
-            k.view(num_tokens, self.num_kv_heads, self.head_size),
-            v.view(num_tokens, self.num_kv_heads, self.head_size),
-            ctx.kv_caches[self.layer_idx],
-            ctx.attn_metadata,
-            self.scale,
-        )
+        args = (q.view(num_tokens, self.num_heads, self.head_size),
+                k.view(num_tokens, self.num_kv_heads, self.head_size),
+                v.view(num_tokens, self.num_kv_heads, self.head_size),
+                ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
+        if fused:
+            assert rotary is not None
+            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache)
+        else:
+            out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)

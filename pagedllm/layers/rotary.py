@@ -77,7 +77,7 @@ class RotaryEmbedding(nn.Module):
         query: torch.Tensor,  # [T, num_heads * head_size]
         key: torch.Tensor,  # [T, num_kv_heads * head_size]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if triton_applies(query) and key.dtype == query.dtype and query.stride(-1) == key.stride(-1) == 1:
+        if self.triton_applies(query, key):
             from pagedllm.kernels.triton.rotary import rotary_embedding_
 
             # q and k in place in one launch instead of ~20 small ops per layer.
@@ -90,6 +90,10 @@ class RotaryEmbedding(nn.Module):
             kernels.rotary_embedding_(key, positions, self.cos_sin_cache, self.head_size)
             return query, key
         return self.forward_native(positions, query, key)
+
+    def triton_applies(self, query: torch.Tensor, key: torch.Tensor) -> bool:
+        """Whether the Triton rotary kernels (alone or fused with the cache write) take q and k."""
+        return triton_applies(query) and key.dtype == query.dtype and query.stride(-1) == key.stride(-1) == 1
 
     def forward_native(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor

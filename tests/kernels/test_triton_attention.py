@@ -22,6 +22,7 @@ from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
 from pagedllm.attention.triton_paged import NUM_SPLITS_KEY, TritonPagedAttentionBackend  # noqa: E402
 from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention  # noqa: E402
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache  # noqa: E402
+from pagedllm.kernels.triton.rotary import rotary_embedding_  # noqa: E402
 from tests.helpers.attn_metadata import build_metadata  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -180,6 +181,30 @@ def test_reshape_and_cache_writes_only_its_slots():
         if s >= 0:
             assert torch.equal(flat[0, s], key[i]) and torch.equal(flat[1, s], value[i])
     assert flat.isnan().all(dim=(0, 2, 3)).sum() == 80 - 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_with_rotary_equals_rotary_then_forward(dtype):
+    """The backend's fused path (rotary inside the cache write) against the layer rotating q and k
+    first: same output, same cache, q and k rotated in place alike."""
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    case = make_case([0, 9, 30, 4], [6, 1, 1, 12], 8, 2, 64, 16, dtype, seed=11)
+    md = case.metadata
+    positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 30, 4], [6, 1, 1, 12])]).to(DEVICE)
+    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    backend = TritonPagedAttentionBackend()
+    want_q, want_k = case.query.clone(), case.key.clone()
+    want_cache = case.cache.clone()
+    rotary_embedding_(positions, want_q.view(len(positions), -1), want_k.view(len(positions), -1),
+                      rope.cos_sin_cache, 64)
+    want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125)
+    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
+                                      rope.cos_sin_cache)
+    assert torch.equal(got, want)
+    assert torch.equal(case.query, want_q) and torch.equal(case.key, want_k)
+    assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
+    assert torch.equal(case.cache.isnan(), want_cache.isnan())
 
 
 @pytest.mark.skipif(not ON_GPU, reason="larger shapes need a GPU")

@@ -13,7 +13,8 @@ pytest.importorskip("triton")
 
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
 from pagedllm.kernels.triton.rms_norm import rms_norm  # noqa: E402
-from pagedllm.kernels.triton.rotary import rotary_embedding_  # noqa: E402
+from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache  # noqa: E402
+from pagedllm.kernels.triton.rotary import rotary_embedding_, rotary_embedding_and_cache_  # noqa: E402
 from pagedllm.layers.activation import SiluAndMul  # noqa: E402
 from pagedllm.layers.norm import RMSNorm  # noqa: E402
 from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding  # noqa: E402
@@ -90,6 +91,38 @@ def test_rotary_in_place(dtype, head_size, rotary_dim, heads, kv_heads):
         rope(positions, q2, k2)
         rotary_embedding_(positions, q3, k3, rope.cos_sin_cache, head_size)
         assert torch.equal(q2, q3) and torch.equal(k2, k3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_size,rotary_dim,heads,kv_heads", [(64, 64, 8, 2), (128, 128, 6, 1), (64, 32, 4, 4)])
+def test_rotary_and_cache_equals_rotary_then_cache_write(dtype, head_size, rotary_dim, heads, kv_heads):
+    """The fused kernel does bit for bit what rotary_embedding_ then reshape_and_cache do: q and k
+    rotated in place, the first num_actual tokens' K/V at their slots (slot -1 skipped, the rest of
+    a NaN-poisoned cache untouched)."""
+    rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    rope = rope.to(DEVICE)
+    gen = torch.Generator().manual_seed(7 * head_size + heads)
+    num_tokens, num_actual, block_size, num_blocks = 21, 19, 4, 12
+    positions = torch.randint(0, 512, (num_tokens,), generator=gen).to(DEVICE)
+    qkv = torch.randn(num_tokens, (heads + 2 * kv_heads) * head_size, generator=gen).to(DEVICE, dtype)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:num_tokens]
+    slots[3] = -1  # a padded token
+    slots = slots.to(DEVICE)
+    cache = torch.full((2, num_blocks, block_size, kv_heads, head_size), float("nan"), dtype=dtype, device=DEVICE)
+
+    def split(t: torch.Tensor) -> list[torch.Tensor]:
+        return list(t.split([heads * head_size, kv_heads * head_size, kv_heads * head_size], dim=1))
+
+    want_qkv, want_cache = qkv.clone(), cache.clone()
+    wq, wk, wv = split(want_qkv)
+    rotary_embedding_(positions, wq, wk, rope.cos_sin_cache, head_size)
+    reshape_and_cache(wk.view(num_tokens, kv_heads, head_size), wv.view(num_tokens, kv_heads, head_size),
+                      want_cache, slots, num_actual)
+    q, k, v = split(qkv)
+    rotary_embedding_and_cache_(positions, q, k, v, rope.cos_sin_cache, head_size, cache, slots, num_actual)
+    assert torch.equal(qkv, want_qkv)
+    assert torch.equal(cache.isnan(), want_cache.isnan())
+    assert torch.equal(cache.nan_to_num(), want_cache.nan_to_num())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

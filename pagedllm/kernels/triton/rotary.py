@@ -7,6 +7,10 @@ Per token, the cos/sin row of its position is read once and used for every q and
 
 cos/sin come from the layer's float32 cache and are rounded to the activation dtype first, as
 the torch path and HF do; the products then run in float32 and round once.
+
+`rotary_embedding_and_cache_` also writes the step's K/V into the paged cache (what
+reshape_and_cache does) in the same launch: the attention backend calls it in place of the
+layer's rotary and its own cache write, one launch per layer fewer.
 """
 from __future__ import annotations
 
@@ -70,4 +74,84 @@ def rotary_embedding_(
         HEAD_SIZE=head_size, HALF=half, HALF_PAD=triton.next_power_of_2(half),
         Q_HEADS_PAD=triton.next_power_of_2(num_heads), K_HEADS_PAD=triton.next_power_of_2(num_kv_heads),
         num_warps=4,
+    )
+
+
+@triton.jit
+def _rotary_and_cache_kernel(
+    q_ptr, k_ptr, v_ptr,  # [T, num_heads * head_size], [T, num_kv_heads * head_size] x 2; rows may be strided
+    positions_ptr,  # [T] int64
+    cos_sin_ptr,  # [max_position, rot] float32
+    k_cache_ptr, v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_size]
+    slot_ptr,  # [T] int64; < 0: no cache write
+    num_actual, stride_q, stride_k, stride_v, stride_cs, stride_c_block, stride_c_tok, stride_c_head, num_heads,
+    HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, REST: tl.constexpr, REST_PAD: tl.constexpr,
+    HEAD_PAD: tl.constexpr, Q_HEADS_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr, K_HEADS_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    pos = tl.load(positions_ptr + token).to(tl.int64)
+    dims = tl.arange(0, HALF_PAD)[None, :]
+    cs = cos_sin_ptr + pos * stride_cs + dims
+    cos = tl.load(cs, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
+    sin = tl.load(cs + HALF, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
+    _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD)
+    # k: rotated in registers, stored in place and, with v, at the token's cache slot.
+    heads = tl.arange(0, K_HEADS_PAD)[:, None]
+    mask = (heads < NUM_KV_HEADS) & (dims < HALF)
+    first = k_ptr + token * stride_k + heads * HEAD_SIZE + dims
+    x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
+    r1 = (x1 * cos - x2 * sin).to(k_ptr.dtype.element_ty)
+    r2 = (x2 * cos + x1 * sin).to(k_ptr.dtype.element_ty)
+    tl.store(first, r1, mask=mask)
+    tl.store(first + HALF, r2, mask=mask)
+    slot = tl.load(slot_ptr + token)
+    if (token < num_actual) & (slot >= 0):
+        cache_row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + heads * stride_c_head
+        tl.store(k_cache_ptr + cache_row + dims, r1.to(k_cache_ptr.dtype.element_ty), mask=mask)
+        tl.store(k_cache_ptr + cache_row + HALF + dims, r2.to(k_cache_ptr.dtype.element_ty), mask=mask)
+        if REST > 0:  # partial rotary: the dims past the rotated ones are copied as they are
+            rest = tl.arange(0, REST_PAD)[None, :]
+            rest_mask = (heads < NUM_KV_HEADS) & (rest < REST)
+            tail = tl.load(k_ptr + token * stride_k + heads * HEAD_SIZE + 2 * HALF + rest, mask=rest_mask)
+            tl.store(k_cache_ptr + cache_row + 2 * HALF + rest, tail.to(k_cache_ptr.dtype.element_ty),
+                     mask=rest_mask)
+        full = tl.arange(0, HEAD_PAD)[None, :]
+        v_mask = (heads < NUM_KV_HEADS) & (full < HEAD_SIZE)
+        v = tl.load(v_ptr + token * stride_v + heads * HEAD_SIZE + full, mask=v_mask)
+        tl.store(v_cache_ptr + cache_row + full, v.to(v_cache_ptr.dtype.element_ty), mask=v_mask)
+
+
+def rotary_embedding_and_cache_(
+    positions: torch.Tensor,  # [T] int
+    query: torch.Tensor,  # [T, num_heads * head_size], last dim contiguous
+    key: torch.Tensor,  # [T, num_kv_heads * head_size], last dim contiguous
+    value: torch.Tensor,  # [T, num_kv_heads * head_size], last dim contiguous
+    cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
+    head_size: int,
+    kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
+    slot_mapping: torch.Tensor,  # [>= num_actual] int64; < 0: skip
+    num_actual: int,
+) -> None:
+    """rotary_embedding_ on q and k, then reshape_and_cache of the first num_actual tokens' k and v,
+    in one launch: the rotated k goes to its cache slot from registers."""
+    num_tokens = query.shape[0]
+    if num_tokens == 0:
+        return
+    assert query.stride(-1) == key.stride(-1) == value.stride(-1) == cos_sin_cache.stride(-1) == 1
+    assert query.dtype == key.dtype and kv_cache.stride(-1) == 1 and kv_cache[0].stride() == kv_cache[1].stride()
+    _, _, block_size, num_kv_heads, cache_head_size = kv_cache.shape
+    assert cache_head_size == head_size and key.shape[1] == num_kv_heads * head_size
+    half = cos_sin_cache.shape[-1] // 2
+    rest = head_size - 2 * half
+    k_cache, v_cache = kv_cache[0], kv_cache[1]
+    _rotary_and_cache_kernel[(num_tokens,)](
+        query, key, value, positions, cos_sin_cache, k_cache, v_cache, slot_mapping,
+        num_actual, query.stride(0), key.stride(0), value.stride(0), cos_sin_cache.stride(0),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), query.shape[1] // head_size,
+        HEAD_SIZE=head_size, HALF=half, HALF_PAD=triton.next_power_of_2(half), REST=rest,
+        REST_PAD=triton.next_power_of_2(max(rest, 1)), HEAD_PAD=triton.next_power_of_2(head_size),
+        Q_HEADS_PAD=triton.next_power_of_2(query.shape[1] // head_size), NUM_KV_HEADS=num_kv_heads,
+        K_HEADS_PAD=triton.next_power_of_2(num_kv_heads), BLOCK_SIZE=block_size, num_warps=4,
     )

@@ -28,8 +28,11 @@ def _rotate_heads(x_ptr, row_off, stride_head, cos, sin, num_heads,
     first = x_ptr + row_off + heads * stride_head + dims
     x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(first, (x1 * cos - x2 * sin).to(x_ptr.dtype.element_ty), mask=mask)
-    tl.store(first + HALF, (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty), mask=mask)
+    r1 = (x1 * cos - x2 * sin).to(x_ptr.dtype.element_ty)
+    r2 = (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty)
+    tl.store(first, r1, mask=mask)
+    tl.store(first + HALF, r2, mask=mask)
+    return r1, r2  # [HEADS_PAD, HALF_PAD] each, for a caller that also stores them elsewhere
 
 
 @triton.jit
@@ -96,16 +99,10 @@ def _rotary_and_cache_kernel(
     cos = tl.load(cs, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
     sin = tl.load(cs + HALF, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
     _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD)
-    # k: rotated in registers, stored in place and, with v, at the token's cache slot.
+    # k: rotated in place, and the rotated values (still in registers) go to the token's cache slot.
+    r1, r2 = _rotate_heads(k_ptr, token * stride_k, HEAD_SIZE, cos, sin, NUM_KV_HEADS, K_HEADS_PAD, HALF, HALF_PAD)
     heads = tl.arange(0, K_HEADS_PAD)[:, None]
     mask = (heads < NUM_KV_HEADS) & (dims < HALF)
-    first = k_ptr + token * stride_k + heads * HEAD_SIZE + dims
-    x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
-    r1 = (x1 * cos - x2 * sin).to(k_ptr.dtype.element_ty)
-    r2 = (x2 * cos + x1 * sin).to(k_ptr.dtype.element_ty)
-    tl.store(first, r1, mask=mask)
-    tl.store(first + HALF, r2, mask=mask)
     slot = tl.load(slot_ptr + token)
     if (token < num_actual) & (slot >= 0):
         cache_row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + heads * stride_c_head

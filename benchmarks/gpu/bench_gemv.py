@@ -26,6 +26,7 @@ import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
 
 
@@ -70,14 +71,7 @@ SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "dow
 
 def graph_us(fns: list) -> float:  # type: ignore[type-arg]
     """Mean microseconds per call of `fns`, replayed back to back from one CUDA graph."""
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    return 1e3 * back_to_back_ms(graph.replay, 20) / len(fns)
+    return 1e3 * back_to_back_ms(capture_graph(fns).replay, 20) / len(fns)
 
 
 def main() -> None:

@@ -118,10 +118,8 @@ def triton_decode(setup: DecodeSetup, md: AttentionMetadata, q: torch.Tensor, sp
     return run, splits
 
 
-def graph_bench(fns: list) -> float:  # type: ignore[type-arg]
-    """Median ms per call of `fns`, captured back to back in one CUDA graph: no launch gaps (a
-    decode step runs in a graph too), and with each fn on its own memory every read is cold
-    (do_bench clears L2 before each replay)."""
+def capture_graph(fns: list) -> torch.cuda.CUDAGraph:  # type: ignore[type-arg]
+    """`fns` run once eagerly (compiles, allocations), then captured back to back in one graph."""
     for fn in fns:
         fn()
     torch.cuda.synchronize()
@@ -129,7 +127,14 @@ def graph_bench(fns: list) -> float:  # type: ignore[type-arg]
     with torch.cuda.graph(graph):
         for fn in fns:
             fn()
-    return bench(graph.replay) / len(fns)
+    return graph
+
+
+def graph_bench(fns: list) -> float:  # type: ignore[type-arg]
+    """Median ms per call of `fns`, captured back to back in one CUDA graph: no launch gaps (a
+    decode step runs in a graph too), and with each fn on its own memory every read is cold
+    (do_bench clears L2 before each replay)."""
+    return bench(capture_graph(fns).replay) / len(fns)
 
 
 def rotations(nbytes: int) -> int:

@@ -36,6 +36,18 @@ def _rotate_heads(x_ptr, row_off, stride_head, cos, sin, num_heads,
 
 
 @triton.jit
+def _cos_sin(cos_sin_ptr, positions_ptr, token, stride_cs, x_ptr, HALF: tl.constexpr, HALF_PAD: tl.constexpr):
+    """The token's cos and sin rows [1, HALF_PAD] in float32, rounded first to the dtype of the
+    activations at x_ptr, as the torch path and HF do."""
+    pos = tl.load(positions_ptr + token).to(tl.int64)
+    dims = tl.arange(0, HALF_PAD)[None, :]
+    cs = cos_sin_ptr + pos * stride_cs + dims
+    cos = tl.load(cs, mask=dims < HALF, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    sin = tl.load(cs + HALF, mask=dims < HALF, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    return cos, sin
+
+
+@triton.jit
 def _rotary_kernel(
     q_ptr, k_ptr,  # [T, num_heads * head_size], [T, num_kv_heads * head_size]; rows may be strided
     positions_ptr,  # [T] int64
@@ -45,12 +57,7 @@ def _rotary_kernel(
     Q_HEADS_PAD: tl.constexpr, K_HEADS_PAD: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
-    pos = tl.load(positions_ptr + token).to(tl.int64)
-    dims = tl.arange(0, HALF_PAD)[None, :]
-    cs = cos_sin_ptr + pos * stride_cs + dims
-    # Round cos/sin to the activation dtype first, as the torch path and HF do.
-    cos = tl.load(cs, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
-    sin = tl.load(cs + HALF, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
+    cos, sin = _cos_sin(cos_sin_ptr, positions_ptr, token, stride_cs, q_ptr, HALF, HALF_PAD)
     _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD)
     _rotate_heads(k_ptr, token * stride_k, HEAD_SIZE, cos, sin, num_kv_heads, K_HEADS_PAD, HALF, HALF_PAD)
 
@@ -93,11 +100,8 @@ def _rotary_and_cache_kernel(
     BLOCK_SIZE: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
-    pos = tl.load(positions_ptr + token).to(tl.int64)
+    cos, sin = _cos_sin(cos_sin_ptr, positions_ptr, token, stride_cs, q_ptr, HALF, HALF_PAD)
     dims = tl.arange(0, HALF_PAD)[None, :]
-    cs = cos_sin_ptr + pos * stride_cs + dims
-    cos = tl.load(cs, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
-    sin = tl.load(cs + HALF, mask=dims < HALF, other=0.0).to(q_ptr.dtype.element_ty).to(tl.float32)
     _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD)
     # k: rotated in place, and the rotated values (still in registers) go to the token's cache slot.
     r1, r2 = _rotate_heads(k_ptr, token * stride_k, HEAD_SIZE, cos, sin, NUM_KV_HEADS, K_HEADS_PAD, HALF, HALF_PAD)

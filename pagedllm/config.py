@@ -73,6 +73,9 @@ class SchedulerConfig:
             raise ValueError(f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}.")
 
 
+CUDA_GRAPH_MODES = ("full_and_piecewise", "full_decode_only")
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     device: str = "cpu"  # resolved from "auto" by the platform
@@ -81,10 +84,17 @@ class DeviceConfig:
     # decode batch sizes captured as CUDA graphs; None: 1, 2, 4, then multiples of 8 (16 past 256)
     # up to max_num_seqs
     cuda_graph_sizes: tuple[int, ...] | None = None
+    # "full_and_piecewise": decode-only steps replay a graph of the whole forward, steps with prompt
+    # tokens replay graphs of the pieces between attention calls (vLLM's default mode);
+    # "full_decode_only": steps with prompt tokens run eagerly
+    cuda_graph_mode: str = "full_and_piecewise"
 
     def __post_init__(self) -> None:
         if self.cuda_graph_sizes is not None and any(s < 1 for s in self.cuda_graph_sizes):
             raise ValueError(f"cuda_graph_sizes must be positive, got {self.cuda_graph_sizes}.")
+        if self.cuda_graph_mode not in CUDA_GRAPH_MODES:
+            raise ValueError(f"cuda_graph_mode must be one of {', '.join(CUDA_GRAPH_MODES)}, "
+                             f"got {self.cuda_graph_mode!r}.")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ For each model shape (Llama-3-8B, Qwen3-0.6B; random bf16 weights built in place
   throughput  1000 x 512 in / 128 out: total tok/s vs the bf16 compute roofline
               (2 FLOPs per matmul weight per token) and vs HF generate() at its best batch size
   overhead    a decode step's wall time vs the GPU time of its forward + logits (graph replay)
+  A/B         latency and throughput again on the same engine with one feature off (--ab:
+              the piecewise graphs of prompt steps by default, or asynchronous scheduling)
 
     python benchmarks/gpu/bench_cuda.py [--shapes llama3-8b qwen3-0.6b] [--num-prompts 1000] [--skip-hf]
 Prints one table last; --output-json writes every number.
@@ -14,6 +16,7 @@ Prints one table last; --output-json writes every number.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -21,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -123,6 +127,26 @@ def check_attention_backends(llm: Any) -> float:
     return float((outs[0] - outs[1]).norm() / outs[1].norm())
 
 
+@contextlib.contextmanager
+def _without(llm: Any, feature: str) -> Iterator[None]:
+    """The loaded engine with `feature` off: asynchronous scheduling, or the piecewise graphs
+    (steps with prompt tokens then run eagerly)."""
+    if feature == "async":
+        core = llm.llm_engine.engine_core
+        core.set_async_scheduling(False)
+        try:
+            yield
+        finally:
+            core.set_async_scheduling(True)
+    else:
+        runner = llm.llm_engine.executor.worker.runner
+        piecewise, runner.piecewise = runner.piecewise, None
+        try:
+            yield
+        finally:
+            runner.piecewise = piecewise
+
+
 def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict[str, Any]:
     from pagedllm import LLM
 
@@ -139,10 +163,9 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     counts = model_counts(llm.llm_engine.config.model_config.hf_config)
     out["latency"] = lat = bench_latency(llm, vocab, 128, 128)
     core = llm.llm_engine.engine_core
-    if core.async_scheduling:  # the same engine without the overlap, for the A/B
-        core.set_async_scheduling(False)
-        out["latency_sync"] = bench_latency(llm, vocab, 128, 128)
-        core.set_async_scheduling(True)
+    if args.ab != "none":  # the same engine without the feature, for the A/B
+        with _without(llm, args.ab):
+            out["latency_without"] = bench_latency(llm, vocab, 128, 128)
     out["gpu_step_ms_b1"] = gpu_step_ms(llm, 1)
     floor_s = decode_step_roofline_s(counts, 1, 128 + 64, ceilings)
     out["hbm_roofline_ms"] = 1e3 * floor_s
@@ -151,17 +174,18 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     print(f"[{name}] start-up {out['startup_s']:.1f} s {out['startup_stages_s']}; latency {lat['ms_per_output_token']:.2f} "
           f"ms/token (decode step {lat['decode_step_ms']:.2f} ms, GPU {out['gpu_step_ms_b1']}, roofline "
           f"{out['hbm_roofline_ms']:.2f} ms)", flush=True)
-    if "latency_sync" in out:
-        sync = out["latency_sync"]
-        print(f"[{name}] without async scheduling: {sync['ms_per_output_token']:.2f} ms/token (decode step "
-              f"{sync['decode_step_ms']:.2f} ms), {100e3 * floor_s / sync['ms_per_output_token']:.0f}% of the "
-              f"roofline vs {100 * out['hbm_fraction_e2e']:.0f}% with it", flush=True)
+    print(f"[{name}] prefill + first token {lat['prefill_and_first_ms']:.2f} ms", flush=True)
+    if "latency_without" in out:
+        off = out["latency_without"]
+        print(f"[{name}] without {args.ab}: {off['ms_per_output_token']:.2f} ms/token (decode step "
+              f"{off['decode_step_ms']:.2f} ms, prefill + first token {off['prefill_and_first_ms']:.2f} ms), "
+              f"{100e3 * floor_s / off['ms_per_output_token']:.0f}% of the roofline vs "
+              f"{100 * out['hbm_fraction_e2e']:.0f}% with it", flush=True)
     out["throughput"] = tp = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
-    if core.async_scheduling:
-        core.set_async_scheduling(False)
-        out["throughput_sync"] = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
-        core.set_async_scheduling(True)
-        print(f"[{name}] throughput without async scheduling {out['throughput_sync']['total_tok_s']:.0f} tok/s",
+    if args.ab != "none":
+        with _without(llm, args.ab):
+            out["throughput_without"] = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
+        print(f"[{name}] throughput without {args.ab} {out['throughput_without']['total_tok_s']:.0f} tok/s",
               flush=True)
     out["compute_roofline_tok_s"] = compute_roofline_tokens_per_s(counts, ceilings)
     out["compute_fraction"] = tp["total_tok_s"] / out["compute_roofline_tok_s"]
@@ -206,6 +230,8 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--ab", default="piecewise", choices=["none", "async", "piecewise"],
+                        help="also measure the same engine with this feature off")
     parser.add_argument("--hf-batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--hf-budget-s", type=float, default=60.0)
     parser.add_argument("--output-json", default=None)

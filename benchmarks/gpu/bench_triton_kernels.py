@@ -307,11 +307,28 @@ def sweep_graph_decode(setup: DecodeSetup, cases: list[tuple[int, int]], num_spl
     return rows
 
 
+def sweep_short_decode(setup: DecodeSetup, cases: list[tuple[int, int]]) -> list[dict]:
+    """Batch-1 decode over a short context (the latency benchmark's 128-256 keys), in a graph:
+    split count (32 as the captured graphs use at max_model_len 4096, or none), key tile, warps."""
+    rows = []
+    for batch, ctx in cases:
+        for splits in (1, 32):
+            for tile_n in (32, 64, 128):
+                for warps in (2, 4, 8):
+                    runs = _decode_runs(setup, batch, ctx, splits, tile_n=tile_n, num_warps=warps, min_split_tiles=1)
+                    t = graph_bench([r for r, _ in runs]) * 1e3
+                    rows.append(dict(batch=batch, ctx=ctx, splits=splits, tile_n=tile_n, warps=warps, us=t))
+                    print(f"short decode b={batch} ctx={ctx} splits={splits} tile_n={tile_n} warps={warps}: "
+                          f"{t:.1f} us", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="folder for bench_triton.json")
     parser.add_argument("--quick", action="store_true", help="fewer shapes, no sweeps")
-    parser.add_argument("--only", choices=["decode", "sweeps", "graph_decode", "prefill", "elementwise"],
+    parser.add_argument("--only", choices=["decode", "sweeps", "graph_decode", "short_decode", "prefill",
+                                           "elementwise"],
                         action="append",
                         help="run only these parts (repeatable); default all")
     args = parser.parse_args()
@@ -326,7 +343,7 @@ def main() -> None:
     batches = [1, 64] if args.quick else [1, 64, 256]
     contexts = [128, 2048] if args.quick else [128, 512, 2048, 8192]
     result: dict = dict(device=props.name, copy_gbs=bw, decode=[])
-    if parts & {"decode", "sweeps", "graph_decode"}:
+    if parts & {"decode", "sweeps", "graph_decode", "short_decode"}:
         setup = DecodeSetup(max(batches) * max(contexts))
         if "decode" in parts:
             result["decode"] = bench_decode(setup, batches, contexts, bw)
@@ -335,6 +352,8 @@ def main() -> None:
             result["launch"] = sweep_launch(setup, [(1, 8192), (64, 2048), (256, 8192)])
         if "graph_decode" in parts:
             result["graph_decode"] = sweep_graph_decode(setup, [(1, 192), (1, 1024), (1, 4096), (4, 1024)])
+        if "short_decode" in parts:
+            result["short_decode"] = sweep_short_decode(setup, [(1, 192), (1, 256)])
         del setup
     if "prefill" in parts:
         result["prefill"] = bench_prefill()

@@ -58,7 +58,9 @@ def main() -> None:
         profile_steps(llm, args.profile)
     runner = worker.runner
     if runner.graphs is not None:
-        print(f"graph replays {runner.graphs.num_replays}, pool {runner.graphs.pool_bytes / 2**20:.0f} MiB")
+        pieces = runner.piecewise.num_replays if runner.piecewise is not None else 0
+        print(f"graph replays: decode {runner.graphs.num_replays}, piecewise {pieces}; graphs hold "
+              f"{worker.graph_pool_bytes / 2**20:.0f} MiB")
 
 
 def host_timeline(llm, steps: int = 64) -> None:

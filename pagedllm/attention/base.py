@@ -47,6 +47,9 @@ class AttentionBackend(ABC):
     # Whether forward_with_rotary is available: the rotary embedding of q and k fused into the
     # backend's cache write. Otherwise the attention layer applies the rotary first.
     fuses_rotary: bool = False
+    # Whether forward_with_rotary also takes `qk_norm`: Qwen3's per-head RMSNorm of q and k, fused
+    # in front of the rotation. Otherwise the attention layer normalises q and k first.
+    fuses_qk_norm: bool = False
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
@@ -76,6 +79,8 @@ class AttentionBackend(ABC):
         scale: float,
         positions: torch.Tensor,  # [num_tokens] int64
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32, neox layout
+        qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
     ) -> torch.Tensor:
-        """forward() after rotating query and key (in place) by their positions."""
+        """forward() after rotating query and key (in place) by their positions; with `qk_norm`
+        (backends that set fuses_qk_norm), after RMS-normalising each head of them first."""
         raise NotImplementedError(f"The {self.name} backend does not fuse the rotary embedding.")

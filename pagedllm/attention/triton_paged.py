@@ -37,6 +37,7 @@ _MIN_KEYS_PER_SPLIT = 128
 class TritonPagedAttentionBackend(AttentionBackend):
     name = "triton"
     fuses_rotary = True
+    fuses_qk_norm = True
 
     def __init__(self, max_num_seqs: int = 256, max_model_len: int | None = None, max_num_splits: int = 32) -> None:
         self.max_num_seqs = max_num_seqs
@@ -59,9 +60,10 @@ class TritonPagedAttentionBackend(AttentionBackend):
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
         metadata: AttentionMetadata,
         scale: float,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens)
-        return self._attend(query, kv_cache, metadata, scale)
+        return self._attend(query, kv_cache, metadata, scale, out)
 
     def forward_with_rotary(
         self,
@@ -73,20 +75,25 @@ class TritonPagedAttentionBackend(AttentionBackend):
         scale: float,
         positions: torch.Tensor,  # [num_tokens] int64
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
+        qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         num_tokens, _, head_size = query.shape
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
-                                    metadata.slot_mapping, metadata.num_actual_tokens)
-        return self._attend(query, kv_cache, metadata, scale)
+                                    metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)
+        return self._attend(query, kv_cache, metadata, scale, out)
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
-                scale: float) -> torch.Tensor:
-        """Attention of every query token over its context, the step's K/V already in the cache."""
+                scale: float, out: torch.Tensor | None) -> torch.Tensor:
+        """Attention of every query token over its context, the step's K/V already in the cache.
+        A given `out` gets only the first num_actual_tokens rows written (piecewise CUDA graphs:
+        the rows past them are padding whose results are dropped)."""
         n = metadata.num_actual_tokens
-        out = torch.empty_like(query)
-        if n < query.shape[0]:
-            out[n:].zero_()  # rows past num_actual_tokens are padding, as in the torch backend
+        if out is None:
+            out = torch.empty_like(query)
+            if n < query.shape[0]:
+                out[n:].zero_()  # rows past num_actual_tokens are padding, as in the torch backend
         if n == 0:
             return out
         if metadata.is_decode_only:

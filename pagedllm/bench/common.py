@@ -32,6 +32,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--cuda-graph-mode", default="full_and_piecewise",
+                        choices=["full_and_piecewise", "full_decode_only"],
+                        help="CUDA: graphs of the whole forward for decode steps, and of the pieces between "
+                             "attention calls for steps with prompt tokens (or those eager)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
                         help="schedule and prepare the next step while the device runs the current one "
@@ -49,7 +53,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         num_gpu_blocks_override=args.num_gpu_blocks_override,
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
-        async_scheduling=args.async_scheduling,
+        async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
     )
 
 

@@ -32,6 +32,7 @@ class EngineArgs:
     device: str = "auto"
     load_format: str = "auto"  # "dummy": random weights in place of the checkpoint's (benchmarks)
     cuda_graph_sizes: list[int] | None = None  # decode batch sizes to capture; None: vLLM-like default
+    cuda_graph_mode: str = "full_and_piecewise"  # or "full_decode_only": prompt steps run eagerly
     # overlap the host's work for the next step with the device's current step; None: on for CUDA
     async_scheduling: bool | None = None
 
@@ -75,6 +76,7 @@ class EngineArgs:
             device_config=DeviceConfig(
                 device=platform.device_name, enforce_eager=self.enforce_eager,
                 cuda_graph_sizes=tuple(self.cuda_graph_sizes) if self.cuda_graph_sizes is not None else None,
+                cuda_graph_mode=self.cuda_graph_mode,
             ),
         )
 

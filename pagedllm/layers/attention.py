@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pagedllm.attention.forward_context import get_forward_context
+from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding
 
 
@@ -24,12 +25,20 @@ class Attention(nn.Module):
         k: torch.Tensor,  # [T, num_kv_heads * head_size]
         v: torch.Tensor,  # [T, num_kv_heads * head_size]
         rotary: tuple[torch.Tensor, RotaryEmbedding] | None = None,  # (positions [T], the layer's rope)
+        qk_norm: tuple[RMSNorm, RMSNorm] | None = None,  # Qwen3: per-head RMSNorm of q and k, before rotary
     ) -> torch.Tensor:  # [T, num_heads * head_size]
-        """Attention over the paged cache; with `rotary`, q and k are rotated first, by the backend
-        in its cache-write kernel when it can (one launch instead of two)."""
+        """Attention over the paged cache; with `rotary`, q and k are rotated first (and with
+        `qk_norm` normalised before that), by the backend in its cache-write kernel when it can
+        (one launch instead of two, or eight with the norms' torch ops)."""
         ctx = get_forward_context()
         backend = ctx.backend
         fused = rotary is not None and backend.fuses_rotary and rotary[1].triton_applies(q, k)
+        fused_norm = None
+        if qk_norm is not None:
+            if fused and backend.fuses_qk_norm and rotary[1].rotary_dim == self.head_size:
+                fused_norm = (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
+            else:
+                q, k = self._normalize_heads(q, k, qk_norm)
         if rotary is not None and not fused:
             positions, rope = rotary
             q, k = rope(positions, q, k)
@@ -38,9 +47,19 @@ class Attention(nn.Module):
                 k.view(num_tokens, self.num_kv_heads, self.head_size),
                 v.view(num_tokens, self.num_kv_heads, self.head_size),
                 ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
-        if fused:
+        if fused_norm is not None:
+            assert rotary is not None
+            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm)
+        elif fused:
             assert rotary is not None
             out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache)
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
+
+    def _normalize_heads(self, q: torch.Tensor, k: torch.Tensor,
+                         qk_norm: tuple[RMSNorm, RMSNorm]) -> tuple[torch.Tensor, torch.Tensor]:
+        num_tokens = q.shape[0]
+        q = qk_norm[0](q.reshape(num_tokens, self.num_heads, self.head_size)).view(num_tokens, -1)
+        k = qk_norm[1](k.reshape(num_tokens, self.num_kv_heads, self.head_size)).view(num_tokens, -1)
+        return q, k

@@ -67,11 +67,8 @@ class DecoderAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:  # [T], [T, H]
         q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))
-        if self.qk_norm:
-            num_tokens = hidden.shape[0]
-            q = self.q_norm(q.reshape(num_tokens, self.num_heads, self.head_dim)).view(num_tokens, -1)
-            k = self.k_norm(k.reshape(num_tokens, self.num_kv_heads, self.head_dim)).view(num_tokens, -1)
-        return self.o_proj(self.attn(q, k, v, rotary=(positions, self.rotary_emb)))
+        qk_norm = (self.q_norm, self.k_norm) if self.qk_norm else None
+        return self.o_proj(self.attn(q, k, v, rotary=(positions, self.rotary_emb), qk_norm=qk_norm))
 
 
 class GatedMLP(nn.Module):

@@ -54,7 +54,6 @@ class CudaGraphRunner:
         assert self.sizes[-1] <= min(buffers.max_num_tokens, buffers.max_num_reqs), self.sizes
         self.max_model_len, self.block_size = max_model_len, block_size
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # size -> (graph, hidden)
-        self.pool_bytes = 0
         self.num_replays = 0
 
     @property
@@ -67,19 +66,18 @@ class CudaGraphRunner:
         return self.sizes[i] if i < len(self.sizes) else None
 
     @torch.inference_mode()
-    def capture(self) -> float:
-        """Capture every size, largest first, into one pool; returns the seconds it took."""
+    def capture(self, pool: object | None = None) -> float:
+        """Capture every size, largest first, into `pool` (shared with the piecewise graphs, or a
+        new one); returns the seconds it took."""
         start = time.perf_counter()
         self._fill_padding()
-        reserved = torch.cuda.memory_reserved()
-        pool = torch.cuda.graph_pool_handle()
+        pool = pool if pool is not None else torch.cuda.graph_pool_handle()
         for size in reversed(self.sizes):
             self.graphs[size] = self._capture_one(size, pool)
         torch.cuda.synchronize()
-        self.pool_bytes = torch.cuda.memory_reserved() - reserved
         elapsed = time.perf_counter() - start
-        logger.info("Captured %d CUDA graphs (decode batch sizes %d..%d) in %.1f s, pool %.0f MiB",
-                    len(self.sizes), self.sizes[0], self.sizes[-1], elapsed, self.pool_bytes / 2**20)
+        logger.info("Captured %d CUDA graphs (decode batch sizes %d..%d) in %.1f s",
+                    len(self.sizes), self.sizes[0], self.sizes[-1], elapsed)
         return elapsed
 
     def replay(self, size: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ as [num_reqs, its max blocks]; a graph step as [padded batch, W] (the width it w
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,14 +63,16 @@ class InputBuffers:
 
     def upload(self, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
                logits_indices: np.ndarray, query_start_loc: np.ndarray, seq_lens: np.ndarray,
-               block_table: np.ndarray, pad_to: int | None) -> StepTensors:
+               block_table: np.ndarray, pad_to: int | None, pad_tokens_to: int | None = None) -> StepTensors:
         """Write the step's arrays (block_table [R, W'] already gathered) and send them.
         pad_to: a decode-only step padded to that many one-token requests for a CUDA graph:
-        token 0, slot -1 (no K/V write), seq_len 1, block table rows 0."""
+        token 0, slot -1 (no K/V write), seq_len 1, block table rows 0.
+        pad_tokens_to: a step run by piecewise graphs; only input_ids and positions get padding
+        rows (token 0 at position 0), the attention metadata stays the step's own."""
         if self._pending:
             self._uploaded.synchronize()
         n, num_reqs, num_logits = len(input_ids), len(seq_lens), len(logits_indices)
-        rows = n if pad_to is None else pad_to
+        rows = pad_to or pad_tokens_to or n
         self.ids_np[:n], self.pos_np[:n], self.slots_np[:n] = input_ids, positions, slot_mapping
         self.logits_np[:num_logits] = logits_indices
         self.qsl_np[: num_reqs + 1], self.seq_lens_np[:num_reqs] = query_start_loc, seq_lens
@@ -78,6 +81,9 @@ class InputBuffers:
         table[:num_reqs] = block_table
         if pad_to is not None:
             self._pad(n, pad_to, table)
+        elif pad_tokens_to is not None:
+            self.ids_np[n:rows] = 0
+            self.pos_np[n:rows] = 0
         reqs = num_reqs if pad_to is None else pad_to
         key = (rows, reqs, width, num_logits)
         views = self._views.get(key)
@@ -86,6 +92,8 @@ class InputBuffers:
             if pad_to is not None:  # graph steps repeat a few shapes; each torch view costs host time
                 self._views[key] = views
         tensors, (dev64, host64), (dev32, host32) = views
+        if pad_tokens_to is not None:  # the padding rows write no K/V: attention sees the n real ones
+            tensors = dataclasses.replace(tensors, slot_mapping=tensors.slot_mapping[:n])
         dev64.copy_(host64, non_blocking=True)
         dev32.copy_(host32, non_blocking=True)
         self._uploaded.record()

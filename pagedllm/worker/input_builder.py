@@ -40,6 +40,8 @@ class ModelInput:
     prompt_logprobs: list[PromptLogprobsSlice]
     # decode-only steps run by a CUDA graph: the batch size the inputs are padded to
     padded_num_tokens: int | None = None
+    # steps run by piecewise CUDA graphs: the token count input_ids/positions are padded to
+    piecewise_num_tokens: int | None = None
 
 
 def build_model_input(
@@ -51,10 +53,12 @@ def build_model_input(
     buffers: InputBuffers | None = None,
     pad_to: int | None = None,
     prev_sampled: torch.Tensor | None = None,
+    pad_tokens_to: int | None = None,
 ) -> ModelInput:
     """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
     device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
-    the real requests with padding the graph can run on (see InputBuffers.upload).
+    the real requests with padding the graph can run on (see InputBuffers.upload); `pad_tokens_to`
+    (a piecewise-graph token count) pads input_ids and positions only.
 
     `prev_sampled`: the sampled tokens [S] of the previous step, still on the device when that
     step's result has not reached the host (asynchronous scheduling). A request that sampled there
@@ -90,7 +94,7 @@ def build_model_input(
         dev = StepTensors(*(torch.from_numpy(a).to(device) for a in arrays))  # zero-copy on the CPU
     else:
         dev = buffers.upload(input_ids, positions, slot_mapping, logits_indices, query_start_loc, seq_lens,
-                             block_table, pad_to)
+                             block_table, pad_to, pad_tokens_to)
     if prev_sampled is not None:
         _copy_pending_tokens(dev.input_ids, states.prev_sample_index[rows], starts, prev_sampled)
     metadata = AttentionMetadata(
@@ -115,6 +119,7 @@ def build_model_input(
         logits_indices=dev.logits_indices,
         prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
         padded_num_tokens=pad_to,
+        piecewise_num_tokens=pad_tokens_to,
     )
 
 

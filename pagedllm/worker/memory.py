@@ -90,13 +90,15 @@ def profile_step_memory(
     vocab_size: int,
     device: torch.device,
     decode: bool = False,
+    sample: bool = True,
 ) -> int:
     """Peak bytes a step allocates above what is allocated now (weights), for the largest batch:
     max_num_batched_tokens prompt tokens through the model, then logits and a sampler run with
     every feature on for max_num_seqs rows. The dummy KV cache it writes into is not counted.
 
     decode=True: the forward alone of a decode step of max_num_batched_tokens requests, sized for
-    contexts up to max_model_len (what a captured graph's pool holds)."""
+    contexts up to max_model_len (what a captured graph's pool holds). sample=False: the forward
+    alone of the prefill (what the piecewise graphs' pool holds)."""
     lens = [1] * max_num_batched_tokens if decode else _prefill_lengths(max_num_batched_tokens, max_model_len)
     num_blocks = sum(math.ceil(n / spec.block_size) for n in lens)
     caches = allocate_kv_caches(spec, num_blocks, backend, device)
@@ -109,7 +111,7 @@ def profile_step_memory(
         metadata.max_seq_len = max_model_len  # backends size split-K work for the longest context
     with torch.inference_mode(), set_forward_context(ForwardContext(metadata, caches, backend)):
         hidden = model(input_ids, positions)  # [T, H]
-        if not decode:
+        if not decode and sample:
             rows = torch.arange(max_num_seqs, device=device) % hidden.shape[0]
             logits = model.compute_logits(hidden[rows])  # [max_num_seqs, V]
             _run_sampler(logits, max_num_seqs, vocab_size, device)
@@ -120,7 +122,7 @@ def profile_step_memory(
     torch.cuda.empty_cache()
     logger.info("Profiled a %s step of %d tokens (%d requests)%s: peak %.0f MiB above weights "
                 "(dummy KV cache of %.0f MiB allocated before, not counted)", "decode" if decode else "prefill",
-                sum(lens), len(lens), "" if decode else f" and {max_num_seqs} sampled rows", peak / _MiB,
+                sum(lens), len(lens), "" if decode or not sample else f" and {max_num_seqs} sampled rows", peak / _MiB,
                 cache_bytes / _MiB)
     return peak
 

@@ -12,6 +12,7 @@ from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_met
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
+from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
 from pagedllm.worker.request_states import RequestStates, RowState
 
 
@@ -73,9 +74,11 @@ class ModelRunner:
         device: torch.device,
         buffers: InputBuffers | None = None,
         graphs: CudaGraphRunner | None = None,
+        piecewise: PiecewiseGraphRunner | None = None,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
-        graphs reading from them. Both None on the CPU, where tensors are built per step."""
+        graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
+        All None on the CPU, where tensors are built per step."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -88,6 +91,7 @@ class ModelRunner:
         self.sampler = Sampler()
         self.buffers = buffers
         self.graphs = graphs
+        self.piecewise = piecewise
         self._last_step: RunnerStep | None = None  # the latest step that sampled
 
     def _update_states(self, sched: SchedulerOutput) -> None:
@@ -115,9 +119,10 @@ class ModelRunner:
             return RunnerStep.empty()
         prev_sampled = last.sampled if last is not None and not last.done else None
         req_ids = list(sched.num_scheduled_tokens)
+        decode_size, piecewise_size = self._graph_sizes(sched)
         inp = build_model_input(self.states, req_ids, list(sched.num_scheduled_tokens.values()),
-                                self.block_size, self.device, self.buffers, self._graph_size(sched),
-                                prev_sampled)
+                                self.block_size, self.device, self.buffers, decode_size, prev_sampled,
+                                piecewise_size)
         hidden = self._forward(inp)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
@@ -125,16 +130,26 @@ class ModelRunner:
         self._last_step = step if inp.sample_states else None
         return step
 
-    def _graph_size(self, sched: SchedulerOutput) -> int | None:
-        """The padded batch of a captured graph for a decode-only step that fits one, else None."""
-        if self.graphs is None or sched.total_num_scheduled_tokens != len(sched.num_scheduled_tokens):
-            return None
-        return self.graphs.padded_size(sched.total_num_scheduled_tokens)
+    def _graph_sizes(self, sched: SchedulerOutput) -> tuple[int | None, int | None]:
+        """(padded batch of the decode graph, padded token count of the piecewise graphs) the step
+        runs at; at most one is set, neither for an eager step."""
+        num_tokens = sched.total_num_scheduled_tokens
+        if self.graphs is not None and num_tokens == len(sched.num_scheduled_tokens):
+            size = self.graphs.padded_size(num_tokens)
+            if size is not None:
+                return size, None
+        if self.piecewise is not None:
+            return None, self.piecewise.padded_size(num_tokens)
+        return None, None
 
     def _forward(self, inp: ModelInput) -> torch.Tensor:
+        n = inp.attn_metadata.num_actual_tokens
         if inp.padded_num_tokens is not None:
             assert self.graphs is not None
-            return self.graphs.replay(inp.padded_num_tokens)[: inp.attn_metadata.num_actual_tokens]
+            return self.graphs.replay(inp.padded_num_tokens)[:n]
+        if inp.piecewise_num_tokens is not None:
+            assert self.piecewise is not None
+            return self.piecewise.run(inp.piecewise_num_tokens, inp.attn_metadata)[:n]
         with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
             return self.model(inp.input_ids, inp.positions)
 

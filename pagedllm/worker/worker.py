@@ -1,8 +1,9 @@
 """A worker owns one device: it loads the model, sizes and allocates the KV cache, and runs steps.
 
 On CUDA the KV cache gets what a profiled worst-case step leaves of gpu_memory_utilization x the
-card's memory (worker/memory.py), and decode steps are captured as CUDA graphs at start-up
-unless enforce_eager is set (worker/cuda_graphs.py).
+card's memory (worker/memory.py). Unless enforce_eager is set, decode steps are captured as CUDA
+graphs of the whole forward at start-up (worker/cuda_graphs.py), and steps with prompt tokens
+as graphs of the pieces between attention calls (worker/piecewise_graphs.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_
 from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, in_use_bytes, plan_kv_cache,
                                     profile_step_memory)
 from pagedllm.worker.model_runner import ModelRunner
+from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner, default_piecewise_sizes, static_buffer_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Worker:
         self.runner: ModelRunner | None = None
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
+        self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
 
     def _make_backend(self) -> AttentionBackend:
         backend = get_attn_backend(self.platform.device_name, self.platform.attention_backend_name())
@@ -84,9 +87,16 @@ class Worker:
         graph_bytes = 0
         sizes = self._graph_sizes()
         if sizes:
-            decode_peak = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
-                                              decode=True, **common)
-            graph_bytes = graph_pool_estimate(decode_peak)
+            graph_peak = profile_step_memory(self.model, self.backend, spec, max_num_batched_tokens=max(sizes),
+                                             decode=True, **common)
+            piecewise_sizes = self._piecewise_sizes()
+            if piecewise_sizes:
+                # One pool serves both kinds of graph, captured one after the other.
+                graph_peak = max(graph_peak, profile_step_memory(
+                    self.model, self.backend, spec, max_num_batched_tokens=max(piecewise_sizes), sample=False,
+                    **common))
+                graph_bytes += self._piecewise_buffer_bytes(max(piecewise_sizes))
+            graph_bytes += graph_pool_estimate(graph_peak)
         profile = MemoryProfile(self.platform.total_memory_bytes(), in_use_bytes(self.device), self.weights_bytes,
                                 peak, graph_bytes)
         budget = kv_cache_budget(profile, cfg.cache_config.gpu_memory_utilization)
@@ -126,6 +136,20 @@ class Worker:
         sizes = cfg.device_config.cuda_graph_sizes or default_graph_sizes(limit)
         return sorted({s for s in sizes if s <= limit})
 
+    def _piecewise_sizes(self) -> list[int]:
+        """Token counts of steps with prompt tokens to capture in pieces; empty when they run eagerly."""
+        if self.config.device_config.cuda_graph_mode != "full_and_piecewise" or not self._graph_sizes():
+            return []
+        return default_piecewise_sizes(self.config.scheduler_config.max_num_batched_tokens)
+
+    def _piecewise_buffer_bytes(self, max_tokens: int) -> int:
+        from pagedllm.models.common import head_dim_of, to_torch_dtype
+
+        hf = self.config.model_config.hf_config
+        num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+        return static_buffer_bytes(max_tokens, hf.num_attention_heads, num_kv_heads, head_dim_of(hf),
+                                   to_torch_dtype(self.config.model_config.dtype))
+
     def initialize_cache(self, num_blocks: int) -> None:
         cfg = self.config
         spec = self._spec()
@@ -135,14 +159,26 @@ class Worker:
         max_num_reqs = cfg.scheduler_config.max_num_seqs
         max_model_len = cfg.model_config.max_model_len
         max_blocks = -(-max_model_len // spec.block_size)
-        buffers = graphs = None
+        buffers = graphs = piecewise = None
         if self.is_cuda:
             buffers = InputBuffers(cfg.scheduler_config.max_num_batched_tokens, max_num_reqs, max_blocks, self.device)
             sizes = self._graph_sizes()
             if sizes:
+                pool = torch.cuda.graph_pool_handle()
+                torch.cuda.empty_cache()  # so the count below is the pool, not the warm-ups' cached blocks
+                reserved = torch.cuda.memory_reserved(self.device)
+                elapsed = 0.0
+                piecewise_sizes = self._piecewise_sizes()
+                if piecewise_sizes:  # first: its largest size frees the most memory for the rest
+                    piecewise = PiecewiseGraphRunner(self.model, self.backend, kv_caches, buffers, piecewise_sizes,
+                                                     block_size=spec.block_size)
+                    elapsed += piecewise.capture(pool)
                 graphs = CudaGraphRunner(self.model, self.backend, kv_caches, buffers, sizes,
                                          max_model_len=max_model_len, block_size=spec.block_size)
-                self.startup_times["cuda_graphs"] = graphs.capture()
+                self.startup_times["cuda_graphs"] = elapsed + graphs.capture(pool)
+                torch.cuda.empty_cache()
+                self.graph_pool_bytes = torch.cuda.memory_reserved(self.device) - reserved
+                logger.info("CUDA graphs hold %.0f MiB", self.graph_pool_bytes / 2**20)
         self.runner = ModelRunner(
             self.model, self.backend, kv_caches,
             vocab_size=cfg.model_config.hf_config.vocab_size,
@@ -153,6 +189,7 @@ class Worker:
             device=self.device,
             buffers=buffers,
             graphs=graphs,
+            piecewise=piecewise,
         )
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

@@ -40,3 +40,19 @@ def test_decode_step_padded_for_a_graph():
     assert table[0, :1].tolist() == [4] and table[1, :2].tolist() == [2, 9]
     assert not np.any(table[2:])
     assert inp.logits_indices.tolist() == [0, 1]
+
+
+def test_prompt_step_padded_for_piecewise_graphs():
+    states = _states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
+    fresh = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA)
+    buffers = InputBuffers(64, 8, 8, CUDA)
+    buffers.input_ids.fill_(99)  # stale values from an earlier, longer step
+    buffers.positions.fill_(99)
+    inp = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA, buffers, pad_tokens_to=16)
+    assert inp.piecewise_num_tokens == 16 and inp.padded_num_tokens is None
+    assert inp.input_ids.tolist() == fresh.input_ids.tolist() + [0] * 9  # padding: token 0 at position 0
+    assert inp.positions.tolist() == fresh.positions.tolist() + [0] * 9
+    md, want = inp.attn_metadata, fresh.attn_metadata
+    assert md.num_actual_tokens == 7 and md.num_reqs == 2  # attention sees the real step only
+    for name in ("query_start_loc", "seq_lens", "block_table", "slot_mapping"):
+        assert torch.equal(getattr(md, name), getattr(want, name)), name

@@ -207,6 +207,40 @@ def test_forward_with_rotary_equals_rotary_then_forward(dtype):
     assert torch.equal(case.cache.isnan(), want_cache.isnan())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_layer_with_qk_norm_fused_or_not(dtype, monkeypatch):
+    """The attention layer hands Qwen3's q/k norms to a backend that fuses them into its rotary +
+    cache-write kernel, and applies them itself for one that does not: both ways agree."""
+    from pagedllm.attention.forward_context import ForwardContext, set_forward_context
+    from pagedllm.attention.torch_ref import TorchAttentionBackend
+    from pagedllm.layers.attention import Attention
+    from pagedllm.layers.norm import RMSNorm
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    case = make_case([0, 9, 30, 4], [6, 1, 1, 12], 8, 2, 64, 16, dtype, seed=12)
+    positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 30, 4], [6, 1, 1, 12])]).to(DEVICE)
+    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    norms = (RMSNorm(64, 1e-6, dtype).to(DEVICE), RMSNorm(64, 1e-6, dtype).to(DEVICE))
+    with torch.no_grad():
+        for i, norm in enumerate(norms):
+            norm.weight.copy_(1 + 0.1 * torch.randn(64, generator=torch.Generator().manual_seed(i)))
+    layer = Attention(8, 64, 2, 0.125, 0)
+    # The layers take Triton paths only for CUDA tensors; here the interpreter runs them on the CPU.
+    monkeypatch.setattr(RotaryEmbedding, "triton_applies", lambda self, q, k: True)
+    fused = TritonPagedAttentionBackend()
+    calls = []
+    original = fused.forward_with_rotary
+    monkeypatch.setattr(fused, "forward_with_rotary", lambda *a, **kw: calls.append(kw) or original(*a, **kw))
+    outs = []
+    for backend in (fused, TorchAttentionBackend()):
+        cache = case.cache.clone()
+        q, k, v = (t.reshape(t.shape[0], -1).clone() for t in (case.query, case.key, case.value))
+        with torch.no_grad(), set_forward_context(ForwardContext(case.metadata, [cache], backend)):
+            outs.append(layer(q, k, v, rotary=(positions, rope), qk_norm=norms))
+    assert len(calls) == 1 and calls[0]["qk_norm"][0] is norms[0].weight  # the norms went into the kernel
+    assert_close_rel(outs[0], outs[1], dtype)
+
+
 @pytest.mark.skipif(not ON_GPU, reason="larger shapes need a GPU")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_llama_shapes(dtype):

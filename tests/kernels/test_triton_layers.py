@@ -126,6 +126,44 @@ def test_rotary_and_cache_equals_rotary_then_cache_write(dtype, head_size, rotar
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_size,heads,kv_heads", [(64, 8, 2), (128, 6, 1)])
+def test_qk_norm_rotary_and_cache_equals_the_three_steps(dtype, head_size, heads, kv_heads):
+    """Qwen3's per-head q/k RMSNorm fused in front of the rotary + cache write matches the torch
+    norm (RMSNorm.forward_native), then rotary, then the cache write: the same roundings, so what
+    is left is float32 summation order inside the norm."""
+    rope = RotaryEmbedding(head_size, head_size, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    rope = rope.to(DEVICE)
+    gen = torch.Generator().manual_seed(11 * head_size + heads)
+    num_tokens, num_actual, block_size, num_blocks = 13, 12, 4, 8
+    positions = torch.randint(0, 512, (num_tokens,), generator=gen).to(DEVICE)
+    qkv = (3 * torch.randn(num_tokens, (heads + 2 * kv_heads) * head_size, generator=gen)).to(DEVICE, dtype)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:num_tokens].to(DEVICE)
+    cache = torch.full((2, num_blocks, block_size, kv_heads, head_size), float("nan"), dtype=dtype, device=DEVICE)
+    q_norm, k_norm = RMSNorm(head_size, 1e-6, dtype).to(DEVICE), RMSNorm(head_size, 1e-6, dtype).to(DEVICE)
+    with torch.no_grad():
+        q_norm.weight.copy_(1 + 0.1 * torch.randn(head_size, generator=gen))
+        k_norm.weight.copy_(1 + 0.1 * torch.randn(head_size, generator=gen))
+
+    def split(t: torch.Tensor) -> list[torch.Tensor]:
+        return list(t.split([heads * head_size, kv_heads * head_size, kv_heads * head_size], dim=1))
+
+    wq, wk, wv = split(qkv.clone())
+    wq = q_norm.forward_native(wq.reshape(num_tokens, heads, head_size)).view(num_tokens, -1)
+    wk = k_norm.forward_native(wk.reshape(num_tokens, kv_heads, head_size)).view(num_tokens, -1)
+    want_cache = cache.clone()
+    rotary_embedding_(positions, wq, wk, rope.cos_sin_cache, head_size)
+    reshape_and_cache(wk.view(num_tokens, kv_heads, head_size), wv.view(num_tokens, kv_heads, head_size),
+                      want_cache, slots, num_actual)
+    q, k, v = split(qkv)
+    rotary_embedding_and_cache_(positions, q, k, v, rope.cos_sin_cache, head_size, cache, slots, num_actual,
+                                (q_norm.weight, k_norm.weight, 1e-6))
+    assert_close_rel(q, wq, dtype)
+    assert_close_rel(k, wk, dtype)
+    assert torch.equal(cache[:, :, :, :, 0].isnan(), want_cache[:, :, :, :, 0].isnan())
+    assert_close_rel(cache.nan_to_num(), want_cache.nan_to_num(), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("inter", [96, 2500])  # 2500: two column blocks, a masked tail
 def test_silu_and_mul(dtype, inter):
     gen = torch.Generator().manual_seed(inter)

@@ -21,13 +21,24 @@ import triton.language as tl
 
 @triton.jit
 def _rotate_heads(x_ptr, row_off, stride_head, cos, sin, num_heads,
-                  HEADS_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr):
+                  HEADS_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
+                  norm_w_ptr=None, eps=0.0, NORM: tl.constexpr = False):
     heads = tl.arange(0, HEADS_PAD)[:, None]
     dims = tl.arange(0, HALF_PAD)[None, :]
     mask = (heads < num_heads) & (dims < HALF)
     first = x_ptr + row_off + heads * stride_head + dims
     x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
+    if NORM:
+        # Qwen3's per-head RMSNorm before the rotation (full rotary only: the head is x1 | x2), in
+        # the torch path's order: normalise in float32, round, scale by the weight, round.
+        inv = tl.rsqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
+        # (A product of two values of the dtype, taken in float32 and rounded, is exactly torch's.)
+        w1 = tl.load(norm_w_ptr + dims, mask=dims < HALF, other=0.0).to(tl.float32)
+        w2 = tl.load(norm_w_ptr + HALF + dims, mask=dims < HALF, other=0.0).to(tl.float32)
+        dtype = x_ptr.dtype.element_ty
+        x1 = (w1 * (x1 * inv).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        x2 = (w2 * (x2 * inv).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
     r1 = (x1 * cos - x2 * sin).to(x_ptr.dtype.element_ty)
     r2 = (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty)
     tl.store(first, r1, mask=mask)
@@ -94,17 +105,20 @@ def _rotary_and_cache_kernel(
     cos_sin_ptr,  # [max_position, rot] float32
     k_cache_ptr, v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_size]
     slot_ptr,  # [T] int64; < 0: no cache write
-    num_actual, stride_q, stride_k, stride_v, stride_cs, stride_c_block, stride_c_tok, stride_c_head, num_heads,
+    q_norm_ptr, k_norm_ptr,  # [head_size] each (QK_NORM only)
+    num_actual, stride_q, stride_k, stride_v, stride_cs, stride_c_block, stride_c_tok, stride_c_head, num_heads, eps,
     HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, REST: tl.constexpr, REST_PAD: tl.constexpr,
     HEAD_PAD: tl.constexpr, Q_HEADS_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr, K_HEADS_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     cos, sin = _cos_sin(cos_sin_ptr, positions_ptr, token, stride_cs, q_ptr, HALF, HALF_PAD)
     dims = tl.arange(0, HALF_PAD)[None, :]
-    _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD)
+    _rotate_heads(q_ptr, token * stride_q, HEAD_SIZE, cos, sin, num_heads, Q_HEADS_PAD, HALF, HALF_PAD,
+                  q_norm_ptr, eps, QK_NORM)
     # k: rotated in place, and the rotated values (still in registers) go to the token's cache slot.
-    r1, r2 = _rotate_heads(k_ptr, token * stride_k, HEAD_SIZE, cos, sin, NUM_KV_HEADS, K_HEADS_PAD, HALF, HALF_PAD)
+    r1, r2 = _rotate_heads(k_ptr, token * stride_k, HEAD_SIZE, cos, sin, NUM_KV_HEADS, K_HEADS_PAD, HALF, HALF_PAD,
+                           k_norm_ptr, eps, QK_NORM)
     heads = tl.arange(0, K_HEADS_PAD)[:, None]
     mask = (heads < NUM_KV_HEADS) & (dims < HALF)
     slot = tl.load(slot_ptr + token)
@@ -134,9 +148,11 @@ def rotary_embedding_and_cache_(
     kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
     slot_mapping: torch.Tensor,  # [>= num_actual] int64; < 0: skip
     num_actual: int,
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight [head_size], k weight, eps)
 ) -> None:
     """rotary_embedding_ on q and k, then reshape_and_cache of the first num_actual tokens' k and v,
-    in one launch: the rotated k goes to its cache slot from registers."""
+    in one launch: the rotated k goes to its cache slot from registers. With `qk_norm` (Qwen3), each
+    head of q and k is RMS-normalised first, in the same launch (full rotary only)."""
     num_tokens = query.shape[0]
     if num_tokens == 0:
         return
@@ -147,12 +163,15 @@ def rotary_embedding_and_cache_(
     half = cos_sin_cache.shape[-1] // 2
     rest = head_size - 2 * half
     k_cache, v_cache = kv_cache[0], kv_cache[1]
+    q_norm, k_norm, eps = qk_norm if qk_norm is not None else (query, key, 0.0)  # unused without QK_NORM
+    assert qk_norm is None or (rest == 0 and q_norm.numel() == k_norm.numel() == head_size)
     _rotary_and_cache_kernel[(num_tokens,)](
-        query, key, value, positions, cos_sin_cache, k_cache, v_cache, slot_mapping,
+        query, key, value, positions, cos_sin_cache, k_cache, v_cache, slot_mapping, q_norm, k_norm,
         num_actual, query.stride(0), key.stride(0), value.stride(0), cos_sin_cache.stride(0),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), query.shape[1] // head_size,
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), query.shape[1] // head_size, eps,
         HEAD_SIZE=head_size, HALF=half, HALF_PAD=triton.next_power_of_2(half), REST=rest,
         REST_PAD=triton.next_power_of_2(max(rest, 1)), HEAD_PAD=triton.next_power_of_2(head_size),
         Q_HEADS_PAD=triton.next_power_of_2(query.shape[1] // head_size), NUM_KV_HEADS=num_kv_heads,
-        K_HEADS_PAD=triton.next_power_of_2(num_kv_heads), BLOCK_SIZE=block_size, num_warps=4,
+        K_HEADS_PAD=triton.next_power_of_2(num_kv_heads), BLOCK_SIZE=block_size, QK_NORM=qk_norm is not None,
+        num_warps=4,
     )

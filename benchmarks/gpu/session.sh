@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device call: the GPU tests and the Triton kernel tests, then latency and throughput of the
+# given shapes with an A/B of one feature on the same engine (AB=piecewise by default, or async,
+# or none), then (CHECK=1) a host timeline and a kernel profile of a Llama-3-8B batch-1 decode.
+# Usage: [AB=piecewise] [TESTS=0] [CHECK=1] bash benchmarks/gpu/session.sh OUT [shape ...]
+set -u
+out=${1:?output folder}
+shift
+shapes=${*:-llama3-8b qwen3-0.6b}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+if [ "${TESTS:-1}" = 1 ]; then
+    timeout 270 python -m pytest -q -x -p no:cacheprovider tests/gpu tests/kernels/test_triton_attention.py \
+        tests/kernels/test_triton_layers.py 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
+fi
+timeout 280 python benchmarks/gpu/bench_cuda.py --shapes $shapes --skip-hf --ab "${AB:-piecewise}" \
+    --output-json "$out/bench.json" 2>&1 | grep -v "^20..-..-.. " | tail -40 | tee "$out/bench.txt"
+if [ "${CHECK:-0}" = 1 ]; then
+    timeout 80 python benchmarks/gpu/check_cuda_path.py --shape llama3-8b --timeline --profile "$out/profile.txt" \
+        2>&1 | grep -v "^pagedllm" | tail -40 | tee "$out/check.txt"
+fi

@@ -9,6 +9,10 @@ Per step, from host-side metadata only (no device syncs, so decode steps can be 
   combines the partials, in the same launch;
 * other steps take the mixed kernel: variable-length query tiles, causal within new tokens.
 
+forward_with_rotary (the attention layer hands over unrotated q/k and the positions): a decode
+step's attention kernel rotates q and writes the new K/V itself (one launch per layer); other
+steps run the rotary + cache-write kernel first (kernels/triton/rotary.py).
+
 The split-K partials and counters live in one workspace per backend (shared by every layer, which run one
 after another on the stream), allocated on the first split decode (the profile run or the eager
 warm-up before capture, never inside a capture). Its rows hold num_reqs * num_splits partials;
@@ -21,13 +25,17 @@ zeros (or a finite value) to their own output rows.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
-from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention
+from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
 
+# PAGEDLLM_DECODE_ROTARY=0 keeps the separate rotary + cache-write launch for decode steps too (A/B).
+_ROTARY_IN_DECODE = os.environ.get("PAGEDLLM_DECODE_ROTARY", "1") != "0"
 NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
 # Below this a split's fixed cost (q load, partial write) dominates; H100, batch 1, 2k context,
 # in a CUDA graph: 8 splits of 256 keys 13.7 us, 16 of 128 keys 11.0 us, 32 of 64 keys 11.2 us.
@@ -79,13 +87,19 @@ class TritonPagedAttentionBackend(AttentionBackend):
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         num_tokens, _, head_size = query.shape
+        if metadata.is_decode_only and _ROTARY_IN_DECODE:
+            # The decode kernel rotates q in registers and writes the new K/V itself: one launch
+            # per layer instead of two (q is left unrotated in memory; nothing reads it after).
+            new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), positions, cos_sin_cache,
+                           metadata.slot_mapping, qk_norm)
+            return self._attend(query, kv_cache, metadata, scale, out, new_kv)
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
                                     metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)
         return self._attend(query, kv_cache, metadata, scale, out)
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
-                scale: float, out: torch.Tensor | None) -> torch.Tensor:
+                scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None) -> torch.Tensor:
         """Attention of every query token over its context, the step's K/V already in the cache.
         A given `out` gets only the first num_actual_tokens rows written (piecewise CUDA graphs:
         the rows past them are padding whose results are dropped)."""
@@ -100,7 +114,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
             num_splits = self.num_splits(metadata, n, kv_cache.shape[3])
             workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
-                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace)
+                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv)
         else:
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, metadata.num_reqs, scale, False)

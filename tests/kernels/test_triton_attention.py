@@ -208,6 +208,51 @@ def test_forward_with_rotary_equals_rotary_then_forward(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, splits, qk_norm):
+    """Decode steps take the rotary (and Qwen3's q/k norm) into the attention kernel, which also
+    writes the new K/V: the same output and cache as the norm, rotary + cache write and attention
+    one after another. Bit for bit under the interpreter without the norm; on a GPU the compiler
+    contracts the rotation's products into FMAs differently in the two kernels (and the norm's
+    float32 sums run in another order), so there it is within the dtype's rounding. Split-K with
+    the new token in the last split only; a padded row (slot -1) writes nothing."""
+    from pagedllm.layers.norm import RMSNorm
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    cached = [0, 9, 30, 70, 0]
+    case = make_case(cached, [1] * 5, 8, 2, 64, 16, dtype, seed=13)
+    md = case.metadata
+    md.slot_mapping[4] = -1  # a padded row of a CUDA graph
+    md.backend_cache[NUM_SPLITS_KEY] = splits
+    positions = torch.tensor(cached, device=DEVICE)
+    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    norms = None
+    want_q, want_k = case.query.clone(), case.key.clone()
+    if qk_norm:
+        norms = (RMSNorm(64, 1e-6, dtype).to(DEVICE), RMSNorm(64, 1e-6, dtype).to(DEVICE))
+        with torch.no_grad():
+            for i, norm in enumerate(norms):
+                norm.weight.copy_(1 + 0.1 * torch.randn(64, generator=torch.Generator().manual_seed(i)))
+        want_q, want_k = norms[0].forward_native(want_q), norms[1].forward_native(want_k)
+    backend = TritonPagedAttentionBackend()
+    want_cache = case.cache.clone()
+    rotary_embedding_(positions, want_q.view(5, -1), want_k.view(5, -1), rope.cos_sin_cache, 64)
+    want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125)
+    fused_norm = (norms[0].weight, norms[1].weight, 1e-6) if norms else None
+    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
+                                      rope.cos_sin_cache, fused_norm)
+    assert torch.equal(case.cache.isnan(), want_cache.isnan())  # the padded row's slot stays poisoned
+    got, want = got[:4], want[:4]  # the padded row reads its own unwritten (poisoned) slot
+    if qk_norm or ON_GPU:
+        assert_close_rel(got, want, dtype)
+        assert_close_rel(case.cache.nan_to_num(), want_cache.nan_to_num(), dtype)
+    else:
+        assert torch.equal(got, want)
+        assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_layer_with_qk_norm_fused_or_not(dtype, monkeypatch):
     """The attention layer hands Qwen3's q/k norms to a backend that fuses them into its rotary +
     cache-write kernel, and applies them itself for one that does not: both ways agree."""

@@ -27,6 +27,11 @@ split that counts last combines them, out = sum_s 2^(lse_s - max) * out_s / sum_
 and resets the counter for the next launch. One launch per layer instead of two: at batch 1 the
 second launch cost about as much as the attention itself.
 
+Decode steps with ROTARY (the backend's forward_with_rotary) get q and the new k unrotated: each
+program rotates its q rows in registers (after Qwen3's per-head norm with QK_NORM), and the split
+that reads the last key tile first writes the new token's rotated k and its v to the cache, with a
+barrier before its own loads. That replaces the rotary + cache-write launch before attention.
+
 Padded requests are harmless: seq_len 0 reads nothing and writes zeros; every key past seq_len is
 masked and loaded as 0, so poisoned (NaN) cache slots never reach the output.
 """
@@ -60,6 +65,18 @@ class SplitWorkspace:
         return cls(torch.empty(rows, num_heads, head_size, dtype=torch.float32, device=device),
                    torch.empty(rows, num_heads, dtype=torch.float32, device=device),
                    torch.zeros(rows * num_heads, dtype=torch.int32, device=device))
+
+
+@dataclass
+class NewKV:
+    """A decode step's new tokens, for attention that rotates q and writes the cache itself."""
+
+    key: torch.Tensor  # [num_tokens, num_kv_heads * head_size], unrotated, last dim contiguous
+    value: torch.Tensor  # [num_tokens, num_kv_heads * head_size]
+    positions: torch.Tensor  # [num_tokens] int64
+    cos_sin_cache: torch.Tensor  # [max_position, rotary_dim] float32
+    slot_mapping: torch.Tensor  # [num_tokens] int64; < 0: not written
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (q weight, k weight, eps)
 
 
 @triton.jit
@@ -127,6 +144,61 @@ def _attend_tiles(
 
 
 @triton.jit
+def _rotation(cos_sin_ptr, pos, stride_cs, dims, x_ptr, HALF: tl.constexpr):
+    """Neox rotary as an elementwise op over a whole head: x' = x * cos + sign * x[partner] * sin,
+    partner = the other half's dim, sign -1 on the first half; dims past the rotated ones keep
+    cos 1, sin 0. cos/sin rounded to the activations' dtype first, as rotary.py does."""
+    rotated = dims < 2 * HALF
+    first = dims < HALF
+    partner = tl.where(rotated, tl.where(first, dims + HALF, dims - HALF), dims)
+    sign = tl.where(first, -1.0, 1.0)
+    freq = tl.where(first, dims, dims - HALF)
+    cs = cos_sin_ptr + pos * stride_cs + freq
+    cos = tl.load(cs, mask=rotated, other=1.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    sin = tl.load(cs + HALF, mask=rotated, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    return partner, sign, cos, sin
+
+
+@triton.jit
+def _normalize(x, x_partner, dims, partner, norm_w_ptr, eps, HEAD_SIZE: tl.constexpr):
+    """Qwen3's per-head RMSNorm of rows x [R, D] (and of the same rows permuted to `partner`), in
+    the torch path's roundings: normalise in float32, round, scale by the weight, round."""
+    dtype = x.dtype
+    xf = x.to(tl.float32)
+    inv = tl.rsqrt(tl.sum(xf * xf, 1) / HEAD_SIZE + eps)[:, None]
+    w = tl.load(norm_w_ptr + dims, mask=dims < HEAD_SIZE, other=0.0).to(tl.float32)
+    w_p = tl.load(norm_w_ptr + partner, mask=partner < HEAD_SIZE, other=0.0).to(tl.float32)
+    x = (w[None, :] * (xf * inv).to(dtype).to(tl.float32)).to(dtype)
+    x_partner = (w_p[None, :] * (x_partner.to(tl.float32) * inv).to(dtype).to(tl.float32)).to(dtype)
+    return x, x_partner
+
+
+@triton.jit
+def _rotate_rows(x, x_partner, dims, partner, sign, cos, sin, norm_w_ptr, eps,
+                 HEAD_SIZE: tl.constexpr, QK_NORM: tl.constexpr):
+    """Rows x [R, D] rotated (after the per-head norm with QK_NORM), rounded to their dtype."""
+    if QK_NORM:
+        x, x_partner = _normalize(x, x_partner, dims, partner, norm_w_ptr, eps, HEAD_SIZE)
+    out = x.to(tl.float32) * cos[None, :] + sign[None, :] * x_partner.to(tl.float32) * sin[None, :]
+    return out.to(x.dtype)
+
+
+@triton.jit
+def _write_new_kv(k_row_ptr, v_row_ptr, k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, head_off,
+                  dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE: tl.constexpr,
+                  BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr):
+    """One kv head of the new token: k rotated (normalised first with QK_NORM), and v, into the
+    cache at `slot`."""
+    k = tl.load(k_row_ptr + dims, mask=dim_ok, other=0.0)[None, :]
+    k_partner = tl.load(k_row_ptr + partner, mask=dim_ok, other=0.0)[None, :]
+    k = _rotate_rows(k, k_partner, dims, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, QK_NORM)
+    v = tl.load(v_row_ptr + dims, mask=dim_ok, other=0.0)
+    row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + head_off
+    tl.store(k_cache_ptr + row + dims[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=dim_ok[None, :])
+    tl.store(v_cache_ptr + row + dims, v.to(v_cache_ptr.dtype.element_ty), mask=dim_ok)
+
+
+@triton.jit
 def _paged_attention_kernel(
     out_ptr,  # [num_tokens, num_heads, head_size]
     part_out_ptr,  # [num_reqs * num_splits, num_heads, head_size] float32 (SPLIT only)
@@ -137,12 +209,16 @@ def _paged_attention_kernel(
     block_table_ptr,  # [num_reqs, max_blocks] int32
     seq_lens_ptr,  # [num_reqs] int32
     query_start_loc_ptr,  # [num_reqs + 1] int32
+    k_new_ptr, v_new_ptr,  # [num_tokens, num_kv_heads * head_size] each, rows strided (ROTARY only)
+    positions_ptr, cos_sin_ptr, slot_ptr,  # [num_tokens], [max_position, rot] float32, [num_tokens]
+    q_norm_ptr, k_norm_ptr,  # [head_size] each (QK_NORM only)
     num_reqs, num_splits, scale_log2,
     stride_q_tok, stride_q_head, stride_o_tok, stride_o_head,
-    stride_c_block, stride_c_tok, stride_c_head, stride_bt,
+    stride_c_block, stride_c_tok, stride_c_head, stride_bt, stride_kn, stride_vn, stride_cs, eps,
     GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE_N: tl.constexpr,
     DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, MIN_SPLIT_TILES: tl.constexpr,
+    ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -171,6 +247,12 @@ def _paged_attention_kernel(
     dim_ok = dims < HEAD_SIZE
     q_rows = (q_start + row_tok).to(tl.int64) * stride_q_tok + row_head * stride_q_head
     q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    if ROTARY:  # decode only: rotate (and normalise) q here, in registers, instead of in a kernel before
+        pos = tl.load(positions_ptr + q_start).to(tl.int64)
+        partner, sign, cos, sin = _rotation(cos_sin_ptr, pos, stride_cs, dims, q_ptr, HALF)
+        q_partner = tl.load(q_ptr + q_rows[:, None] + partner[None, :], mask=row_ok[:, None] & dim_ok[None, :],
+                            other=0.0)
+        q = _rotate_rows(q, q_partner, dims, partner, sign, cos, sin, q_norm_ptr, eps, HEAD_SIZE, QK_NORM)
 
     # Keys this tile needs end at its last token's position.
     kv_len = tl.minimum(num_cached + (tile_q + 1) * BLOCK_Q, seq_len)
@@ -185,6 +267,20 @@ def _paged_attention_kernel(
             return
         tile_lo = split * per_split
         tile_hi = tl.minimum(tile_lo + per_split, num_tiles)
+
+    if ROTARY:
+        # The new token's K/V go to the cache here. Only the split that reads the last key tile
+        # (where the new token is) writes them, and the barrier makes them visible to its own
+        # loads below; no other program reads that slot.
+        if tile_hi == num_tiles:
+            slot = tl.load(slot_ptr + q_start)
+            if slot >= 0:
+                _write_new_kv(k_new_ptr + q_start.to(tl.int64) * stride_kn + kv_head * HEAD_SIZE,
+                              v_new_ptr + q_start.to(tl.int64) * stride_vn + kv_head * HEAD_SIZE,
+                              k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, kv_head * stride_c_head,
+                              dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, BLOCK_SIZE,
+                              QK_NORM)
+        tl.debug_barrier()
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
@@ -278,12 +374,16 @@ def paged_attention(
     num_warps: int = 4,
     num_stages: int = 2,
     min_split_tiles: int | None = None,
+    new_kv: NewKV | None = None,
 ) -> None:
     """Attention of each token over its request's paged context, into `out`.
 
     decode_only: one token per request, token i belongs to request i (num_tokens == num_reqs).
     num_splits > 1 (decode only) takes the split-K path; `workspace` then holds the partials and
     the per-(request, kv head) counters.
+    new_kv (decode only): the step's unrotated q (in `query`), k and v. The kernel then rotates q
+    in registers and writes the rotated k and v to the cache itself: what
+    rotary_embedding_and_cache_ would do in a launch before (q is not rotated in memory).
     The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
     block_m / tile_n / num_warps / num_stages / min_split_tiles override the launch shape
     (benchmarks sweep them).
@@ -310,13 +410,20 @@ def paged_attention(
     num_q_tiles = num_reqs if decode_only else num_tokens // block_q + num_reqs
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     grid = (num_q_tiles, kv_heads, num_splits if split else 1)
+    assert new_kv is None or decode_only, "the new K/V are written in the kernel only for decode steps"
+    nk = new_kv if new_kv is not None else NewKV(query, query, seq_lens, query, seq_lens)  # unused
+    q_norm, k_norm, eps = nk.qk_norm if nk.qk_norm is not None else (query, query, 0.0)
     _paged_attention_kernel[grid](
         out, part_out, part_lse, counters, query, k_cache, v_cache, block_table, seq_lens, query_start_loc,
+        nk.key, nk.value, nk.positions, nk.cos_sin_cache, nk.slot_mapping, q_norm, k_norm,
         num_reqs, num_splits if split else 1, scale * _LOG2E,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
+        nk.key.stride(0), nk.value.stride(0), nk.cos_sin_cache.stride(0), eps,
         GROUP=group, HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_Q=block_q, TILE_N=tile_n,
         DECODE_ONLY=decode_only, SPLIT=split, IEEE=query.dtype == torch.float32,
-        MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs), num_warps=num_warps, num_stages=num_stages,
+        MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs),
+        ROTARY=new_kv is not None, HALF=nk.cos_sin_cache.shape[-1] // 2 if new_kv is not None else 1,
+        QK_NORM=nk.qk_norm is not None, num_warps=num_warps, num_stages=num_stages,
     )

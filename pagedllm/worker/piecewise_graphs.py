@@ -49,15 +49,21 @@ logger = logging.getLogger(__name__)
 
 
 MAX_PADDED_SIZE = 512  # steps up to this many tokens are padded to the next captured size
+# The step budget is captured too when at most this: the pool holds a forward's activations at
+# the largest size (about 0.3 GiB for the 8B shape at 2048 tokens), memory the KV cache loses.
+MAX_CAPTURED_SIZE = 4096
 
 
 def default_piecewise_sizes(max_num_batched_tokens: int) -> list[int]:
     """Token counts to capture: multiples of 16 up to 128, of 32 up to 256, of 64 up to 512 (at
-    most a quarter of a step is padding), then the step budget itself, the size of every full
-    step of a busy server. Steps between 512 and the budget run eagerly: their GPU work outweighs
-    the launches, and padding them would cost more than it saves."""
+    most a quarter of a step is padding), then the step budget itself (up to MAX_CAPTURED_SIZE),
+    the size of every full step of a busy server. Steps between 512 and the budget run eagerly:
+    their GPU work outweighs the launches, and padding them would cost more than it saves."""
     ladder = list(range(16, 129, 16)) + list(range(160, 257, 32)) + list(range(320, MAX_PADDED_SIZE + 1, 64))
-    return sorted({s for s in ladder if s < max_num_batched_tokens} | {max_num_batched_tokens})
+    sizes = {s for s in ladder if s < max_num_batched_tokens}
+    if max_num_batched_tokens <= MAX_CAPTURED_SIZE:
+        sizes.add(max_num_batched_tokens)
+    return sorted(sizes)
 
 
 def piecewise_padded_size(sizes: list[int], num_tokens: int) -> int | None:

@@ -3,10 +3,12 @@ a step runs at, and the copy of q/k/v into the static buffers. The graphs themse
 on the GPU (tests/gpu/test_invariance_gpu.py)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from pagedllm.worker.piecewise_graphs import (MAX_PADDED_SIZE, _StaticBuffers, copy_qkv, default_piecewise_sizes,
-                                              piecewise_padded_size)
+from pagedllm.config import DeviceConfig
+from pagedllm.worker.piecewise_graphs import (MAX_CAPTURED_SIZE, MAX_PADDED_SIZE, _StaticBuffers, copy_qkv,
+                                              default_piecewise_sizes, piecewise_padded_size)
 
 
 def test_sizes_are_a_fine_ladder_up_to_512_then_the_step_budget():
@@ -15,6 +17,15 @@ def test_sizes_are_a_fine_ladder_up_to_512_then_the_step_budget():
     assert sizes[-2:] == [MAX_PADDED_SIZE, 2048]
     assert all(b - a <= a // 4 + 16 for a, b in zip(sizes, sizes[1:-1]))  # padding at most about a quarter
     assert default_piecewise_sizes(40) == [16, 32, 40]
+    # A very large budget is not captured: its pool would take that much activation memory from
+    # the KV cache, and a step that large is bound by its GPU work anyway.
+    assert default_piecewise_sizes(4 * MAX_CAPTURED_SIZE)[-1] == MAX_PADDED_SIZE
+
+
+def test_unknown_cuda_graph_mode_is_refused():
+    with pytest.raises(ValueError, match="cuda_graph_mode"):
+        DeviceConfig(cuda_graph_mode="piecewise_everything")
+    assert DeviceConfig().cuda_graph_mode == "full_and_piecewise"
 
 
 def test_small_steps_pad_up_large_ones_only_run_at_an_exact_size():

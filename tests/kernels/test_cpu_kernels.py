@@ -31,10 +31,12 @@ def _decode_metadata(seq_lens: list[int], block_size: int, num_blocks: int, gen:
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (9, 3), (8, 1)])
-def test_decode_kernel_matches_torch(backend, dtype, tol, heads, kv_heads):
+@pytest.mark.parametrize("heads,kv_heads,head_size", [(4, 4, 64), (9, 3, 64), (8, 1, 64), (8, 4, 128), (6, 2, 48)])
+def test_decode_kernel_matches_torch(backend, dtype, tol, heads, kv_heads, head_size):
+    """Groups and head sizes with a vector-register fast path in float32 (head 64 or 128, small
+    groups) and without one (a group of 8, head 48)."""
     gen = torch.Generator().manual_seed(heads * 10 + kv_heads)
-    block_size, head_size, num_blocks = 16, 64, 96
+    block_size, num_blocks = 16, 96
     seq_lens = [1, 5, 16, 17, 40, 130]
     md = _decode_metadata(seq_lens, block_size, num_blocks, gen)
     cache = torch.randn(2, num_blocks, block_size, kv_heads, head_size, generator=gen).to(dtype)

@@ -12,18 +12,135 @@
 //
 // Work is split over (request, kv head); each task reads that head's K and V once, for the G query
 // heads that share it. Scores are kept for the whole context (two-pass softmax in float32).
+// float32 with AVX-512 and a small group takes a register-resident path (decode_task_f32) with
+// vectorised exponentials: 19.8 against 24.2 ms for the default model's 30 layers at batch 64.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 template <typename T>
 inline float to_float(T x) { return static_cast<float>(x); }
+
+#if defined(__AVX512F__)
+// exp(x) for x <= 0 (scores minus their max), 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2,
+// p the degree-6 Taylor polynomial of e^r (relative error ~2e-7, about std::exp's rounding).
+// A scalar std::exp per score was a third of the decode attention's time.
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));  // below this e^x is 0 in float32 for our purposes
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 split in two for exactness
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720.f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// float32 fast path for one request and kv heads [kv0, kv1): the group's G query heads (head size
+// 16 * NC) stay in registers, so each token's G dot products run as independent FMA chains and
+// the output accumulates in registers; the generic loops below kept one dot product's chain and
+// its horizontal sum in flight at a time. Same two-pass softmax, same order of normalisation.
+template <int NC, int G>
+void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+                     const int32_t* __restrict__ table, int64_t len, int64_t kv0, int64_t kv1,
+                     int64_t block_size, int64_t block_stride, int64_t token_stride, float scale,
+                     float* __restrict__ scores, float* __restrict__ out) {
+  constexpr int64_t D = 16 * NC;
+  for (int64_t kvh = kv0; kvh < kv1; ++kvh) {
+    __m512 qv[G][NC];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < NC; ++c)
+        qv[g][c] = _mm512_mul_ps(_mm512_loadu_ps(q + (kvh * G + g) * D + 16 * c), _mm512_set1_ps(scale));
+    float m[G];
+    for (int g = 0; g < G; ++g) m[g] = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < len; ++t) {
+      const float* k = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
+      __m512 acc[G];
+      const __m512 k0 = _mm512_loadu_ps(k);
+      for (int g = 0; g < G; ++g) acc[g] = _mm512_mul_ps(qv[g][0], k0);
+      for (int c = 1; c < NC; ++c) {
+        const __m512 kk = _mm512_loadu_ps(k + 16 * c);
+        for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(qv[g][c], kk, acc[g]);
+      }
+      for (int g = 0; g < G; ++g) {
+        const float sc = _mm512_reduce_add_ps(acc[g]);
+        scores[g * len + t] = sc;
+        m[g] = std::max(m[g], sc);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      float* sh = scores + g * len;
+      const __m512 mv = _mm512_set1_ps(m[g]);
+      __m512 sumv = _mm512_setzero_ps();
+      int64_t t = 0;
+      for (; t + 16 <= len; t += 16) {
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(sh + t), mv));
+        _mm512_storeu_ps(sh + t, e);
+        sumv = _mm512_add_ps(sumv, e);
+      }
+      if (t < len) {
+        const __mmask16 tail = static_cast<__mmask16>((1u << (len - t)) - 1);
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, sh + t), mv));
+        _mm512_mask_storeu_ps(sh + t, tail, e);
+        sumv = _mm512_add_ps(sumv, _mm512_maskz_mov_ps(tail, e));
+      }
+      const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sumv));
+      for (t = 0; t + 16 <= len; t += 16) _mm512_storeu_ps(sh + t, _mm512_mul_ps(_mm512_loadu_ps(sh + t), inv));
+      for (; t < len; ++t) sh[t] *= _mm512_cvtss_f32(inv);
+    }
+    __m512 o[G][NC];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < NC; ++c) o[g][c] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < len; ++t) {
+      const float* v = vc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
+      for (int c = 0; c < NC; ++c) {
+        const __m512 vv = _mm512_loadu_ps(v + 16 * c);
+        for (int g = 0; g < G; ++g) o[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * len + t]), vv, o[g][c]);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < NC; ++c) _mm512_storeu_ps(out + (kvh * G + g) * D + 16 * c, o[g][c]);
+  }
+}
+
+using FastTask = void (*)(const float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, float, float*, float*);
+
+// The fast path for (head size, group), or nullptr: the shapes whose q and output fit the 32
+// vector registers (group x head_size / 16 <= 16).
+inline FastTask fast_task_for(int64_t head_size, int64_t group) {
+  const int64_t nc = head_size % 16 == 0 ? head_size / 16 : 0;
+  if (nc == 4) {
+    switch (group) {
+      case 1: return decode_task_f32<4, 1>;
+      case 2: return decode_task_f32<4, 2>;
+      case 3: return decode_task_f32<4, 3>;
+      case 4: return decode_task_f32<4, 4>;
+    }
+  } else if (nc == 8) {
+    switch (group) {
+      case 1: return decode_task_f32<8, 1>;
+      case 2: return decode_task_f32<8, 2>;
+    }
+  }
+  return nullptr;
+}
+#endif
 
 template <typename T>
 void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
@@ -38,6 +155,9 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
   // (measured ~2x faster than one task per kv head once the cache is out of the CPU caches);
   // with few requests, heads are split so every thread has work.
   const int64_t head_chunks = num_reqs >= at::get_num_threads() ? 1 : num_kv_heads;
+#if defined(__AVX512F__)
+  const FastTask fast = std::is_same_v<T, float> ? fast_task_for(head_size, group) : nullptr;
+#endif
   const int64_t heads_per_chunk = num_kv_heads / head_chunks;
   at::parallel_for(0, num_reqs * head_chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
@@ -50,6 +170,15 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
       const int64_t len = seq_lens[b];
       if (len <= 0) continue;
       scores.resize(num_heads * len);
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (fast != nullptr) {
+          fast(q + b * num_heads * head_size, kc, vc, block_table + b * max_blocks, len, kv0, kv1, block_size,
+               block_stride, token_stride, scale, scores.data(), out + b * num_heads * head_size);
+          continue;
+        }
+      }
+#endif
       for (int64_t h = h0; h < h1; ++h) {
         const T* qh = q + (b * num_heads + h) * head_size;
         for (int64_t d = 0; d < head_size; ++d) qf[h * head_size + d] = to_float(qh[d]) * scale;

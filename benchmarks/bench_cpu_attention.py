@@ -9,19 +9,17 @@ one process, which this noisy 2-core machine needs for a fair A/B:
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 from torch.utils.cpp_extension import load
 
-_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "pagedllm", "kernels", "cpu", "cpu_kernels.cpp")
+from pagedllm.kernels.cpu import BUILD_FLAGS, SOURCE
 
 
 def build(name: str, source: str):  # type: ignore[no-untyped-def]
-    return load(name=name, sources=[source], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                extra_ldflags=["-fopenmp"], verbose=False)
+    """The kernels of `source`, built as the engine builds them, under their own module name."""
+    return load(name=name, sources=[source], verbose=False, **BUILD_FLAGS)
 
 
 def main() -> None:
@@ -33,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    mods = {"current": build("pagedllm_cpu_kernels_bench", _SOURCE)}
+    mods = {"current": build("pagedllm_cpu_kernels_bench", SOURCE)}
     if args.baseline:
         mods["baseline"] = build("pagedllm_cpu_kernels_baseline", args.baseline)
     batch, ctx, heads, kv_heads, head, block, layers = args.batch, args.context, 9, 3, 64, 16, 30

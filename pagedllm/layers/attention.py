@@ -47,12 +47,9 @@ class Attention(nn.Module):
                 k.view(num_tokens, self.num_kv_heads, self.head_size),
                 v.view(num_tokens, self.num_kv_heads, self.head_size),
                 ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
-        if fused_norm is not None:
+        if fused:
             assert rotary is not None
             out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm)
-        elif fused:
-            assert rotary is not None
-            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache)
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)

@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PADDED_SIZE = 512  # steps up to this many tokens are padded to the next captured size
 # The step budget is captured too when at most this: the pool holds a forward's activations at
-# the largest size (about 0.3 GiB for the 8B shape at 2048 tokens), memory the KV cache loses.
+# the largest captured size, memory the KV cache loses.
 MAX_CAPTURED_SIZE = 4096
 
 

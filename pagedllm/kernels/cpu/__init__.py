@@ -14,7 +14,8 @@ from types import ModuleType
 import torch
 
 logger = logging.getLogger(__name__)
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
+BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
 
 
 @functools.cache
@@ -25,13 +26,7 @@ def load_cpu_kernels() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        return load(
-            name="pagedllm_cpu_kernels",
-            sources=[_SOURCE],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        return load(name="pagedllm_cpu_kernels", sources=[SOURCE], verbose=False, **BUILD_FLAGS)
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back, loudly
         logger.warning("CPU kernels unavailable (%s); using the torch attention path.", e)
         return None

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:  # the module imports triton, which CPU-only installs may lack
-    from pagedllm.kernels.triton.l2_prefetch import L2Prefetch
 
 
 @dataclass
@@ -83,9 +80,7 @@ class AttentionBackend(ABC):
         positions: torch.Tensor,  # [num_tokens] int64
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32, neox layout
         qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
-        prefetch: L2Prefetch | None = None,  # the next GEMM's weight, for backends that can ask it into L2
     ) -> torch.Tensor:
         """forward() after rotating query and key (in place) by their positions; with `qk_norm`
-        (backends that set fuses_qk_norm), after RMS-normalising each head of them first.
-        `prefetch` is a hint that backends may ignore."""
+        (backends that set fuses_qk_norm), after RMS-normalising each head of them first."""
         raise NotImplementedError(f"The {self.name} backend does not fuse the rotary embedding.")

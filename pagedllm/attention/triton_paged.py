@@ -30,7 +30,6 @@ import os
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
-from pagedllm.kernels.triton.l2_prefetch import L2Prefetch
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
@@ -86,7 +85,6 @@ class TritonPagedAttentionBackend(AttentionBackend):
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
         qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
         out: torch.Tensor | None = None,
-        prefetch: L2Prefetch | None = None,  # decode steps: the o projection's weight, asked into L2
     ) -> torch.Tensor:
         num_tokens, _, head_size = query.shape
         if metadata.is_decode_only and _ROTARY_IN_DECODE:
@@ -94,15 +92,14 @@ class TritonPagedAttentionBackend(AttentionBackend):
             # per layer instead of two (q is left unrotated in memory; nothing reads it after).
             new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), positions, cos_sin_cache,
                            metadata.slot_mapping, qk_norm)
-            return self._attend(query, kv_cache, metadata, scale, out, new_kv, prefetch)
+            return self._attend(query, kv_cache, metadata, scale, out, new_kv)
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
                                     metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)
-        return self._attend(query, kv_cache, metadata, scale, out, prefetch=prefetch)
+        return self._attend(query, kv_cache, metadata, scale, out)
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
-                scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None,
-                prefetch: L2Prefetch | None = None) -> torch.Tensor:
+                scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None) -> torch.Tensor:
         """Attention of every query token over its context, the step's K/V already in the cache.
         A given `out` gets only the first num_actual_tokens rows written (piecewise CUDA graphs:
         the rows past them are padding whose results are dropped)."""
@@ -117,8 +114,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
             num_splits = self.num_splits(metadata, n, kv_cache.shape[3])
             workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
-                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv,
-                            prefetch=prefetch)
+                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv)
         else:
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, metadata.num_reqs, scale, False)

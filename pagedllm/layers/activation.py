@@ -11,17 +11,11 @@ from pagedllm.kernels.triton import triton_applies
 class SiluAndMul(nn.Module):
     """x = | gate | up | along the last dim -> silu(gate) * up."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        # The down projection's weight, asked into L2 while the kernel runs (CUDA, small batches;
-        # set by the model's plan_l2_prefetch, kernels/triton/l2_prefetch.py).
-        self.l2_prefetch: object | None = None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]
         if triton_applies(x) and x.dim() == 2 and x.stride(-1) == 1:
             from pagedllm.kernels.triton.activation import silu_and_mul
 
-            return silu_and_mul(x, self.l2_prefetch)  # one pass, no float32 temporaries
+            return silu_and_mul(x)  # one pass, no float32 temporaries
         return self.forward_native(x)
 
     def forward_native(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]

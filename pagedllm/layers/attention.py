@@ -18,9 +18,6 @@ class Attention(nn.Module):
         self.num_heads, self.head_size, self.num_kv_heads = num_heads, head_size, num_kv_heads
         self.scale = scale
         self.layer_idx = layer_idx
-        # The o projection's weight, asked into L2 during a decode step's attention (CUDA; set by
-        # the model's plan_l2_prefetch, kernels/triton/l2_prefetch.py).
-        self.l2_prefetch: object | None = None
 
     def forward(
         self,
@@ -52,8 +49,7 @@ class Attention(nn.Module):
                 ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
         if fused:
             assert rotary is not None
-            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm,
-                                              prefetch=self.l2_prefetch)
+            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm)
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)

@@ -14,9 +14,6 @@ class RMSNorm(HFWeightLoadable):
         super().__init__()
         self.eps = eps
         self.weight = new_param(hidden_size, dtype=dtype)  # [H]
-        # The next GEMM's weight, asked into L2 while the norm runs (CUDA, small batches; set by
-        # the model's plan_l2_prefetch, kernels/triton/l2_prefetch.py).
-        self.l2_prefetch: object | None = None
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         # Normalize in float32, cast back, then scale: the same order as HF's LlamaRMSNorm, so
@@ -32,7 +29,7 @@ class RMSNorm(HFWeightLoadable):
             from pagedllm.kernels.triton.rms_norm import rms_norm
 
             # One kernel instead of four ops (add, rms_norm, cast, scale), as on the CPU.
-            out, new_residual = rms_norm(x, self.weight, self.eps, residual, self.l2_prefetch)
+            out, new_residual = rms_norm(x, self.weight, self.eps, residual)
             return out if new_residual is None else (out, new_residual)
         kernels = cpu_kernels_for(x)
         if kernels is not None and _kernel_layout_ok(x, residual):

@@ -144,19 +144,6 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, H] -> [N, V] float32
         return self.lm_head(hidden)
 
-    def plan_l2_prefetch(self, budget: Any) -> None:
-        """CUDA, Hopper: each small kernel asks for the first bytes of the weight that the GEMM
-        after it reads (kernels/triton/l2_prefetch.py). Call once the weights are in place."""
-        from pagedllm.kernels.triton.l2_prefetch import l2_prefetch_of
-
-        for layer in self.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            layer.input_layernorm.l2_prefetch = l2_prefetch_of(attn.qkv_proj.weight_t, budget.norm)
-            attn.attn.l2_prefetch = l2_prefetch_of(attn.o_proj.weight_t, budget.attention)
-            layer.post_attention_layernorm.l2_prefetch = l2_prefetch_of(mlp.gate_up_proj.weight_t, budget.norm)
-            mlp.act.l2_prefetch = l2_prefetch_of(mlp.down_proj.weight_t, budget.activation)
-        self.model.norm.l2_prefetch = l2_prefetch_of(self.lm_head.weight_t, budget.norm)
-
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load HF-named tensors; raises ValueError naming any required weight that is missing."""

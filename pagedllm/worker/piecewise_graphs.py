@@ -164,9 +164,7 @@ class _Cutter(AttentionBackend):
     def forward_with_rotary(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
                             positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-                            qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                            prefetch: object = None) -> torch.Tensor:
-        # No L2 prefetch: piecewise steps carry prompt tokens, past the sizes where it pays.
+                            qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> torch.Tensor:
         return self._cut(query, key, value, kv_cache, scale, positions, cos_sin_cache, qk_norm)
 
     def _cut(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,

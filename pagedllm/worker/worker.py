@@ -62,22 +62,9 @@ class Worker:
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
             self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
-            self._plan_l2_prefetch()
         self.startup_times["load"] = time.perf_counter() - start
         logger.info("Loaded %s in %.1f s (%.0f MiB on %s)", self.config.model_config.architecture,
                     self.startup_times["load"], self.weights_bytes / 2**20, self.device)
-
-    def _plan_l2_prefetch(self) -> None:
-        """Small kernels ask the next GEMM's weight into L2 (Triton backend on Hopper or later)."""
-        plan = getattr(self.model, "plan_l2_prefetch", None)
-        if plan is None or self.backend.name != "triton":
-            return
-        from pagedllm.kernels.triton.l2_prefetch import prefetch_budget
-
-        budget = prefetch_budget()
-        if budget is not None:
-            plan(budget)
-            logger.info("L2 prefetch before each GEMM: %s MiB (attention, norm, activation windows)", budget)
 
     def _spec(self) -> KVCacheSpec:
         return KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)

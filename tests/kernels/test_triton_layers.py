@@ -59,25 +59,6 @@ def test_rms_norm(dtype, hidden, with_residual):
         assert torch.equal(layer_out[0] if with_residual else layer_out, got_out)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("num_parts", [2, 3])
-def test_rms_norm_sums_split_k_partials(dtype, num_parts):
-    """Float32 partials [S, T, H] stand for their sum rounded to the residual's dtype."""
-    gen = torch.Generator().manual_seed(num_parts)
-    hidden = 576
-    norm = RMSNorm(hidden, 1e-5, dtype).to(DEVICE)
-    with torch.no_grad():
-        norm.weight.copy_(torch.rand(hidden, generator=gen) + 0.5)
-    partials = torch.randn(num_parts, 5, hidden, generator=gen).to(DEVICE)
-    residual = torch.randn(5, hidden, generator=gen).to(DEVICE, dtype)
-    want = norm.forward_native(partials.sum(0).to(dtype), residual)
-    got_out, got_residual = rms_norm(partials, norm.weight.data, norm.eps, residual)
-    assert got_residual.dtype == dtype
-    # The kernel adds the partials in order; torch's sum may pair them differently (one float32 ulp).
-    assert_close_rel(got_residual, want[1], dtype)
-    assert_close_rel(got_out, want[0], dtype)
-
-
 def test_rms_norm_strided_rows():
     x_full = torch.randn(7, 2 * 128).to(DEVICE)
     x = x_full[:, :128]  # rows 256 apart

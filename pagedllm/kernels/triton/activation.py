@@ -10,20 +10,13 @@ import torch
 import triton
 import triton.language as tl
 
-from pagedllm.kernels.triton.l2_prefetch import L2Prefetch, issue_l2_prefetch, launch_args
-
 
 @triton.jit
 def _silu_and_mul_kernel(
     out_ptr, x_ptr,  # [T, I], [T, 2I]: | gate | up |
     stride_out, stride_x, inter,
-    prefetch_address, prefetch_bytes,  # the down projection's weight (PREFETCH only)
-    BLOCK: tl.constexpr, PREFETCH: tl.constexpr, LANES: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
-    if PREFETCH:
-        program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-        issue_l2_prefetch(prefetch_address, prefetch_bytes, program, tl.num_programs(0) * tl.num_programs(1),
-                          LANES)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
@@ -34,17 +27,14 @@ def _silu_and_mul_kernel(
     tl.store(out_ptr + row * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def silu_and_mul(x: torch.Tensor, prefetch: L2Prefetch | None = None) -> torch.Tensor:  # [T, 2I] -> [T, I]
-    """`prefetch`: the next GEMM's weight, asked into L2 (at most MAX_ROWS rows)."""
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]
     assert x.dim() == 2 and x.stride(-1) == 1 and x.shape[1] % 2 == 0
     num_rows, inter = x.shape[0], x.shape[1] // 2
     out = torch.empty(num_rows, inter, dtype=x.dtype, device=x.device)
     if num_rows == 0:
         return out
     block = min(2048, triton.next_power_of_2(inter))
-    prefetch_address, prefetch_bytes, do_prefetch = launch_args(prefetch, num_rows)
     _silu_and_mul_kernel[(num_rows, triton.cdiv(inter, block))](
-        out, x, out.stride(0), x.stride(0), inter, prefetch_address, prefetch_bytes,
-        BLOCK=block, PREFETCH=do_prefetch, LANES=128, num_warps=4,
+        out, x, out.stride(0), x.stride(0), inter, BLOCK=block, num_warps=4,
     )
     return out

@@ -43,8 +43,6 @@ import torch
 import triton
 import triton.language as tl
 
-from pagedllm.kernels.triton.l2_prefetch import L2Prefetch, issue_l2_prefetch, launch_args
-
 _LOG2E = 1.4426950408889634
 
 def _min_split_tiles(num_reqs: int) -> int:
@@ -217,16 +215,11 @@ def _paged_attention_kernel(
     num_reqs, num_splits, scale_log2,
     stride_q_tok, stride_q_head, stride_o_tok, stride_o_head,
     stride_c_block, stride_c_tok, stride_c_head, stride_bt, stride_kn, stride_vn, stride_cs, eps,
-    prefetch_address, prefetch_bytes,  # the o projection's weight (PREFETCH only)
     GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE_N: tl.constexpr,
     DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, MIN_SPLIT_TILES: tl.constexpr,
-    ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr, PREFETCH: tl.constexpr, LANES: tl.constexpr,
+    ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr,
 ):
-    if PREFETCH:  # the o projection runs next; HBM is nearly idle during a small decode's attention
-        program = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
-        issue_l2_prefetch(prefetch_address, prefetch_bytes, program,
-                          tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2), LANES)
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -382,7 +375,6 @@ def paged_attention(
     num_stages: int = 2,
     min_split_tiles: int | None = None,
     new_kv: NewKV | None = None,
-    prefetch: L2Prefetch | None = None,
 ) -> None:
     """Attention of each token over its request's paged context, into `out`.
 
@@ -392,7 +384,6 @@ def paged_attention(
     new_kv (decode only): the step's unrotated q (in `query`), k and v. The kernel then rotates q
     in registers and writes the rotated k and v to the cache itself: what
     rotary_embedding_and_cache_ would do in a launch before (q is not rotated in memory).
-    prefetch (decode only, small batches): the next GEMM's weight, asked into L2 meanwhile.
     The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
     block_m / tile_n / num_warps / num_stages / min_split_tiles override the launch shape
     (benchmarks sweep them).
@@ -422,19 +413,17 @@ def paged_attention(
     assert new_kv is None or decode_only, "the new K/V are written in the kernel only for decode steps"
     nk = new_kv if new_kv is not None else NewKV(query, query, seq_lens, query, seq_lens)  # unused
     q_norm, k_norm, eps = nk.qk_norm if nk.qk_norm is not None else (query, query, 0.0)
-    prefetch_address, prefetch_bytes, do_prefetch = launch_args(prefetch if decode_only else None, num_reqs)
     _paged_attention_kernel[grid](
         out, part_out, part_lse, counters, query, k_cache, v_cache, block_table, seq_lens, query_start_loc,
         nk.key, nk.value, nk.positions, nk.cos_sin_cache, nk.slot_mapping, q_norm, k_norm,
         num_reqs, num_splits if split else 1, scale * _LOG2E,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
-        nk.key.stride(0), nk.value.stride(0), nk.cos_sin_cache.stride(0), eps, prefetch_address, prefetch_bytes,
+        nk.key.stride(0), nk.value.stride(0), nk.cos_sin_cache.stride(0), eps,
         GROUP=group, HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_Q=block_q, TILE_N=tile_n,
         DECODE_ONLY=decode_only, SPLIT=split, IEEE=query.dtype == torch.float32,
         MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs),
         ROTARY=new_kv is not None, HALF=nk.cos_sin_cache.shape[-1] // 2 if new_kv is not None else 1,
-        QK_NORM=nk.qk_norm is not None, PREFETCH=do_prefetch, LANES=32 * num_warps,
-        num_warps=num_warps, num_stages=num_stages,
+        QK_NORM=nk.qk_norm is not None, num_warps=num_warps, num_stages=num_stages,
     )

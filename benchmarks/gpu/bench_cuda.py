@@ -181,6 +181,8 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
               f"{off['decode_step_ms']:.2f} ms, prefill + first token {off['prefill_and_first_ms']:.2f} ms), "
               f"{100e3 * floor_s / off['ms_per_output_token']:.0f}% of the roofline vs "
               f"{100 * out['hbm_fraction_e2e']:.0f}% with it", flush=True)
+    if args.skip_throughput:
+        return out
     out["throughput"] = tp = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
     if args.ab != "none":
         with _without(llm, args.ab):
@@ -209,12 +211,12 @@ def print_table(ceilings: Ceilings, results: dict[str, dict[str, Any]]) -> None:
               "roof %", "HF best", "vs HF")
     print(" | ".join(header))
     for name, r in results.items():
-        lat, tp = r["latency"], r["throughput"]
+        lat, tp = r["latency"], r.get("throughput", {"total_tok_s": float("nan")})
         gpu = r["gpu_step_ms_b1"]
         row = (name, f"{r['backend_rel_err']:.1e}", f"{r['startup_s']:.1f}", f"{lat['ms_per_output_token']:.2f}", f"{lat['decode_step_ms']:.2f}",
                f"{gpu:.2f}" if gpu else "-", f"{r['hbm_roofline_ms']:.2f}",
                f"{100 * r['hbm_fraction_e2e']:.0f} / {100 * r['hbm_fraction_decode']:.0f}",
-               f"{tp['total_tok_s']:.0f}", f"{100 * r['compute_fraction']:.0f}",
+               f"{tp['total_tok_s']:.0f}", f"{100 * r.get('compute_fraction', float('nan')):.0f}",
                f"{r.get('hf_best_tok_s', float('nan')):.0f}", f"{r.get('vs_hf', float('nan')):.1f}x")
         print(" | ".join(row))
     print("(attn err = |h - h_ref| / |h_ref| of the hidden states, engine backend vs torch reference, bf16; "
@@ -230,6 +232,7 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true", help="start-up and batch-1 latency only")
     parser.add_argument("--ab", default="piecewise", choices=["none", "async", "piecewise"],
                         help="also measure the same engine with this feature off")
     parser.add_argument("--hf-batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512])

@@ -14,12 +14,12 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-from pagedllm.kernels.cpu import BUILD_FLAGS, SOURCE
+from pagedllm.kernels.cpu import BUILD_FLAGS, SOURCE, SOURCES
 
 
 def build(name: str, source: str):  # type: ignore[no-untyped-def]
     """The kernels of `source`, built as the engine builds them, under their own module name."""
-    return load(name=name, sources=[source], verbose=False, **BUILD_FLAGS)
+    return load(name=name, sources=[source, *SOURCES[1:]], verbose=False, **BUILD_FLAGS)
 
 
 def main() -> None:

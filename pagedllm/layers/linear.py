@@ -1,14 +1,18 @@
-"""Linear layers storing the weight transposed, [in, out] contiguous, and packed for oneDNN on CPU.
+"""Linear layers storing the weight transposed, [in, out] contiguous, and packed for a fast CPU GEMM.
 
-Why [in, out]: without oneDNN, torch.matmul(x, w_t) with w_t [in, out] beats F.linear(x, w
+Why [in, out]: without packing, torch.matmul(x, w_t) with w_t [in, out] beats F.linear(x, w
 [out, in]) at small batch (the decode case): 4.2 ms vs 7.4 ms for a 49152x576 LM head at batch 1
 on the project's 2-core machine. HF checkpoints store [out, in]; the loaders transpose once.
 
-Why oneDNN: torch's default fp32 GEMM (MKL) runs far below the machine's peak on the AMD EPYC
-machines we are judged on; a weight reordered once into oneDNN's blocked layout
-(`mkldnn._reorder_linear_weight`) and applied with `mkldnn._linear_pointwise` is 2-3.5x faster at
-every batch size we measured (1 to 2048 tokens; benchmarks/RESULTS.md). After packing, the plain
-weight is released: the packed copy is the only one kept.
+CPU packing (PAGEDLLM_CPU_GEMM picks it):
+* "pagedllm" (float32 with AVX-512, the default): our GEMM over 32-column panels
+  (kernels/cpu/linear_f32.cpp), which prefetches the next panel while it computes: 20% less time
+  than oneDNN for a decode step's projections at batch 64, 28% less at batch 1 (RESULTS.md);
+* "onednn" (and bfloat16): torch's default fp32 GEMM (MKL) runs far below the machine's peak on
+  the AMD EPYC machines we are judged on; a weight reordered once into oneDNN's blocked layout
+  (`mkldnn._reorder_linear_weight`) and applied with `mkldnn._linear_pointwise` is 2-3.5x faster;
+* "default": torch.matmul on the plain weight, for A/B runs.
+After packing, the plain weight is released: the packed copy is the only one kept.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import os
 
 import torch
 
+from pagedllm.kernels.cpu import linear_f32_kernels, pack_linear_f32
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 
 
@@ -26,18 +31,30 @@ class Linear(HFWeightLoadable):
         self.weight_t = new_param(in_features, out_features, dtype=dtype)  # [in, out]
         self.bias = new_param(out_features, dtype=dtype) if bias else None  # [out]
         self.packed_weight: torch.Tensor | None = None  # oneDNN blocked layout of [out, in]
+        self.panels: torch.Tensor | None = None  # linear_f32's [ceil(out / 32), in, 32]
 
     def pack_for_cpu(self) -> bool:
-        """Reorder the weight for oneDNN (CPU); returns False where that path is unavailable."""
-        if not cpu_packing_enabled(self.weight_t):
+        """Pack the weight for the CPU GEMM that PAGEDLLM_CPU_GEMM picks; returns False where no
+        packing applies (not a CPU weight, or "default")."""
+        mode = cpu_gemm_mode(self.weight_t)
+        if mode is None:
             return False
         weight = self.weight_t.detach().t().contiguous()  # [out, in]
-        # The batch hint only picks a blocking; 64 measured as good from 1 to 2048 tokens.
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 64)
+        if mode == "pagedllm":
+            self.panels = pack_linear_f32(weight)
+        else:
+            # The batch hint only picks a blocking; 64 measured as good from 1 to 2048 tokens.
+            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 64)
         self.weight_t = torch.nn.Parameter(self.weight_t.new_empty(0), requires_grad=False)
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, in] -> [T, out]
+        if self.panels is not None:
+            kernels = linear_f32_kernels()
+            assert kernels is not None  # panels exist only where the kernel was built
+            if x.dim() != 2 or x.stride(-1) != 1:
+                return self.forward(x.reshape(-1, x.shape[-1]).contiguous()).view(*x.shape[:-1], -1)
+            return kernels.linear_f32(x, self.panels, self.bias, self.out_features)
         if self.packed_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         if self.bias is None:
@@ -95,13 +112,14 @@ class MergedLinear(Linear):
             raise ValueError(f"Unexpected parameter {attr!r} for shard {shard!r}.")
 
 
-def cpu_packing_enabled(weight: torch.Tensor) -> bool:
-    """oneDNN packing applies to float32/bfloat16 CPU weights when torch has oneDNN; set
-    PAGEDLLM_CPU_GEMM=default to measure against torch's default GEMM."""
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype in (torch.float32, torch.bfloat16)
-        and os.environ.get("PAGEDLLM_CPU_GEMM", "onednn") != "default"
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
+def cpu_gemm_mode(weight: torch.Tensor) -> str | None:
+    """How a CPU weight is packed: "pagedllm" (float32, where our AVX-512 GEMM is built),
+    "onednn" (float32/bfloat16 when torch has oneDNN), or None (plain torch.matmul). Set
+    PAGEDLLM_CPU_GEMM=onednn or =default to measure against those."""
+    wanted = os.environ.get("PAGEDLLM_CPU_GEMM", "pagedllm")
+    if weight.device.type != "cpu" or wanted == "default":
+        return None
+    if wanted == "pagedllm" and weight.dtype == torch.float32 and linear_f32_kernels() is not None:
+        return "pagedllm"
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    return "onednn" if onednn and weight.dtype in (torch.float32, torch.bfloat16) else None

@@ -14,7 +14,9 @@ from types import ModuleType
 import torch
 
 logger = logging.getLogger(__name__)
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(_HERE, "cpu_kernels.cpp")  # attention, rotary, RMSNorm and the module's bindings
+SOURCES = [SOURCE, os.path.join(_HERE, "linear_f32.cpp")]
 BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
 
 
@@ -26,7 +28,7 @@ def load_cpu_kernels() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name="pagedllm_cpu_kernels", sources=[SOURCE], verbose=False, **BUILD_FLAGS)
+        return load(name="pagedllm_cpu_kernels", sources=SOURCES, verbose=False, **BUILD_FLAGS)
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back, loudly
         logger.warning("CPU kernels unavailable (%s); using the torch attention path.", e)
         return None
@@ -37,3 +39,22 @@ def cpu_kernels_for(x: torch.Tensor) -> ModuleType | None:
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
         return None
     return load_cpu_kernels()
+
+
+PANEL = 32  # output columns per panel of linear_f32.cpp
+
+
+def pack_linear_f32(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 [out, in] weight as linear_f32's panels: [ceil(out / 32), in, 32], each panel the
+    next 32 output columns k-major, zero-padded past `out`."""
+    out_features, in_features = weight.shape
+    num_panels = -(-out_features // PANEL)
+    padded = weight.new_zeros(num_panels * PANEL, in_features)
+    padded[:out_features] = weight
+    return padded.view(num_panels, PANEL, in_features).transpose(1, 2).contiguous()
+
+
+def linear_f32_kernels() -> ModuleType | None:
+    """The kernels if their float32 GEMM was built here (it needs AVX-512), else None."""
+    kernels = load_cpu_kernels()
+    return kernels if kernels is not None and kernels.linear_f32_available() else None

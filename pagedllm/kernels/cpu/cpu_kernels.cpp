@@ -1,4 +1,5 @@
-// CPU kernels: paged decode attention, rotary embedding and RMSNorm, bound for torch.
+// CPU kernels: paged decode attention, rotary embedding and RMSNorm, bound for torch (with the
+// float32 linear layer of linear_f32.cpp, built into the same module).
 //
 // Paged decode attention: one query token per request against its K/V, read straight
 // from the cache blocks through the block table (no gathered copy), GQA-aware.
@@ -369,8 +370,16 @@ std::vector<torch::Tensor> rms_norm(torch::Tensor x, c10::optional<torch::Tensor
 
 }  // namespace
 
+namespace pagedllm {  // linear_f32.cpp
+bool linear_f32_available();
+torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
+                         int64_t out_features);
+}  // namespace pagedllm
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "Paged decode attention (CPU)");
   m.def("rotary_embedding_", &rotary_embedding_, "Neox rotary embedding in place (CPU)");
   m.def("rms_norm", &rms_norm, "RMSNorm, optionally fused with the residual add (CPU)");
+  m.def("linear_f32_available", &pagedllm::linear_f32_available, "Whether this build has the AVX-512 GEMM");
+  m.def("linear_f32", &pagedllm::linear_f32, "x @ W^T + bias over a panel-packed float32 weight (CPU)");
 }

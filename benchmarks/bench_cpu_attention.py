@@ -9,6 +9,7 @@ one process, which this noisy 2-core machine needs for a fair A/B:
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -19,7 +20,9 @@ from pagedllm.kernels.cpu import BUILD_FLAGS, SOURCE, SOURCES
 
 def build(name: str, source: str):  # type: ignore[no-untyped-def]
     """The kernels of `source`, built as the engine builds them, under their own module name."""
-    return load(name=name, sources=[source, *SOURCES[1:]], verbose=False, **BUILD_FLAGS)
+    # The include path lets a baseline copied elsewhere find the kernels' headers.
+    return load(name=name, sources=[source, *SOURCES[1:]], verbose=False,
+                extra_include_paths=[os.path.dirname(SOURCE)], **BUILD_FLAGS)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ class TorchAttentionBackend(AttentionBackend):
         scale: float,
     ) -> torch.Tensor:
         n = metadata.num_actual_tokens
-        write_kv_cache(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
+        self.write_kv(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
         # Rows past num_actual_tokens are padding (e.g. for a captured graph): left as zeros.
         out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
         if metadata.is_decode_only:
@@ -60,6 +60,11 @@ class TorchAttentionBackend(AttentionBackend):
                     query[start:end], key[start:end], value[start:end], kv_cache,
                     metadata.block_table[i], metadata.seq_lens_cpu[i], scale)
         return out
+
+    def write_kv(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+                 slot_mapping: torch.Tensor) -> None:
+        """This step's K/V into the cache; backends with a kernel for it override this."""
+        write_kv_cache(key, value, kv_cache, slot_mapping)
 
     def decode_only(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
                     scale: float, out: torch.Tensor) -> None:

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from pagedllm.kernels.cpu import linear_f32_kernels, pack_linear_f32
+from pagedllm.kernels.cpu import avx512_kernels, pack_linear_f32
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 
 
@@ -50,7 +50,7 @@ class Linear(HFWeightLoadable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, in] -> [T, out]
         if self.panels is not None:
-            kernels = linear_f32_kernels()
+            kernels = avx512_kernels()
             assert kernels is not None  # panels exist only where the kernel was built
             if x.dim() != 2 or x.stride(-1) != 1:
                 return self.forward(x.reshape(-1, x.shape[-1]).contiguous()).view(*x.shape[:-1], -1)
@@ -119,7 +119,7 @@ def cpu_gemm_mode(weight: torch.Tensor) -> str | None:
     wanted = os.environ.get("PAGEDLLM_CPU_GEMM", "pagedllm")
     if weight.device.type != "cpu" or wanted == "default":
         return None
-    if wanted == "pagedllm" and weight.dtype == torch.float32 and linear_f32_kernels() is not None:
+    if wanted == "pagedllm" and weight.dtype == torch.float32 and avx512_kernels() is not None:
         return "pagedllm"
     onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     return "onednn" if onednn and weight.dtype in (torch.float32, torch.bfloat16) else None

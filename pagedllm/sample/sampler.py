@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pagedllm.kernels.cpu import avx512_kernels
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.host_copy import HostCopy
 from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, split_sample_logprobs,
@@ -98,13 +99,16 @@ class Sampler:
         # Unnormalised probabilities: u is scaled by each row's total below, so the softmax's
         # division is not needed. (H100 kernel profile, one 128k-wide row: softmax 34 us, a
         # one-pass amax 14 us, exp and cumsum a few us each.)
-        weights = logits.sub_(_row_max(logits)).exp_()  # [N, V], in place
-        cdf = weights.cumsum_(dim=-1)  # [N, V]
-        u = torch.empty((md.num_rows, 1), dtype=cdf.dtype, device=cdf.device)  # [N, 1] U[0, 1)
+        u = torch.empty((md.num_rows, 1), dtype=logits.dtype, device=logits.device)  # [N, 1] U[0, 1)
         if len(md.generators) < md.num_rows:
             u.uniform_(generator=self.generator)
         for row, generator in md.generators.items():
             u[row].uniform_(generator=generator)
+        kernels = avx512_kernels() if logits.device.type == "cpu" and logits.dtype == torch.float32 else None
+        if kernels is not None:  # the same stages in one C++ call (kernels/cpu/sampling.cpp)
+            return kernels.sample_from_logits(logits, u.view(-1))
+        weights = logits.sub_(_row_max(logits)).exp_()  # [N, V], in place
+        cdf = weights.cumsum_(dim=-1)  # [N, V]
         # Scale by the row's total so float rounding in the cumsum never lets u pass the end;
         # right=True skips zero-probability tokens (their cdf equals their predecessor's).
         u.mul_(cdf[:, -1:])

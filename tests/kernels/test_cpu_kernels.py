@@ -63,6 +63,64 @@ def test_kernel_never_reads_past_the_length(backend):
     assert torch.isfinite(out).all()
 
 
+def _mixed_metadata(new_lens: list[int], cached_lens: list[int], block_size: int, num_blocks: int,
+                    gen: torch.Generator) -> AttentionMetadata:
+    """Requests with `cached_lens` tokens already in the cache and `new_lens` new ones each."""
+    seq_lens = [c + n for c, n in zip(cached_lens, new_lens)]
+    max_blocks = max(-(-s // block_size) for s in seq_lens) + 1
+    table = torch.randperm(num_blocks, generator=gen)[: len(seq_lens) * max_blocks].view(len(seq_lens), -1).int()
+    qsl = [0]
+    slots = []
+    for i, (c, s) in enumerate(zip(cached_lens, seq_lens)):
+        qsl.append(qsl[-1] + s - c)
+        slots += [int(table[i, t // block_size]) * block_size + t % block_size for t in range(c, s)]
+    return AttentionMetadata(
+        num_actual_tokens=qsl[-1], num_reqs=len(seq_lens), query_start_loc=torch.tensor(qsl, dtype=torch.int32),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32), block_table=table,
+        slot_mapping=torch.tensor(slots, dtype=torch.int64), max_query_len=max(new_lens), max_seq_len=max(seq_lens),
+        block_size=block_size, query_start_loc_cpu=qsl, seq_lens_cpu=seq_lens)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_size", [(9, 3, 64), (4, 4, 64), (8, 2, 128), (8, 1, 64)])
+@pytest.mark.parametrize("block_size", [16, 5])
+def test_varlen_kernel_matches_torch(backend, heads, kv_heads, head_size, block_size):
+    """A step with prompt tokens: fresh prompts (one longer than a 16-token tile, one not a
+    multiple of 16), a chunk after a cached prefix, and decode tokens mixed in."""
+    gen = torch.Generator().manual_seed(heads + block_size)
+    new_lens, cached_lens = [37, 1, 16, 5, 1, 70], [0, 40, 0, 33, 129, 17]
+    md = _mixed_metadata(new_lens, cached_lens, block_size, 200, gen)
+    cache = torch.randn(2, 200, block_size, kv_heads, head_size, generator=gen)
+    cache_ref = cache.clone()
+    n = md.num_actual_tokens
+    q = torch.randn(n, heads, head_size, generator=gen)
+    k, v = (torch.randn(n, kv_heads, head_size, generator=gen) for _ in range(2))
+    expected = TorchAttentionBackend().forward(q, k, v, cache_ref, md, 0.125)
+    got = backend.forward(q, k, v, cache, md, 0.125)
+    torch.testing.assert_close(cache, cache_ref)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_varlen_kernel_reads_only_visible_keys(backend):
+    """Slots past each request's length hold NaN; causal keys after a token are finite but huge:
+    neither may reach the output (a token must not see later tokens of its own prompt)."""
+    gen = torch.Generator().manual_seed(1)
+    md = _mixed_metadata([20, 3], [0, 9], 16, 12, gen)
+    cache = torch.full((2, 12, 16, 1, 64), float("nan"))
+    for i, c in enumerate([0, 9]):  # the cached prefix of request 1
+        for t in range(c):
+            cache[:, int(md.block_table[i, t // 16]), t % 16] = torch.randn(2, 1, 64, generator=gen)
+    n = md.num_actual_tokens
+    q = torch.randn(n, 2, 64, generator=gen)
+    k = torch.randn(n, 1, 64, generator=gen)
+    v = torch.randn(n, 1, 64, generator=gen)
+    out = backend.forward(q, k, v, cache, md, 0.125)
+    assert torch.isfinite(out).all()
+    v_late = v.clone()
+    v_late[10:20] = 1e6  # request 0's tokens 10-19: tokens 0-9 must not change
+    out_late = backend.forward(q, k, v_late, cache.clone(), md, 0.125)
+    assert torch.equal(out[:10], out_late[:10])
+
+
 @pytest.mark.parametrize("rotary_dim", [64, 32])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 3e-2)])  # bf16: the kernel rounds once
 def test_fused_rotary_matches_torch(backend, rotary_dim, dtype, tol):
@@ -100,3 +158,28 @@ def test_fused_rms_norm_matches_torch(backend, with_residual, dtype, tol):
         torch.testing.assert_close(got[0], want[0], rtol=tol, atol=tol)
     else:
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_sample_from_logits_inverts_the_cdf():
+    """The C++ inverse-CDF sampler against a float64 reference: the same token wherever the
+    target is not within float32 rounding of a boundary; masked (-inf) tokens never picked."""
+    from pagedllm.kernels.cpu import avx512_kernels
+
+    kernels = avx512_kernels()
+    if kernels is None:
+        pytest.skip("no AVX-512 kernels here")
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 1000, generator=gen) * 3
+    logits[:, 500:] = float("-inf")  # a truncated tail
+    logits[3, :] = float("-inf")
+    logits[3, 7] = 0.0  # one allowed token
+    u = torch.rand(64, generator=gen)
+    u[5] = 0.0
+    got = kernels.sample_from_logits(logits, u)
+    w = (logits.double() - logits.double().amax(-1, keepdim=True)).exp()
+    cdf = w.cumsum(-1)
+    target = u.double()[:, None] * cdf[:, -1:]
+    want = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    assert (got < 500).all() and got[3] == 7 and got[5] == 0
+    near = ((cdf - target).abs() / cdf[:, -1:] < 1e-5).any(-1)
+    assert torch.equal(got[~near], want[~near])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pagedllm.kernels.cpu import linear_f32_kernels, pack_linear_f32
+from pagedllm.kernels.cpu import avx512_kernels, pack_linear_f32
 from pagedllm.layers.embedding import LMHead
 from pagedllm.layers.linear import Linear, MergedLinear, cpu_gemm_mode
 
@@ -64,7 +64,7 @@ def layer_weight(layer: Linear) -> torch.Tensor:
 
 def test_panel_gemm_rows_do_not_depend_on_the_batch():
     """Each output is one FMA chain over k, whatever the batch: bit-equal rows at 1, 12, 13 and 64."""
-    kernels = linear_f32_kernels()
+    kernels = avx512_kernels()
     if kernels is None:
         pytest.skip("no AVX-512 GEMM here")
     gen = torch.Generator().manual_seed(5)

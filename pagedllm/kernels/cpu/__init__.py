@@ -7,6 +7,7 @@ source, so only the first engine on a machine pays the ~20-40 s compile.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from types import ModuleType
@@ -15,9 +16,23 @@ import torch
 
 logger = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(_HERE, "cpu_kernels.cpp")  # attention, rotary, RMSNorm and the module's bindings
-SOURCES = [SOURCE, os.path.join(_HERE, "linear_f32.cpp")]
-BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
+SOURCE = os.path.join(_HERE, "cpu_kernels.cpp")  # decode attention, rotary, RMSNorm and the module's bindings
+SOURCES = [SOURCE] + [os.path.join(_HERE, name) for name in ("linear_f32.cpp", "varlen_attention.cpp", "sampling.cpp")]
+
+
+def _headers_digest() -> str:
+    """torch's extension cache keys on the sources and flags only: the headers' hash goes into the
+    flags so that editing a header rebuilds the module too."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith(".h"):
+            with open(os.path.join(_HERE, name), "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM_HEADERS={_headers_digest()}"],
+               "extra_ldflags": ["-fopenmp"]}
 
 
 @functools.cache
@@ -54,7 +69,9 @@ def pack_linear_f32(weight: torch.Tensor) -> torch.Tensor:
     return padded.view(num_panels, PANEL, in_features).transpose(1, 2).contiguous()
 
 
-def linear_f32_kernels() -> ModuleType | None:
-    """The kernels if their float32 GEMM was built here (it needs AVX-512), else None."""
+@functools.cache
+def avx512_kernels() -> ModuleType | None:
+    """The kernels if their AVX-512 parts (float32 GEMM, varlen attention, sampling) were built
+    here, else None."""
     kernels = load_cpu_kernels()
-    return kernels if kernels is not None and kernels.linear_f32_available() else None
+    return kernels if kernels is not None and kernels.has_avx512() else None

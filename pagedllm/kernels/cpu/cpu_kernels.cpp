@@ -1,5 +1,6 @@
 // CPU kernels: paged decode attention, rotary embedding and RMSNorm, bound for torch (with the
-// float32 linear layer of linear_f32.cpp, built into the same module).
+// float32 linear layer of linear_f32.cpp, the prompt-step attention of varlen_attention.cpp and
+// the sampler's last stage of sampling.cpp, built into the same module).
 //
 // Paged decode attention: one query token per request against its K/V, read straight
 // from the cache blocks through the block table (no gathered copy), GQA-aware.
@@ -20,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -27,29 +29,27 @@
 #include <type_traits>
 #include <vector>
 
+#include "simd_f32.h"
+
 namespace {
 
 template <typename T>
 inline float to_float(T x) { return static_cast<float>(x); }
 
 #if defined(__AVX512F__)
-// exp(x) for x <= 0 (scores minus their max), 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2,
-// p the degree-6 Taylor polynomial of e^r (relative error ~2e-7, about std::exp's rounding).
-// The scalar std::exp per score was most of what the register path below left to gain.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));  // below this e^x is 0 in float32 for our purposes
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 split in two for exactness
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.f / 720.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
+using pagedllm::exp_nonpositive;
+
+// Tokens ahead whose K (or V) row a decode task asks for while it works on the current one: the
+// rows of one kv head are strided and each cache block sits elsewhere (the block table), which
+// the hardware prefetcher does not follow.
+constexpr int64_t kAhead = 16;
+
+template <int NC>
+inline void prefetch_row(const float* cache, const int32_t* table, int64_t t, int64_t block_size,
+                         int64_t block_stride, int64_t token_stride, int64_t kvh) {
+  const char* row = reinterpret_cast<const char*>(cache + table[t / block_size] * block_stride +
+                                                  (t % block_size) * token_stride + kvh * 16 * NC);
+  for (int c = 0; c < NC; ++c) _mm_prefetch(row + 64 * c, _MM_HINT_T0);
 }
 
 // float32 fast path for one request and kv heads [kv0, kv1): the group's G query heads (head size
@@ -71,6 +71,7 @@ void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, 
     for (int g = 0; g < G; ++g) m[g] = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < len; ++t) {
       const float* k = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
+      if (t + kAhead < len) prefetch_row<NC>(kc, table, t + kAhead, block_size, block_stride, token_stride, kvh);
       __m512 acc[G];
       const __m512 k0 = _mm512_loadu_ps(k);
       for (int g = 0; g < G; ++g) acc[g] = _mm512_mul_ps(qv[g][0], k0);
@@ -109,6 +110,7 @@ void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, 
       for (int c = 0; c < NC; ++c) o[g][c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < len; ++t) {
       const float* v = vc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
+      if (t + kAhead < len) prefetch_row<NC>(vc, table, t + kAhead, block_size, block_stride, token_stride, kvh);
       for (int c = 0; c < NC; ++c) {
         const __m512 vv = _mm512_loadu_ps(v + 16 * c);
         for (int g = 0; g < G; ++g) o[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * len + t]), vv, o[g][c]);
@@ -286,6 +288,35 @@ void rotary_kernel(T* __restrict__ x, int64_t row_stride, int64_t num_tokens, in
   });
 }
 
+// This step's K and V rows into one layer's cache at their slots (block_id * block_size + offset);
+// slots < 0 are padding and skipped. key/value [T, KV * D] (rows may be strided views of the qkv
+// output), caches [NB, bs, KV, D] contiguous, all one dtype. One call instead of two index_copy_.
+void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache, torch::Tensor value_cache,
+                    torch::Tensor slot_mapping) {
+  TORCH_CHECK(key.dim() == 2 && value.dim() == 2 && key.stride(1) == 1 && value.stride(1) == 1, "k/v: [T, KV*D]");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "caches must be contiguous");
+  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == key_cache.scalar_type() &&
+              value_cache.scalar_type() == key_cache.scalar_type(), "one dtype");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong, "int64 slots");
+  const int64_t row = key_cache.size(2) * key_cache.size(3);
+  TORCH_CHECK(key.size(1) == row && value.size(1) == row && slot_mapping.numel() >= key.size(0), "shapes");
+  const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
+  const int64_t* slots = slot_mapping.contiguous().data_ptr<int64_t>();
+  const int64_t bytes = row * key.element_size();
+  const char* kp = static_cast<const char*>(key.data_ptr());
+  const char* vp = static_cast<const char*>(value.data_ptr());
+  char* kc = static_cast<char*>(key_cache.data_ptr());
+  char* vc = static_cast<char*>(value_cache.data_ptr());
+  const int64_t ks = key.stride(0) * key.element_size(), vs = value.stride(0) * value.element_size();
+  for (int64_t t = 0; t < key.size(0); ++t) {
+    const int64_t slot = slots[t];
+    if (slot < 0) continue;
+    TORCH_CHECK(slot < num_slots, "slot out of range");
+    std::memcpy(kc + slot * bytes, kp + t * ks, bytes);
+    std::memcpy(vc + slot * bytes, vp + t * vs, bytes);
+  }
+}
+
 void rotary_embedding_(torch::Tensor x, torch::Tensor positions, torch::Tensor cos_sin_cache,
                        int64_t head_size) {
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x must be [T, heads * head_size] with unit last stride");
@@ -370,16 +401,37 @@ std::vector<torch::Tensor> rms_norm(torch::Tensor x, c10::optional<torch::Tensor
 
 }  // namespace
 
-namespace pagedllm {  // linear_f32.cpp
-bool linear_f32_available();
+namespace pagedllm {
+// linear_f32.cpp
 torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
                          int64_t out_features);
+// varlen_attention.cpp
+bool varlen_attention_supports(int64_t head_size);
+void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tensor key_cache,
+                            torch::Tensor value_cache, torch::Tensor block_table, torch::Tensor seq_lens,
+                            torch::Tensor query_start_loc, double scale);
+// sampling.cpp
+torch::Tensor sample_from_logits(torch::Tensor logits, torch::Tensor u);
 }  // namespace pagedllm
+
+bool has_avx512() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "Paged decode attention (CPU)");
   m.def("rotary_embedding_", &rotary_embedding_, "Neox rotary embedding in place (CPU)");
   m.def("rms_norm", &rms_norm, "RMSNorm, optionally fused with the residual add (CPU)");
-  m.def("linear_f32_available", &pagedllm::linear_f32_available, "Whether this build has the AVX-512 GEMM");
+  m.def("write_kv_cache", &write_kv_cache, "K/V rows into the paged cache at their slots (CPU)");
+  m.def("has_avx512", &has_avx512, "Whether this build has the AVX-512 kernels (GEMM, varlen attention, sampling)");
   m.def("linear_f32", &pagedllm::linear_f32, "x @ W^T + bias over a panel-packed float32 weight (CPU)");
+  m.def("varlen_attention_supports", &pagedllm::varlen_attention_supports,
+        "Whether this build's varlen attention takes this head size");
+  m.def("paged_varlen_attention", &pagedllm::paged_varlen_attention,
+        "Paged attention of variable-length new tokens, causal within them (CPU, float32)");
+  m.def("sample_from_logits", &pagedllm::sample_from_logits, "Inverse-CDF sampling, one token per row (CPU)");
 }

@@ -103,14 +103,6 @@ void panels_task(const float* x, int64_t ldx, const float* packed, const float* 
 }  // namespace
 #endif
 
-bool linear_f32_available() {
-#if defined(__AVX512F__)
-  return true;
-#else
-  return false;
-#endif
-}
-
 torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
                          int64_t out_features) {
 #if defined(__AVX512F__)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagedllm.kernels.cpu import avx512_kernels
 from pagedllm.kernels.triton import triton_applies
 
 
@@ -16,6 +17,10 @@ class SiluAndMul(nn.Module):
             from pagedllm.kernels.triton.activation import silu_and_mul
 
             return silu_and_mul(x)  # one pass, no float32 temporaries
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2 and x.stride(-1) == 1:
+            kernels = avx512_kernels()
+            if kernels is not None:
+                return kernels.silu_and_mul_f32(x)  # one pass instead of three ops (kernels/cpu/activation.cpp)
         return self.forward_native(x)
 
     def forward_native(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]

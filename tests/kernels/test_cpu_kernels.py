@@ -183,3 +183,19 @@ def test_sample_from_logits_inverts_the_cdf():
     assert (got < 500).all() and got[3] == 7 and got[5] == 0
     near = ((cdf - target).abs() / cdf[:, -1:] < 1e-5).any(-1)
     assert torch.equal(got[~near], want[~near])
+
+
+@pytest.mark.parametrize("inter", [1536, 45])  # 45: a masked tail in every row
+def test_silu_and_mul_matches_torch(inter):
+    """The C++ SiLU-and-mul through the layer, against torch's, on large |gate| of both signs
+    (the two forms of silu) and on row-strided input."""
+    from pagedllm.kernels.cpu import avx512_kernels
+    from pagedllm.layers.activation import SiluAndMul
+
+    if avx512_kernels() is None:
+        pytest.skip("no AVX-512 kernels here")
+    gen = torch.Generator().manual_seed(inter)
+    wide = torch.randn(7, 2 * inter + 10, generator=gen) * 8
+    x = wide[:, : 2 * inter]  # rows strided
+    layer = SiluAndMul()
+    torch.testing.assert_close(layer(x), layer.forward_native(x), rtol=2e-6, atol=1e-6)

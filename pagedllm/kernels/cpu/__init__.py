@@ -17,7 +17,8 @@ import torch
 logger = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(_HERE, "cpu_kernels.cpp")  # decode attention, rotary, RMSNorm and the module's bindings
-SOURCES = [SOURCE] + [os.path.join(_HERE, name) for name in ("linear_f32.cpp", "varlen_attention.cpp", "sampling.cpp")]
+SOURCES = [SOURCE] + [os.path.join(_HERE, name) for name in ("linear_f32.cpp", "varlen_attention.cpp", "sampling.cpp",
+                                                              "activation.cpp")]
 
 
 def _headers_digest() -> str:

@@ -1,6 +1,7 @@
 // CPU kernels: paged decode attention, rotary embedding and RMSNorm, bound for torch (with the
 // float32 linear layer of linear_f32.cpp, the prompt-step attention of varlen_attention.cpp and
-// the sampler's last stage of sampling.cpp, built into the same module).
+// the sampler's last stage of sampling.cpp and SiLU-and-mul of activation.cpp, built into the same
+// module).
 //
 // Paged decode attention: one query token per request against its K/V, read straight
 // from the cache blocks through the block table (no gathered copy), GQA-aware.
@@ -412,6 +413,8 @@ void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
                             torch::Tensor query_start_loc, double scale);
 // sampling.cpp
 torch::Tensor sample_from_logits(torch::Tensor logits, torch::Tensor u);
+// activation.cpp
+torch::Tensor silu_and_mul_f32(torch::Tensor x);
 }  // namespace pagedllm
 
 bool has_avx512() {
@@ -434,4 +437,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_varlen_attention", &pagedllm::paged_varlen_attention,
         "Paged attention of variable-length new tokens, causal within them (CPU, float32)");
   m.def("sample_from_logits", &pagedllm::sample_from_logits, "Inverse-CDF sampling, one token per row (CPU)");
+  m.def("silu_and_mul_f32", &pagedllm::silu_and_mul_f32, "silu(gate) * up of a merged gate_up row (CPU)");
 }

@@ -59,7 +59,7 @@ def instrument(llm: LLM, timers: Timers) -> None:
 
     wrap(runner_module, "build_model_input", "prepare_inputs")
     wrap(runner_module, "make_sampling_metadata", "prepare_inputs")
-    wrap(runner.sampler, "forward", "sampler")
+    wrap(runner.sampler, "launch", "sampler")  # the runner queues sampling through launch()
     wrap(runner.model, "compute_logits", "logits")
     wrap(runner.model, "forward", "model_forward")
     engine = llm.llm_engine

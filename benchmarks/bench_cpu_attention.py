@@ -1,9 +1,10 @@
 """The C++ paged decode attention on the default model's shape (9 q / 3 kv heads of 64, float32),
 timed over 30 layers' caches so the K/V come from memory as in a decode step. With --baseline,
-another version of kernels/cpu/cpu_kernels.cpp is built beside it and the two run interleaved in
-one process, which this noisy 2-core machine needs for a fair A/B:
+another version of kernels/cpu/decode_attention.cpp is built beside it (with the other sources
+as they are) and the two run interleaved in one process, which this noisy 2-core machine needs
+for a fair A/B:
 
-    git show HEAD~1:pagedllm/kernels/cpu/cpu_kernels.cpp > /tmp/old.cpp
+    git show HEAD~1:pagedllm/kernels/cpu/decode_attention.cpp > /tmp/old.cpp
     python benchmarks/bench_cpu_attention.py --baseline /tmp/old.cpp
 """
 from __future__ import annotations
@@ -15,26 +16,28 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-from pagedllm.kernels.cpu import BUILD_FLAGS, SOURCE, SOURCES
+from pagedllm.kernels.cpu import BUILD_FLAGS, DECODE_ATTENTION_SOURCE, SOURCES
 
 
-def build(name: str, source: str):  # type: ignore[no-untyped-def]
-    """The kernels of `source`, built as the engine builds them, under their own module name."""
+def build(name: str, decode_source: str):  # type: ignore[no-untyped-def]
+    """The kernels with `decode_source` as the decode attention, built as the engine builds them,
+    under their own module name."""
+    others = [s for s in SOURCES if s != DECODE_ATTENTION_SOURCE]
     # The include path lets a baseline copied elsewhere find the kernels' headers.
-    return load(name=name, sources=[source, *SOURCES[1:]], verbose=False,
-                extra_include_paths=[os.path.dirname(SOURCE)], **BUILD_FLAGS)
+    return load(name=name, sources=[decode_source, *others], verbose=False,
+                extra_include_paths=[os.path.dirname(DECODE_ATTENTION_SOURCE)], **BUILD_FLAGS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", default=None, help="another cpu_kernels.cpp to compare against")
+    parser.add_argument("--baseline", default=None, help="another decode_attention.cpp to compare against")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--context", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    mods = {"current": build("pagedllm_cpu_kernels_bench", SOURCE)}
+    mods = {"current": build("pagedllm_cpu_kernels_bench", DECODE_ATTENTION_SOURCE)}
     if args.baseline:
         mods["baseline"] = build("pagedllm_cpu_kernels_baseline", args.baseline)
     batch, ctx, heads, kv_heads, head, block, layers = args.batch, args.context, 9, 3, 64, 16, 30

@@ -16,9 +16,12 @@ import torch
 
 logger = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(_HERE, "cpu_kernels.cpp")  # decode attention, rotary, RMSNorm and the module's bindings
-SOURCES = [SOURCE] + [os.path.join(_HERE, name) for name in ("linear_f32.cpp", "varlen_attention.cpp", "sampling.cpp",
-                                                              "activation.cpp")]
+# The decode attention's source on its own: benchmarks/bench_cpu_attention.py builds another
+# version of it beside the rest for A/B runs.
+DECODE_ATTENTION_SOURCE = os.path.join(_HERE, "decode_attention.cpp")
+SOURCES = [os.path.join(_HERE, name) for name in (
+    "bindings.cpp", "decode_attention.cpp", "varlen_attention.cpp", "kv_cache_write.cpp", "linear_f32.cpp",
+    "rms_norm.cpp", "rotary.cpp", "activation.cpp", "sampling.cpp")]
 
 
 def _headers_digest() -> str:

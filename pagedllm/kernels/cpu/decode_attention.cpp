@@ -1,9 +1,4 @@
-// CPU kernels: paged decode attention, rotary embedding and RMSNorm, bound for torch (with the
-// float32 linear layer of linear_f32.cpp, the prompt-step attention of varlen_attention.cpp and
-// the sampler's last stage of sampling.cpp and SiLU-and-mul of activation.cpp, built into the same
-// module).
-//
-// Paged decode attention: one query token per request against its K/V, read straight
+// Paged decode attention on the CPU: one query token per request against its K/V, read straight
 // from the cache blocks through the block table (no gathered copy), GQA-aware.
 //
 //   query        [B, H, D]            float32 or bfloat16
@@ -16,30 +11,23 @@
 // Work is split over (request, kv head); each task reads that head's K and V once, for the G query
 // heads that share it. Scores are kept for the whole context (two-pass softmax in float32).
 // float32 with AVX-512 and a small group takes a register-resident path (decode_task_f32) with
-// vectorised exponentials: 19.8 against 24.2 ms for the default model's 30 layers at batch 64.
+// vectorised exponentials and software prefetch of the rows ahead.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #include <limits>
 #include <type_traits>
 #include <vector>
 
+#include "scalar.h"
 #include "simd_f32.h"
 
+namespace pagedllm {
 namespace {
 
-template <typename T>
-inline float to_float(T x) { return static_cast<float>(x); }
-
 #if defined(__AVX512F__)
-using pagedllm::exp_nonpositive;
-
 // Tokens ahead whose K (or V) row a decode task asks for while it works on the current one: the
 // rows of one kv head are strided and each cache block sits elsewhere (the block table), which
 // the hardware prefetcher does not follow.
@@ -234,6 +222,8 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
   });
 }
 
+}  // namespace
+
 void paged_decode_attention(torch::Tensor out, torch::Tensor query, torch::Tensor key_cache,
                             torch::Tensor value_cache, torch::Tensor block_table, torch::Tensor seq_lens,
                             double scale) {
@@ -262,180 +252,4 @@ void paged_decode_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
   }
 }
 
-// Neox-style rotary embedding applied in place to the first rotary_dim dims of every head of x
-// [T, num_heads * head_size] (rows may be strided, e.g. a q/k view of a fused qkv output):
-//   | x1 | x2 | rest |  ->  | x1*cos - x2*sin | x2*cos + x1*sin | rest |
-// with cos/sin [rotary_dim/2] each taken from cos_sin_cache[position] = | cos | sin |.
-template <typename T>
-void rotary_kernel(T* __restrict__ x, int64_t row_stride, int64_t num_tokens, int64_t num_heads,
-                   int64_t head_size, const int64_t* __restrict__ positions,
-                   const float* __restrict__ cos_sin_cache, int64_t rotary_dim) {
-  const int64_t half = rotary_dim / 2;
-  at::parallel_for(0, num_tokens, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float* cs = cos_sin_cache + positions[t] * rotary_dim;
-      T* row = x + t * row_stride;
-      for (int64_t h = 0; h < num_heads; ++h) {
-        T* x1 = row + h * head_size;
-        T* x2 = x1 + half;
-        for (int64_t i = 0; i < half; ++i) {
-          const float c = cs[i], s = cs[half + i];
-          const float a = static_cast<float>(x1[i]), b = static_cast<float>(x2[i]);
-          x1[i] = static_cast<T>(a * c - b * s);
-          x2[i] = static_cast<T>(b * c + a * s);
-        }
-      }
-    }
-  });
-}
-
-// This step's K and V rows into one layer's cache at their slots (block_id * block_size + offset);
-// slots < 0 are padding and skipped. key/value [T, KV * D] (rows may be strided views of the qkv
-// output), caches [NB, bs, KV, D] contiguous, all one dtype. One call instead of two index_copy_.
-void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache, torch::Tensor value_cache,
-                    torch::Tensor slot_mapping) {
-  TORCH_CHECK(key.dim() == 2 && value.dim() == 2 && key.stride(1) == 1 && value.stride(1) == 1, "k/v: [T, KV*D]");
-  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "caches must be contiguous");
-  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == key_cache.scalar_type() &&
-              value_cache.scalar_type() == key_cache.scalar_type(), "one dtype");
-  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong, "int64 slots");
-  const int64_t row = key_cache.size(2) * key_cache.size(3);
-  TORCH_CHECK(key.size(1) == row && value.size(1) == row && slot_mapping.numel() >= key.size(0), "shapes");
-  const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
-  const int64_t* slots = slot_mapping.contiguous().data_ptr<int64_t>();
-  const int64_t bytes = row * key.element_size();
-  const char* kp = static_cast<const char*>(key.data_ptr());
-  const char* vp = static_cast<const char*>(value.data_ptr());
-  char* kc = static_cast<char*>(key_cache.data_ptr());
-  char* vc = static_cast<char*>(value_cache.data_ptr());
-  const int64_t ks = key.stride(0) * key.element_size(), vs = value.stride(0) * value.element_size();
-  for (int64_t t = 0; t < key.size(0); ++t) {
-    const int64_t slot = slots[t];
-    if (slot < 0) continue;
-    TORCH_CHECK(slot < num_slots, "slot out of range");
-    std::memcpy(kc + slot * bytes, kp + t * ks, bytes);
-    std::memcpy(vc + slot * bytes, vp + t * vs, bytes);
-  }
-}
-
-void rotary_embedding_(torch::Tensor x, torch::Tensor positions, torch::Tensor cos_sin_cache,
-                       int64_t head_size) {
-  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x must be [T, heads * head_size] with unit last stride");
-  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.is_contiguous(), "positions: contiguous int64");
-  TORCH_CHECK(cos_sin_cache.scalar_type() == at::kFloat && cos_sin_cache.is_contiguous(), "cache: float32");
-  TORCH_CHECK(x.size(1) % head_size == 0, "width is not a multiple of head_size");
-  const int64_t rotary_dim = cos_sin_cache.size(1);
-  TORCH_CHECK(rotary_dim % 2 == 0 && rotary_dim <= head_size, "bad rotary_dim");
-  const int64_t num_heads = x.size(1) / head_size;
-  if (x.scalar_type() == at::kFloat) {
-    rotary_kernel<float>(x.data_ptr<float>(), x.stride(0), x.size(0), num_heads, head_size,
-                         positions.data_ptr<int64_t>(), cos_sin_cache.data_ptr<float>(), rotary_dim);
-  } else if (x.scalar_type() == at::kBFloat16) {
-    rotary_kernel<at::BFloat16>(x.data_ptr<at::BFloat16>(), x.stride(0), x.size(0), num_heads, head_size,
-                                positions.data_ptr<int64_t>(), cos_sin_cache.data_ptr<float>(), rotary_dim);
-  } else {
-    TORCH_CHECK(false, "rotary_embedding_ supports float32 and bfloat16");
-  }
-}
-
-// RMSNorm over rows of x [T, H], optionally after adding the residual (vLLM's fused form):
-//   sum = x + residual (rounded to T, as the unfused torch ops do), out = w * T(sum / rms(sum)).
-// Returns out, and sum when a residual is given; the inputs are not modified.
-template <typename T>
-void rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ residual, const T* __restrict__ weight,
-                     T* __restrict__ out, T* __restrict__ sum_out, int64_t num_tokens, int64_t hidden,
-                     float eps) {
-  at::parallel_for(0, num_tokens, 8, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(hidden);
-    for (int64_t t = begin; t < end; ++t) {
-      const T* xr = x + t * hidden;
-      float ss = 0.f;
-      if (residual != nullptr) {
-        const T* rr = residual + t * hidden;
-        T* sr = sum_out + t * hidden;
-        for (int64_t i = 0; i < hidden; ++i) {
-          const T v = static_cast<T>(to_float(xr[i]) + to_float(rr[i]));
-          sr[i] = v;
-          row[i] = to_float(v);
-        }
-      } else {
-        for (int64_t i = 0; i < hidden; ++i) row[i] = to_float(xr[i]);
-      }
-#pragma omp simd reduction(+ : ss)
-      for (int64_t i = 0; i < hidden; ++i) ss += row[i] * row[i];
-      const float inv = 1.f / std::sqrt(ss / static_cast<float>(hidden) + eps);
-      T* o = out + t * hidden;
-      for (int64_t i = 0; i < hidden; ++i) {
-        o[i] = static_cast<T>(to_float(weight[i]) * to_float(static_cast<T>(row[i] * inv)));
-      }
-    }
-  });
-}
-
-std::vector<torch::Tensor> rms_norm(torch::Tensor x, c10::optional<torch::Tensor> residual, torch::Tensor weight,
-                                    double eps) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && weight.is_contiguous(), "x: contiguous [T, H]");
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.numel() == x.size(1), "weight: [H], x's dtype");
-  auto out = torch::empty_like(x);
-  torch::Tensor sum;
-  if (residual.has_value()) {
-    TORCH_CHECK(residual->sizes() == x.sizes() && residual->is_contiguous() &&
-                residual->scalar_type() == x.scalar_type(), "residual: like x");
-    sum = torch::empty_like(x);
-  }
-  const bool has_res = residual.has_value();
-  if (x.scalar_type() == at::kFloat) {
-    rms_norm_kernel<float>(x.data_ptr<float>(), has_res ? residual->data_ptr<float>() : nullptr,
-                           weight.data_ptr<float>(), out.data_ptr<float>(), has_res ? sum.data_ptr<float>() : nullptr,
-                           x.size(0), x.size(1), static_cast<float>(eps));
-  } else if (x.scalar_type() == at::kBFloat16) {
-    using bf = at::BFloat16;
-    rms_norm_kernel<bf>(x.data_ptr<bf>(), has_res ? residual->data_ptr<bf>() : nullptr, weight.data_ptr<bf>(),
-                        out.data_ptr<bf>(), has_res ? sum.data_ptr<bf>() : nullptr, x.size(0), x.size(1),
-                        static_cast<float>(eps));
-  } else {
-    TORCH_CHECK(false, "rms_norm supports float32 and bfloat16");
-  }
-  if (has_res) return {out, sum};
-  return {out};
-}
-
-}  // namespace
-
-namespace pagedllm {
-// linear_f32.cpp
-torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
-                         int64_t out_features);
-// varlen_attention.cpp
-bool varlen_attention_supports(int64_t head_size);
-void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tensor key_cache,
-                            torch::Tensor value_cache, torch::Tensor block_table, torch::Tensor seq_lens,
-                            torch::Tensor query_start_loc, double scale);
-// sampling.cpp
-torch::Tensor sample_from_logits(torch::Tensor logits, torch::Tensor u);
-// activation.cpp
-torch::Tensor silu_and_mul_f32(torch::Tensor x);
 }  // namespace pagedllm
-
-bool has_avx512() {
-#if defined(__AVX512F__)
-  return true;
-#else
-  return false;
-#endif
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("paged_decode_attention", &paged_decode_attention, "Paged decode attention (CPU)");
-  m.def("rotary_embedding_", &rotary_embedding_, "Neox rotary embedding in place (CPU)");
-  m.def("rms_norm", &rms_norm, "RMSNorm, optionally fused with the residual add (CPU)");
-  m.def("write_kv_cache", &write_kv_cache, "K/V rows into the paged cache at their slots (CPU)");
-  m.def("has_avx512", &has_avx512, "Whether this build has the AVX-512 kernels (GEMM, varlen attention, sampling)");
-  m.def("linear_f32", &pagedllm::linear_f32, "x @ W^T + bias over a panel-packed float32 weight (CPU)");
-  m.def("varlen_attention_supports", &pagedllm::varlen_attention_supports,
-        "Whether this build's varlen attention takes this head size");
-  m.def("paged_varlen_attention", &pagedllm::paged_varlen_attention,
-        "Paged attention of variable-length new tokens, causal within them (CPU, float32)");
-  m.def("sample_from_logits", &pagedllm::sample_from_logits, "Inverse-CDF sampling, one token per row (CPU)");
-  m.def("silu_and_mul_f32", &pagedllm::silu_and_mul_f32, "silu(gate) * up of a merged gate_up row (CPU)");
-}

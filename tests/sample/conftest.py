@@ -29,3 +29,12 @@ def make_row() -> Callable[..., SamplingRequest]:
 @pytest.fixture
 def make_metadata() -> Callable[[list[SamplingRequest], int], SamplingMetadata]:
     return metadata
+
+
+@pytest.fixture(params=["cpu_kernel", "torch"])
+def sampler_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the inverse-CDF stage in C++ (kernels/cpu/sampling.cpp, where it is built)
+    and with the torch version that other devices, and CPUs without AVX-512, take."""
+    if request.param == "torch":
+        monkeypatch.setattr("pagedllm.sample.sampler.avx512_kernels", lambda: None)
+    return request.param

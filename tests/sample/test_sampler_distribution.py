@@ -8,6 +8,8 @@ from scipy.stats import chisquare
 
 from pagedllm.sample.sampler import Sampler
 
+pytestmark = pytest.mark.usefixtures("sampler_path")  # the C++ and the torch sampling stage
+
 LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])  # [V]
 V = LOGITS.shape[0]
 NUM_SAMPLES = 20000

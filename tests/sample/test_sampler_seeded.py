@@ -1,10 +1,13 @@
 """Seeded rows depend only on (seed, output index), never on the batch around them."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.seeding import position_seed
+
+pytestmark = pytest.mark.usefixtures("sampler_path")  # the C++ and the torch sampling stage
 
 V = 2000
 

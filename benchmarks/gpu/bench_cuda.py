@@ -154,6 +154,7 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict
     folder = write_model_folder(tempfile.mkdtemp(prefix=name), shape)
     start = time.perf_counter()
     llm = LLM(folder, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+              max_num_batched_tokens=args.max_num_batched_tokens,
               enforce_eager=args.enforce_eager)
     worker = llm.llm_engine.executor.worker
     out: dict[str, Any] = {"startup_s": time.perf_counter() - start, "startup_stages_s": dict(worker.startup_times),
@@ -229,7 +230,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["llama3-8b", "qwen3-0.6b"], choices=sorted(SHAPES))
     parser.add_argument("--num-prompts", type=int, default=1000)
     parser.add_argument("--max-model-len", type=int, default=4096)
-    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="the engine's default if unset")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="the engine's default if unset")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true", help="start-up and batch-1 latency only")

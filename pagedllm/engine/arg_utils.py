@@ -20,8 +20,8 @@ class EngineArgs:
     dtype: str = "auto"
     seed: int = 0
     max_model_len: int | None = None
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None  # None: the platform's default (256; 512 on 70+ GiB GPUs)
+    max_num_batched_tokens: int | None = None  # None: the platform's default, at least max_num_seqs
     block_size: int = 16
     enable_prefix_caching: bool = True
     prefix_caching_hash_algo: str = "sha256"  # or "builtin" (faster, not collision resistant)
@@ -55,7 +55,9 @@ class EngineArgs:
             load_format=self.load_format,
             max_model_len_explicit=self.max_model_len is not None,
         )
-        max_batched = self.max_num_batched_tokens or max(2048, self.max_num_seqs)
+        default_seqs, default_batched = platform.default_scheduler_limits()
+        max_num_seqs = self.max_num_seqs if self.max_num_seqs is not None else default_seqs
+        max_batched = self.max_num_batched_tokens or max(default_batched, max_num_seqs)
         return EngineConfig(
             model_config=model_config,
             cache_config=CacheConfig(
@@ -67,7 +69,7 @@ class EngineArgs:
                 kv_cache_memory=self.kv_cache_memory,
             ),
             scheduler_config=SchedulerConfig(
-                max_num_seqs=self.max_num_seqs,
+                max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_batched,
                 max_model_len=model_config.max_model_len,
                 async_scheduling=(platform.device_name == "cuda" if self.async_scheduling is None

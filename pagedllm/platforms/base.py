@@ -30,6 +30,10 @@ class Platform(ABC):
         """Whether decode steps may be captured and replayed as CUDA graphs."""
         return False
 
+    def default_scheduler_limits(self) -> tuple[int, int]:
+        """(max_num_seqs, max_num_batched_tokens) when the user sets neither."""
+        return 256, 2048
+
 
 _PLATFORMS = {
     "cpu": "pagedllm.platforms.cpu:CpuPlatform",

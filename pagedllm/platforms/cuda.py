@@ -48,7 +48,9 @@ class CudaPlatform(Platform):
         # As vLLM does for cards of 70 GiB or more (H100, H200): larger steps keep them busy. On an
         # H100, 1000 x 512/128 tokens of the Qwen3-0.6B shape ran at 82k tok/s with (256, 2048),
         # 114k with (512, 4096) and 118k with (512, 8192) (benchmarks/RESULTS.md).
-        if self.total_memory_bytes() >= 70 * 2**30:
+        # The device's properties, not mem_get_info: the API server's process resolves this too,
+        # and mem_get_info would give it a CUDA context (518 MiB of the card, measured on an H100).
+        if torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory >= 70 * 2**30:
             return 512, 8192
         return super().default_scheduler_limits()
 

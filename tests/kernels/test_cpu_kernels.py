@@ -160,7 +160,8 @@ def test_fused_rms_norm_matches_torch(backend, with_residual, dtype, tol):
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
-def test_sample_from_logits_inverts_the_cdf():
+@pytest.mark.parametrize("temperature", [None, 0.7])  # None: logits already scaled
+def test_sample_from_logits_inverts_the_cdf(temperature):
     """The C++ inverse-CDF sampler against a float64 reference: the same token wherever the
     target is not within float32 rounding of a boundary; masked (-inf) tokens never picked."""
     from pagedllm.kernels.cpu import avx512_kernels
@@ -175,8 +176,13 @@ def test_sample_from_logits_inverts_the_cdf():
     logits[3, 7] = 0.0  # one allowed token
     u = torch.rand(64, generator=gen)
     u[5] = 0.0
-    got = kernels.sample_from_logits(logits, u)
-    w = (logits.double() - logits.double().amax(-1, keepdim=True)).exp()
+    if temperature is None:
+        got = kernels.sample_from_logits(logits, u)
+        scaled = logits.double()
+    else:
+        got = kernels.sample_from_logits(logits, u, torch.full((64,), 1 / temperature))
+        scaled = logits.double() / temperature
+    w = (scaled - scaled.amax(-1, keepdim=True)).exp()
     cdf = w.cumsum(-1)
     target = u.double()[:, None] * cdf[:, -1:]
     want = torch.searchsorted(cdf, target, right=True).squeeze(1)

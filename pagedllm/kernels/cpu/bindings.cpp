@@ -29,7 +29,7 @@ std::vector<torch::Tensor> rms_norm(torch::Tensor x, c10::optional<torch::Tensor
 void rotary_embedding_(torch::Tensor x, torch::Tensor positions, torch::Tensor cos_sin_cache,
                        int64_t head_size);
 torch::Tensor silu_and_mul_f32(torch::Tensor x);
-torch::Tensor sample_from_logits(torch::Tensor logits, torch::Tensor u);
+torch::Tensor sample_from_logits(torch::Tensor logits, torch::Tensor u, c10::optional<torch::Tensor> inv_temperature);
 
 bool has_avx512() {
 #if defined(__AVX512F__)
@@ -52,6 +52,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &rms_norm, "RMSNorm, optionally fused with the residual add (CPU)");
   m.def("rotary_embedding_", &rotary_embedding_, "Neox rotary embedding in place (CPU)");
   m.def("silu_and_mul_f32", &silu_and_mul_f32, "silu(gate) * up of a merged gate_up row (CPU)");
-  m.def("sample_from_logits", &sample_from_logits, "Inverse-CDF sampling, one token per row (CPU)");
+  m.def("sample_from_logits", &sample_from_logits, "Inverse-CDF sampling, one token per row (CPU)",
+        py::arg("logits"), py::arg("u"), py::arg("inv_temperature") = py::none());
   m.def("has_avx512", &has_avx512, "Whether this build has the AVX-512 kernels (GEMM, varlen attention, sampling)");
 }

@@ -26,24 +26,15 @@ class CpuPagedAttentionBackend(TorchAttentionBackend):
     def __init__(self) -> None:
         self.kernels = load_cpu_kernels()
 
-    def forward(
-        self,
-        query: torch.Tensor,  # [num_tokens, num_heads, head_size]
-        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
-        metadata: AttentionMetadata,
-        scale: float,
-    ) -> torch.Tensor:
-        if metadata.is_decode_only or not self._varlen_applies(query):
-            return super().forward(query, key, value, kv_cache, metadata, scale)
-        n, num_reqs = metadata.num_actual_tokens, metadata.num_reqs
-        self.write_kv(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
-        out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
+    def mixed(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+              metadata: AttentionMetadata, scale: float, out: torch.Tensor) -> None:
+        if not self._varlen_applies(query):
+            super().mixed(query, key, value, kv_cache, metadata, scale, out)
+            return
+        num_reqs = metadata.num_reqs
         self.kernels.paged_varlen_attention(
-            out[:n], query[:n].contiguous(), kv_cache[0], kv_cache[1], metadata.block_table[:num_reqs],
+            out, query.contiguous(), kv_cache[0], kv_cache[1], metadata.block_table[:num_reqs],
             metadata.seq_lens[:num_reqs], metadata.query_start_loc[:num_reqs + 1], scale)
-        return out
 
     def write_kv(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                  slot_mapping: torch.Tensor) -> None:

@@ -40,8 +40,15 @@ class TorchAttentionBackend(AttentionBackend):
         if metadata.is_decode_only:
             # One token per request, so n == num_reqs; slicing tolerates tables padded with extra rows.
             self.decode_only(query[:n], kv_cache, metadata, scale, out[:n])
-            return out
+        else:
+            self.mixed(query[:n], key[:n], value[:n], kv_cache, metadata, scale, out[:n])
+        return out
 
+    def mixed(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+              metadata: AttentionMetadata, scale: float, out: torch.Tensor) -> None:
+        """Attention of a step with prompt tokens (query [n, H, D], the step's actual tokens) into
+        `out`, after this step's K/V are in the cache: decode rows batched, one SDPA per prompt.
+        Device backends override this with a kernel."""
         qsl = metadata.query_start_loc_cpu
         decode_reqs = [i for i in range(metadata.num_reqs) if qsl[i + 1] - qsl[i] == 1]
         if decode_reqs:
@@ -59,7 +66,6 @@ class TorchAttentionBackend(AttentionBackend):
                 out[start:end] = _prefill_attention(
                     query[start:end], key[start:end], value[start:end], kv_cache,
                     metadata.block_table[i], metadata.seq_lens_cpu[i], scale)
-        return out
 
     def write_kv(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                  slot_mapping: torch.Tensor) -> None:

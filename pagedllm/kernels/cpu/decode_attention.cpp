@@ -56,8 +56,6 @@ void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, 
     for (int g = 0; g < G; ++g)
       for (int c = 0; c < NC; ++c)
         qv[g][c] = _mm512_mul_ps(_mm512_loadu_ps(q + (kvh * G + g) * D + 16 * c), _mm512_set1_ps(scale));
-    float m[G];
-    for (int g = 0; g < G; ++g) m[g] = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < len; ++t) {
       const float* k = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
       if (t + kAhead < len) prefetch_row<NC>(kc, table, t + kAhead, block_size, block_stride, token_stride, kvh);
@@ -68,32 +66,9 @@ void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, 
         const __m512 kk = _mm512_loadu_ps(k + 16 * c);
         for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(qv[g][c], kk, acc[g]);
       }
-      for (int g = 0; g < G; ++g) {
-        const float sc = _mm512_reduce_add_ps(acc[g]);
-        scores[g * len + t] = sc;
-        m[g] = std::max(m[g], sc);
-      }
+      for (int g = 0; g < G; ++g) scores[g * len + t] = _mm512_reduce_add_ps(acc[g]);
     }
-    for (int g = 0; g < G; ++g) {
-      float* sh = scores + g * len;
-      const __m512 mv = _mm512_set1_ps(m[g]);
-      __m512 sumv = _mm512_setzero_ps();
-      int64_t t = 0;
-      for (; t + 16 <= len; t += 16) {
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(sh + t), mv));
-        _mm512_storeu_ps(sh + t, e);
-        sumv = _mm512_add_ps(sumv, e);
-      }
-      if (t < len) {
-        const __mmask16 tail = static_cast<__mmask16>((1u << (len - t)) - 1);
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, sh + t), mv));
-        _mm512_mask_storeu_ps(sh + t, tail, e);
-        sumv = _mm512_add_ps(sumv, _mm512_maskz_mov_ps(tail, e));
-      }
-      const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sumv));
-      for (t = 0; t + 16 <= len; t += 16) _mm512_storeu_ps(sh + t, _mm512_mul_ps(_mm512_loadu_ps(sh + t), inv));
-      for (; t < len; ++t) sh[t] *= _mm512_cvtss_f32(inv);
-    }
+    for (int g = 0; g < G; ++g) softmax_in_place(scores + g * len, len);
     __m512 o[G][NC];
     for (int g = 0; g < G; ++g)
       for (int c = 0; c < NC; ++c) o[g][c] = _mm512_setzero_ps();

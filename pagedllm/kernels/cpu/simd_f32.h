@@ -5,6 +5,9 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+#include <cstdint>
+#include <limits>
+
 namespace pagedllm {
 
 // exp(x) for x <= 0 (scores minus their max), 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2,
@@ -24,6 +27,32 @@ inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   return _mm512_scalef_ps(p, n);
+}
+
+// s[0, n) := softmax(s[0, n)) in place, normalised, n >= 1: the max, then exp(s - max) and their
+// sum, then a multiply by 1 / sum; all in float32, 16 lanes at a time (the tail masked, so nothing
+// past s[n - 1] is read or written). Shared by the decode and the varlen attention kernels.
+inline void softmax_in_place(float* __restrict__ s, int64_t n) {
+  const int64_t full = n - n % 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n % 16)) - 1);
+  __m512 mv = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < full; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + j));
+  if (tail) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, s + full));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+  __m512 sumv = _mm512_setzero_ps();
+  for (int64_t j = 0; j < full; j += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+    _mm512_storeu_ps(s + j, e);
+    sumv = _mm512_add_ps(sumv, e);
+  }
+  if (tail) {
+    const __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + full), m)));
+    _mm512_mask_storeu_ps(s + full, tail, e);
+    sumv = _mm512_add_ps(sumv, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sumv));
+  for (int64_t j = 0; j < full; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
+  if (tail) _mm512_mask_storeu_ps(s + full, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + full), inv));
 }
 
 }  // namespace pagedllm

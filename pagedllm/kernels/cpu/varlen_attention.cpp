@@ -85,31 +85,6 @@ void pv_rows(const float* __restrict__ p, int64_t ldp, const float* __restrict__
     for (int c = 0; c < NC; ++c) _mm512_storeu_ps(o + r * ldo + 16 * c, acc[r][c]);
 }
 
-// Normalised softmax of s[0, n) in place; s[n, n_pad) set to 0 (keys this row does not see).
-void softmax_row(float* __restrict__ s, int64_t n, int64_t n_pad) {
-  __m512 mv = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + j));
-  const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1);
-  if (j < n) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, s + j));
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
-  __m512 sumv = _mm512_setzero_ps();
-  for (j = 0; j + 16 <= n; j += 16) {
-    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
-    _mm512_storeu_ps(s + j, e);
-    sumv = _mm512_add_ps(sumv, e);
-  }
-  if (j < n) {
-    const __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), m)));
-    _mm512_storeu_ps(s + j, e);  // zeros past n in this vector
-    sumv = _mm512_add_ps(sumv, e);
-    j += 16;
-  }
-  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sumv));
-  for (int64_t t = 0; t < j; t += 16) _mm512_storeu_ps(s + t, _mm512_mul_ps(_mm512_loadu_ps(s + t), inv));
-  for (; j < n_pad; j += 16) _mm512_storeu_ps(s + j, _mm512_setzero_ps());
-}
-
 struct Task {
   int64_t req, first;  // the request and its first new token in this tile
 };
@@ -168,7 +143,9 @@ void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, co
   }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t sees = cached + i0 + r / G + 1;
-    softmax_row(buf.scores.data() + r * ctx_pad, sees, ctx_pad);
+    float* row = buf.scores.data() + r * ctx_pad;
+    softmax_in_place(row, sees);
+    std::fill(row + sees, row + ctx_pad, 0.f);  // unseen keys: P V runs to the block's longest row
   }
   float o[kPvRows * D];
   for (int64_t r = 0; r < rows; r += kPvRows) {

@@ -5,6 +5,11 @@ synchronous, so wall time per module is its cost) and wrappers around input prep
 sampler. Also reports scheduler + input-preparation time per step. Nothing here is on the hot path.
 
     python benchmarks/profile_step.py --batch-sizes 1,64,256 --steps 10
+
+With --whole-run N: instead, seconds per category over a whole `bench throughput` run of N
+prompts (prefill and decode, the engine's default limits), as the CPU results quote them:
+
+    python benchmarks/profile_step.py --whole-run 64 --input-len 128 --output-len 128
 """
 from __future__ import annotations
 
@@ -97,6 +102,29 @@ def profile(llm: LLM, timers: Timers, batch_size: int, steps: int, input_len: in
     return per_step
 
 
+def profile_whole_run(llm: LLM, timers: Timers, num_prompts: int, input_len: int, output_len: int,
+                      temperature: float) -> dict[str, float]:
+    """Seconds per category over one generate() of `num_prompts` random prompts (ignore_eos)."""
+    vocab = llm.llm_engine.config.model_config.hf_config.vocab_size
+    prompts = random_prompts(llm.get_tokenizer(), vocab, num_prompts, input_len, seed=0)
+    llm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(max_tokens=4, ignore_eos=True),
+                 use_tqdm=False)  # first-call allocations, as bench throughput does
+    timers.totals.clear()
+    timers.enabled = True
+    start = time.perf_counter()
+    llm.generate([{"prompt_token_ids": p} for p in prompts],
+                 SamplingParams(temperature=temperature, max_tokens=output_len, ignore_eos=True), use_tqdm=False)
+    wall = time.perf_counter() - start
+    timers.enabled = False
+    totals = dict(timers.totals)
+    forward = totals.pop("model_forward", 0.0)
+    totals["other_layers"] = forward - totals.get("gemm", 0.0) - totals.get("attention", 0.0)
+    totals.pop("step", None)
+    totals["rest"] = wall - sum(totals.get(c, 0.0) for c in CATEGORIES)
+    totals["wall"] = wall
+    return totals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -105,7 +133,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--whole-run", type=int, default=0, metavar="N", help="profile a whole run of N prompts")
+    ap.add_argument("--output-len", type=int, default=128, help="with --whole-run")
     args = ap.parse_args()
+    if args.whole_run:
+        llm = LLM(args.model, dtype=args.dtype)
+        timers = Timers()
+        instrument(llm, timers)
+        totals = profile_whole_run(llm, timers, args.whole_run, args.input_len, args.output_len, args.temperature)
+        print(f"whole run, {args.whole_run} x {args.input_len} in x {args.output_len} out, seconds ({args.dtype})")
+        for c in list(CATEGORIES) + ["rest", "wall"]:
+            print(f"{c:<20}{totals.get(c, 0.0):>10.3f}")
+        print(f"{args.whole_run * args.output_len / totals['wall']:.1f} output tok/s (hooks included)")
+        return
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     llm = LLM(args.model, dtype=args.dtype, max_num_seqs=max(sizes), max_num_batched_tokens=8192,
               enable_prefix_caching=False)

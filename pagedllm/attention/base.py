@@ -50,6 +50,10 @@ class AttentionBackend(ABC):
     # Whether forward_with_rotary also takes `qk_norm`: Qwen3's per-head RMSNorm of q and k, fused
     # in front of the rotation. Otherwise the attention layer normalises q and k first.
     fuses_qk_norm: bool = False
+    # Whether forward_with_rotary also takes `norm_scale` (h, eps): q, k and v multiplied by each
+    # token's 1 / rms(h) first (a model with the input norm folded into its qkv projection,
+    # models/norm_folding.py). Otherwise the attention layer scales them first.
+    fuses_norm_scale: bool = False
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
@@ -80,7 +84,10 @@ class AttentionBackend(ABC):
         positions: torch.Tensor,  # [num_tokens] int64
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32, neox layout
         qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
+        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [num_tokens, hidden], eps)
     ) -> torch.Tensor:
         """forward() after rotating query and key (in place) by their positions; with `qk_norm`
-        (backends that set fuses_qk_norm), after RMS-normalising each head of them first."""
+        (backends that set fuses_qk_norm), after RMS-normalising each head of them first; with
+        `norm_scale` (backends that set fuses_norm_scale), after scaling q, k and v by 1 / rms(h)
+        before all that."""
         raise NotImplementedError(f"The {self.name} backend does not fuse the rotary embedding.")

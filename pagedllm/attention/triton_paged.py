@@ -11,7 +11,9 @@ Per step, from host-side metadata only (no device syncs, so decode steps can be 
 
 forward_with_rotary (the attention layer hands over unrotated q/k and the positions): a decode
 step's attention kernel rotates q and writes the new K/V itself (one launch per layer); other
-steps run the rotary + cache-write kernel first (kernels/triton/rotary.py).
+steps run the rotary + cache-write kernel first (kernels/triton/rotary.py). With `norm_scale`
+(the model folded its input norm into qkv), the decode kernel also scales q/k/v by 1 / rms(h);
+other steps scale them in place first (kernels/triton/norm_scale.py).
 
 The split-K partials and counters live in one workspace per backend (shared by every layer, which run one
 after another on the stream), allocated on the first split decode (the profile run or the eager
@@ -31,6 +33,7 @@ import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
+from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
 
@@ -46,6 +49,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
     name = "triton"
     fuses_rotary = True
     fuses_qk_norm = True
+    fuses_norm_scale = True
 
     def __init__(self, max_num_seqs: int = 256, max_model_len: int | None = None, max_num_splits: int = 32) -> None:
         self.max_num_seqs = max_num_seqs
@@ -85,14 +89,18 @@ class TritonPagedAttentionBackend(AttentionBackend):
         cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
         qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
         out: torch.Tensor | None = None,
+        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [num_tokens, hidden], eps)
     ) -> torch.Tensor:
         num_tokens, _, head_size = query.shape
         if metadata.is_decode_only and _ROTARY_IN_DECODE:
             # The decode kernel rotates q in registers and writes the new K/V itself: one launch
             # per layer instead of two (q is left unrotated in memory; nothing reads it after).
             new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), positions, cos_sin_cache,
-                           metadata.slot_mapping, qk_norm)
+                           metadata.slot_mapping, qk_norm, norm_scale)
             return self._attend(query, kv_cache, metadata, scale, out, new_kv)
+        if norm_scale is not None:
+            for x in (query, key, value):
+                scale_rows_by_inv_rms_(x, *norm_scale)
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
                                     metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)

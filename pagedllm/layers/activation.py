@@ -12,11 +12,17 @@ from pagedllm.kernels.triton import triton_applies
 class SiluAndMul(nn.Module):
     """x = | gate | up | along the last dim -> silu(gate) * up."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, 2I] -> [T, I]
+    def forward(self, x: torch.Tensor, norm_input: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+        """[T, 2I] -> [T, I]. With `norm_input` h [T, H] (a model whose post-attention norm is
+        folded into gate_up, models/norm_folding.py), gate and up are first multiplied by each
+        row's 1 / rms(h)."""
         if triton_applies(x) and x.dim() == 2 and x.stride(-1) == 1:
             from pagedllm.kernels.triton.activation import silu_and_mul
 
-            return silu_and_mul(x)  # one pass, no float32 temporaries
+            return silu_and_mul(x, norm_input, eps)  # one pass, no float32 temporaries
+        if norm_input is not None:
+            inv = torch.rsqrt(norm_input[:x.shape[0]].float().pow(2).mean(-1, keepdim=True) + eps)
+            return self.forward_native((x.float() * inv).to(x.dtype))
         if x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2 and x.stride(-1) == 1:
             kernels = avx512_kernels()
             if kernels is not None:

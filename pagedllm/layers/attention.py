@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pagedllm.attention.forward_context import get_forward_context
+from pagedllm.kernels.triton import triton_applies
 from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding
 
@@ -26,13 +27,19 @@ class Attention(nn.Module):
         v: torch.Tensor,  # [T, num_kv_heads * head_size]
         rotary: tuple[torch.Tensor, RotaryEmbedding] | None = None,  # (positions [T], the layer's rope)
         qk_norm: tuple[RMSNorm, RMSNorm] | None = None,  # Qwen3: per-head RMSNorm of q and k, before rotary
+        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [T, hidden], eps): see below
     ) -> torch.Tensor:  # [T, num_heads * head_size]
         """Attention over the paged cache; with `rotary`, q and k are rotated first (and with
         `qk_norm` normalised before that), by the backend in its cache-write kernel when it can
-        (one launch instead of two, or eight with the norms' torch ops)."""
+        (one launch instead of two, or eight with the norms' torch ops). With `norm_scale` (a
+        model whose input norm is folded into the qkv projection), q, k and v are first
+        multiplied by each token's 1 / rms(h), by the backend's decode kernel when it can."""
         ctx = get_forward_context()
         backend = ctx.backend
         fused = rotary is not None and backend.fuses_rotary and rotary[1].triton_applies(q, k)
+        if norm_scale is not None and not (fused and backend.fuses_norm_scale):
+            q, k, v = (scale_rows_by_inv_rms(x, *norm_scale) for x in (q, k, v))
+            norm_scale = None
         fused_norm = None
         if qk_norm is not None:
             if fused and backend.fuses_qk_norm and rotary[1].rotary_dim == self.head_size:
@@ -49,7 +56,8 @@ class Attention(nn.Module):
                 ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
         if fused:
             assert rotary is not None
-            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm)
+            kwargs = {"norm_scale": norm_scale} if norm_scale is not None else {}
+            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm, **kwargs)
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
@@ -60,3 +68,14 @@ class Attention(nn.Module):
         q = qk_norm[0](q.reshape(num_tokens, self.num_heads, self.head_size)).view(num_tokens, -1)
         k = qk_norm[1](k.reshape(num_tokens, self.num_kv_heads, self.head_size)).view(num_tokens, -1)
         return q, k
+
+
+def scale_rows_by_inv_rms(x: torch.Tensor, h: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (the rows of a projection of h's un-normalised rows) times each row's 1 / rms(h), in
+    place where a kernel can (x is then a view of this step's own projection output)."""
+    if triton_applies(x) and x.stride(-1) == 1:
+        from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
+
+        return scale_rows_by_inv_rms_(x, h, eps)
+    inv = torch.rsqrt(h[:x.shape[0]].float().pow(2).mean(-1) + eps)
+    return (x.float() * inv.view(-1, *[1] * (x.dim() - 1))).to(x.dtype)

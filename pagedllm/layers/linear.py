@@ -63,6 +63,13 @@ class Linear(HFWeightLoadable):
             return torch.addmm(self.bias, x, self.weight_t)
         return torch.matmul(x, self.weight_t) + self.bias
 
+    def accumulate_(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """residual += self(x), in place; returns residual. A plain weight takes it as the GEMM's
+        own epilogue (beta = 1): no output tensor and no add kernel."""
+        if self.panels is None and self.packed_weight is None and self.bias is None and x.dim() == 2:
+            return residual.addmm_(x, self.weight_t)
+        return residual.add_(self(x))
+
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
         return [("weight", None)] + ([("bias", None)] if self.bias is not None else [])
 

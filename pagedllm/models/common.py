@@ -65,10 +65,15 @@ class DecoderAttention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, dtype)
         self.qk_norm = opts.qk_norm
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:  # [T], [T, H]
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor,  # [T], [T, H]
+                residual: torch.Tensor | None = None,
+                norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        """The attention block's output; with `residual`, added into it in place (returned).
+        `norm_scale`: see Attention.forward (the input norm folded into qkv_proj)."""
         q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))
         qk_norm = (self.q_norm, self.k_norm) if self.qk_norm else None
-        return self.o_proj(self.attn(q, k, v, rotary=(positions, self.rotary_emb), qk_norm=qk_norm))
+        out = self.attn(q, k, v, rotary=(positions, self.rotary_emb), qk_norm=qk_norm, norm_scale=norm_scale)
+        return self.o_proj(out) if residual is None else self.o_proj.accumulate_(residual, out)
 
 
 class GatedMLP(nn.Module):
@@ -79,8 +84,12 @@ class GatedMLP(nn.Module):
         self.act = SiluAndMul()
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, H] -> [T, H]
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,  # [T, H] -> [T, H]
+                norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        """The MLP's output; with `residual`, added into it in place (returned). `norm_scale`
+        (h, eps): the post-attention norm folded into gate_up_proj, see SiluAndMul."""
+        act = self.act(self.gate_up_proj(x), *norm_scale) if norm_scale is not None else self.act(self.gate_up_proj(x))
+        return self.down_proj(act) if residual is None else self.down_proj.accumulate_(residual, act)
 
 
 class DecoderLayer(nn.Module):
@@ -90,6 +99,24 @@ class DecoderLayer(nn.Module):
         self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype)
+        # Set by models/norm_folding.py: the norm's weight lives in the next projection's weight.
+        self.input_norm_folded = False
+        self.post_norm_folded = False
+
+    def forward_in_place(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The layer on the whole hidden state [T, H], updated in place: the o and down projections
+        add into it as their GEMM's epilogue. A folded norm is not run: its projection reads the
+        hidden state itself and the consumer of its output scales by 1 / rms (norm_folding.py)."""
+        attn_norm, mlp_norm = self.input_layernorm, self.post_attention_layernorm
+        if self.input_norm_folded:
+            self.self_attn(positions, hidden, hidden, (hidden, attn_norm.eps))
+        else:
+            self.self_attn(positions, attn_norm(hidden), hidden)
+        if self.post_norm_folded:
+            self.mlp(hidden, hidden, (hidden, mlp_norm.eps))
+        else:
+            self.mlp(mlp_norm(hidden), hidden)
+        return hidden
 
     def forward(
         self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None
@@ -111,9 +138,15 @@ class DecoderModel(nn.Module):
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, opts, dtype) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        # Set by models/norm_folding.py: layers run forward_in_place on one hidden-state tensor.
+        self.residual_in_place = False
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         hidden, residual = self.embed_tokens(input_ids), None
+        if self.residual_in_place:
+            for layer in self.layers:
+                hidden = layer.forward_in_place(positions, hidden)
+            return self.norm(hidden)
         for layer in self.layers:
             hidden, residual = layer(positions, hidden, residual)
         hidden, _ = self.norm(hidden, residual)
@@ -147,6 +180,9 @@ class DecoderForCausalLM(nn.Module):
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load HF-named tensors; raises ValueError naming any required weight that is missing."""
+        if self.model.residual_in_place:
+            raise ValueError("This model's norm weights are folded into its projections; load weights "
+                             "before folding (models/norm_folding.py).")
         skip = {"lm_head"} if self.tie_word_embeddings else set()
         load_named_weights(self, weights, self.stacked_params, skip_modules=skip)
         if self.tie_word_embeddings:

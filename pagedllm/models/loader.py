@@ -11,8 +11,9 @@ from torch import nn
 
 from pagedllm.config import ModelConfig
 from pagedllm.layers.linear import Linear
-from pagedllm.models.common import to_torch_dtype
+from pagedllm.models.common import DecoderForCausalLM, to_torch_dtype
 from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
+from pagedllm.models.norm_folding import fold_norms, norm_folding_enabled
 from pagedllm.models.registry import get_model_class
 from pagedllm.models.safetensors_loader import iter_safetensors_weights
 from pagedllm.models.source import ModelSource
@@ -121,6 +122,8 @@ def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
         model.load_weights(iter_weights(source, model_config.hf_config))
     if device == "cpu":
         pack_linear_weights(model)
+    if isinstance(model, DecoderForCausalLM) and norm_folding_enabled(device):
+        fold_norms(model)  # the CUDA path: two launches a layer fewer
     model.eval()
     model.requires_grad_(False)
     return model

@@ -143,6 +143,8 @@ class _Cutter(AttentionBackend):
         self.inner = inner
         self.fuses_rotary = inner.fuses_rotary
         self.fuses_qk_norm = inner.fuses_qk_norm
+        # fuses_norm_scale stays False: the layer scales q/k/v inside the piece, so the eager
+        # attention call between pieces never reads the hidden state.
         self._get_buffers = get_buffers
         self._pool = pool
         self.capturing = False

@@ -210,13 +210,16 @@ def test_forward_with_rotary_equals_rotary_then_forward(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, splits, qk_norm):
+@pytest.mark.parametrize("norm_scale", [False, True])
+def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, splits, qk_norm, norm_scale):
     """Decode steps take the rotary (and Qwen3's q/k norm) into the attention kernel, which also
     writes the new K/V: the same output and cache as the norm, rotary + cache write and attention
-    one after another. Bit for bit under the interpreter without the norm; on a GPU the compiler
+    one after another. Bit for bit under the interpreter without the norms; on a GPU the compiler
     contracts the rotation's products into FMAs differently in the two kernels (and the norm's
     float32 sums run in another order), so there it is within the dtype's rounding. Split-K with
-    the new token in the last split only; a padded row (slot -1) writes nothing."""
+    the new token in the last split only; a padded row (slot -1) writes nothing. With norm_scale
+    (the input norm folded into qkv) q, k and v are first scaled by 1 / rms of the token's h."""
+    from pagedllm.layers.attention import scale_rows_by_inv_rms
     from pagedllm.layers.norm import RMSNorm
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 
@@ -228,7 +231,13 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     positions = torch.tensor(cached, device=DEVICE)
     rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
     norms = None
-    want_q, want_k = case.query.clone(), case.key.clone()
+    want_q, want_k, want_v = case.query.clone(), case.key.clone(), case.value
+    scale = None
+    if norm_scale:
+        h = (torch.randn(5, 200, generator=torch.Generator().manual_seed(5)) * 4).to(DEVICE, dtype)
+        scale = (h, 1e-5)
+        want_q, want_k, want_v = (scale_rows_by_inv_rms(x.cpu(), h.cpu(), 1e-5).to(DEVICE)
+                                  for x in (want_q, want_k, want_v))
     if qk_norm:
         norms = (RMSNorm(64, 1e-6, dtype).to(DEVICE), RMSNorm(64, 1e-6, dtype).to(DEVICE))
         with torch.no_grad():
@@ -238,18 +247,41 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     backend = TritonPagedAttentionBackend()
     want_cache = case.cache.clone()
     rotary_embedding_(positions, want_q.view(5, -1), want_k.view(5, -1), rope.cos_sin_cache, 64)
-    want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125)
+    want = backend.forward(want_q, want_k, want_v, want_cache, md, 0.125)
     fused_norm = (norms[0].weight, norms[1].weight, 1e-6) if norms else None
     got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
-                                      rope.cos_sin_cache, fused_norm)
+                                      rope.cos_sin_cache, fused_norm, norm_scale=scale)
     assert torch.equal(case.cache.isnan(), want_cache.isnan())  # the padded row's slot stays poisoned
     got, want = got[:4], want[:4]  # the padded row reads its own unwritten (poisoned) slot
-    if qk_norm or ON_GPU:
+    if qk_norm or norm_scale or ON_GPU:
         assert_close_rel(got, want, dtype)
         assert_close_rel(case.cache.nan_to_num(), want_cache.nan_to_num(), dtype)
     else:
         assert torch.equal(got, want)
         assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
+
+
+def test_mixed_step_with_norm_scale_scales_qkv_first():
+    """A step with prompt tokens takes the norm scale (input norm folded into qkv) as an in-place
+    scaling of q, k and v before the rotary + cache write: the same as scaling them first."""
+    from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    dtype = torch.bfloat16
+    case = make_case([0, 9, 4], [6, 1, 12], 8, 2, 64, 16, dtype, seed=17)
+    md = case.metadata
+    positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 4], [6, 1, 12])]).to(DEVICE)
+    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    h = (torch.randn(19, 96, generator=torch.Generator().manual_seed(2)) * 3).to(DEVICE, dtype)
+    backend = TritonPagedAttentionBackend()
+    want_q, want_k, want_v = (scale_rows_by_inv_rms_(x.clone(), h, 1e-5)
+                              for x in (case.query, case.key, case.value))
+    want_cache = case.cache.clone()
+    want = backend.forward_with_rotary(want_q, want_k, want_v, want_cache, md, 0.125, positions, rope.cos_sin_cache)
+    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
+                                      rope.cos_sin_cache, norm_scale=(h, 1e-5))
+    assert torch.equal(got, want)
+    assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

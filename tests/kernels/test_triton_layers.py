@@ -175,6 +175,46 @@ def test_silu_and_mul(dtype, inter):
         assert torch.equal(SiluAndMul()(x), got)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_and_mul_scaled_by_a_norm_input(dtype):
+    """gate_up of the un-normalised hidden state h (the norm folded into its weight): the kernel
+    scales each row by 1 / rms(h) before the activation, as the torch path does."""
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.randn(9, 2 * 2500, generator=gen) * 4).to(DEVICE, dtype)
+    h = (torch.randn(9, 1000, generator=gen) * 3).to(DEVICE, dtype)  # 1000: a masked tail
+    inv = torch.rsqrt(h.float().pow(2).mean(-1, keepdim=True) + 1e-5)
+    want = SiluAndMul().forward_native((x.float() * inv).to(dtype))
+    got = silu_and_mul(x, h, 1e-5)
+    assert_close_rel(got, want, dtype)
+    if ON_GPU:
+        assert torch.equal(SiluAndMul()(x, h, 1e-5), got)
+    else:
+        assert_close_rel(SiluAndMul()(x, h, 1e-5), want, dtype)  # the CPU path of the layer
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_rows_by_inv_rms_in_place(dtype):
+    """q, k and v as column views of one qkv row block (rows strided): each scaled in place by its
+    token's 1 / rms(h), nothing else of the buffer touched."""
+    from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
+    from pagedllm.layers.attention import scale_rows_by_inv_rms
+
+    gen = torch.Generator().manual_seed(3)
+    qkv = (torch.randn(11, 4 * 64 + 2 * 2 * 64 + 8, generator=gen) * 2).to(DEVICE, dtype)
+    h = (torch.randn(16, 320, generator=gen) * 3).to(DEVICE, dtype)  # more rows than tokens: padding
+    want = qkv.clone()
+    q, k, v = want[:, :256].view(11, 4, 64), want[:, 256:384], want[:, 384:512]
+    wq, wk, wv = (scale_rows_by_inv_rms(x.cpu(), h.cpu(), 1e-6).to(DEVICE) for x in (q, k, v))
+    got = qkv.clone()
+    for lo, hi in ((0, 256), (256, 384), (384, 512)):
+        view = got[:, lo:hi].view(11, 4, 64) if lo == 0 else got[:, lo:hi]
+        assert scale_rows_by_inv_rms_(view, h, 1e-6) is view
+    assert_close_rel(got[:, :256].view(11, 4, 64), wq, dtype)
+    assert_close_rel(got[:, 256:384], wk, dtype)
+    assert_close_rel(got[:, 384:512], wv, dtype)
+    assert torch.equal(got[:, 512:], qkv[:, 512:])  # the columns past v are not touched
+
+
 def test_layers_keep_cpu_paths_on_cpu_tensors():
     """CPU tensors never reach Triton, even under the interpreter: the CPU paths stay as they were."""
     from pagedllm.kernels.triton import triton_applies

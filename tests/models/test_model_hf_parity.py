@@ -89,3 +89,32 @@ def test_half_precision_loads_and_runs(arch: str, dtype: str, torch_dtype: torch
     expected = hf_logits(tiny.hf_model, prompts[1] + [8])[-1]
     # Half precision: close to the fp32 reference relative to the logits' spread.
     assert (out[1] - expected).abs().max() < 0.05 * expected.abs().max() + 0.05
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_folded_norms_match_hf(arch: str, tiny_hf_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path's norm folding (models/norm_folding.py), run here on its torch fallbacks:
+    norm weights folded into qkv (unless it has a bias) and gate_up, the scale applied after, the
+    residual accumulated in place. Prefill, a chunk after a cached prefix, and decode against HF."""
+    from pagedllm.models.norm_folding import fold_norms
+
+    monkeypatch.setenv("PAGEDLLM_CPU_GEMM", "default")  # plain weights: what the fold rewrites on a GPU
+    tiny = tiny_hf_model(arch)
+    model = our_model(tiny)
+    layers = model.config.num_hidden_layers
+    qkv_bias = model.model.layers[0].self_attn.qkv_proj.bias is not None
+    assert fold_norms(model) == layers * (1 if qkv_bias else 2)
+    with pytest.raises(ValueError, match="already folded"):
+        fold_norms(model)
+    with pytest.raises(ValueError, match="folded"):
+        model.load_weights([])
+    a, b = make_sequences(model.config.vocab_size, [30, 9], seed=3)
+    runner = PagedRunner(model, num_blocks=64, block_size=8, seed=5)
+    first = runner.step({0: a[:11], 1: b[:8]}, all_logits=True)
+    torch.testing.assert_close(first[1], hf_logits(tiny.hf_model, b[:8]), atol=ATOL, rtol=0)
+    out = runner.step({0: a[11:25], 1: b[8:9]}, all_logits=True)
+    torch.testing.assert_close(out[0], hf_logits(tiny.hf_model, a[:25])[11:], atol=ATOL, rtol=0)
+    for k in range(3):
+        decode = runner.step({0: [a[25 + k]], 1: [7 + k]})
+    torch.testing.assert_close(decode[0], hf_logits(tiny.hf_model, a[:28])[-1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(decode[1], hf_logits(tiny.hf_model, b + [7, 8, 9])[-1], atol=ATOL, rtol=0)

@@ -31,6 +31,10 @@ Decode steps with ROTARY (the backend's forward_with_rotary) get q and the new k
 program rotates its q rows in registers (after Qwen3's per-head norm with QK_NORM), and the split
 that reads the last key tile first writes the new token's rotated k and its v to the cache, with a
 barrier before its own loads. That replaces the rotary + cache-write launch before attention.
+With NORM_SCALED (a model whose input RMSNorm weight is folded into the qkv projection, so q, k
+and v come from the un-normalised hidden state h), q, k and v are first multiplied by the token's
+1 / rms(h), each rounded to its dtype as a materialised tensor would be
+(kernels/triton/norm_scale.py): the norm launch before the qkv projection is gone.
 
 Padded requests are harmless: seq_len 0 reads nothing and writes zeros; every key past seq_len is
 masked and loaded as 0, so poisoned (NaN) cache slots never reach the output.
@@ -77,6 +81,8 @@ class NewKV:
     cos_sin_cache: torch.Tensor  # [max_position, rotary_dim] float32
     slot_mapping: torch.Tensor  # [num_tokens] int64; < 0: not written
     qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (q weight, k weight, eps)
+    # (h [num_tokens, hidden], eps): q, k and v are first scaled by 1 / rms(h) of their token
+    norm_scale: tuple[torch.Tensor, float] | None = None
 
 
 @triton.jit
@@ -160,6 +166,22 @@ def _rotation(cos_sin_ptr, pos, stride_cs, dims, x_ptr, HALF: tl.constexpr):
 
 
 @triton.jit
+def _inv_rms(row_ptr, eps, HIDDEN: tl.constexpr, BLOCK: tl.constexpr):
+    """1 / sqrt(mean(row^2) + eps) of one row of HIDDEN values, in float32."""
+    cols = tl.arange(0, BLOCK)
+    h = tl.load(row_ptr + cols, mask=cols < HIDDEN, other=0.0).to(tl.float32)
+    return tl.rsqrt(tl.sum(h * h, 0) / HIDDEN + eps)
+
+
+@triton.jit
+def _scaled(x, inv, SCALED: tl.constexpr):
+    """x * inv rounded to x's dtype with SCALED, else x."""
+    if SCALED:
+        x = (x.to(tl.float32) * inv).to(x.dtype)
+    return x
+
+
+@triton.jit
 def _normalize(x, x_partner, dims, partner, norm_w_ptr, eps, HEAD_SIZE: tl.constexpr):
     """Qwen3's per-head RMSNorm of rows x [R, D] (and of the same rows permuted to `partner`), in
     the torch path's roundings: normalise in float32, round, scale by the weight, round."""
@@ -185,14 +207,14 @@ def _rotate_rows(x, x_partner, dims, partner, sign, cos, sin, norm_w_ptr, eps,
 
 @triton.jit
 def _write_new_kv(k_row_ptr, v_row_ptr, k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, head_off,
-                  dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE: tl.constexpr,
-                  BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr):
+                  dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, HEAD_SIZE: tl.constexpr,
+                  BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr, NORM_SCALED: tl.constexpr):
     """One kv head of the new token: k rotated (normalised first with QK_NORM), and v, into the
-    cache at `slot`."""
-    k = tl.load(k_row_ptr + dims, mask=dim_ok, other=0.0)[None, :]
-    k_partner = tl.load(k_row_ptr + partner, mask=dim_ok, other=0.0)[None, :]
+    cache at `slot`; both scaled by inv_rms first with NORM_SCALED."""
+    k = _scaled(tl.load(k_row_ptr + dims, mask=dim_ok, other=0.0)[None, :], inv_rms, NORM_SCALED)
+    k_partner = _scaled(tl.load(k_row_ptr + partner, mask=dim_ok, other=0.0)[None, :], inv_rms, NORM_SCALED)
     k = _rotate_rows(k, k_partner, dims, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, QK_NORM)
-    v = tl.load(v_row_ptr + dims, mask=dim_ok, other=0.0)
+    v = _scaled(tl.load(v_row_ptr + dims, mask=dim_ok, other=0.0), inv_rms, NORM_SCALED)
     row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + head_off
     tl.store(k_cache_ptr + row + dims[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=dim_ok[None, :])
     tl.store(v_cache_ptr + row + dims, v.to(v_cache_ptr.dtype.element_ty), mask=dim_ok)
@@ -212,6 +234,7 @@ def _paged_attention_kernel(
     k_new_ptr, v_new_ptr,  # [num_tokens, num_kv_heads * head_size] each, rows strided (ROTARY only)
     positions_ptr, cos_sin_ptr, slot_ptr,  # [num_tokens], [max_position, rot] float32, [num_tokens]
     q_norm_ptr, k_norm_ptr,  # [head_size] each (QK_NORM only)
+    norm_src_ptr, stride_ns, norm_eps,  # h [num_tokens, NORM_H] (NORM_SCALED only)
     num_reqs, num_splits, scale_log2,
     stride_q_tok, stride_q_head, stride_o_tok, stride_o_head,
     stride_c_block, stride_c_tok, stride_c_head, stride_bt, stride_kn, stride_vn, stride_cs, eps,
@@ -219,6 +242,7 @@ def _paged_attention_kernel(
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE_N: tl.constexpr,
     DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, MIN_SPLIT_TILES: tl.constexpr,
     ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr,
+    NORM_SCALED: tl.constexpr, NORM_H: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -252,6 +276,11 @@ def _paged_attention_kernel(
         partner, sign, cos, sin = _rotation(cos_sin_ptr, pos, stride_cs, dims, q_ptr, HALF)
         q_partner = tl.load(q_ptr + q_rows[:, None] + partner[None, :], mask=row_ok[:, None] & dim_ok[None, :],
                             other=0.0)
+        inv_rms = 1.0
+        if NORM_SCALED:
+            inv_rms = _inv_rms(norm_src_ptr + q_start.to(tl.int64) * stride_ns, norm_eps, NORM_H, NORM_BLOCK)
+            q = _scaled(q, inv_rms, True)
+            q_partner = _scaled(q_partner, inv_rms, True)
         q = _rotate_rows(q, q_partner, dims, partner, sign, cos, sin, q_norm_ptr, eps, HEAD_SIZE, QK_NORM)
 
     # Keys this tile needs end at its last token's position.
@@ -278,8 +307,8 @@ def _paged_attention_kernel(
                 _write_new_kv(k_new_ptr + q_start.to(tl.int64) * stride_kn + kv_head * HEAD_SIZE,
                               v_new_ptr + q_start.to(tl.int64) * stride_vn + kv_head * HEAD_SIZE,
                               k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, kv_head * stride_c_head,
-                              dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, BLOCK_SIZE,
-                              QK_NORM)
+                              dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, HEAD_SIZE,
+                              BLOCK_SIZE, QK_NORM, NORM_SCALED)
         tl.debug_barrier()
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -413,9 +442,13 @@ def paged_attention(
     assert new_kv is None or decode_only, "the new K/V are written in the kernel only for decode steps"
     nk = new_kv if new_kv is not None else NewKV(query, query, seq_lens, query, seq_lens)  # unused
     q_norm, k_norm, eps = nk.qk_norm if nk.qk_norm is not None else (query, query, 0.0)
+    norm_src, norm_eps = nk.norm_scale if nk.norm_scale is not None else (query, 0.0)
+    norm_h = norm_src.shape[-1] if nk.norm_scale is not None else 1
+    assert nk.norm_scale is None or (norm_src.dim() == 2 and norm_src.stride(-1) == 1)
     _paged_attention_kernel[grid](
         out, part_out, part_lse, counters, query, k_cache, v_cache, block_table, seq_lens, query_start_loc,
         nk.key, nk.value, nk.positions, nk.cos_sin_cache, nk.slot_mapping, q_norm, k_norm,
+        norm_src, norm_src.stride(0), norm_eps,
         num_reqs, num_splits if split else 1, scale * _LOG2E,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
@@ -425,5 +458,6 @@ def paged_attention(
         DECODE_ONLY=decode_only, SPLIT=split, IEEE=query.dtype == torch.float32,
         MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs),
         ROTARY=new_kv is not None, HALF=nk.cos_sin_cache.shape[-1] // 2 if new_kv is not None else 1,
-        QK_NORM=nk.qk_norm is not None, num_warps=num_warps, num_stages=num_stages,
+        QK_NORM=nk.qk_norm is not None, NORM_SCALED=nk.norm_scale is not None, NORM_H=norm_h,
+        NORM_BLOCK=triton.next_power_of_2(norm_h), num_warps=num_warps, num_stages=num_stages,
     )

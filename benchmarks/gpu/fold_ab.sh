@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call: (TESTS=1) the GPU tests and the Triton kernel tests, then batch-1 latency of the
 # given shapes with the norms folded (PAGEDLLM_FOLD_NORMS=1, the default) and not, each setting in
-# its own process, alternating for ROUNDS rounds; THROUGHPUT=1 adds the 1000-prompt throughput.
-# Usage: [TESTS=1] [ROUNDS=2] [THROUGHPUT=0] bash benchmarks/gpu/fold_ab.sh OUT [shape ...]
+# its own process, alternating for ROUNDS rounds; THROUGHPUT=1 adds the 1000-prompt throughput;
+# CHECK=1 then profiles a folded Llama-3-8B batch-1 decode step's kernels.
+# Usage: [TESTS=1] [ROUNDS=2] [THROUGHPUT=0] [CHECK=0] bash benchmarks/gpu/fold_ab.sh OUT [shape ...]
 set -u
 out=${1:?output folder}
 shift
@@ -22,3 +23,7 @@ for round in $(seq "${ROUNDS:-2}"); do
             --ab none $extra 2>&1 | grep -v "^20..-..-.. " | tail -12 | tee -a "$out/ab.txt"
     done
 done
+if [ "${CHECK:-0}" = 1 ]; then
+    timeout 80 python benchmarks/gpu/check_cuda_path.py --shape llama3-8b --timeline --profile "$out/profile.txt" \
+        2>&1 | grep -v "^pagedllm" | tail -40 | tee "$out/check.txt"
+fi

@@ -3,7 +3,8 @@
 # given shapes with the norms folded (PAGEDLLM_FOLD_NORMS=1, the default) and not, each setting in
 # its own process, alternating for ROUNDS rounds; THROUGHPUT=1 adds the 1000-prompt throughput;
 # CHECK=1 then profiles a folded Llama-3-8B batch-1 decode step's kernels.
-# Usage: [TESTS=1] [ROUNDS=2] [THROUGHPUT=0] [CHECK=0] bash benchmarks/gpu/fold_ab.sh OUT [shape ...]
+# TEST_PATHS overrides which tests run.
+# Usage: [TESTS=1] [TEST_PATHS=...] [ROUNDS=2] [THROUGHPUT=0] [CHECK=0] bash benchmarks/gpu/fold_ab.sh OUT [shape ...]
 set -u
 out=${1:?output folder}
 shift
@@ -11,8 +12,8 @@ shapes=${*:-llama3-8b}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
-    timeout 300 python -m pytest -q -x -p no:cacheprovider tests/gpu tests/kernels/test_triton_attention.py \
-        tests/kernels/test_triton_layers.py 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
+    timeout 300 python -m pytest -q -x -p no:cacheprovider ${TEST_PATHS:-tests/gpu tests/kernels/test_triton_attention.py \
+        tests/kernels/test_triton_layers.py} 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
 fi
 extra=--skip-throughput
 [ "${THROUGHPUT:-0}" = 1 ] && extra=""

@@ -32,6 +32,7 @@ import os
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
+from pagedllm.attention.qkv_layout import merged_qkv_rows
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
@@ -99,7 +100,8 @@ class TritonPagedAttentionBackend(AttentionBackend):
                            metadata.slot_mapping, qk_norm, norm_scale)
             return self._attend(query, kv_cache, metadata, scale, out, new_kv)
         if norm_scale is not None:
-            for x in (query, key, value):
+            merged = merged_qkv_rows(query, key, value)  # one launch, h read once per token
+            for x in (query, key, value) if merged is None else (merged,):
                 scale_rows_by_inv_rms_(x, *norm_scale)
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,

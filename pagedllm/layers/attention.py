@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pagedllm.attention.forward_context import get_forward_context
+from pagedllm.attention.qkv_layout import merged_qkv_rows
 from pagedllm.kernels.triton import triton_applies
 from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding
@@ -38,7 +39,7 @@ class Attention(nn.Module):
         backend = ctx.backend
         fused = rotary is not None and backend.fuses_rotary and rotary[1].triton_applies(q, k)
         if norm_scale is not None and not (fused and backend.fuses_norm_scale):
-            q, k, v = (scale_rows_by_inv_rms(x, *norm_scale) for x in (q, k, v))
+            q, k, v = self._scale_qkv(q, k, v, norm_scale)
             norm_scale = None
         fused_norm = None
         if qk_norm is not None:
@@ -61,6 +62,19 @@ class Attention(nn.Module):
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
+
+    def _scale_qkv(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   norm_scale: tuple[torch.Tensor, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ([T, heads * head_size] each) times each token's 1 / rms(h); one launch when
+        they are the column ranges of one qkv output."""
+        num_tokens = q.shape[0]
+        merged = merged_qkv_rows(q.view(num_tokens, self.num_heads, self.head_size),
+                                 k.view(num_tokens, self.num_kv_heads, self.head_size),
+                                 v.view(num_tokens, self.num_kv_heads, self.head_size))
+        if merged is not None and triton_applies(merged):
+            scale_rows_by_inv_rms(merged, *norm_scale)  # in place: q, k, v are its views
+            return q, k, v
+        return tuple(scale_rows_by_inv_rms(x, *norm_scale) for x in (q, k, v))  # type: ignore[return-value]
 
     def _normalize_heads(self, q: torch.Tensor, k: torch.Tensor,
                          qk_norm: tuple[RMSNorm, RMSNorm]) -> tuple[torch.Tensor, torch.Tensor]:

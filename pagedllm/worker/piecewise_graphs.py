@@ -42,6 +42,7 @@ import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
+from pagedllm.attention.qkv_layout import merged_qkv_rows
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.memory import dummy_prefill
 
@@ -188,17 +189,10 @@ def copy_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
     """One copy when query/key/value are the consecutive column ranges of one [T, W] tensor (the
     merged qkv GEMM's output), else three."""
-    size, width = query.shape[0], q.shape[1] * q.shape[2] + 2 * k.shape[1] * k.shape[2]
-    es = query.element_size()
-    head_size = query.shape[2]
-    merged = (query.stride() == (width, head_size, 1) and key.stride() == (width, head_size, 1)
-              and value.stride() == (width, head_size, 1)
-              and key.data_ptr() == query.data_ptr() + query.shape[1] * head_size * es
-              and value.data_ptr() == key.data_ptr() + key.shape[1] * head_size * es)
-    if merged:
-        src = torch.as_strided(query, (size, width), (width, 1), query.storage_offset())
-        dst = torch.as_strided(q, (size, width), (q.stride(0), 1), q.storage_offset())
-        dst.copy_(src)
+    src = merged_qkv_rows(query, key, value)
+    if src is not None:
+        size, width = src.shape
+        torch.as_strided(q, (size, width), (q.stride(0), 1), q.storage_offset()).copy_(src)
     else:
         q.copy_(query)
         k.copy_(key)

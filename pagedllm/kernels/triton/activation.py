@@ -19,11 +19,14 @@ import triton.language as tl
 @triton.jit
 def _silu_and_mul_kernel(
     out_ptr, x_ptr, norm_ptr,  # [T, I], [T, 2I]: | gate | up |, [T, H] (SCALED only)
-    stride_out, stride_x, stride_norm, inter, eps,
+    stride_out, stride_x, stride_norm, inter, num_col_blocks, eps,
     BLOCK: tl.constexpr, SCALED: tl.constexpr, HIDDEN: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    # A row's column blocks are consecutive programs, so the SCALED re-reads of its norm_input
+    # row come from L2 while it is still there.
+    pid = tl.program_id(0)
+    row = (pid // num_col_blocks).to(tl.int64)
+    cols = (pid % num_col_blocks) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
     gate = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
     up = tl.load(x_ptr + row * stride_x + inter + cols, mask=mask, other=0.0).to(tl.float32)
@@ -54,9 +57,10 @@ def silu_and_mul(
         assert norm_input.dim() == 2 and norm_input.shape[0] >= num_rows and norm_input.stride(-1) == 1
     hidden = norm_input.shape[1] if scaled else 1
     block = min(2048, triton.next_power_of_2(inter))
-    _silu_and_mul_kernel[(num_rows, triton.cdiv(inter, block))](
+    col_blocks = triton.cdiv(inter, block)
+    _silu_and_mul_kernel[(num_rows * col_blocks,)](
         out, x, norm_input if scaled else x, out.stride(0), x.stride(0),
-        norm_input.stride(0) if scaled else 0, inter, eps,
+        norm_input.stride(0) if scaled else 0, inter, col_blocks, eps,
         BLOCK=block, SCALED=scaled, HIDDEN=hidden, BLOCK_H=triton.next_power_of_2(hidden), num_warps=4,
     )
     return out

@@ -262,6 +262,20 @@ def _paged_attention_kernel(
     seq_len = tl.load(seq_lens_ptr + req)
     num_cached = seq_len - q_len
 
+    # Keys this tile needs end at its last token's position.
+    kv_len = tl.minimum(num_cached + (tile_q + 1) * BLOCK_Q, seq_len)
+    num_tiles = tl.cdiv(kv_len, TILE_N)
+    tile_lo = 0
+    tile_hi = num_tiles
+    num_active = 1
+    if SPLIT:  # idle splits (short contexts) leave before loading anything
+        per_split = tl.maximum(tl.cdiv(num_tiles, num_splits), MIN_SPLIT_TILES)
+        num_active = tl.cdiv(num_tiles, per_split)  # 0 for padding (seq_len 0): split 0 writes zeros
+        if split >= tl.maximum(num_active, 1):
+            return
+        tile_lo = split * per_split
+        tile_hi = tl.minimum(tile_lo + per_split, num_tiles)
+
     rows = tl.arange(0, BLOCK_M)
     row_tok = tile_q * BLOCK_Q + rows // GROUP  # index among the request's new tokens
     row_head = kv_head * GROUP + rows % GROUP
@@ -282,20 +296,6 @@ def _paged_attention_kernel(
             q = _scaled(q, inv_rms, True)
             q_partner = _scaled(q_partner, inv_rms, True)
         q = _rotate_rows(q, q_partner, dims, partner, sign, cos, sin, q_norm_ptr, eps, HEAD_SIZE, QK_NORM)
-
-    # Keys this tile needs end at its last token's position.
-    kv_len = tl.minimum(num_cached + (tile_q + 1) * BLOCK_Q, seq_len)
-    num_tiles = tl.cdiv(kv_len, TILE_N)
-    tile_lo = 0
-    tile_hi = num_tiles
-    num_active = 1
-    if SPLIT:
-        per_split = tl.maximum(tl.cdiv(num_tiles, num_splits), MIN_SPLIT_TILES)
-        num_active = tl.cdiv(num_tiles, per_split)  # 0 for padding (seq_len 0): split 0 writes zeros
-        if split >= tl.maximum(num_active, 1):
-            return
-        tile_lo = split * per_split
-        tile_hi = tl.minimum(tile_lo + per_split, num_tiles)
 
     if ROTARY:
         # The new token's K/V go to the cache here. Only the split that reads the last key tile

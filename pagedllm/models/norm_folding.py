@@ -32,6 +32,9 @@ from pagedllm.layers.linear import Linear
 from pagedllm.layers.norm import RMSNorm
 
 
+_ROWS_PER_CHUNK = 512  # an 8B gate_up: 512 x 28672 float32 = 56 MiB at a time
+
+
 def norm_folding_enabled(device: str | torch.device) -> bool:
     return (torch.device(device).type == "cuda" and triton_available()
             and os.environ.get("PAGEDLLM_FOLD_NORMS", "1") != "0")
@@ -42,7 +45,10 @@ def _fold(norm: RMSNorm, proj: Linear) -> bool:
     if proj.bias is not None or proj.panels is not None or proj.packed_weight is not None:
         return False
     w = proj.weight_t  # [in, out]: the norm's weight scales the input rows
-    w.copy_((w.float() * norm.weight.float()[:, None]).to(w.dtype))
+    g = norm.weight.float()
+    for start in range(0, w.shape[0], _ROWS_PER_CHUNK):  # bounded float32 temporaries
+        rows = w[start:start + _ROWS_PER_CHUNK]
+        rows.copy_((rows.float() * g[start:start + _ROWS_PER_CHUNK, None]).to(w.dtype))
     return True
 
 

@@ -88,7 +88,8 @@ class GatedMLP(nn.Module):
                 norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
         """The MLP's output; with `residual`, added into it in place (returned). `norm_scale`
         (h, eps): the post-attention norm folded into gate_up_proj, see SiluAndMul."""
-        act = self.act(self.gate_up_proj(x), *norm_scale) if norm_scale is not None else self.act(self.gate_up_proj(x))
+        gate_up = self.gate_up_proj(x)
+        act = self.act(gate_up) if norm_scale is None else self.act(gate_up, *norm_scale)
         return self.down_proj(act) if residual is None else self.down_proj.accumulate_(residual, act)
 
 

@@ -17,11 +17,14 @@ share the sampler's generator. (An exponential race needs V draws per row: ~10x 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from pagedllm.kernels.cpu import avx512_kernels
+from pagedllm.kernels.triton import triton_applies
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.host_copy import HostCopy
 from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, split_sample_logprobs,
@@ -29,6 +32,10 @@ from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, s
 from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
+
+# PAGEDLLM_TRITON_SAMPLER=1: on CUDA the inverse-CDF stage runs in two Triton launches instead of
+# the torch ops' five passes over the logits.
+_TRITON_SAMPLER = os.environ.get("PAGEDLLM_TRITON_SAMPLER", "0") == "1"
 
 __all__ = ["SampledBatch", "Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
 
@@ -85,11 +92,11 @@ class Sampler:
             return logits.argmax(dim=-1)
         greedy = None if md.all_random else logits.argmax(dim=-1)  # [N]
         assert md.temperature is not None
-        kernels = _cpu_sampling_kernels(logits)
-        if kernels is not None and not _truncates(md):
-            # The C++ stage divides by the temperature itself: no [N, V] pass for it (0.5 ms of a
-            # batch-64 step on the default model). It reads the logits and leaves them intact.
-            sampled = kernels.sample_from_logits(logits, self._uniforms(logits, md).view(-1), 1.0 / md.temperature)
+        fused = _fused_inverse_cdf(logits)
+        if fused is not None and not _truncates(md):
+            # The fused stage divides by the temperature itself: no [N, V] pass for it (0.5 ms of a
+            # batch-64 step on the default model on the CPU). It reads the logits and leaves them intact.
+            sampled = fused(logits, self._uniforms(logits, md).view(-1), 1.0 / md.temperature)
         else:
             logits = logits / md.temperature.unsqueeze(1)  # a new tensor: the rest works in place
             _truncate(logits, md)
@@ -106,9 +113,9 @@ class Sampler:
         # division is not needed. (H100 kernel profile, one 128k-wide row: softmax 34 us, a
         # one-pass amax 14 us, exp and cumsum a few us each.)
         u = self._uniforms(logits, md)
-        kernels = _cpu_sampling_kernels(logits)
-        if kernels is not None:  # the same stages in one C++ call (kernels/cpu/sampling.cpp)
-            return kernels.sample_from_logits(logits, u.view(-1))
+        fused = _fused_inverse_cdf(logits)
+        if fused is not None:  # the same stages in one C++ call, or two Triton launches
+            return fused(logits, u.view(-1))
         weights = logits.sub_(_row_max(logits)).exp_()  # [N, V], in place
         cdf = weights.cumsum_(dim=-1)  # [N, V]
         # Scale by the row's total so float rounding in the cumsum never lets u pass the end;
@@ -137,9 +144,25 @@ class Sampler:
         return token_logprob_tensors(logits, sampled, md.max_num_logprobs)
 
 
-def _cpu_sampling_kernels(logits: torch.Tensor):  # type: ignore[no-untyped-def]
-    """The C++ kernels where they take these logits (float32 on a CPU with the AVX-512 build)."""
-    return avx512_kernels() if logits.device.type == "cpu" and logits.dtype == torch.float32 else None
+def _fused_inverse_cdf(logits: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+    """sample_from_logits(logits, u, inv_temperature=None) of a kernel that takes these logits:
+    the C++ stage (float32 on a CPU with the AVX-512 build, kernels/cpu/sampling.cpp) or, with
+    PAGEDLLM_TRITON_SAMPLER=1, the Triton one on CUDA (kernels/triton/sampling.py); else None."""
+    if logits.dtype != torch.float32 or logits.stride(-1) != 1:
+        return None
+    if logits.device.type == "cpu":
+        kernels = avx512_kernels()
+        return kernels.sample_from_logits if kernels is not None else None
+    if _triton_sampling_applies(logits):
+        from pagedllm.kernels.triton.sampling import sample_from_logits
+
+        return sample_from_logits
+    return None
+
+
+def _triton_sampling_applies(logits: torch.Tensor) -> bool:
+    # Off by default until a GPU run measures it against the torch stages (RESULTS.md).
+    return _TRITON_SAMPLER and triton_applies(logits)
 
 
 def _truncates(md: SamplingMetadata) -> bool:

@@ -2,6 +2,7 @@
 processed logits and truncation as on the CPU, and per-request seeds reproducible in any batch."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pagedllm.sample.sampler import Sampler, process_logits
@@ -26,6 +27,14 @@ def _mixed_rows() -> list[SamplingRequest]:
         _row(temperature=0.9, top_k=20, top_p=0.5, presence_penalty=0.4, logit_bias={7: 5.0}),
         _row(temperature=1.0, min_tokens=5, seed=11),
     ]
+
+
+@pytest.fixture(params=["torch", "triton"], autouse=True)
+def inverse_cdf_stage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with the torch stages and with the Triton inverse-CDF stage
+    (PAGEDLLM_TRITON_SAMPLER=1, kernels/triton/sampling.py)."""
+    monkeypatch.setattr("pagedllm.sample.sampler._TRITON_SAMPLER", request.param == "triton")
+    return request.param
 
 
 def test_metadata_and_sampling_queue_without_host_sync():

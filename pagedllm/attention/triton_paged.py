@@ -32,9 +32,8 @@ import os
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
-from pagedllm.attention.qkv_layout import merged_qkv_rows
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
-from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
+from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
 
@@ -100,9 +99,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
                            metadata.slot_mapping, qk_norm, norm_scale)
             return self._attend(query, kv_cache, metadata, scale, out, new_kv)
         if norm_scale is not None:
-            merged = merged_qkv_rows(query, key, value)  # one launch, h read once per token
-            for x in (query, key, value) if merged is None else (merged,):
-                scale_rows_by_inv_rms_(x, *norm_scale)
+            scale_qkv_by_inv_rms_(query, key, value, *norm_scale)
         rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
                                     metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)

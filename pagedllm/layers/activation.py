@@ -7,6 +7,7 @@ from torch import nn
 
 from pagedllm.kernels.cpu import avx512_kernels
 from pagedllm.kernels.triton import triton_applies
+from pagedllm.layers.norm import scale_rows_by_inv_rms
 
 
 class SiluAndMul(nn.Module):
@@ -21,8 +22,7 @@ class SiluAndMul(nn.Module):
 
             return silu_and_mul(x, norm_input, eps)  # one pass, no float32 temporaries
         if norm_input is not None:
-            inv = torch.rsqrt(norm_input[:x.shape[0]].float().pow(2).mean(-1, keepdim=True) + eps)
-            return self.forward_native((x.float() * inv).to(x.dtype))
+            return self.forward_native(scale_rows_by_inv_rms(x, norm_input, eps))
         if x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2 and x.stride(-1) == 1:
             kernels = avx512_kernels()
             if kernels is not None:

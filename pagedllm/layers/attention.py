@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 from pagedllm.attention.forward_context import get_forward_context
-from pagedllm.attention.qkv_layout import merged_qkv_rows
 from pagedllm.kernels.triton import triton_applies
-from pagedllm.layers.norm import RMSNorm
+from pagedllm.layers.norm import RMSNorm, scale_rows_by_inv_rms
 from pagedllm.layers.rotary import RotaryEmbedding
 
 
@@ -57,8 +56,8 @@ class Attention(nn.Module):
                 ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
         if fused:
             assert rotary is not None
-            kwargs = {"norm_scale": norm_scale} if norm_scale is not None else {}
-            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm, **kwargs)
+            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm,
+                                              norm_scale=norm_scale)
         else:
             out = backend.forward(*args)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
@@ -67,13 +66,14 @@ class Attention(nn.Module):
                    norm_scale: tuple[torch.Tensor, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v ([T, heads * head_size] each) times each token's 1 / rms(h); one launch when
         they are the column ranges of one qkv output."""
-        num_tokens = q.shape[0]
-        merged = merged_qkv_rows(q.view(num_tokens, self.num_heads, self.head_size),
-                                 k.view(num_tokens, self.num_kv_heads, self.head_size),
-                                 v.view(num_tokens, self.num_kv_heads, self.head_size))
-        if merged is not None and triton_applies(merged):
-            scale_rows_by_inv_rms(merged, *norm_scale)  # in place: q, k, v are its views
-            return q, k, v
+        if triton_applies(q):
+            from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
+
+            num_tokens = q.shape[0]
+            scale_qkv_by_inv_rms_(q.view(num_tokens, self.num_heads, self.head_size),
+                                  k.view(num_tokens, self.num_kv_heads, self.head_size),
+                                  v.view(num_tokens, self.num_kv_heads, self.head_size), *norm_scale)
+            return q, k, v  # scaled in place: views of this step's qkv output
         return tuple(scale_rows_by_inv_rms(x, *norm_scale) for x in (q, k, v))  # type: ignore[return-value]
 
     def _normalize_heads(self, q: torch.Tensor, k: torch.Tensor,
@@ -83,13 +83,3 @@ class Attention(nn.Module):
         k = qk_norm[1](k.reshape(num_tokens, self.num_kv_heads, self.head_size)).view(num_tokens, -1)
         return q, k
 
-
-def scale_rows_by_inv_rms(x: torch.Tensor, h: torch.Tensor, eps: float) -> torch.Tensor:
-    """x (the rows of a projection of h's un-normalised rows) times each row's 1 / rms(h), in
-    place where a kernel can (x is then a view of this step's own projection output)."""
-    if triton_applies(x) and x.stride(-1) == 1:
-        from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
-
-        return scale_rows_by_inv_rms_(x, h, eps)
-    inv = torch.rsqrt(h[:x.shape[0]].float().pow(2).mean(-1) + eps)
-    return (x.float() * inv.view(-1, *[1] * (x.dim() - 1))).to(x.dtype)

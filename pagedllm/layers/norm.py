@@ -57,6 +57,14 @@ class RMSNorm(HFWeightLoadable):
 
 
 
+def scale_rows_by_inv_rms(x: torch.Tensor, h: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [T, ...] (rows of a projection of h's un-normalised rows, models/norm_folding.py) times
+    each row's 1 / rms(h): a folded RMSNorm's scale, applied after the projection. The torch
+    version, a new tensor rounded to x's dtype; CUDA takes kernels/triton/norm_scale.py."""
+    inv = torch.rsqrt(h[:x.shape[0]].float().pow(2).mean(-1) + eps)
+    return (x.float() * inv.view(-1, *[1] * (x.dim() - 1))).to(x.dtype)
+
+
 def _kernel_layout_ok(x: torch.Tensor, residual: torch.Tensor | None) -> bool:
     return x.is_contiguous() and (residual is None or (residual.dtype == x.dtype and residual.is_contiguous()))
 

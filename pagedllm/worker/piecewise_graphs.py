@@ -167,7 +167,9 @@ class _Cutter(AttentionBackend):
     def forward_with_rotary(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
                             positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-                            qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> torch.Tensor:
+                            qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+                            norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        assert norm_scale is None, "the cutter does not fuse the norm scale: the layer applies it first"
         return self._cut(query, key, value, kv_cache, scale, positions, cos_sin_cache, qk_norm)
 
     def _cut(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,

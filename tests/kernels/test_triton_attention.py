@@ -219,7 +219,7 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     float32 sums run in another order), so there it is within the dtype's rounding. Split-K with
     the new token in the last split only; a padded row (slot -1) writes nothing. With norm_scale
     (the input norm folded into qkv) q, k and v are first scaled by 1 / rms of the token's h."""
-    from pagedllm.layers.attention import scale_rows_by_inv_rms
+    from pagedllm.layers.norm import scale_rows_by_inv_rms
     from pagedllm.layers.norm import RMSNorm
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 

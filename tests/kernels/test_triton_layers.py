@@ -197,7 +197,7 @@ def test_scale_rows_by_inv_rms_in_place(dtype):
     """q, k and v as column views of one qkv row block (rows strided): each scaled in place by its
     token's 1 / rms(h), nothing else of the buffer touched."""
     from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
-    from pagedllm.layers.attention import scale_rows_by_inv_rms
+    from pagedllm.layers.norm import scale_rows_by_inv_rms
 
     gen = torch.Generator().manual_seed(3)
     qkv = (torch.randn(11, 4 * 64 + 2 * 2 * 64 + 8, generator=gen) * 2).to(DEVICE, dtype)

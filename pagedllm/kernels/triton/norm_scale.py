@@ -5,7 +5,8 @@ A model that folds an RMSNorm's weight into the next projection (models/norm_fol
 that projection on the un-normalised hidden state h: h W' = rms(h) * (norm(h) W). The consumer of
 the projection's output multiplies each row by 1 / rms(h) to get what the unfolded model computes.
 The fused consumers (the decode attention kernel, SiLU-and-mul) do it in registers; this kernel
-is for the other paths (steps with prompt tokens), one launch per tensor.
+is for the other paths (steps with prompt tokens): one launch for a step's q, k and v when they
+are one qkv output's column ranges.
 
 Rounds like a materialised tensor would: the product is taken in float32 and rounded once.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from pagedllm.attention.qkv_layout import merged_qkv_rows
 
 
 @triton.jit
@@ -50,3 +53,10 @@ def scale_rows_by_inv_rms_(x: torch.Tensor, source: torch.Tensor, eps: float) ->
     )
     return x
 
+
+def scale_qkv_by_inv_rms_(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          source: torch.Tensor, eps: float) -> None:
+    """q, k, v ([T, heads, head_size] each) scaled in place by their token's 1 / rms(source)."""
+    merged = merged_qkv_rows(query, key, value)  # one launch, source read once per token
+    for x in (query, key, value) if merged is None else (merged,):
+        scale_rows_by_inv_rms_(x, source, eps)

@@ -8,14 +8,20 @@ there. This measures that on a CUDA graph of the 32 folded layers of the Llama-3
 attention stood in for by a spin kernel of the same length (torch.cuda._sleep):
 
     qkv GEMM -> [attention: spin ATT us]  -> o GEMM (+= into h) -> gate_up GEMM -> SiLU -> down GEMM
-                 [side: warm o's weight]                                    [side: warm down's]
+                 [side: warm o's weight]                                [side: warm next qkv's]
 
 Warming reads a fraction of the weight (its first rows: the early K of every output column,
 what every CTA of a cuBLAS GEMM reads first) with plain loads kept in L2 (evict_last), or asks
-for it with prefetch.global.L2 (no registers held). A previous experiment issued bulk L2
+for it with prefetch.global.L2 (no registers held); the o warm is forked after the qkv GEMM or
+(early) before it. A previous experiment issued bulk L2
 prefetches from inside the small kernels themselves and held them up; here they run beside.
 
     python benchmarks/gpu/bench_l2_warm.py [--att-us 8]
+
+Outcome (H100, RESULTS.md 2026-11-28 morning): here, prefetching 24 MiB of o's weight took 3 us
+off a layer; in the engine, beside the real decode attention kernel, the same prefetch made the
+8B decode step 0.22 ms slower (attention's chain of dependent loads waits behind the prefetches
+in HBM's queues; a spin kernel does not). Not adopted.
 """
 from __future__ import annotations
 
@@ -78,27 +84,35 @@ def _weights() -> list[dict[str, torch.Tensor]]:
              "down": w(INTER, HIDDEN)} for _ in range(LAYERS)]
 
 
-def layers(ws, r, att_cycles: int, o_frac: float, down_frac: float, mode: str, ctas: int,
+def layers(ws, r, att_cycles: int, o_frac: float, qkv_frac: float, mode: str, ctas: int, early: bool,
            side: torch.cuda.Stream, sink: torch.Tensor) -> None:
+    """The folded layers; o_frac of each o weight warmed on the side stream, forked after the qkv
+    GEMM (early: before it); qkv_frac of the next layer's qkv weight forked before the down GEMM
+    (its tail and cuBLAS's split-K reduce leave HBM idle)."""
     main = torch.cuda.current_stream()
-    if o_frac or down_frac:  # the side stream joins the capture only when forked from it
+    forks = bool(o_frac or qkv_frac)
+    if forks:  # the side stream joins the capture only when forked from it
         side.wait_stream(main)
-    for w in ws:
+    for i, w in enumerate(ws):
+        if o_frac and early:
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                warm(w["o"], o_frac, mode, ctas, sink)
         attn = torch.matmul(r, w["qkv"])[:, :HIDDEN]
-        if o_frac:
+        if o_frac and not early:
             side.wait_stream(main)
             with torch.cuda.stream(side):
                 warm(w["o"], o_frac, mode, ctas, sink)
         if att_cycles:
             torch.cuda._sleep(att_cycles)
         r.addmm_(attn, w["o"])
-        gate_up = torch.matmul(r, w["gate_up"])
-        if down_frac:
+        act = silu_and_mul(torch.matmul(r, w["gate_up"]), r, EPS)
+        if qkv_frac and i + 1 < len(ws):
             side.wait_stream(main)
             with torch.cuda.stream(side):
-                warm(w["down"], down_frac, mode, ctas, sink)
-        r.addmm_(silu_and_mul(gate_up, r, EPS), w["down"])
-    if o_frac or down_frac:
+                warm(ws[i + 1]["qkv"], qkv_frac, mode, ctas, sink)
+        r.addmm_(act, w["down"])
+    if forks:
         main.wait_stream(side)
 
 
@@ -123,11 +137,15 @@ def main() -> None:
     cycles = _sleep_cycles(args.att_us)
     print(f"{torch.cuda.get_device_name()}: 32 folded 8B layers, batch 1, attention as a {args.att_us} us spin "
           f"({cycles} cycles); ms per graph replay, median of {args.rounds} interleaved rounds")
-    variants = {"no attention, no warming": (0, 0.0, 0.0, "load", 0), "no warming": (cycles, 0.0, 0.0, "load", 0)}
-    for mode in ("load", "prefetch"):
-        for ctas in (32, 128):
-            for o_frac, down_frac in ((0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (0.5, 0.05), (0.5, 0.1)):
-                variants[f"{mode} {ctas} CTAs, o {o_frac}, down {down_frac}"] = (cycles, o_frac, down_frac, mode, ctas)
+    variants = {"no attention, no warming": (0, 0.0, 0.0, "prefetch", 0, False),
+                "no warming": (cycles, 0.0, 0.0, "prefetch", 0, False),
+                "load 128 CTAs, o 0.25": (cycles, 0.25, 0.0, "load", 128, False)}
+    for ctas in (128, 264):
+        for o_frac in (0.5, 0.75, 1.0):
+            variants[f"prefetch {ctas} CTAs, o {o_frac}"] = (cycles, o_frac, 0.0, "prefetch", ctas, False)
+        variants[f"prefetch {ctas} CTAs, o 0.75 early"] = (cycles, 0.75, 0.0, "prefetch", ctas, True)
+        for qkv_frac in (0.25, 0.5):
+            variants[f"prefetch {ctas} CTAs, o 0.75, qkv {qkv_frac}"] = (cycles, 0.75, qkv_frac, "prefetch", ctas, False)
     graphs = {name: capture_graph([lambda v=v: layers(ws, r, *v, side, sink)]) for name, v in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in graphs}
     for _ in range(args.rounds):
@@ -137,7 +155,7 @@ def main() -> None:
     for name, ts in times.items():
         ts.sort()
         med = ts[args.rounds // 2]
-        print(f"{name:40s} median {med:.3f} ms  (min {ts[0]:.3f}, max {ts[-1]:.3f})  {1000 * (med - base) / LAYERS:+.2f} us/layer")
+        print(f"{name:42s} median {med:.3f} ms  (min {ts[0]:.3f}, max {ts[-1]:.3f})  {1000 * (med - base) / LAYERS:+.2f} us/layer")
 
 
 if __name__ == "__main__":

@@ -223,10 +223,13 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     from pagedllm.layers.norm import RMSNorm
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 
-    cached = [0, 9, 30, 70, 0]
-    case = make_case(cached, [1] * 5, 8, 2, 64, 16, dtype, seed=13)
+    # 63 and 127: the new token ends a full 64-key tile (the tile the kernel would otherwise fold
+    # unmasked, as it reads the new K/V from registers).
+    cached = [0, 9, 30, 63, 70, 127, 0]
+    n = len(cached)
+    case = make_case(cached, [1] * n, 8, 2, 64, 16, dtype, seed=13)
     md = case.metadata
-    md.slot_mapping[4] = -1  # a padded row of a CUDA graph
+    md.slot_mapping[n - 1] = -1  # a padded row of a CUDA graph
     md.backend_cache[NUM_SPLITS_KEY] = splits
     positions = torch.tensor(cached, device=DEVICE)
     rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
@@ -234,7 +237,7 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     want_q, want_k, want_v = case.query.clone(), case.key.clone(), case.value
     scale = None
     if norm_scale:
-        h = (torch.randn(5, 200, generator=torch.Generator().manual_seed(5)) * 4).to(DEVICE, dtype)
+        h = (torch.randn(n, 200, generator=torch.Generator().manual_seed(5)) * 4).to(DEVICE, dtype)
         scale = (h, 1e-5)
         want_q, want_k, want_v = (scale_rows_by_inv_rms(x.cpu(), h.cpu(), 1e-5).to(DEVICE)
                                   for x in (want_q, want_k, want_v))
@@ -246,13 +249,13 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
         want_q, want_k = norms[0].forward_native(want_q), norms[1].forward_native(want_k)
     backend = TritonPagedAttentionBackend()
     want_cache = case.cache.clone()
-    rotary_embedding_(positions, want_q.view(5, -1), want_k.view(5, -1), rope.cos_sin_cache, 64)
+    rotary_embedding_(positions, want_q.view(n, -1), want_k.view(n, -1), rope.cos_sin_cache, 64)
     want = backend.forward(want_q, want_k, want_v, want_cache, md, 0.125)
     fused_norm = (norms[0].weight, norms[1].weight, 1e-6) if norms else None
     got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
                                       rope.cos_sin_cache, fused_norm, norm_scale=scale)
     assert torch.equal(case.cache.isnan(), want_cache.isnan())  # the padded row's slot stays poisoned
-    got, want = got[:4], want[:4]  # the padded row reads its own unwritten (poisoned) slot
+    got, want = got[:n - 1], want[:n - 1]  # the padded row reads its own unwritten (poisoned) slot
     if qk_norm or norm_scale or ON_GPU:
         assert_close_rel(got, want, dtype)
         assert_close_rel(case.cache.nan_to_num(), want_cache.nan_to_num(), dtype)

@@ -43,7 +43,7 @@ def main() -> None:
                 times: dict[str, list[float]] = {"torch": [], "triton": []}
                 for _ in range(5):
                     for stage in times:
-                        sampler_module._TRITON_SAMPLER_MIN_ROWS = 0 if stage == "triton" else None
+                        sampler_module._TRITON_SAMPLER = stage == "triton"
                         times[stage].append(back_to_back_ms(lambda: sampler.sample(logits, md), 20))
                 t, tr = sorted(times["torch"])[2], sorted(times["triton"])[2]
                 print(f"{shape:10s} {label:16s} batch {batch:4d}: torch {t:.3f}  triton {tr:.3f}  ({t / tr:.2f}x)",

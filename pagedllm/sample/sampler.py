@@ -34,11 +34,11 @@ from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
 
 # On CUDA the inverse-CDF stage runs in two Triton launches instead of the torch ops' five passes
-# over the logits, for batches of at least this many rows: H100, 128k vocabulary, temperature 1,
-# 512 rows 0.12 against 1.22 ms, 64 rows 0.13 against 0.31 ms; at 1 row both are a few launches
-# and Triton's launch costs more host time (benchmarks/RESULTS.md). PAGEDLLM_TRITON_SAMPLER=1 takes
-# it for every batch, =0 never (None).
-_TRITON_SAMPLER_MIN_ROWS: int | None = {"0": None, "1": 0}.get(os.environ.get("PAGEDLLM_TRITON_SAMPLER", ""), 64)
+# over the logits (H100, 128k vocabulary: 512 rows 0.12 against 1.22 ms). At every batch size: a
+# seeded request's draw must not switch stage with the size of its batch (the two stages sum the
+# CDF in different orders), and at batch 1 the engine measured no loss (benchmarks/RESULTS.md).
+# PAGEDLLM_TRITON_SAMPLER=0 keeps the torch ops.
+_TRITON_SAMPLER = os.environ.get("PAGEDLLM_TRITON_SAMPLER", "1") != "0"
 
 __all__ = ["SampledBatch", "Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
 
@@ -150,7 +150,7 @@ class Sampler:
 def _fused_inverse_cdf(logits: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     """sample_from_logits(logits, u, inv_temperature=None) of a kernel that takes these logits:
     the C++ stage (float32 on a CPU with the AVX-512 build, kernels/cpu/sampling.cpp) or, with
-    the Triton one on CUDA for large enough batches (kernels/triton/sampling.py); else None."""
+    the Triton one on CUDA (kernels/triton/sampling.py, unless PAGEDLLM_TRITON_SAMPLER=0); else None."""
     if logits.dtype != torch.float32 or logits.stride(-1) != 1:
         return None
     if logits.device.type == "cpu":
@@ -164,8 +164,7 @@ def _fused_inverse_cdf(logits: torch.Tensor) -> Callable[..., torch.Tensor] | No
 
 
 def _triton_sampling_applies(logits: torch.Tensor) -> bool:
-    min_rows = _TRITON_SAMPLER_MIN_ROWS
-    return min_rows is not None and logits.shape[0] >= min_rows and triton_applies(logits)
+    return _TRITON_SAMPLER and triton_applies(logits)
 
 
 def _truncates(md: SamplingMetadata) -> bool:

@@ -31,9 +31,9 @@ def _mixed_rows() -> list[SamplingRequest]:
 
 @pytest.fixture(params=["torch", "triton"], autouse=True)
 def inverse_cdf_stage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test with the torch stages and with the Triton inverse-CDF stage at any batch size
-    (PAGEDLLM_TRITON_SAMPLER=0 / 1, kernels/triton/sampling.py)."""
-    monkeypatch.setattr("pagedllm.sample.sampler._TRITON_SAMPLER_MIN_ROWS", 0 if request.param == "triton" else None)
+    """Every test with the torch stages (PAGEDLLM_TRITON_SAMPLER=0) and with the Triton
+    inverse-CDF stage (the default, kernels/triton/sampling.py)."""
+    monkeypatch.setattr("pagedllm.sample.sampler._TRITON_SAMPLER", request.param == "triton")
     return request.param
 
 

@@ -63,8 +63,8 @@ def test_sample_from_logits_on_strided_rows():
 
 
 def test_sampler_takes_the_triton_stage_and_keeps_the_distribution(monkeypatch):
-    """With the Triton stage on (CUDA batches of 64 rows or more, any with
-    PAGEDLLM_TRITON_SAMPLER=1; forced here for the interpreter), the sampler's random rows follow softmax(logits / T), with and without top-k
+    """With the Triton stage on (the default on CUDA; forced here for the interpreter), the
+    sampler's random rows follow softmax(logits / T), with and without top-k
     (the truncated path divides first and hands the stage scaled logits)."""
     from pagedllm.sample import sampler as sampler_module
     from pagedllm.sample.sampler import Sampler

@@ -28,7 +28,8 @@ from pagedllm.kernels.triton.rms_norm import rms_norm  # noqa: E402
 HIDDEN, INTER, QKV, LAYERS, EPS = 4096, 14336, 6144, 32, 1e-5
 
 
-def _weights() -> list[dict[str, torch.Tensor]]:
+def layer_weights() -> list[dict[str, torch.Tensor]]:
+    """The 32 layers' random weights of the 8B shape (norm weights 1)."""
     def w(k: int, n: int) -> torch.Tensor:  # [in, out], as Linear keeps it
         return torch.randn(k, n, dtype=torch.bfloat16, device="cuda") / k**0.5
     return [{"qkv": w(HIDDEN, QKV), "o": w(HIDDEN, HIDDEN), "gate_up": w(HIDDEN, 2 * INTER),
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     torch.manual_seed(0)
-    ws = _weights()
+    ws = layer_weights()
     print(f"{torch.cuda.get_device_name()}: 32 layers of the 8B shape, ms per graph replay")
     for batch in args.batches:
         x = torch.randn(batch, HIDDEN, dtype=torch.bfloat16, device="cuda")

@@ -35,10 +35,11 @@ import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from benchmarks.gpu.bench_fold_norms import EPS, HIDDEN, INTER, QKV, folded, layer_weights  # noqa: E402
 from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
+from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
 
-HIDDEN, INTER, QKV, LAYERS, EPS = 4096, 14336, 6144, 32, 1e-5
 SHAPES = {"qkv": (HIDDEN, QKV), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * INTER), "down": (INTER, HIDDEN)}
 
 
@@ -145,18 +146,7 @@ def sweep_projections(configs: list[dict]) -> dict[str, dict]:
     return best
 
 
-def _layers_cublas(ws: list[dict[str, torch.Tensor]], h: torch.Tensor) -> None:
-    from pagedllm.kernels.triton.activation import silu_and_mul
-
-    for w in ws:
-        attn = torch.matmul(h, w["qkv"])[:, :HIDDEN]
-        h.addmm_(attn, w["o"])
-        h.addmm_(silu_and_mul(torch.matmul(h, w["gate_up"]), h, EPS), w["down"])
-
-
 def _layers_ours(gemvs: list[dict[str, SplitKGemv]], h: torch.Tensor, bufs: dict[str, torch.Tensor]) -> None:
-    from pagedllm.kernels.triton.activation import silu_and_mul
-
     for g in gemvs:
         qkv = g["qkv"](h, bufs["qkv"])
         g["o"](qkv[:, :HIDDEN], h, accumulate=True)
@@ -169,13 +159,12 @@ def layer_chain(best: dict[str, dict], rounds: int) -> None:
     replay of each from the same h first: ours with PDL must equal ours without bit for bit (the
     same kernels; a missing wait would race), and both stay near cuBLAS."""
     torch.manual_seed(0)
-    ws = [{name: torch.randn(k, n, dtype=torch.bfloat16, device="cuda") / k**0.5 for name, (k, n) in SHAPES.items()}
-          for _ in range(LAYERS)]
+    ws = layer_weights()
     h0 = torch.randn(1, HIDDEN, dtype=torch.bfloat16, device="cuda") * 0.1
     bufs = {"qkv": torch.empty(1, QKV, dtype=torch.bfloat16, device="cuda"),
             "gate_up": torch.empty(1, 2 * INTER, dtype=torch.bfloat16, device="cuda")}
     hs = {name: h0.clone() for name in ("cuBLAS", "ours, PDL off", "ours, PDL on")}
-    fns = {"cuBLAS": lambda: _layers_cublas(ws, hs["cuBLAS"])}
+    fns = {"cuBLAS": lambda: folded(ws, hs["cuBLAS"])}
     for pdl in (False, True):
         name = f"ours, PDL {'on' if pdl else 'off'}"
         gemvs = [{proj: SplitKGemv(w[proj], **{**best[proj], "pdl": pdl}) for proj in SHAPES} for w in ws]

@@ -35,11 +35,10 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from benchmarks.gpu.bench_fold_norms import EPS, HIDDEN, LAYERS, layer_weights  # noqa: E402
 from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
-
-HIDDEN, INTER, QKV, LAYERS, EPS = 4096, 14336, 6144, 32, 1e-5
 
 
 @triton.jit
@@ -75,13 +74,6 @@ def warm(weight: torch.Tensor, fraction: float, mode: str, ctas: int, sink: torc
     else:
         line = 128 // weight.element_size()
         _warm_prefetch[(ctas,)](weight, sink, n, ctas * 1024 * line, LINES=1024, LINE=line, num_warps=4)
-
-
-def _weights() -> list[dict[str, torch.Tensor]]:
-    def w(k: int, n: int) -> torch.Tensor:  # [in, out], as Linear keeps it
-        return torch.randn(k, n, dtype=torch.bfloat16, device="cuda") / k**0.5
-    return [{"qkv": w(HIDDEN, QKV), "o": w(HIDDEN, HIDDEN), "gate_up": w(HIDDEN, 2 * INTER),
-             "down": w(INTER, HIDDEN)} for _ in range(LAYERS)]
 
 
 def layers(ws, r, att_cycles: int, o_frac: float, qkv_frac: float, mode: str, ctas: int, early: bool,
@@ -130,7 +122,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    ws = _weights()
+    ws = layer_weights()
     r = torch.randn(1, HIDDEN, dtype=torch.bfloat16, device="cuda")
     side = torch.cuda.Stream()
     sink = torch.zeros(1024, dtype=torch.float32, device="cuda")

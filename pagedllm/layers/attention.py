@@ -82,4 +82,3 @@ class Attention(nn.Module):
         q = qk_norm[0](q.reshape(num_tokens, self.num_heads, self.head_size)).view(num_tokens, -1)
         k = qk_norm[1](k.reshape(num_tokens, self.num_kv_heads, self.head_size)).view(num_tokens, -1)
         return q, k
-

@@ -103,20 +103,20 @@ class Sampler:
         else:
             logits = logits / md.temperature.unsqueeze(1)  # a new tensor: the rest works in place
             _truncate(logits, md)
-            sampled = self._random_sample(logits, md)  # [N]
+            sampled = self._random_sample(logits, md, fused)  # [N]
         if greedy is None:
             return sampled
         assert md.greedy_mask is not None
         return torch.where(md.greedy_mask, greedy, sampled)
 
-    def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+    def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata,
+                       fused: Callable[..., torch.Tensor] | None) -> torch.Tensor:
         """Inverse-CDF sampling: one uniform draw per row, so a row's randomness is one number
         from its own generator and the cost is an exp and a cumsum, not V random draws."""
         # Unnormalised probabilities: u is scaled by each row's total below, so the softmax's
         # division is not needed. (H100 kernel profile, one 128k-wide row: softmax 34 us, a
         # one-pass amax 14 us, exp and cumsum a few us each.)
         u = self._uniforms(logits, md)
-        fused = _fused_inverse_cdf(logits)
         if fused is not None:  # the same stages in one C++ call, or two Triton launches
             return fused(logits, u.view(-1))
         weights = logits.sub_(_row_max(logits)).exp_()  # [N, V], in place
@@ -149,8 +149,8 @@ class Sampler:
 
 def _fused_inverse_cdf(logits: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     """sample_from_logits(logits, u, inv_temperature=None) of a kernel that takes these logits:
-    the C++ stage (float32 on a CPU with the AVX-512 build, kernels/cpu/sampling.cpp) or, with
-    the Triton one on CUDA (kernels/triton/sampling.py, unless PAGEDLLM_TRITON_SAMPLER=0); else None."""
+    the C++ stage (float32 on a CPU with the AVX-512 build, kernels/cpu/sampling.cpp) or the
+    Triton one on CUDA (kernels/triton/sampling.py, unless PAGEDLLM_TRITON_SAMPLER=0); else None."""
     if logits.dtype != torch.float32 or logits.stride(-1) != 1:
         return None
     if logits.device.type == "cpu":

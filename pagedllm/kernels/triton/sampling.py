@@ -24,16 +24,16 @@ import torch
 import triton
 import triton.language as tl
 
-_LOG2E = 1.4426950408889634
 CHUNK = 2048  # tokens a pass-1 program reduces: 63 chunks for a 128k vocabulary
 
 
 @triton.jit
 def _row_scale(inv_t_ptr, row, HAS_T: tl.constexpr):
     """log2(e) / T of the row: exp(x / T) = exp2(x * scale)."""
-    scale = 1.4426950408889634
+    log2e = 1.4426950408889634
+    scale = log2e
     if HAS_T:
-        scale = tl.load(inv_t_ptr + row) * 1.4426950408889634
+        scale = tl.load(inv_t_ptr + row) * log2e
     return scale
 
 

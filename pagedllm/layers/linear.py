@@ -21,6 +21,7 @@ import os
 import torch
 
 from pagedllm.kernels.cpu import avx512_kernels, pack_linear_f32
+from pagedllm.kernels.triton import triton_applies
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 
 
@@ -58,6 +59,11 @@ class Linear(HFWeightLoadable):
         if self.packed_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         if self.bias is None:
+            cfg = skinny_config(x, self.weight_t)
+            if cfg is not None:
+                from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
+
+                return skinny_gemm(x, self.weight_t, cfg)
             return torch.matmul(x, self.weight_t)
         if x.dim() == 2:
             return torch.addmm(self.bias, x, self.weight_t)
@@ -67,6 +73,11 @@ class Linear(HFWeightLoadable):
         """residual += self(x), in place; returns residual. A plain weight takes it as the GEMM's
         own epilogue (beta = 1): no output tensor and no add kernel."""
         if self.panels is None and self.packed_weight is None and self.bias is None and x.dim() == 2:
+            cfg = skinny_config(x, self.weight_t)
+            if cfg is not None and residual.stride(-1) == 1:
+                from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
+
+                return skinny_gemm(x, self.weight_t, cfg, out=residual, accumulate=True)
             return residual.addmm_(x, self.weight_t)
         return residual.add_(self(x))
 
@@ -117,6 +128,16 @@ class MergedLinear(Linear):
             copy_checked(self.bias[start:start + size], tensor, f"{shard} bias")
         else:
             raise ValueError(f"Unexpected parameter {attr!r} for shard {shard!r}.")
+
+
+def skinny_config(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> object | None:
+    """The launch shape when the Triton GEMM for steps of at most 16 rows takes x @ weight_t
+    (kernels/triton/skinny_gemm.py; PAGEDLLM_TRITON_GEMV=1), else None: cuBLAS does."""
+    if not triton_applies(x):
+        return None
+    from pagedllm.kernels.triton.skinny_gemm import config_for
+
+    return config_for(x, weight_t, gated)
 
 
 def cpu_gemm_mode(weight: torch.Tensor) -> str | None:

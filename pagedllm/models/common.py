@@ -16,7 +16,7 @@ from torch import nn
 from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.embedding import LMHead, VocabEmbedding
-from pagedllm.layers.linear import Linear, MergedLinear
+from pagedllm.layers.linear import Linear, MergedLinear, skinny_config
 from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf
 from pagedllm.models.param_loading import load_named_weights
@@ -88,9 +88,25 @@ class GatedMLP(nn.Module):
                 norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
         """The MLP's output; with `residual`, added into it in place (returned). `norm_scale`
         (h, eps): the post-attention norm folded into gate_up_proj, see SiluAndMul."""
-        gate_up = self.gate_up_proj(x)
-        act = self.act(gate_up) if norm_scale is None else self.act(gate_up, *norm_scale)
+        act = self._fused_act(x, norm_scale)
+        if act is None:
+            gate_up = self.gate_up_proj(x)
+            act = self.act(gate_up) if norm_scale is None else self.act(gate_up, *norm_scale)
         return self.down_proj(act) if residual is None else self.down_proj.accumulate_(residual, act)
+
+
+    def _fused_act(self, x: torch.Tensor, norm_scale: tuple[torch.Tensor, float] | None) -> torch.Tensor | None:
+        """silu(gate) * up straight from the gate_up product's epilogue where the Triton GEMM for
+        small steps applies (no gate_up tensor, no SiLU launch), else None."""
+        proj = self.gate_up_proj
+        cfg = None if proj.bias is not None or proj.panels is not None or proj.packed_weight is not None \
+            else skinny_config(x, proj.weight_t, gated=True)
+        if cfg is None:
+            return None
+        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
+
+        norm_input, eps = norm_scale if norm_scale is not None else (None, 0.0)
+        return skinny_gemm(x, proj.weight_t, cfg, gated=True, norm_input=norm_input, eps=eps)
 
 
 class DecoderLayer(nn.Module):

@@ -1,0 +1,287 @@
+"""Linear layers for steps of at most 16 rows (decode at small batch): a GEMM whose time is the
+weight read, with what cuBLAS cannot do around it.
+
+x is one [BLOCK_M = 16, K] tile (the step's rows, the rest masked to zero) and the weight streams
+through in [BLOCK_K, BLOCK_N] tiles. Loads that feed tl.dot are what Triton's software pipeliner
+turns into asynchronous copies with NUM_STAGES tiles in flight (cp.async, or TMA with a tensor
+descriptor): an elementwise GEMV of plain register loads kept too few bytes in flight per SM and
+streamed 1.4-2.5 TB/s where cuBLAS streams 2.3-2.7 (benchmarks/gpu/bench_gemv_splitk.py). The
+tensor cores' padded rows cost nothing that matters at this size. Around the product:
+
+* split-K with the reduce in the same launch: each program writes float32 partials, counts itself
+  in an atomic counter per column tile, and the last to count sums the partials in split order
+  (the same sum whichever program is last) and resets the counter: no reduce kernel;
+* epilogues: added into a residual (the o and down projections, as cuBLAS's beta = 1 does), or,
+  for a merged | gate | up | weight, silu(gate) * up, each row first scaled by 1 / rms(its norm
+  input) where the post-attention norm is folded into gate_up (models/norm_folding.py), with the
+  roundings of kernels/triton/activation.py: the SiLU launch is gone;
+* programmatic dependent launch (PDL): a program loads its first weight tiles before
+  `griddepcontrol.wait` (weights do not depend on the kernel before) and lets its dependents
+  launch once its loop is done, so consecutive launches overlap at their boundary. Nothing the
+  previous kernel writes is read, and no partial or counter is touched, before the wait.
+
+The partials and counters live in one workspace per (device, shape) shared by every layer: the
+layers run one after another on the stream, and with PDL a kernel touches them only after its
+wait, when the kernel before has finished. A workspace is allocated at the first call of its
+shape, which must come outside a CUDA-graph capture (each capture follows an eager run).
+
+PAGEDLLM_TRITON_GEMV=1 turns the path on for CUDA bf16/fp16 layers (off: cuBLAS);
+PAGEDLLM_GEMV_PDL=0 launches without PDL.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_ROWS = 16  # BLOCK_M: the rows one program's tile holds
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    block_n: int
+    block_k: int
+    split_k: int
+    num_stages: int = 4
+    num_warps: int = 4
+    tma: bool = False
+
+
+@triton.jit
+def _load_w(w_ptr, k0, col0, stride_w, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr):
+    """The [BLOCK_K, BLOCK_N] weight tile at rows k0.., columns col0.."""
+    if TMA:
+        return w_ptr.load([k0, col0])
+    ks = k0 + tl.arange(0, BLOCK_K)
+    cols = col0 + tl.arange(0, BLOCK_N)
+    return tl.load(w_ptr + ks.to(tl.int64)[:, None] * stride_w + cols[None, :])
+
+
+@triton.jit
+def _inv_rms_rows(norm_ptr, rows, row_ok, stride_norm, eps, NORM_H: tl.constexpr, CHUNK: tl.constexpr):
+    """[BLOCK_M] float32: 1 / sqrt(mean(h^2) + eps) of each row of norm_ptr."""
+    total = tl.zeros([rows.shape[0]], tl.float32)
+    for c in range(0, NORM_H, CHUNK):
+        hc = c + tl.arange(0, CHUNK)
+        h = tl.load(norm_ptr + rows[:, None] * stride_norm + hc[None, :],
+                    mask=row_ok[:, None] & (hc < NORM_H)[None, :], other=0.0).to(tl.float32)
+        total += tl.sum(h * h, 1)
+    return tl.rsqrt(total / NORM_H + eps)
+
+
+@triton.jit
+def _epilogue(out_ptr, gate, up, rows, row_ok, cols, norm_ptr, stride_out, stride_norm, eps,
+              ACCUMULATE: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, NORM_H: tl.constexpr):
+    """Store finished [BLOCK_M, BLOCK_N] float32 sums: as they are, added into out, or (GATED)
+    silu(gate) * up, gate and up first scaled by the row's 1 / rms(norm row) with NORM, rounded
+    where silu_and_mul (kernels/triton/activation.py) rounds."""
+    dtype = out_ptr.dtype.element_ty
+    ptrs = out_ptr + rows[:, None] * stride_out + cols[None, :]
+    mask = row_ok[:, None]
+    if GATED:
+        g = gate.to(dtype).to(tl.float32)  # the gate_up output, as if materialised
+        u = up.to(dtype).to(tl.float32)
+        if NORM:
+            inv = _inv_rms_rows(norm_ptr, rows, row_ok, stride_norm, eps, NORM_H, 512)[:, None]
+            g = (g * inv).to(dtype).to(tl.float32)
+            u = (u * inv).to(dtype).to(tl.float32)
+        silu = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
+        tl.store(ptrs, (silu * u).to(dtype), mask=mask)
+    elif ACCUMULATE:
+        tl.store(ptrs, (gate + tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)).to(dtype), mask=mask)
+    else:
+        tl.store(ptrs, gate.to(dtype), mask=mask)
+
+
+@triton.jit
+def _skinny_gemm_kernel(
+    out_ptr,  # [M, N_OUT] (row stride stride_out): written, or added into with ACCUMULATE
+    x_ptr,  # [M, K] (row stride stride_x), M <= BLOCK_M
+    w_ptr,  # [K, N_W] (row stride stride_w), or its TensorDescriptor with TMA; GATED: | gate | up |
+    part_ptr,  # [SPLIT_K, 1 + GATED, BLOCK_M, N_OUT] float32 partials (SPLIT_K > 1)
+    counter_ptr,  # [N_OUT / BLOCK_N] int32, zero between launches (SPLIT_K > 1)
+    norm_ptr,  # [M, NORM_H] (row stride stride_norm): the un-normalised hidden state (NORM)
+    M, stride_x, stride_w, stride_out, stride_norm, eps,
+    N_OUT: tl.constexpr, K_PER_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ACCUMULATE: tl.constexpr, GATED: tl.constexpr,
+    NORM: tl.constexpr, NORM_H: tl.constexpr, TMA: tl.constexpr, PDL: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    col0 = pid_n * BLOCK_N
+    cols = col0 + tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    k_lo = pid_k * K_PER_SPLIT
+    # The first weight tiles do not depend on the kernel before: ask for them before waiting.
+    w = _load_w(w_ptr, k_lo, col0, stride_w, BLOCK_K, BLOCK_N, TMA)
+    if GATED:
+        w_up = _load_w(w_ptr, k_lo, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N, TMA)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+    ks = k_lo + tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None], other=0.0)
+    acc = tl.dot(x, w)
+    acc_up = acc
+    if GATED:
+        acc_up = tl.dot(x, w_up)
+    for i in tl.range(1, K_PER_SPLIT // BLOCK_K, num_stages=NUM_STAGES):
+        k0 = k_lo + i * BLOCK_K
+        ks = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None], other=0.0)
+        acc = tl.dot(x, _load_w(w_ptr, k0, col0, stride_w, BLOCK_K, BLOCK_N, TMA), acc)
+        if GATED:
+            acc_up = tl.dot(x, _load_w(w_ptr, k0, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N, TMA), acc_up)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+    if SPLIT_K == 1:
+        _epilogue(out_ptr, acc, acc_up, rows, row_ok, cols, norm_ptr, stride_out, stride_norm, eps,
+                  ACCUMULATE, GATED, NORM, NORM_H)
+    else:
+        parts: tl.constexpr = 2 if GATED else 1
+        tile = rows[:, None] * N_OUT + cols[None, :]
+        part = part_ptr + pid_k * parts * BLOCK_M * N_OUT
+        tl.store(part + tile, acc, mask=row_ok[:, None])
+        if GATED:
+            tl.store(part + BLOCK_M * N_OUT + tile, acc_up, mask=row_ok[:, None])
+        tl.debug_barrier()  # every thread's partials before the count (released at GPU scope)
+        if tl.atomic_add(counter_ptr + pid_n, 1, sem="acq_rel") == SPLIT_K - 1:
+            gate = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for s in range(SPLIT_K):  # in split order: the same sum whichever program is last
+                part = part_ptr + s * parts * BLOCK_M * N_OUT
+                # .cg: past the non-coherent L1, to what the other programs released
+                gate += tl.load(part + tile, mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
+                if GATED:
+                    up += tl.load(part + BLOCK_M * N_OUT + tile, mask=row_ok[:, None], other=0.0,
+                                  cache_modifier=".cg")
+            _epilogue(out_ptr, gate, up, rows, row_ok, cols, norm_ptr, stride_out, stride_norm, eps,
+                      ACCUMULATE, GATED, NORM, NORM_H)
+            tl.atomic_xchg(counter_ptr + pid_n, 0)
+
+
+def gemv_enabled() -> bool:
+    return os.environ.get("PAGEDLLM_TRITON_GEMV", "0") == "1"
+
+
+def _pdl_default() -> bool:
+    return os.environ.get("PAGEDLLM_GEMV_PDL", "1") != "0"
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def pick_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | None:
+    """A launch shape for a [K, N_OUT] (x2 gated) weight, or None where none divides it: the
+    widest BLOCK_N <= 64 and BLOCK_K <= 128 that divide, and split K until the grid has about two
+    programs per SM (each split keeping at least two weight tiles)."""
+    block_n = next((b for b in (64, 32, 16) if n_out % b == 0), None)
+    block_k = next((b for b in (128, 64, 32, 16) if k % b == 0), None)
+    if block_n is None or block_k is None:
+        return None
+    tiles = n_out // block_n
+    split = 1
+    while (tiles * split < 2 * num_sms and split < 16 and k % (2 * split * block_k) == 0
+           and k // (2 * split) >= 2 * block_k):
+        split *= 2
+    return GemvConfig(block_n, block_k, split)
+
+
+@functools.cache
+def _cached_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | None:
+    return pick_config(k, n_out, gated, num_sms)
+
+
+class _Workspaces:
+    """Partials and counters per (device, numel): shared by every layer of that shape."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[torch.device, int], torch.Tensor] = {}
+        self._counters: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+    def get(self, device: torch.device, part_numel: int, num_counters: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key_p, key_c = (device, part_numel), (device, num_counters)
+        if key_p not in self._parts or key_c not in self._counters:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("The skinny GEMM's workspace must be allocated before CUDA graph "
+                                   "capture: run the same shapes eagerly first.")
+            if key_p not in self._parts:
+                self._parts[key_p] = torch.empty(part_numel, dtype=torch.float32, device=device)
+            if key_c not in self._counters:
+                self._counters[key_c] = torch.zeros(num_counters, dtype=torch.int32, device=device)
+        return self._parts[key_p], self._counters[key_c]
+
+
+_WORKSPACES = _Workspaces()
+_DESCRIPTORS: dict[tuple[int, tuple[int, ...], int, int], object] = {}
+
+
+def _weight_arg(weight_t: torch.Tensor, cfg: GemvConfig) -> object:
+    if not cfg.tma:
+        return weight_t
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    key = (weight_t.data_ptr(), tuple(weight_t.shape), cfg.block_k, cfg.block_n)
+    desc = _DESCRIPTORS.get(key)
+    if desc is None:
+        desc = _DESCRIPTORS[key] = TensorDescriptor.from_tensor(weight_t, [cfg.block_k, cfg.block_n])
+    return desc
+
+
+def config_for(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> GemvConfig | None:
+    """The launch shape when the skinny path takes x @ weight_t, else None: the path is on, x is a
+    CUDA (or, for tests, interpreted) bf16/fp16 [M <= 16, K] row-contiguous matrix and the
+    weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to tf32."""
+    if not gemv_enabled() or x.dim() != 2 or x.shape[0] > MAX_ROWS or x.shape[0] == 0:
+        return None
+    if x.dtype not in (torch.bfloat16, torch.float16) or weight_t.dtype != x.dtype or x.stride(-1) != 1:
+        return None
+    if weight_t.dim() != 2 or weight_t.stride(-1) != 1 or weight_t.shape[0] != x.shape[1]:
+        return None
+    k, n_w = weight_t.shape
+    if gated and n_w % 2:
+        return None
+    num_sms = _num_sms(x.device.index or 0) if x.is_cuda else 4
+    return _cached_config(k, n_w // 2 if gated else n_w, gated, num_sms)
+
+
+def skinny_gemm(
+    x: torch.Tensor,  # [M <= 16, K]
+    weight_t: torch.Tensor,  # [K, N] (gated: | gate | up |, N = 2 I)
+    cfg: GemvConfig,
+    out: torch.Tensor | None = None,  # [M, N] (gated: [M, I]); with accumulate, added into
+    accumulate: bool = False,
+    gated: bool = False,
+    norm_input: torch.Tensor | None = None,  # gated: [M, H], scale rows by 1 / rms(norm row)
+    eps: float = 0.0,
+    pdl: bool | None = None,
+) -> torch.Tensor:
+    """x @ weight_t into `out` (a new tensor when None), added into it with `accumulate`; gated:
+    silu(gate) * up of the product (after the norm scale with `norm_input`)."""
+    m, k = x.shape
+    n_out = weight_t.shape[1] // 2 if gated else weight_t.shape[1]
+    assert not (accumulate and (gated or out is None))
+    if out is None:
+        out = torch.empty(m, n_out, dtype=x.dtype, device=x.device)
+    assert out.shape == (m, n_out) and out.stride(-1) == 1
+    assert n_out % cfg.block_n == 0 and k % (cfg.split_k * cfg.block_k) == 0
+    norm = norm_input if norm_input is not None else x
+    assert norm.dim() == 2 and norm.stride(-1) == 1 and norm.shape[0] >= m
+    parts = (2 if gated else 1) * MAX_ROWS * n_out * cfg.split_k if cfg.split_k > 1 else 1
+    part, counters = _WORKSPACES.get(x.device, parts, n_out // cfg.block_n)
+    pdl = (_pdl_default() if pdl is None else pdl) and x.is_cuda
+    _skinny_gemm_kernel[(n_out // cfg.block_n, cfg.split_k)](
+        out, x, _weight_arg(weight_t, cfg), part, counters, norm,
+        m, x.stride(0), weight_t.stride(0), out.stride(0), norm.stride(0), eps,
+        N_OUT=n_out, K_PER_SPLIT=k // cfg.split_k, BLOCK_M=MAX_ROWS, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        SPLIT_K=cfg.split_k, ACCUMULATE=accumulate, GATED=gated, NORM=norm_input is not None,
+        NORM_H=norm.shape[1], TMA=cfg.tma, PDL=pdl, NUM_STAGES=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **({"launch_pdl": True} if pdl else {}),
+    )
+    return out

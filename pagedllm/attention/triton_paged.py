@@ -36,6 +36,7 @@ from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged
 from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
+from pagedllm.kernels.triton.skinny_gemm import pdl_chain_enabled
 
 # PAGEDLLM_DECODE_ROTARY=0 keeps the separate rotary + cache-write launch for decode steps too (A/B).
 _ROTARY_IN_DECODE = os.environ.get("PAGEDLLM_DECODE_ROTARY", "1") != "0"
@@ -121,7 +122,8 @@ class TritonPagedAttentionBackend(AttentionBackend):
             num_splits = self.num_splits(metadata, n, kv_cache.shape[3])
             workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
-                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv)
+                            metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv,
+                            pdl=query.is_cuda and pdl_chain_enabled())
         else:
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, metadata.num_reqs, scale, False)

@@ -361,3 +361,47 @@ def test_gpu_decode_graph_replays_for_new_lengths():
     md.max_seq_len += 1
     eager = TritonPagedAttentionBackend().forward(case.query, case.key, case.value, case.cache.clone(), md, 0.1)
     assert_close_rel(out, eager, dtype)  # split counts differ (capture used max_model_len)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="PDL needs a GPU")
+def test_gpu_decode_attention_in_a_pdl_chain_equals_plain_launches():
+    """A skinny GEMM writes q, decode attention (launched as its programmatic dependent, letting
+    the next launch at once) reads it, a skinny GEMM reads attention's output: captured in a graph
+    and replayed, the same bits as with every launch plain."""
+    from pagedllm.kernels.triton.skinny_gemm import pick_config, skinny_gemm
+
+    dtype, heads, kv_heads, head_size = torch.bfloat16, 32, 8, 128
+    case = make_case([700], [1], heads, kv_heads, head_size, 16, dtype, seed=11)
+    md = case.metadata
+    reshape_and_cache(case.key, case.value, case.cache, md.slot_mapping, md.num_actual_tokens)
+    gen = torch.Generator().manual_seed(11)
+    hidden = heads * head_size
+    w_q = (torch.randn(hidden, hidden, generator=gen) / hidden**0.5).to(DEVICE, dtype)
+    w_o = (torch.randn(hidden, hidden, generator=gen) / hidden**0.5).to(DEVICE, dtype)
+    x = torch.randn(1, hidden, generator=gen).to(DEVICE, dtype)
+    cfg = pick_config(hidden, hidden, False, torch.cuda.get_device_properties(0).multi_processor_count)
+    workspace = SplitWorkspace.allocate(8, heads, head_size, torch.device(DEVICE))
+    results = {}
+    for pdl in (False, True):
+        q = torch.empty(1, hidden, dtype=dtype, device=DEVICE)
+        attn = torch.empty(1, heads, head_size, dtype=dtype, device=DEVICE)
+        out = torch.zeros(1, hidden, dtype=dtype, device=DEVICE)
+
+        def chain(q=q, attn=attn, out=out, pdl=pdl) -> None:
+            skinny_gemm(x, w_q, cfg, out=q, pdl=pdl)
+            paged_attention(attn, q.view(1, heads, head_size), case.cache, md.block_table, md.seq_lens,
+                            md.query_start_loc, 1, 1, 0.088, True, 8, workspace, pdl=pdl)
+            skinny_gemm(attn.view(1, hidden), w_o, cfg, out=out, accumulate=True, pdl=pdl)
+
+        chain()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            chain()
+        out.zero_()
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        results[pdl] = out.clone()
+    assert torch.equal(results[True], results[False])
+    assert not workspace.counters.any()

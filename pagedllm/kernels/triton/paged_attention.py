@@ -242,8 +242,10 @@ def _paged_attention_kernel(
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE_N: tl.constexpr,
     DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, MIN_SPLIT_TILES: tl.constexpr,
     ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr,
-    NORM_SCALED: tl.constexpr, NORM_H: tl.constexpr, NORM_BLOCK: tl.constexpr,
+    NORM_SCALED: tl.constexpr, NORM_H: tl.constexpr, NORM_BLOCK: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # the next kernel may launch now: it reads nothing of ours before its own wait
+        tl.extra.cuda.gdc_launch_dependents()
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -284,6 +286,8 @@ def _paged_attention_kernel(
     dims = tl.arange(0, HEAD_PAD)
     dim_ok = dims < HEAD_SIZE
     q_rows = (q_start + row_tok).to(tl.int64) * stride_q_tok + row_head * stride_q_head
+    if PDL:  # q, k, v and h come from the kernels before; the metadata above from the host
+        tl.extra.cuda.gdc_wait()
     q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     if ROTARY:  # decode only: rotate (and normalise) q here, in registers, instead of in a kernel before
         pos = tl.load(positions_ptr + q_start).to(tl.int64)
@@ -404,6 +408,7 @@ def paged_attention(
     num_stages: int = 2,
     min_split_tiles: int | None = None,
     new_kv: NewKV | None = None,
+    pdl: bool = False,
 ) -> None:
     """Attention of each token over its request's paged context, into `out`.
 
@@ -414,6 +419,9 @@ def paged_attention(
     in registers and writes the rotated k and v to the cache itself: what
     rotary_embedding_and_cache_ would do in a launch before (q is not rotated in memory).
     The grid depends only on (num_tokens, num_reqs, num_splits), never on tensor values.
+    pdl (decode only, CUDA): launched as a programmatic dependent of the kernel before (the step's
+    metadata is read before griddepcontrol.wait, q/k/v after) and letting the next launch at once,
+    so its weight loads overlap this attention (kernels/triton/skinny_gemm.py).
     block_m / tile_n / num_warps / num_stages / min_split_tiles override the launch shape
     (benchmarks sweep them).
     """
@@ -440,6 +448,7 @@ def paged_attention(
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     grid = (num_q_tiles, kv_heads, num_splits if split else 1)
     assert new_kv is None or decode_only, "the new K/V are written in the kernel only for decode steps"
+    assert not pdl or (decode_only and query.is_cuda)
     nk = new_kv if new_kv is not None else NewKV(query, query, seq_lens, query, seq_lens)  # unused
     q_norm, k_norm, eps = nk.qk_norm if nk.qk_norm is not None else (query, query, 0.0)
     norm_src, norm_eps = nk.norm_scale if nk.norm_scale is not None else (query, 0.0)
@@ -459,5 +468,6 @@ def paged_attention(
         MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs),
         ROTARY=new_kv is not None, HALF=nk.cos_sin_cache.shape[-1] // 2 if new_kv is not None else 1,
         QK_NORM=nk.qk_norm is not None, NORM_SCALED=nk.norm_scale is not None, NORM_H=norm_h,
-        NORM_BLOCK=triton.next_power_of_2(norm_h), num_warps=num_warps, num_stages=num_stages,
+        NORM_BLOCK=triton.next_power_of_2(norm_h), PDL=pdl, num_warps=num_warps, num_stages=num_stages,
+        **({"launch_pdl": True} if pdl else {}),
     )

@@ -26,7 +26,9 @@ wait, when the kernel before has finished. A workspace is allocated at the first
 shape, which must come outside a CUDA-graph capture (each capture follows an eager run).
 
 PAGEDLLM_TRITON_GEMV=1 turns the path on for CUDA bf16/fp16 layers (off: cuBLAS);
-PAGEDLLM_GEMV_PDL=0 launches without PDL.
+PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins the chain
+(kernels/triton/paged_attention.py): it lets the o projection launch and load its first weight
+tiles while it runs.
 """
 from __future__ import annotations
 
@@ -170,6 +172,12 @@ def gemv_enabled() -> bool:
 
 def _pdl_default() -> bool:
     return os.environ.get("PAGEDLLM_GEMV_PDL", "1") != "0"
+
+
+def pdl_chain_enabled() -> bool:
+    """Whether decode attention joins the GEMMs' PDL chain: it pays only where the kernels after
+    it are launched as programmatic dependents, i.e. where this path is on with PDL."""
+    return gemv_enabled() and _pdl_default()
 
 
 @functools.cache

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.gpu.bench_fold_norms import folded, layer_weights  # noqa: E402
+from benchmarks.gpu.bench_gemv_splitk import time_graphs_interleaved  # noqa: E402
 from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
@@ -146,13 +147,7 @@ def layer_chain(shapes: dict[str, dict[str, GemvConfig]], rounds: int) -> None:
     for label in shapes:
         same = torch.equal(hs[f"{label}, PDL on"], hs[f"{label}, PDL off"])
         print(f"{label}: PDL on equals PDL off bit for bit: {same}", flush=True)
-    times: dict[str, list[float]] = {name: [] for name in graphs}
-    for _ in range(rounds):
-        for name, g in graphs.items():
-            times[name].append(back_to_back_ms(g.replay, 20))
-    for name, ts in times.items():
-        ts.sort()
-        print(f"32 layers, {name:24s} median {ts[rounds // 2]:.3f} ms (min {ts[0]:.3f}, max {ts[-1]:.3f})", flush=True)
+    time_graphs_interleaved(graphs, rounds, "32 layers")
 
 
 def main() -> None:

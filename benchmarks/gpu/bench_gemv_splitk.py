@@ -183,13 +183,18 @@ def layer_chain(best: dict[str, dict], rounds: int) -> None:
         err = ((hs[name].float() - ref).norm() / ref.norm()).item()
         print(f"one replay, {name} against cuBLAS: rel err {err:.1e}", flush=True)
     print(f"PDL on equals PDL off bit for bit: {torch.equal(hs['ours, PDL on'], hs['ours, PDL off'])}", flush=True)
+    time_graphs_interleaved(graphs, rounds, "32 layers")
+
+
+def time_graphs_interleaved(graphs: dict[str, torch.cuda.CUDAGraph], rounds: int, what: str) -> None:
+    """Prints each graph's median ms a replay over `rounds` rounds, the graphs taking turns."""
     times: dict[str, list[float]] = {name: [] for name in graphs}
     for _ in range(rounds):
         for name, g in graphs.items():
             times[name].append(back_to_back_ms(g.replay, 20))
     for name, ts in times.items():
         ts.sort()
-        print(f"32 layers, {name:14s} median {ts[rounds // 2]:.3f} ms (min {ts[0]:.3f}, max {ts[-1]:.3f})", flush=True)
+        print(f"{what}, {name:24s} median {ts[rounds // 2]:.3f} ms (min {ts[0]:.3f}, max {ts[-1]:.3f})", flush=True)
 
 
 def main() -> None:

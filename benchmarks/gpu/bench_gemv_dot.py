@@ -2,8 +2,8 @@
 
 bench_gemv_splitk.py's GEMV (elementwise multiply and sum) streamed weights at 1.4-2.5 TB/s
 against cuBLAS's 2.3-2.7: its loads are plain register loads, so few bytes are in flight per SM.
-Loads that feed tl.dot are what Triton's pipeliner turns into asynchronous copies (cp.async, or
-TMA through a tensor descriptor) with NUM_STAGES tiles in flight. So this GEMV is a skinny GEMM:
+Loads that feed tl.dot are what Triton's pipeliner turns into asynchronous copies (cp.async) with
+NUM_STAGES tiles in flight. So this GEMV is a skinny GEMM:
 x is a [BLOCK_M = 16, K] tile (the batch's rows, here 1, the rest masked to zero), the tensor
 cores' wasted rows cost nothing that matters at this size, and the weight tiles stream through
 the pipeline. The kernel is the engine's (pagedllm/kernels/triton/skinny_gemm.py, on with
@@ -23,6 +23,12 @@ in one graph, attention left out, cuBLAS against ours without and with PDL, at t
 shapes and at the engine's own pick (pick_config). Correctness: tests/kernels/test_triton_skinny_gemm.py.
 
     python benchmarks/gpu/bench_gemv_dot.py [--quick]
+
+Outcome (H100, RESULTS.md 2026-12-06, evening): at the best swept shapes each projection streams
+like cuBLAS (qkv 20.3 against 21.5 us, o 15.8 / 15.7, gate_up with SiLU 84.1 / 82.7, down 43.2 /
+44.1) and the 32 layers take 5.147 ms without PDL, 4.997 with, against cuBLAS's 5.183. The best
+shapes have about one program per SM, which is what pick_config now gives. A TMA variant (a host
+TensorDescriptor loaded in a nested jit helper) did not compile with Triton 3.6 and was dropped.
 """
 from __future__ import annotations
 
@@ -93,7 +99,11 @@ def sweep_projections(configs: list[GemvConfig]) -> dict[str, GemvConfig]:
             if cfg != picked and not 96 <= programs <= 1200:
                 continue
             calls = [gemv(w, cfg, pdl=False, gated=gated) for w in ws]
-            err = ((calls[0](x, out.clone(), accumulate, norm).float() - want).norm() / want.norm()).item()
+            try:
+                err = ((calls[0](x, out.clone(), accumulate, norm).float() - want).norm() / want.norm()).item()
+            except Exception as e:  # e.g. more shared memory than the card has: not a candidate
+                print(f"           {cfg}: {type(e).__name__}", flush=True)
+                continue
             scratch = out.clone()
             t = _graph_us([lambda c=c: c(x, scratch, accumulate, norm) for c in calls])
             results.append((t, cfg, err))
@@ -156,9 +166,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    shapes = ((64, 128, 4, 4, True), (64, 128, 4, 4, False)) if args.quick else itertools.product(
-        (64, 128), (128, 256), (1, 2, 4, 8), (4,), (False, True))
-    configs = [GemvConfig(bn, bk, sk, num_stages=st, tma=tma) for bn, bk, sk, st, tma in shapes]
+    shapes = ((64, 128, 4, 4),) if args.quick else itertools.product((64, 128), (128, 256), (1, 2, 4, 8), (3, 5))
+    configs = [GemvConfig(bn, bk, sk, num_stages=st) for bn, bk, sk, st in shapes]
     print(f"{torch.cuda.get_device_name()}: batch-1 GEMMs of the 8B shape, up to {len(configs)} launch shapes",
           flush=True)
     best = sweep_projections(configs)

@@ -132,7 +132,7 @@ class MergedLinear(Linear):
 
 def skinny_config(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> object | None:
     """The launch shape when the Triton GEMM for steps of at most 16 rows takes x @ weight_t
-    (kernels/triton/skinny_gemm.py; PAGEDLLM_TRITON_GEMV=1), else None: cuBLAS does."""
+    (kernels/triton/skinny_gemm.py, PAGEDLLM_TRITON_GEMV), else None: cuBLAS does."""
     if x.dim() != 2 or x.shape[0] > 16 or not triton_applies(x):  # cheap tests first: every Linear call asks
         return None
     from pagedllm.kernels.triton.skinny_gemm import config_for

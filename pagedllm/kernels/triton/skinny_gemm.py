@@ -3,8 +3,7 @@ weight read, with what cuBLAS cannot do around it.
 
 x is one [BLOCK_M = 16, K] tile (the step's rows, the rest masked to zero) and the weight streams
 through in [BLOCK_K, BLOCK_N] tiles. Loads that feed tl.dot are what Triton's software pipeliner
-turns into asynchronous copies with NUM_STAGES tiles in flight (cp.async, or TMA with a tensor
-descriptor): an elementwise GEMV of plain register loads kept too few bytes in flight per SM and
+turns into asynchronous copies (cp.async) with NUM_STAGES tiles in flight: an elementwise GEMV of plain register loads kept too few bytes in flight per SM and
 streamed 1.4-2.5 TB/s where cuBLAS streams 2.3-2.7 (benchmarks/gpu/bench_gemv_splitk.py). The
 tensor cores' padded rows cost nothing that matters at this size. Around the product:
 
@@ -25,8 +24,11 @@ layers run one after another on the stream, and with PDL a kernel touches them o
 wait, when the kernel before has finished. A workspace is allocated at the first call of its
 shape, which must come outside a CUDA-graph capture (each capture follows an eager run).
 
-PAGEDLLM_TRITON_GEMV=1 turns the path on for CUDA bf16/fp16 layers (off: cuBLAS);
-PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins the chain
+Where it runs (CUDA, bf16/fp16): PAGEDLLM_TRITON_GEMV=auto (the default) takes weights of at least
+16M elements, where it measured faster than cuBLAS in the engine (Llama-3-8B batch 1: 5.88 against
+5.92 ms/token, the GPU's step 5.75 against 5.87 ms); smaller ones (Qwen3-0.6B: 1.29 against 1.25
+ms/token) stay on cuBLAS, whose kernels start faster. =1 takes every shape with a launch shape,
+=0 none. PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins the chain
 (kernels/triton/paged_attention.py): it lets the o projection launch and load its first weight
 tiles while it runs.
 """
@@ -50,14 +52,11 @@ class GemvConfig:
     split_k: int
     num_stages: int = 4
     num_warps: int = 4
-    tma: bool = False
 
 
 @triton.jit
-def _load_w(w_ptr, k0, col0, stride_w, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr):
+def _load_w(w_ptr, k0, col0, stride_w, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """The [BLOCK_K, BLOCK_N] weight tile at rows k0.., columns col0.."""
-    if TMA:
-        return w_ptr.load([k0, col0])
     ks = k0 + tl.arange(0, BLOCK_K)
     cols = col0 + tl.arange(0, BLOCK_N)
     return tl.load(w_ptr + ks.to(tl.int64)[:, None] * stride_w + cols[None, :])
@@ -103,14 +102,14 @@ def _epilogue(out_ptr, gate, up, rows, row_ok, cols, norm_ptr, stride_out, strid
 def _skinny_gemm_kernel(
     out_ptr,  # [M, N_OUT] (row stride stride_out): written, or added into with ACCUMULATE
     x_ptr,  # [M, K] (row stride stride_x), M <= BLOCK_M
-    w_ptr,  # [K, N_W] (row stride stride_w), or its TensorDescriptor with TMA; GATED: | gate | up |
+    w_ptr,  # [K, N_W] (row stride stride_w); GATED: | gate | up |
     part_ptr,  # [SPLIT_K, 1 + GATED, BLOCK_M, N_OUT] float32 partials (SPLIT_K > 1)
     counter_ptr,  # [N_OUT / BLOCK_N] int32, zero between launches (SPLIT_K > 1)
     norm_ptr,  # [M, NORM_H] (row stride stride_norm): the un-normalised hidden state (NORM)
     M, stride_x, stride_w, stride_out, stride_norm, eps,
     N_OUT: tl.constexpr, K_PER_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ACCUMULATE: tl.constexpr, GATED: tl.constexpr,
-    NORM: tl.constexpr, NORM_H: tl.constexpr, TMA: tl.constexpr, PDL: tl.constexpr, NUM_STAGES: tl.constexpr,
+    NORM: tl.constexpr, NORM_H: tl.constexpr, PDL: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -120,9 +119,9 @@ def _skinny_gemm_kernel(
     row_ok = rows < M
     k_lo = pid_k * K_PER_SPLIT
     # The first weight tiles do not depend on the kernel before: ask for them before waiting.
-    w = _load_w(w_ptr, k_lo, col0, stride_w, BLOCK_K, BLOCK_N, TMA)
+    w = _load_w(w_ptr, k_lo, col0, stride_w, BLOCK_K, BLOCK_N)
     if GATED:
-        w_up = _load_w(w_ptr, k_lo, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N, TMA)
+        w_up = _load_w(w_ptr, k_lo, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N)
     if PDL:
         tl.extra.cuda.gdc_wait()
     ks = k_lo + tl.arange(0, BLOCK_K)
@@ -135,9 +134,9 @@ def _skinny_gemm_kernel(
         k0 = k_lo + i * BLOCK_K
         ks = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None], other=0.0)
-        acc = tl.dot(x, _load_w(w_ptr, k0, col0, stride_w, BLOCK_K, BLOCK_N, TMA), acc)
+        acc = tl.dot(x, _load_w(w_ptr, k0, col0, stride_w, BLOCK_K, BLOCK_N), acc)
         if GATED:
-            acc_up = tl.dot(x, _load_w(w_ptr, k0, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N, TMA), acc_up)
+            acc_up = tl.dot(x, _load_w(w_ptr, k0, col0 + N_OUT, stride_w, BLOCK_K, BLOCK_N), acc_up)
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
     if SPLIT_K == 1:
@@ -166,8 +165,15 @@ def _skinny_gemm_kernel(
             tl.atomic_xchg(counter_ptr + pid_n, 0)
 
 
+_AUTO_MIN_WEIGHT = 16 << 20  # elements of [K, N]: Llama-3-8B's o projection (4096 x 4096) and up
+
+
+def _mode() -> str:
+    return os.environ.get("PAGEDLLM_TRITON_GEMV", "auto")
+
+
 def gemv_enabled() -> bool:
-    return os.environ.get("PAGEDLLM_TRITON_GEMV", "0") == "1"
+    return _mode() != "0"
 
 
 def _pdl_default() -> bool:
@@ -186,19 +192,22 @@ def _num_sms(device_index: int) -> int:
 
 
 def pick_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | None:
-    """A launch shape for a [K, N_OUT] (x2 gated) weight, or None where none divides it: the
-    widest BLOCK_N <= 64 and BLOCK_K <= 128 that divide, and split K until the grid has about two
-    programs per SM (each split keeping at least two weight tiles)."""
-    block_n = next((b for b in (64, 32, 16) if n_out % b == 0), None)
+    """A launch shape for a [K, N_OUT] (x2 gated) weight, or None where none divides it. About one
+    program per SM, each with many bytes in flight, is what streamed fastest on an H100 (the
+    Llama-3-8B projections, RESULTS.md 2026-12-06): BLOCK_K 128, BLOCK_N 64 (128 gated: the
+    program reads a gate and an up tile), K split while the grid stays within one program per SM,
+    and as many pipeline stages as 208 KiB of shared memory holds (at most 5)."""
+    block_n = next((b for b in ((128, 64, 32, 16) if gated else (64, 32, 16)) if n_out % b == 0), None)
     block_k = next((b for b in (128, 64, 32, 16) if k % b == 0), None)
     if block_n is None or block_k is None:
         return None
     tiles = n_out // block_n
     split = 1
-    while (tiles * split < 2 * num_sms and split < 16 and k % (2 * split * block_k) == 0
+    while (tiles * split * 2 <= num_sms and split < 16 and k % (2 * split * block_k) == 0
            and k // (2 * split) >= 2 * block_k):
         split *= 2
-    return GemvConfig(block_n, block_k, split)
+    stage_bytes = (block_k * block_n * (2 if gated else 1) + MAX_ROWS * block_k) * 2
+    return GemvConfig(block_n, block_k, split, num_stages=max(2, min(5, (208 << 10) // stage_bytes)))
 
 
 @functools.cache
@@ -227,33 +236,21 @@ class _Workspaces:
 
 
 _WORKSPACES = _Workspaces()
-_DESCRIPTORS: dict[tuple[int, tuple[int, ...], int, int], object] = {}
-
-
-def _weight_arg(weight_t: torch.Tensor, cfg: GemvConfig) -> object:
-    if not cfg.tma:
-        return weight_t
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    key = (weight_t.data_ptr(), tuple(weight_t.shape), cfg.block_k, cfg.block_n)
-    desc = _DESCRIPTORS.get(key)
-    if desc is None:
-        desc = _DESCRIPTORS[key] = TensorDescriptor.from_tensor(weight_t, [cfg.block_k, cfg.block_n])
-    return desc
 
 
 def config_for(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> GemvConfig | None:
-    """The launch shape when the skinny path takes x @ weight_t, else None: the path is on, x is a
-    CUDA (or, for tests, interpreted) bf16/fp16 [M <= 16, K] row-contiguous matrix and the
-    weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to tf32."""
-    if not gemv_enabled() or x.dim() != 2 or x.shape[0] > MAX_ROWS or x.shape[0] == 0:
+    """The launch shape when the skinny path takes x @ weight_t, else None: the path is on for this
+    weight's size, x is a CUDA (or, for tests, interpreted) bf16/fp16 [M <= 16, K] row-contiguous
+    matrix and the weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to tf32."""
+    mode = _mode()
+    if mode == "0" or x.dim() != 2 or x.shape[0] > MAX_ROWS or x.shape[0] == 0:
         return None
     if x.dtype not in (torch.bfloat16, torch.float16) or weight_t.dtype != x.dtype or x.stride(-1) != 1:
         return None
     if weight_t.dim() != 2 or weight_t.stride(-1) != 1 or weight_t.shape[0] != x.shape[1]:
         return None
     k, n_w = weight_t.shape
-    if gated and n_w % 2:
+    if (gated and n_w % 2) or (mode != "1" and k * n_w < _AUTO_MIN_WEIGHT):
         return None
     num_sms = _num_sms(x.device.index or 0) if x.is_cuda else 4
     return _cached_config(k, n_w // 2 if gated else n_w, gated, num_sms)
@@ -285,11 +282,11 @@ def skinny_gemm(
     part, counters = _WORKSPACES.get(x.device, parts, n_out // cfg.block_n)
     pdl = (_pdl_default() if pdl is None else pdl) and x.is_cuda
     _skinny_gemm_kernel[(n_out // cfg.block_n, cfg.split_k)](
-        out, x, _weight_arg(weight_t, cfg), part, counters, norm,
+        out, x, weight_t, part, counters, norm,
         m, x.stride(0), weight_t.stride(0), out.stride(0), norm.stride(0), eps,
         N_OUT=n_out, K_PER_SPLIT=k // cfg.split_k, BLOCK_M=MAX_ROWS, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         SPLIT_K=cfg.split_k, ACCUMULATE=accumulate, GATED=gated, NORM=norm_input is not None,
-        NORM_H=norm.shape[1], TMA=cfg.tma, PDL=pdl, NUM_STAGES=cfg.num_stages,
+        NORM_H=norm.shape[1], PDL=pdl, NUM_STAGES=cfg.num_stages,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **({"launch_pdl": True} if pdl else {}),
     )
     return out

@@ -59,7 +59,7 @@ class Linear(HFWeightLoadable):
         if self.packed_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         if self.bias is None:
-            cfg = skinny_config(x, self.weight_t)
+            cfg = self.skinny_config(x)
             if cfg is not None:
                 from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
 
@@ -73,13 +73,25 @@ class Linear(HFWeightLoadable):
         """residual += self(x), in place; returns residual. A plain weight takes it as the GEMM's
         own epilogue (beta = 1): no output tensor and no add kernel."""
         if self.panels is None and self.packed_weight is None and self.bias is None and x.dim() == 2:
-            cfg = skinny_config(x, self.weight_t)
+            cfg = self.skinny_config(x)
             if cfg is not None and residual.stride(-1) == 1:
                 from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
 
                 return skinny_gemm(x, self.weight_t, cfg, out=residual, accumulate=True)
             return residual.addmm_(x, self.weight_t)
         return residual.add_(self(x))
+
+    def skinny_config(self, x: torch.Tensor, gated: bool = False) -> object | None:
+        """The launch shape when the Triton GEMM for steps of at most 16 rows takes x @ weight_t
+        (kernels/triton/skinny_gemm.py, PAGEDLLM_TRITON_GEMV; gated: with the SiLU-and-mul
+        epilogue), else None: cuBLAS (or the CPU GEMMs) does."""
+        if x.dim() != 2 or x.shape[0] > 16 or not triton_applies(x):  # cheap tests first: every call asks
+            return None
+        if self.bias is not None or self.panels is not None or self.packed_weight is not None:
+            return None
+        from pagedllm.kernels.triton.skinny_gemm import config_for
+
+        return config_for(x, self.weight_t, gated)
 
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
         return [("weight", None)] + ([("bias", None)] if self.bias is not None else [])
@@ -128,16 +140,6 @@ class MergedLinear(Linear):
             copy_checked(self.bias[start:start + size], tensor, f"{shard} bias")
         else:
             raise ValueError(f"Unexpected parameter {attr!r} for shard {shard!r}.")
-
-
-def skinny_config(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> object | None:
-    """The launch shape when the Triton GEMM for steps of at most 16 rows takes x @ weight_t
-    (kernels/triton/skinny_gemm.py, PAGEDLLM_TRITON_GEMV), else None: cuBLAS does."""
-    if x.dim() != 2 or x.shape[0] > 16 or not triton_applies(x):  # cheap tests first: every Linear call asks
-        return None
-    from pagedllm.kernels.triton.skinny_gemm import config_for
-
-    return config_for(x, weight_t, gated)
 
 
 def cpu_gemm_mode(weight: torch.Tensor) -> str | None:

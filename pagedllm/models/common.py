@@ -16,7 +16,7 @@ from torch import nn
 from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.embedding import LMHead, VocabEmbedding
-from pagedllm.layers.linear import Linear, MergedLinear, skinny_config
+from pagedllm.layers.linear import Linear, MergedLinear
 from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf
 from pagedllm.models.param_loading import load_named_weights
@@ -99,8 +99,7 @@ class GatedMLP(nn.Module):
         """silu(gate) * up straight from the gate_up product's epilogue where the Triton GEMM for
         small steps applies (no gate_up tensor, no SiLU launch), else None."""
         proj = self.gate_up_proj
-        cfg = None if proj.bias is not None or proj.panels is not None or proj.packed_weight is not None \
-            else skinny_config(x, proj.weight_t, gated=True)
+        cfg = proj.skinny_config(x, gated=True)
         if cfg is None:
             return None
         from pagedllm.kernels.triton.skinny_gemm import skinny_gemm

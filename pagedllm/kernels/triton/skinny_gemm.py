@@ -3,9 +3,11 @@ weight read, with what cuBLAS cannot do around it.
 
 x is one [BLOCK_M = 16, K] tile (the step's rows, the rest masked to zero) and the weight streams
 through in [BLOCK_K, BLOCK_N] tiles. Loads that feed tl.dot are what Triton's software pipeliner
-turns into asynchronous copies (cp.async) with NUM_STAGES tiles in flight: an elementwise GEMV of plain register loads kept too few bytes in flight per SM and
-streamed 1.4-2.5 TB/s where cuBLAS streams 2.3-2.7 (benchmarks/gpu/bench_gemv_splitk.py). The
-tensor cores' padded rows cost nothing that matters at this size. Around the product:
+turns into asynchronous copies (cp.async) with NUM_STAGES tiles in flight: an elementwise GEMV of
+plain register loads kept too few bytes in flight per SM and streamed 1.4-2.5 TB/s where cuBLAS
+streams 2.3-2.7 (benchmarks/gpu/bench_gemv_splitk.py); this one matches cuBLAS per projection
+(benchmarks/gpu/bench_gemv_dot.py). The tensor cores' padded rows cost nothing that matters at
+this size. Around the product:
 
 * split-K with the reduce in the same launch: each program writes float32 partials, counts itself
   in an atomic counter per column tile, and the last to count sums the partials in split order
@@ -28,9 +30,9 @@ Where it runs (CUDA, bf16/fp16): PAGEDLLM_TRITON_GEMV=auto (the default) takes w
 16M elements, where it measured faster than cuBLAS in the engine (Llama-3-8B batch 1: 5.88 against
 5.92 ms/token, the GPU's step 5.75 against 5.87 ms); smaller ones (Qwen3-0.6B: 1.29 against 1.25
 ms/token) stay on cuBLAS, whose kernels start faster. =1 takes every shape with a launch shape,
-=0 none. PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins the chain
-(kernels/triton/paged_attention.py): it lets the o projection launch and load its first weight
-tiles while it runs.
+=0 none. PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins
+the chain (kernels/triton/paged_attention.py): it lets the o projection launch and load its first
+weight tiles while it runs.
 """
 from __future__ import annotations
 
@@ -241,7 +243,8 @@ _WORKSPACES = _Workspaces()
 def config_for(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> GemvConfig | None:
     """The launch shape when the skinny path takes x @ weight_t, else None: the path is on for this
     weight's size, x is a CUDA (or, for tests, interpreted) bf16/fp16 [M <= 16, K] row-contiguous
-    matrix and the weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to tf32."""
+    matrix and the weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to
+    tf32."""
     mode = _mode()
     if mode == "0" or x.dim() != 2 or x.shape[0] > MAX_ROWS or x.shape[0] == 0:
         return None
@@ -271,7 +274,8 @@ def skinny_gemm(
     silu(gate) * up of the product (after the norm scale with `norm_input`)."""
     m, k = x.shape
     n_out = weight_t.shape[1] // 2 if gated else weight_t.shape[1]
-    assert not (accumulate and (gated or out is None))
+    # With split-K the last program of a column tile writes `out` while others still read x.
+    assert not (accumulate and (gated or out is None or out.data_ptr() == x.data_ptr()))
     if out is None:
         out = torch.empty(m, n_out, dtype=x.dtype, device=x.device)
     assert out.shape == (m, n_out) and out.stride(-1) == 1

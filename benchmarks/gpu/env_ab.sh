@@ -15,8 +15,8 @@ shapes=${*:-llama3-8b}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
-    timeout 300 python -m pytest -q -x -p no:cacheprovider ${TEST_PATHS:-tests/gpu tests/kernels/test_triton_attention.py tests/kernels/test_triton_sampling.py \
-        tests/kernels/test_triton_layers.py} 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
+    timeout 340 python -m pytest -q -x -p no:cacheprovider ${TEST_PATHS:-tests/gpu tests/kernels/test_triton_attention.py tests/kernels/test_triton_sampling.py \
+        tests/kernels/test_triton_layers.py tests/kernels/test_triton_skinny_gemm.py} 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
 fi
 if [ "${SAMPLER:-0}" = 1 ]; then
     timeout 120 python benchmarks/gpu/bench_sampler.py 2>&1 | tail -20 | tee "$out/sampler.txt"

@@ -10,8 +10,8 @@ shapes=${*:-llama3-8b qwen3-0.6b}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
-    timeout 270 python -m pytest -q -x -p no:cacheprovider tests/gpu tests/kernels/test_triton_attention.py tests/kernels/test_triton_sampling.py \
-        tests/kernels/test_triton_layers.py 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
+    timeout 310 python -m pytest -q -x -p no:cacheprovider tests/gpu tests/kernels/test_triton_attention.py tests/kernels/test_triton_sampling.py \
+        tests/kernels/test_triton_layers.py tests/kernels/test_triton_skinny_gemm.py 2>&1 | grep -v "^20..-..-.. " | tail -15 | tee "$out/tests.txt"
 fi
 timeout 280 python benchmarks/gpu/bench_cuda.py --shapes $shapes --skip-hf --ab "${AB:-piecewise}" \
     --output-json "$out/bench.json" 2>&1 | grep -v "^20..-..-.. " | tail -40 | tee "$out/bench.txt"

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.gpu.bench_fold_norms import folded, layer_weights  # noqa: E402
-from benchmarks.gpu.bench_gemv_splitk import time_graphs_interleaved  # noqa: E402
+from benchmarks.gpu.bench_gemv_splitk import replay_once_against_cublas, time_graphs_interleaved  # noqa: E402
 from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
@@ -146,14 +146,7 @@ def layer_chain(shapes: dict[str, dict[str, GemvConfig]], rounds: int) -> None:
             calls = [{p: gemv(w[p], cfgs[p], pdl, gated=p == "gate_up") for p in SHAPES} for w in ws]
             fns[name] = lambda calls=calls, h=hs[name]: _layers_ours(calls, h, bufs)
     graphs = {name: capture_graph([fn]) for name, fn in fns.items()}
-    for name, g in graphs.items():
-        hs[name].copy_(h0)
-        g.replay()
-    torch.cuda.synchronize()
-    ref = hs["cuBLAS"].float()
-    for name in list(hs)[1:]:
-        err = ((hs[name].float() - ref).norm() / ref.norm()).item()
-        print(f"one replay, {name} against cuBLAS: rel err {err:.1e}", flush=True)
+    replay_once_against_cublas(graphs, hs, h0)
     for label in shapes:
         same = torch.equal(hs[f"{label}, PDL on"], hs[f"{label}, PDL off"])
         print(f"{label}: PDL on equals PDL off bit for bit: {same}", flush=True)

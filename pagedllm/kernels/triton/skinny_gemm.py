@@ -193,6 +193,7 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.cache
 def pick_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | None:
     """A launch shape for a [K, N_OUT] (x2 gated) weight, or None where none divides it. About one
     program per SM, each with many bytes in flight, is what streamed fastest on an H100 (the
@@ -210,11 +211,6 @@ def pick_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | N
         split *= 2
     stage_bytes = (block_k * block_n * (2 if gated else 1) + MAX_ROWS * block_k) * 2
     return GemvConfig(block_n, block_k, split, num_stages=max(2, min(5, (208 << 10) // stage_bytes)))
-
-
-@functools.cache
-def _cached_config(k: int, n_out: int, gated: bool, num_sms: int) -> GemvConfig | None:
-    return pick_config(k, n_out, gated, num_sms)
 
 
 class _Workspaces:
@@ -256,7 +252,7 @@ def config_for(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> 
     if (gated and n_w % 2) or (mode != "1" and k * n_w < _AUTO_MIN_WEIGHT):
         return None
     num_sms = _num_sms(x.device.index or 0) if x.is_cuda else 4
-    return _cached_config(k, n_w // 2 if gated else n_w, gated, num_sms)
+    return pick_config(k, n_w // 2 if gated else n_w, gated, num_sms)
 
 
 def skinny_gemm(

@@ -17,12 +17,16 @@ After packing, the plain weight is released: the packed copy is the only one kep
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from pagedllm.kernels.cpu import avx512_kernels, pack_linear_f32
 from pagedllm.kernels.triton import triton_applies
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
+
+if TYPE_CHECKING:
+    from pagedllm.kernels.triton.skinny_gemm import GemvConfig
 
 
 class Linear(HFWeightLoadable):
@@ -81,7 +85,7 @@ class Linear(HFWeightLoadable):
             return residual.addmm_(x, self.weight_t)
         return residual.add_(self(x))
 
-    def skinny_config(self, x: torch.Tensor, gated: bool = False) -> object | None:
+    def skinny_config(self, x: torch.Tensor, gated: bool = False) -> GemvConfig | None:
         """The launch shape when the Triton GEMM for steps of at most 16 rows takes x @ weight_t
         (kernels/triton/skinny_gemm.py, PAGEDLLM_TRITON_GEMV; gated: with the SiLU-and-mul
         epilogue), else None: cuBLAS (or the CPU GEMMs) does."""

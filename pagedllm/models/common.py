@@ -94,7 +94,6 @@ class GatedMLP(nn.Module):
             act = self.act(gate_up) if norm_scale is None else self.act(gate_up, *norm_scale)
         return self.down_proj(act) if residual is None else self.down_proj.accumulate_(residual, act)
 
-
     def _fused_act(self, x: torch.Tensor, norm_scale: tuple[torch.Tensor, float] | None) -> torch.Tensor | None:
         """silu(gate) * up straight from the gate_up product's epilogue where the Triton GEMM for
         small steps applies (no gate_up tensor, no SiLU launch), else None."""

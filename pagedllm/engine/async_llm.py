@@ -18,10 +18,10 @@ from pagedllm.engine.arg_utils import EngineArgs
 from pagedllm.engine.core_client import EngineCoreClient
 from pagedllm.engine.frontend import Frontend
 from pagedllm.engine.input_processor import PromptType
+from pagedllm.errors import EngineDeadError
 from pagedllm.metrics.iteration_stats import IterationStats
 from pagedllm.outputs import EngineCoreOutputs, RequestOutput, SchedulerStats
 from pagedllm.sampling_params import SamplingParams
-from pagedllm.server.engine_client import EngineDeadError
 
 logger = logging.getLogger(__name__)
 

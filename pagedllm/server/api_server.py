@@ -13,7 +13,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pagedllm import __version__
-from pagedllm.server.engine_client import EngineClient, EngineDeadError
+from pagedllm.errors import EngineDeadError
+from pagedllm.server.engine_client import EngineClient
 from pagedllm.server.errors import engine_dead, install_error_handlers, unauthorized
 from pagedllm.server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                                       DetokenizeResponse, ModelCard, ModelList, TokenizeRequest, TokenizeResponse)

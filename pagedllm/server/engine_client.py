@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pagedllm.errors import EngineDeadError
+
+__all__ = ["EngineClient", "EngineDeadError"]
+
 if TYPE_CHECKING:  # the engine's input module pulls in torch; the HTTP layer never needs it
     from pagedllm.engine.input_processor import PromptType
     from pagedllm.outputs import RequestOutput
     from pagedllm.sampling_params import SamplingParams
-
-
-class EngineDeadError(RuntimeError):
-    """The engine core died: no request can make progress any more."""
 
 
 @runtime_checkable

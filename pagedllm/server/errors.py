@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pagedllm.server.engine_client import EngineDeadError
+from pagedllm.errors import EngineDeadError
 
 logger = logging.getLogger(__name__)
 

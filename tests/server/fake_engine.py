@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagedllm.engine.detokenizer import IncrementalDetokenizer
+from pagedllm.errors import EngineDeadError
 from pagedllm.outputs import CompletionOutput, Logprob, RequestOutput
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
-from pagedllm.server.engine_client import EngineDeadError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -42,7 +42,7 @@ import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
-from pagedllm.attention.qkv_layout import merged_qkv_rows
+from pagedllm.kernels.qkv_layout import merged_qkv_rows
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.memory import dummy_prefill
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pagedllm.attention.qkv_layout import merged_qkv_rows
+from pagedllm.kernels.qkv_layout import merged_qkv_rows
 
 
 @triton.jit

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pagedllm.attention.qkv_layout import merged_qkv_rows
+from pagedllm.kernels.qkv_layout import merged_qkv_rows
 
 
 def _split(qkv: torch.Tensor, heads: int, kv_heads: int, head_size: int):

@@ -12,10 +12,10 @@ import torch
 
 os.environ["PAGEDLLM_CPU_GEMM"] = "default"  # plain weights, so the model can be copied to fp32
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.gpu.model_folders import QWEN3_0_6B, write_model_folder
 from pagedllm import LLM
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.attention.torch_ref import TorchAttentionBackend
+from pagedllm.bench.model_folders import QWEN3_0_6B, write_model_folder
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches
 from pagedllm.worker.memory import dummy_prefill
 

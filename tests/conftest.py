@@ -1,5 +1,5 @@
 """Session fixtures shared by the model and attention tests: the embedded SmolLM2 GGUF (ours and
-HF's), and tiny random-weight HF checkpoints of each supported architecture."""
+HF's), and tiny random-weight HF checkpoints of each supported architecture (tests/helpers/tiny_models.py)."""
 from __future__ import annotations
 
 import os
@@ -16,63 +16,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from pagedllm.models.source import ModelSource, resolve_model_source  # noqa: E402
-
-_LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
-
-# arch name -> (config class name, extra config kwargs)
-TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "llama": ("LlamaConfig", {"tie_word_embeddings": True}),
-    "llama3": ("LlamaConfig", {"rope_parameters": _LLAMA3_ROPE, "tie_word_embeddings": False}),
-    "mistral": ("MistralConfig", {"sliding_window": 4096, "tie_word_embeddings": False}),
-    "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
-    "qwen3": ("Qwen3Config", {"head_dim": 24, "tie_word_embeddings": False}),
-}
-TINY_ARCHS = list(TINY_CONFIGS)
-
-
-def _tiny_config(arch: str) -> Any:
-    import transformers
-
-    class_name, extra = TINY_CONFIGS[arch]
-    common = dict(vocab_size=384, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return getattr(transformers, class_name)(**common, **extra)
-
-
-def _randomize(model: torch.nn.Module, seed: int) -> None:
-    """Weights large enough that attention is far from uniform and norms are not all ones."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.15)
-
-
-def build_tiny_hf_model(arch: str, folder: str, seed: int = 0, max_shard_size: str | None = None) -> Any:
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_tiny_config(arch), dtype=torch.float32)
-    _randomize(model, seed)
-    if model.config.tie_word_embeddings:
-        model.tie_weights()
-    model.eval()
-    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-    model.save_pretrained(folder, **kwargs)
-    GenerationConfig(eos_token_id=[2, 5], bos_token_id=1).save_pretrained(folder)
-    return model
-
-
-class TinyModel:
-    """A saved tiny checkpoint and the HF model it came from."""
-
-    def __init__(self, arch: str, folder: str, hf_model: Any) -> None:
-        self.arch, self.folder, self.hf_model = arch, folder, hf_model
-        self.source = ModelSource(folder)
+from tests.helpers.tiny_models import TinyModel, build_tiny_hf_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.call_timers import wrap_timed  # noqa: E402
-from benchmarks.gpu.model_folders import LLAMA3_8B, QWEN3_0_6B, write_model_folder  # noqa: E402
+from pagedllm.bench.model_folders import LLAMA3_8B, QWEN3_0_6B, write_model_folder  # noqa: E402
 
 SHAPES = {"qwen3-0.6b": QWEN3_0_6B, "llama3-8b": LLAMA3_8B}
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 OUT=${1:-/tmp/serve-smoke}; PORT=${PORT:-8000}; mkdir -p "$OUT"
 MODEL=/tmp/qwen3-0.6b-shape
-python -c "import sys; sys.path.insert(0, '.'); from benchmarks.gpu.model_folders import QWEN3_0_6B, write_model_folder; write_model_folder('$MODEL', QWEN3_0_6B)"
+python -c "from pagedllm.bench.model_folders import QWEN3_0_6B, write_model_folder; write_model_folder('$MODEL', QWEN3_0_6B)"
 python -m pagedllm.cli.main --log-level INFO serve "$MODEL" --load-format dummy --served-model-name qwen3 \
   --chat-template "{% for m in messages %}{{ m['content'] }} {% endfor %}" --max-model-len 4096 --host 127.0.0.1 --port "$PORT" > "$OUT/server.log" 2>&1 &
 SERVER=$!

@@ -1,4 +1,4 @@
-"""Fixtures of the serving-benchmark tests: the fake OpenAI server of fake_openai_server.py."""
+"""Fixtures of the serving-benchmark tests: the fake OpenAI server of tests/helpers/fake_openai_server.py."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
-from fake_openai_server import FakeServerState, make_app
+
+from tests.helpers.fake_openai_server import FakeServerState, make_app
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai_server import CHAT_PROMPT_TOKENS, ITL_S, MODEL, TTFT_S, FakeServerState
 
 from pagedllm.bench import serve
+from tests.helpers.fake_openai_server import CHAT_PROMPT_TOKENS, ITL_S, MODEL, TTFT_S, FakeServerState
 
 VOCAB = 500
 # Generous upper slack: the machine is shared; the lower bounds are what the server guarantees.

@@ -7,7 +7,7 @@ import pytest
 from pagedllm.core.block_hash import hash_block_tokens, update_block_hashes
 from pagedllm.core.block_pool import BlockPool, FreeBlockQueue, KVCacheBlock
 
-from core_fakes import make_request
+from tests.helpers.core_fakes import make_request
 
 
 def _ids(queue: FreeBlockQueue) -> list[int]:

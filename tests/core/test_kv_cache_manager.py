@@ -3,7 +3,7 @@ from __future__ import annotations
 from pagedllm.core.kv_cache_manager import KVCacheManager
 from pagedllm.core.request import Request
 
-from core_fakes import make_request
+from tests.helpers.core_fakes import make_request
 
 BS = 4
 

@@ -8,7 +8,7 @@ from pagedllm.core.scheduler import Scheduler
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import EngineCoreOutput, ModelRunnerOutput
 
-from core_fakes import FakeRunner, make_request
+from tests.helpers.core_fakes import FakeRunner, make_request
 
 BS = 4
 

@@ -5,7 +5,7 @@ from pagedllm.config import CacheConfig, SchedulerConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.core.scheduler import Scheduler
 
-from core_fakes import FakeRunner, make_request
+from tests.helpers.core_fakes import FakeRunner, make_request
 
 BS = 4
 EOS = 0

@@ -10,7 +10,7 @@ from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler import Scheduler
 from pagedllm.outputs import EngineCoreOutput
 
-from core_fakes import FakeRunner, make_request
+from tests.helpers.core_fakes import FakeRunner, make_request
 
 BS = 4
 EOS = 0

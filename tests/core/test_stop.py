@@ -3,7 +3,7 @@ from __future__ import annotations
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.stop import check_stop
 
-from core_fakes import make_request
+from tests.helpers.core_fakes import make_request
 
 EOS = 2
 

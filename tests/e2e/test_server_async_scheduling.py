@@ -7,21 +7,34 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.e2e.test_server_openai import (MODEL, test_greedy_completions_equal_offline_llm,  # noqa: F401
-                                          test_n2_stream_matches_non_stream, test_random_disconnects_free_every_block,
-                                          test_stop_string)
+from pagedllm import LLM
+from tests.helpers.server_checks import (check_greedy_completions_equal_offline_llm, check_n2_stream_matches_non_stream,
+                                         check_random_disconnects_free_every_block, check_stop_string, server_args)
 from tests.helpers.server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
-    args = [smollm2_gguf, "--tokenizer", smollm2_tokenizer_dir, "--served-model-name", MODEL,
-            "--dtype", "float32", "--max-model-len", "2048", "--kv-cache-memory", str(256 << 20),
-            "--disable-log-stats", "--async-scheduling"]
-    with ServerProcess(args) as s:
+    with ServerProcess(server_args(smollm2_gguf, smollm2_tokenizer_dir, "--async-scheduling")) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_llm: LLM) -> None:
+    check_greedy_completions_equal_offline_llm(client, smollm2_llm)
+
+
+def test_n2_stream_matches_non_stream(client: openai.OpenAI) -> None:
+    check_n2_stream_matches_non_stream(client)
+
+
+def test_stop_string(client: openai.OpenAI) -> None:
+    check_stop_string(client)
+
+
+def test_random_disconnects_free_every_block(server: ServerProcess) -> None:
+    check_random_disconnects_free_every_block(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pagedllm import SamplingParams
-from tests.e2e.hf_oracle import hf_greedy, hf_prompt_logprobs
+from tests.helpers.hf_oracle import hf_greedy, hf_prompt_logprobs
 
 PROMPTS = [
     "The capital of France is",

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from pagedllm import LLM, SamplingParams
-from tests.conftest import TINY_ARCHS
-from tests.e2e.hf_oracle import hf_greedy, hf_prompt_logprobs
+from tests.helpers.hf_oracle import hf_greedy, hf_prompt_logprobs
+from tests.helpers.tiny_models import TINY_ARCHS
 
 EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
 

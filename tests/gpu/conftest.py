@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.gpu.model_folders import write_tokenizer
+from pagedllm.bench.model_folders import write_tokenizer
 
 BACKENDS = ["triton", "torch"]
 

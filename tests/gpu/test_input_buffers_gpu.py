@@ -6,13 +6,13 @@ import torch
 
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import build_model_input
-from tests.worker.test_input_builder import BLOCK, _states
+from tests.helpers.runner_states import BLOCK, make_states
 
 CUDA = torch.device("cuda")
 
 
 def test_eager_step_through_buffers_equals_fresh_tensors():
-    states = _states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
+    states = make_states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
     fresh = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA)
     buffers = InputBuffers(64, 8, 8, CUDA)
     for _ in range(2):  # the second step rewrites the mirrors after the first step's copies
@@ -24,7 +24,7 @@ def test_eager_step_through_buffers_equals_fresh_tensors():
 
 
 def test_decode_step_padded_for_a_graph():
-    states = _states(("a", [1, 2, 3, 4, 5], [2, 9], 4), ("b", [6, 7], [4], 1))
+    states = make_states(("a", [1, 2, 3, 4, 5], [2, 9], 4), ("b", [6, 7], [4], 1))
     buffers = InputBuffers(64, 8, 8, CUDA)
     inp = build_model_input(states, ["b", "a"], [1, 1], BLOCK, CUDA, buffers, pad_to=4)
     md = inp.attn_metadata
@@ -43,7 +43,7 @@ def test_decode_step_padded_for_a_graph():
 
 
 def test_prompt_step_padded_for_piecewise_graphs():
-    states = _states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
+    states = make_states(("a", list(range(10, 16)), [7, 3], 0), ("b", list(range(20, 25)), [5, 6], 4))
     fresh = build_model_input(states, ["a", "b"], [6, 1], BLOCK, CUDA)
     buffers = InputBuffers(64, 8, 8, CUDA)
     buffers.input_ids.fill_(99)  # stale values from an earlier, longer step

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pagedllm import LLM, SamplingParams
-from tests.gpu.hf_gpu import hf_greedy_with_logprobs
+from tests.helpers.hf_gpu import hf_greedy_with_logprobs
 
 ARCH = "qwen3"  # q/k norm and a head_dim that is not hidden / heads: the most to get wrong
 EOS_IDS = {2, 5}

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pagedllm import LLM, SamplingParams
-from tests.conftest import TINY_ARCHS
-from tests.gpu.hf_gpu import check_logprobs_close, hf_greedy_with_logprobs
+from tests.helpers.hf_gpu import check_logprobs_close, hf_greedy_with_logprobs
+from tests.helpers.tiny_models import TINY_ARCHS
 
 EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
 

@@ -9,8 +9,8 @@ import torch
 
 from pagedllm.config import ModelConfig
 from pagedllm.models.loader import load_hf_config, load_model
-from tests.conftest import TINY_ARCHS, TinyModel
 from tests.helpers.paged_runner import PagedRunner
+from tests.helpers.tiny_models import TINY_ARCHS, TinyModel
 
 ATOL = 1e-4
 

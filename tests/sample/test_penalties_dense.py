@@ -4,19 +4,18 @@ from __future__ import annotations
 import torch
 
 from pagedllm.sample.penalties import _apply_penalties_dense, apply_penalties
-from tests.sample.conftest import metadata, row
 
 
-def test_dense_equals_sparse():
+def test_dense_equals_sparse(make_row, make_metadata):
     gen = torch.Generator().manual_seed(0)
     rows = [
-        row(prompt=[1, 2, 3, 3], output=[4, 4, 5], repetition_penalty=1.3, frequency_penalty=0.5,
-            presence_penalty=0.2),
-        row(prompt=[7], output=[], temperature=0.0),
-        row(prompt=[8, 9], output=[9, 9, 9, 10], frequency_penalty=-0.4),
-        row(prompt=[11, 12], output=[12, 13], repetition_penalty=0.7),
+        make_row(prompt=[1, 2, 3, 3], output=[4, 4, 5], repetition_penalty=1.3, frequency_penalty=0.5,
+                 presence_penalty=0.2),
+        make_row(prompt=[7], output=[], temperature=0.0),
+        make_row(prompt=[8, 9], output=[9, 9, 9, 10], frequency_penalty=-0.4),
+        make_row(prompt=[11, 12], output=[12, 13], repetition_penalty=0.7),
     ]
-    md = metadata(rows, 32)
+    md = make_metadata(rows, 32)
     assert md.penalties is not None and md.penalties.prompt_tokens is not None
     logits = torch.randn(4, 32, generator=gen)
     sparse, dense = logits.clone(), logits.clone()
@@ -26,9 +25,9 @@ def test_dense_equals_sparse():
     assert not torch.equal(dense, logits)
 
 
-def test_dense_without_repetition_penalty():
-    rows = [row(output=[3, 3, 1], frequency_penalty=1.0), row(output=[2], presence_penalty=0.5)]
-    md = metadata(rows, 8)
+def test_dense_without_repetition_penalty(make_row, make_metadata):
+    rows = [make_row(output=[3, 3, 1], frequency_penalty=1.0), make_row(output=[2], presence_penalty=0.5)]
+    md = make_metadata(rows, 8)
     assert md.penalties is not None and md.penalties.prompt_tokens is None
     logits = torch.zeros(2, 8)
     _apply_penalties_dense(logits, md.penalties)

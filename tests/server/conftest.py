@@ -13,9 +13,7 @@ from fastapi.testclient import TestClient
 
 from pagedllm.server.api_server import build_app
 from pagedllm.server.settings import ServerSettings
-from tests.server.fake_engine import FakeEngine, make_tokenizer
-
-API_KEY = "sk-test-key"
+from tests.helpers.fake_engine import FakeEngine, make_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.server.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "fake-model"
 

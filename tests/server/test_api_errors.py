@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from pagedllm.server.api_server import build_app
 from pagedllm.server.settings import ServerSettings
-from tests.server.conftest import API_KEY
-from tests.server.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
+API_KEY = "sk-test-key"
 CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
 
 

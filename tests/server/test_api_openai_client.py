@@ -4,7 +4,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.server.fake_engine import FakeEngine, reply_for
+from tests.helpers.fake_engine import FakeEngine, reply_for
 
 MODEL = "fake-model"
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]

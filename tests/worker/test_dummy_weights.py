@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pagedllm import LLM, SamplingParams
-from benchmarks.gpu.model_folders import LLAMA3_8B, write_model_folder
+from pagedllm.bench.model_folders import LLAMA3_8B, write_model_folder
 
 TINY_LLAMA = dict(LLAMA3_8B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=512, max_position_embeddings=256)

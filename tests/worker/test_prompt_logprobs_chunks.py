@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from pagedllm import LLM, SamplingParams
-from benchmarks.gpu.model_folders import write_tokenizer
-from tests.e2e.hf_oracle import hf_prompt_logprobs
+from pagedllm.bench.model_folders import write_tokenizer
+from tests.helpers.hf_oracle import hf_prompt_logprobs
 
 
 def test_chunked_prompt_logprobs_equal_hf(tiny_hf_model, monkeypatch):

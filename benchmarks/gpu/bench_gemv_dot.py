@@ -1,7 +1,7 @@
 """Can a Triton GEMV built on tl.dot match cuBLAS's bandwidth at batch 1, so PDL and fusion pay?
 
-bench_gemv_splitk.py's GEMV (elementwise multiply and sum) streamed weights at 1.4-2.5 TB/s
-against cuBLAS's 2.3-2.7: its loads are plain register loads, so few bytes are in flight per SM.
+The split-K GEMV of an earlier experiment (elementwise multiply and sum; RESULTS.md 2026-12-06)
+streamed weights at 1.4-2.5 TB/s against cuBLAS's 2.3-2.7: its loads are plain register loads, so few bytes are in flight per SM.
 Loads that feed tl.dot are what Triton's pipeliner turns into asynchronous copies (cp.async) with
 NUM_STAGES tiles in flight. So this GEMV is a skinny GEMM:
 x is a [BLOCK_M = 16, K] tile (the batch's rows, here 1, the rest masked to zero), the tensor
@@ -41,14 +41,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from benchmarks.gpu.bench_fold_norms import folded, layer_weights  # noqa: E402
-from benchmarks.gpu.bench_gemv_splitk import replay_once_against_cublas, time_graphs_interleaved  # noqa: E402
+from benchmarks.gpu.bench_fold_norms import EPS, HIDDEN, INTER, QKV, folded, layer_weights  # noqa: E402
 from benchmarks.gpu.bench_triton_kernels import capture_graph  # noqa: E402
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
 from pagedllm.kernels.triton.activation import silu_and_mul  # noqa: E402
 from pagedllm.kernels.triton.skinny_gemm import GemvConfig, pick_config, skinny_gemm  # noqa: E402
 
-from benchmarks.gpu.bench_fold_norms import EPS, HIDDEN, INTER, QKV  # noqa: E402
 SHAPES = {"qkv": (HIDDEN, QKV), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * INTER), "down": (INTER, HIDDEN)}
 
 
@@ -117,6 +115,32 @@ def sweep_projections(configs: list[GemvConfig]) -> dict[str, GemvConfig]:
         best[name] = results[0][1]
         del ws
     return best
+
+
+def replay_once_against_cublas(graphs: dict[str, torch.cuda.CUDAGraph], hs: dict[str, torch.Tensor],
+                               h0: torch.Tensor) -> None:
+    """Each graph replayed once on its own hidden state hs[name] reset to h0; prints how far each
+    result is from the "cuBLAS" graph's."""
+    for name, g in graphs.items():
+        hs[name].copy_(h0)
+        g.replay()
+    torch.cuda.synchronize()
+    ref = hs["cuBLAS"].float()
+    for name in graphs:
+        if name != "cuBLAS":
+            err = ((hs[name].float() - ref).norm() / ref.norm()).item()
+            print(f"one replay, {name} against cuBLAS: rel err {err:.1e}", flush=True)
+
+
+def time_graphs_interleaved(graphs: dict[str, torch.cuda.CUDAGraph], rounds: int, what: str) -> None:
+    """Prints each graph's median ms a replay over `rounds` rounds, the graphs taking turns."""
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, g in graphs.items():
+            times[name].append(back_to_back_ms(g.replay, 20))
+    for name, ts in times.items():
+        ts.sort()
+        print(f"{what}, {name:24s} median {ts[rounds // 2]:.3f} ms (min {ts[0]:.3f}, max {ts[-1]:.3f})", flush=True)
 
 
 def _layers_ours(calls: list[dict], h: torch.Tensor, bufs: dict[str, torch.Tensor]) -> None:  # type: ignore[type-arg]

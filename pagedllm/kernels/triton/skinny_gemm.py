@@ -5,9 +5,9 @@ x is one [BLOCK_M = 16, K] tile (the step's rows, the rest masked to zero) and t
 through in [BLOCK_K, BLOCK_N] tiles. Loads that feed tl.dot are what Triton's software pipeliner
 turns into asynchronous copies (cp.async) with NUM_STAGES tiles in flight: an elementwise GEMV of
 plain register loads kept too few bytes in flight per SM and streamed 1.4-2.5 TB/s where cuBLAS
-streams 2.3-2.7 (benchmarks/gpu/bench_gemv_splitk.py); this one matches cuBLAS per projection
-(benchmarks/gpu/bench_gemv_dot.py). The tensor cores' padded rows cost nothing that matters at
-this size. Around the product:
+streams 2.3-2.7 (a dropped split-K GEMV, benchmarks/RESULTS.md 2026-12-06); this one matches
+cuBLAS per projection (benchmarks/gpu/bench_gemv_dot.py). The tensor cores' padded rows cost
+nothing that matters at this size. Around the product:
 
 * split-K with the reduce in the same launch: each program writes float32 partials, counts itself
   in an atomic counter per column tile, and the last to count sums the partials in split order

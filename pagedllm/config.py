@@ -1,7 +1,14 @@
-"""Engine configuration: one frozen dataclass per concern, validated once."""
+"""Engine configuration: one frozen dataclass per concern, validated once.
+
+EngineArgs (engine/arg_utils.py) builds the first EngineConfig from the user's arguments. Start-up
+sizes the KV cache and may lower max_model_len to what it fits; the engine then builds the final
+EngineConfig from that result (`EngineConfig.with_kv_cache`). No config object is changed after
+it is built.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -40,6 +47,8 @@ class CacheConfig:
     block_size: int = 16
     enable_prefix_caching: bool = True
     num_gpu_blocks_override: int | None = None  # number of KV blocks on any device
+    # the KV blocks start-up allocated: None until then (the final config of EngineConfig.with_kv_cache)
+    num_blocks: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes; overrides gpu_memory_utilization when given
     # "sha256" resists crafted collisions between users' prefixes; "builtin" is Python's hash, faster
@@ -52,6 +61,8 @@ class CacheConfig:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}.")
         if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override < 1:
             raise ValueError("num_gpu_blocks_override must be at least 1.")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be at least 1, got {self.num_blocks}.")
         if self.prefix_caching_hash_algo not in ("sha256", "builtin"):
             raise ValueError(f"prefix_caching_hash_algo must be 'sha256' or 'builtin', got "
                              f"{self.prefix_caching_hash_algo!r}.")
@@ -97,9 +108,86 @@ class DeviceConfig:
                              f"got {self.cuda_graph_mode!r}.")
 
 
+CPU_GEMMS = ("auto", "onednn", "torch")
+SKINNY_GEMM_MODES = ("auto", "on", "off")
+
+
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A KernelConfig field whose help text (and choices) the CLI flag and the README share."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Which kernels and fused paths run: every choice the engine offers between implementations
+    of the same computation. Each field is an engine argument and a CLI flag of the same name
+    (README, "Kernel choices"); a PAGEDLLM_<FIELD> environment variable fills its default
+    (pagedllm/envs.py, the one module that reads the environment). The platform resolves these
+    once, at load, into what each layer, the attention backend and the sampler run
+    (platforms/base.py); nothing re-decides per call."""
+
+    attention_backend: str | None = _option(
+        None, "attention backend (torch, cpu_paged, triton); default: the platform's (cpu_paged on the CPU, "
+              "triton on CUDA when Triton is on and importable, else torch)")
+    cpu_gemm: str = _option(
+        "auto", "CPU linear layers: auto packs float32 weights for our AVX-512 panel GEMM where it is built and "
+                "others for oneDNN; onednn packs every weight for oneDNN; torch keeps plain weights and "
+                "torch.matmul", CPU_GEMMS)
+    triton: bool = _option(
+        True, "CUDA: Triton kernels (norms, activation, rotary, sampler stage, skinny GEMM, attention); off runs "
+              "torch ops, cuBLAS and the torch attention backend")
+    skinny_gemm: str = _option(
+        "auto", "CUDA: our Triton GEMM for steps of at most 16 rows; auto takes bf16/fp16 weights of 16M "
+                "elements and up, on every weight it has a launch shape for, off none (cuBLAS)", SKINNY_GEMM_MODES)
+    gemm_pdl: bool = _option(
+        True, "CUDA: launch the skinny GEMMs, and decode attention before them, with programmatic dependent "
+              "launch, so each loads its weights while the kernel before it finishes")
+    fold_norms: bool = _option(
+        True, "CUDA: fold each decoder layer's RMSNorm weights into the projection that reads them, where the "
+              "attention backend and activation apply the norm's scale (two launches a layer fewer)")
+    decode_rotary: bool = _option(
+        True, "CUDA (triton backend): decode steps rotate q/k and write the KV cache inside the attention "
+              "kernel, one launch a layer instead of two")
+    triton_sampler: bool = _option(
+        True, "CUDA: the sampler's inverse-CDF stage as two Triton launches instead of torch ops")
+    cpu_kernels: bool = _option(
+        True, "CPU: our C++ kernels (attention, GEMM, norms, rotary, activation, sampler stage), compiled on "
+              "first use; off runs torch ops only")
+    cpu_threads: int | None = _option(
+        None, "CPU: intra-op threads; default: every core this process may run on")
+
+    def __post_init__(self) -> None:
+        _check_choice("cpu_gemm", self.cpu_gemm, CPU_GEMMS)
+        _check_choice("skinny_gemm", self.skinny_gemm, SKINNY_GEMM_MODES)
+        if self.attention_backend is not None:
+            from pagedllm.attention.registry import BACKENDS
+
+            _check_choice("attention_backend", self.attention_backend, tuple(BACKENDS.names()))
+            if self.attention_backend == "triton" and not self.triton:
+                raise ValueError("attention_backend='triton' needs triton=True.")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1, got {self.cpu_threads}.")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     model_config: ModelConfig
     cache_config: CacheConfig
     scheduler_config: SchedulerConfig
     device_config: DeviceConfig
+    kernel_config: KernelConfig = KernelConfig()
+
+    def with_kv_cache(self, num_blocks: int, max_model_len: int) -> EngineConfig:
+        """The final config, from what start-up's KV-cache sizing found: its block count and the
+        context it fits (lowered from the model's when a derived max_model_len did not fit)."""
+        return dataclasses.replace(
+            self,
+            model_config=dataclasses.replace(self.model_config, max_model_len=max_model_len),
+            cache_config=dataclasses.replace(self.cache_config, num_blocks=num_blocks),
+            scheduler_config=dataclasses.replace(self.scheduler_config, max_model_len=max_model_len),
+        )

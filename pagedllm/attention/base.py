@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,20 +41,66 @@ class AttentionMetadata:
         return self.max_query_len == 1
 
 
+# (h [num_tokens, hidden], eps): q, k and v are to be multiplied by each token's 1 / rms(h) first
+# (a model whose input norm is folded into its qkv projection, models/norm_folding.py)
+NormScale = tuple[torch.Tensor, float]
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend can do beyond plain attention over the paged cache. The model reads these
+    once at load to decide what its attention layers hand over (layers/attention.py) and the
+    worker to decide whether decode steps are captured as CUDA graphs."""
+
+    # rotates q and k by their positions in its cache write (QKVPrologue.positions/cos_sin_cache)
+    fuses_rotary: bool = False
+    # also RMS-normalises each head of q and k before rotating them (QKVPrologue.qk_norm);
+    # only together with fuses_rotary
+    fuses_qk_norm: bool = False
+    # also scales q, k and v by a token's 1 / rms(h) first (QKVPrologue.norm_scale); only
+    # together with fuses_rotary
+    fuses_norm_scale: bool = False
+    # its decode path reads lengths from device memory and never syncs the host, so a decode
+    # step can be captured once and replayed as a CUDA graph
+    cuda_graphs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QKVPrologue:
+    """Work on this step's q, k and v that the backend does before attention, in its own
+    kernels: the rotary embedding, and optionally q/k head norms before it and a norm scale
+    before everything. Only what the backend's capabilities declare is ever handed over."""
+
+    positions: torch.Tensor  # [num_tokens] int64
+    cos_sin_cache: torch.Tensor  # [max_position, rotary_dim] float32, neox layout
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (q weight, k weight, eps)
+    norm_scale: NormScale | None = None
+
+
+@dataclass(frozen=True)
+class AttentionBackendOptions:
+    """What the engine tells a backend when it builds it (Platform.make_attention_backend)."""
+
+    max_num_seqs: int = 256
+    max_model_len: int | None = None  # the final one is set by configure() before graph capture
+    rotary_in_decode: bool = True  # KernelConfig.decode_rotary (backends that fuse rotary)
+    pdl: bool = False  # decode attention launched as a programmatic dependent (CUDA)
+    cpu_kernels: Any = None  # the built C++ module, for the CPU backend; None: torch only
+
+
 class AttentionBackend(ABC):
     """Computes attention for a flattened mixed batch against the paged KV cache."""
 
     name: str = "base"
-    # Whether forward_with_rotary is available: the rotary embedding of q and k fused into the
-    # backend's cache write. Otherwise the attention layer applies the rotary first.
-    fuses_rotary: bool = False
-    # Whether forward_with_rotary also takes `qk_norm`: Qwen3's per-head RMSNorm of q and k, fused
-    # in front of the rotation. Otherwise the attention layer normalises q and k first.
-    fuses_qk_norm: bool = False
-    # Whether forward_with_rotary also takes `norm_scale` (h, eps): q, k and v multiplied by each
-    # token's 1 / rms(h) first (a model with the input norm folded into its qkv projection,
-    # models/norm_folding.py). Otherwise the attention layer scales them first.
-    fuses_norm_scale: bool = False
+    capabilities = BackendCapabilities()
+
+    def __init__(self, options: AttentionBackendOptions | None = None) -> None:
+        self.options = options or AttentionBackendOptions()
+
+    def configure(self, max_num_seqs: int, max_model_len: int) -> None:
+        """The engine's final limits, set after start-up sized the KV cache and before any CUDA
+        graph is captured. Backends with workspaces or capture-time choices override this."""
+        self.options = dataclasses.replace(self.options, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
@@ -69,25 +116,12 @@ class AttentionBackend(ABC):
         kv_cache: torch.Tensor,  # kv_cache_shape(...)
         metadata: AttentionMetadata,
         scale: float,
+        prologue: QKVPrologue | None = None,
+        out: torch.Tensor | None = None,  # [num_tokens, num_heads, head_size]
     ) -> torch.Tensor:
         """Write key/value into kv_cache at metadata.slot_mapping, then return attention output
-        [num_tokens, num_heads, head_size] for every query token over its request's context."""
+        [num_tokens, num_heads, head_size] for every query token over its request's context.
 
-    def forward_with_rotary(
-        self,
-        query: torch.Tensor,  # [num_tokens, num_heads, head_size], not yet rotated
-        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size], not yet rotated
-        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        kv_cache: torch.Tensor,
-        metadata: AttentionMetadata,
-        scale: float,
-        positions: torch.Tensor,  # [num_tokens] int64
-        cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32, neox layout
-        qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
-        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [num_tokens, hidden], eps)
-    ) -> torch.Tensor:
-        """forward() after rotating query and key (in place) by their positions; with `qk_norm`
-        (backends that set fuses_qk_norm), after RMS-normalising each head of them first; with
-        `norm_scale` (backends that set fuses_norm_scale), after scaling q, k and v by 1 / rms(h)
-        before all that."""
-        raise NotImplementedError(f"The {self.name} backend does not fuse the rotary embedding.")
+        With a `prologue` (only from layers whose backend declares the capability), q, k and v
+        are first transformed as it says (query and key in place). With `out`, the output goes
+        there and only its first num_actual_tokens rows are written (the rest is padding)."""

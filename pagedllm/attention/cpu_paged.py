@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from pagedllm.attention.base import AttentionMetadata
+from pagedllm.attention.base import AttentionBackendOptions, AttentionMetadata
 from pagedllm.attention.torch_ref import TorchAttentionBackend
-from pagedllm.kernels.cpu import load_cpu_kernels
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -23,8 +22,10 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 class CpuPagedAttentionBackend(TorchAttentionBackend):
     name = "cpu_paged"
 
-    def __init__(self) -> None:
-        self.kernels = load_cpu_kernels()
+    def __init__(self, options: AttentionBackendOptions | None = None) -> None:
+        super().__init__(options)
+        # The C++ module the platform built (KernelConfig.cpu_kernels); None: the torch path.
+        self.kernels = self.options.cpu_kernels
 
     def mixed(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
               metadata: AttentionMetadata, scale: float, out: torch.Tensor) -> None:

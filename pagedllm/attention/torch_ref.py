@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pagedllm.attention.base import AttentionBackend, AttentionMetadata
+from pagedllm.attention.base import AttentionBackend, AttentionMetadata, QKVPrologue
+from pagedllm.kernels.reference import rms_norm_rows, rotary_neox, scale_rows_by_inv_rms
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -32,11 +33,16 @@ class TorchAttentionBackend(AttentionBackend):
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
         metadata: AttentionMetadata,
         scale: float,
+        prologue: QKVPrologue | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if prologue is not None:  # a model planned for a fusing backend, run on this oracle
+            query, key, value = apply_prologue(query, key, value, prologue)
         n = metadata.num_actual_tokens
         self.write_kv(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
-        # Rows past num_actual_tokens are padding (e.g. for a captured graph): left as zeros.
-        out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
+        if out is None:
+            # Rows past num_actual_tokens are padding (e.g. for a captured graph): left as zeros.
+            out = query.new_zeros(query.shape) if n < query.shape[0] else torch.empty_like(query)
         if metadata.is_decode_only:
             # One token per request, so n == num_reqs; slicing tolerates tables padded with extra rows.
             self.decode_only(query[:n], kv_cache, metadata, scale, out[:n])
@@ -206,3 +212,21 @@ def _prefill_attention(
     out = F.scaled_dot_product_attention(q, k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, scale=scale,
                                          enable_gqa=True)
     return out.transpose(0, 1)
+
+
+def apply_prologue(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   prologue: QKVPrologue) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a fusing backend does to q, k, v ([T, heads, head_size] each) before attention, in
+    torch ops: the norm scale, then the q/k head norms, then the rotary embedding. New tensors.
+    This backend declares no fusion (it would not pay), but takes a prologue anyway, so a model
+    built for the Triton backend runs on this reference too."""
+    num_tokens, _, head_size = query.shape
+    if prologue.norm_scale is not None:
+        query, key, value = (scale_rows_by_inv_rms(x, *prologue.norm_scale) for x in (query, key, value))
+    if prologue.qk_norm is not None:
+        q_weight, k_weight, eps = prologue.qk_norm
+        query, key = rms_norm_rows(query, q_weight, eps), rms_norm_rows(key, k_weight, eps)
+    rotated = (rotary_neox(prologue.positions, x.reshape(num_tokens, -1), prologue.cos_sin_cache, head_size)
+               for x in (query, key))
+    query, key = (x.view(num_tokens, -1, head_size) for x in rotated)
+    return query, key, value

@@ -9,11 +9,12 @@ Per step, from host-side metadata only (no device syncs, so decode steps can be 
   combines the partials, in the same launch;
 * other steps take the mixed kernel: variable-length query tiles, causal within new tokens.
 
-forward_with_rotary (the attention layer hands over unrotated q/k and the positions): a decode
-step's attention kernel rotates q and writes the new K/V itself (one launch per layer); other
-steps run the rotary + cache-write kernel first (kernels/triton/rotary.py). With `norm_scale`
-(the model folded its input norm into qkv), the decode kernel also scales q/k/v by 1 / rms(h);
-other steps scale them in place first (kernels/triton/norm_scale.py).
+With a QKVPrologue (the attention layer hands over unrotated q/k and the positions): a decode
+step's attention kernel rotates q and writes the new K/V itself (one launch per layer, unless
+the engine turned `rotary_in_decode` off); other steps run the rotary + cache-write kernel first
+(kernels/triton/rotary.py). With the prologue's norm scale (the model folded its input norm into
+qkv), the decode kernel also scales q/k/v by 1 / rms(h); other steps scale them in place first
+(kernels/triton/norm_scale.py).
 
 The split-K partials and counters live in one workspace per backend (shared by every layer, which run one
 after another on the stream), allocated on the first split decode (the profile run or the eager
@@ -27,34 +28,28 @@ zeros (or a finite value) to their own output rows.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from pagedllm.attention.base import AttentionBackend, AttentionMetadata
-from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
+from pagedllm.attention.base import (AttentionBackend, AttentionBackendOptions, AttentionMetadata,
+                                     BackendCapabilities, QKVPrologue)
 from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
+from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
 from pagedllm.kernels.triton.rotary import rotary_embedding_and_cache_
-from pagedllm.kernels.triton.skinny_gemm import pdl_chain_enabled
 
-# PAGEDLLM_DECODE_ROTARY=0 keeps the separate rotary + cache-write launch for decode steps too (A/B).
-_ROTARY_IN_DECODE = os.environ.get("PAGEDLLM_DECODE_ROTARY", "1") != "0"
 NUM_SPLITS_KEY = "triton_num_splits"  # backend_cache key: an explicit split count for this step
-# Below this a split's fixed cost (q load, partial write) dominates; H100, batch 1, 2k context,
-# in a CUDA graph: 8 splits of 256 keys 13.7 us, 16 of 128 keys 11.0 us, 32 of 64 keys 11.2 us.
+# Below this a split's fixed cost (q load, partial write) outweighs its share of the keys: shorter
+# splits stopped paying in the split-size sweep at batch 1 (RESULTS.md).
 _MIN_KEYS_PER_SPLIT = 128
 
 
 class TritonPagedAttentionBackend(AttentionBackend):
     name = "triton"
-    fuses_rotary = True
-    fuses_qk_norm = True
-    fuses_norm_scale = True
+    capabilities = BackendCapabilities(fuses_rotary=True, fuses_qk_norm=True, fuses_norm_scale=True,
+                                       cuda_graphs=True)
 
-    def __init__(self, max_num_seqs: int = 256, max_model_len: int | None = None, max_num_splits: int = 32) -> None:
-        self.max_num_seqs = max_num_seqs
-        self.max_model_len = max_model_len
+    def __init__(self, options: AttentionBackendOptions | None = None, max_num_splits: int = 32) -> None:
+        super().__init__(options)
         self.max_num_splits = max_num_splits
         self._workspace: SplitWorkspace | None = None
         self._num_sms: int | None = None
@@ -62,7 +57,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
     def configure(self, max_num_seqs: int, max_model_len: int) -> None:
         """Engine limits: the workspace size and the split count used while capturing a graph.
         Call before the first forward (the profile run) so the workspace has its final size."""
-        self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
+        super().configure(max_num_seqs, max_model_len)
         self._workspace = None
 
     def forward(
@@ -73,37 +68,24 @@ class TritonPagedAttentionBackend(AttentionBackend):
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
         metadata: AttentionMetadata,
         scale: float,
+        prologue: QKVPrologue | None = None,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens)
-        return self._attend(query, kv_cache, metadata, scale, out)
-
-    def forward_with_rotary(
-        self,
-        query: torch.Tensor,  # [num_tokens, num_heads, head_size]
-        key: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        value: torch.Tensor,  # [num_tokens, num_kv_heads, head_size]
-        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
-        metadata: AttentionMetadata,
-        scale: float,
-        positions: torch.Tensor,  # [num_tokens] int64
-        cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim] float32
-        qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight, k weight, eps)
-        out: torch.Tensor | None = None,
-        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [num_tokens, hidden], eps)
-    ) -> torch.Tensor:
+        if prologue is None:
+            reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens)
+            return self._attend(query, kv_cache, metadata, scale, out)
         num_tokens, _, head_size = query.shape
-        if metadata.is_decode_only and _ROTARY_IN_DECODE:
+        if metadata.is_decode_only and self.options.rotary_in_decode:
             # The decode kernel rotates q in registers and writes the new K/V itself: one launch
             # per layer instead of two (q is left unrotated in memory; nothing reads it after).
-            new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), positions, cos_sin_cache,
-                           metadata.slot_mapping, qk_norm, norm_scale)
+            new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), prologue.positions,
+                           prologue.cos_sin_cache, metadata.slot_mapping, prologue.qk_norm, prologue.norm_scale)
             return self._attend(query, kv_cache, metadata, scale, out, new_kv)
-        if norm_scale is not None:
-            scale_qkv_by_inv_rms_(query, key, value, *norm_scale)
-        rotary_embedding_and_cache_(positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
-                                    value.view(num_tokens, -1), cos_sin_cache, head_size, kv_cache,
-                                    metadata.slot_mapping, metadata.num_actual_tokens, qk_norm)
+        if prologue.norm_scale is not None:
+            scale_qkv_by_inv_rms_(query, key, value, *prologue.norm_scale)
+        rotary_embedding_and_cache_(prologue.positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
+                                    value.view(num_tokens, -1), prologue.cos_sin_cache, head_size, kv_cache,
+                                    metadata.slot_mapping, metadata.num_actual_tokens, prologue.qk_norm)
         return self._attend(query, kv_cache, metadata, scale, out)
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
@@ -123,7 +105,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
             workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv,
-                            pdl=query.is_cuda and pdl_chain_enabled())
+                            pdl=query.is_cuda and self.options.pdl)
         else:
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, metadata.num_reqs, scale, False)
@@ -137,10 +119,11 @@ class TritonPagedAttentionBackend(AttentionBackend):
             splits = int(forced)
         else:
             max_len = metadata.max_seq_len
-            if self.max_model_len is not None and _capturing(metadata.seq_lens):
-                max_len = self.max_model_len  # the graph replays for any length up to this
+            max_model_len = self.options.max_model_len
+            if max_model_len is not None and _capturing(metadata.seq_lens):
+                max_len = max_model_len  # the graph replays for any length up to this
             programs = num_reqs * num_kv_heads
-            # Two programs per SM: H100, batch 64 (512 programs) runs best unsplit, batch 8 at 8 splits.
+            # About two programs per SM: a large batch fills the GPU unsplit, a small one needs splits.
             target = 2 * self._sm_count(metadata.seq_lens.device)
             by_occupancy = -(-target // programs)
             by_length = -(-max_len // _MIN_KEYS_PER_SPLIT)
@@ -150,7 +133,7 @@ class TritonPagedAttentionBackend(AttentionBackend):
 
     def _workspace_rows(self) -> int:
         # Large batches need no splits; small ones need many: rows = reqs * splits stays bounded.
-        return max(4 * self.max_num_seqs, self.max_num_splits * 32)
+        return max(4 * self.options.max_num_seqs, self.max_num_splits * 32)
 
     def _split_workspace(self, query: torch.Tensor, rows: int) -> SplitWorkspace:
         _, num_heads, head_size = query.shape

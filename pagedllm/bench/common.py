@@ -43,6 +43,27 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "(default: on for CUDA, off on the CPU, where it cannot overlap)")
     parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
                         help="dummy: random weights of the model's shape (benchmarks without a checkpoint)")
+    add_kernel_args(parser)
+
+
+def add_kernel_args(parser: argparse.ArgumentParser) -> None:
+    """A flag per KernelConfig field (--attention-backend, --cpu-gemm, --triton/--no-triton, ...),
+    default None: the environment's PAGEDLLM_<NAME>, else the config's default."""
+    import dataclasses
+    import typing
+
+    from pagedllm.config import KernelConfig
+
+    group = parser.add_argument_group("kernel choices (README, \"Kernel choices\")")
+    hints = typing.get_type_hints(KernelConfig)
+    for f in dataclasses.fields(KernelConfig):
+        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"] + f" (default: {f.default})"
+        if hints[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif hints[f.name] == int | None:
+            group.add_argument(flag, type=int, default=None, help=help_text)
+        else:
+            group.add_argument(flag, default=None, choices=f.metadata["choices"], help=help_text)
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,7 +76,16 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
+        **{name: getattr(args, name) for name in _kernel_arg_names()},
     )
+
+
+def _kernel_arg_names() -> list[str]:
+    import dataclasses
+
+    from pagedllm.config import KernelConfig
+
+    return [f.name for f in dataclasses.fields(KernelConfig)]
 
 
 def write_json(path: str | None, result: dict[str, Any]) -> None:

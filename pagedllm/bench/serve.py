@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from pagedllm import envs
 from pagedllm.bench.datasets import PROMPT_FORMATS, SampleRequest, Seed, sample_random_requests
 from pagedllm.bench.serve_metrics import (RequestResult, calculate_metrics, format_table, parse_server_counters,
                                           server_counter_metrics, sweep_table)
@@ -107,7 +108,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                         help="HF folder or .gguf for prompt token ids (default: the model, if local)")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="draw token ids from [0, N) without loading a tokenizer (token-ids format)")
-    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    parser.add_argument("--api-key", default=envs.openai_api_key())
     parser.add_argument("--num-prompts", type=int, default=64)
     parser.add_argument("--random-input-len", type=int, default=128)
     parser.add_argument("--random-output-len", type=int, default=128)

@@ -1,10 +1,16 @@
 """EngineArgs: the user's knobs, named like vLLM's, turned into one validated EngineConfig."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
+from pagedllm import envs
+from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
 from pagedllm.models.source import ModelSource, resolve_model_source
+
+# The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
+KERNEL_ARGS = tuple(f.name for f in dataclasses.fields(KernelConfig))
 
 _DTYPE_ALIASES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -35,10 +41,28 @@ class EngineArgs:
     cuda_graph_mode: str = "full_and_piecewise"  # or "full_decode_only": prompt steps run eagerly
     # overlap the host's work for the next step with the device's current step; None: on for CUDA
     async_scheduling: bool | None = None
+    # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
+    # PAGEDLLM_<NAME> when set, else KernelConfig's default.
+    attention_backend: str | None = None
+    cpu_gemm: str | None = None
+    triton: bool | None = None
+    skinny_gemm: str | None = None
+    gemm_pdl: bool | None = None
+    fold_norms: bool | None = None
+    decode_rotary: bool | None = None
+    triton_sampler: bool | None = None
+    cpu_kernels: bool | None = None
+    cpu_threads: int | None = None
+
+    def create_kernel_config(self) -> KernelConfig:
+        """The kernel choices: these arguments where set, over the environment's, over the defaults."""
+        given = {name: getattr(self, name) for name in KERNEL_ARGS if getattr(self, name) is not None}
+        return KernelConfig(**{**envs.kernel_config_defaults(), **given})
 
     def create_engine_config(self) -> EngineConfig:
         from pagedllm.platforms.base import get_platform
 
+        kernel_config = self.create_kernel_config()  # first: a bad choice fails before any loading
         platform = get_platform(self.device)
         source = resolve_model_source(self.model)
         from pagedllm.models.loader import load_hf_config
@@ -80,6 +104,7 @@ class EngineArgs:
                 cuda_graph_sizes=tuple(self.cuda_graph_sizes) if self.cuda_graph_sizes is not None else None,
                 cuda_graph_mode=self.cuda_graph_mode,
             ),
+            kernel_config=kernel_config,
         )
 
 

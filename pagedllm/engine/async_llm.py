@@ -16,7 +16,8 @@ from pagedllm.config import EngineConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.engine.arg_utils import EngineArgs
 from pagedllm.engine.core_client import EngineCoreClient
-from pagedllm.engine.frontend import Frontend
+from pagedllm.engine.core_messages import ReadyMessage
+from pagedllm.engine.frontend import Frontend, load_model_tokenizer
 from pagedllm.engine.input_processor import PromptType
 from pagedllm.errors import EngineDeadError
 from pagedllm.metrics.iteration_stats import IterationStats
@@ -38,16 +39,18 @@ class AsyncLLM:
 
     def __init__(self, config: EngineConfig, executor: str = "uniproc",
                  stat_loggers: list[StatLogger] | None = None, engine_core_in_thread: bool = False) -> None:
-        self.config = config
-        self.frontend = Frontend(config.model_config)
-        self.tokenizer: Any = self.frontend.tokenizer
+        # The config asked for; once the core is ready, `config` is the final one built from what
+        # its start-up found (the KV cache's block count and the context it fits).
+        self.requested_config = self.config = config
+        self.tokenizer: Any = load_model_tokenizer(config.model_config)
         self.max_model_len = config.model_config.max_model_len
         self.model_name = str(config.model_config.model)
-        self.output_processor = self.frontend.output_processor
-        self.output_processor.iteration_stats = IterationStats()
         self.stat_loggers = list(stat_loggers or [])
         self.scheduler_stats = SchedulerStats()
-        self.core = EngineCoreClient(config, self.frontend.eos_token_id, executor, in_thread=engine_core_in_thread)
+        self.core = EngineCoreClient(config, self.tokenizer.eos_token_id, executor, in_thread=engine_core_in_thread)
+        # Built from the final config when the core is ready (and again after a restart).
+        self.frontend: Frontend | None = None
+        self.output_processor: Any = None
         self._queues: dict[str, asyncio.Queue[_QueueItem]] = {}
         self._num_added_since_stats = 0
         self._dead = False
@@ -67,16 +70,19 @@ class AsyncLLM:
         """Start the engine-core process and wait until its model is loaded."""
         self.core.start()
         try:
-            await self.core.wait_ready(timeout_s)
+            ready = await self.core.wait_ready(timeout_s)
         except BaseException:
             self.core.shutdown()
             raise
-        self._serve_outputs()
+        self._serve_outputs(ready)
 
-    def _serve_outputs(self) -> None:
-        self.scheduler_stats.num_blocks = self.core.num_blocks
-        self.max_model_len = self.core.max_model_len
-        self.frontend.set_max_model_len(self.max_model_len)
+    def _serve_outputs(self, ready: ReadyMessage) -> None:
+        self.config = self.requested_config.with_kv_cache(ready.num_blocks, ready.max_model_len)
+        self.max_model_len = self.config.model_config.max_model_len
+        self.frontend = Frontend(self.config.model_config, self.tokenizer)
+        self.output_processor = self.frontend.output_processor
+        self.output_processor.iteration_stats = IterationStats()
+        self.scheduler_stats.num_blocks = ready.num_blocks
         loop = asyncio.get_running_loop()
         self.core.watch_death(loop, lambda: self._on_dead("the engine-core process exited"))
         self._output_task = loop.create_task(self._output_loop(), name="pagedllm-output-loop")
@@ -95,8 +101,8 @@ class AsyncLLM:
         self.scheduler_stats = SchedulerStats()
         self._num_added_since_stats = 0
         self.core.start()
-        await self.core.wait_ready(timeout_s)  # stale outputs of the dead core are skipped there
-        self._serve_outputs()
+        ready = await self.core.wait_ready(timeout_s)  # stale outputs of the dead core are skipped there
+        self._serve_outputs(ready)
         self._dead = False
         logger.warning("Engine core restarted (pid %s).", self.core.proc.pid if self.core.proc else "thread")
 
@@ -106,6 +112,7 @@ class AsyncLLM:
                        request_id: str) -> AsyncIterator[RequestOutput]:
         if self._dead:
             raise EngineDeadError("The engine core is not running.")
+        assert self.frontend is not None, "start() comes first"
         requests = self.frontend.make_requests(request_id, prompt, params)  # ValueError on bad input
         queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
         self._queues[request_id] = queue

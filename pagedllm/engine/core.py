@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 
 class EngineCore:
     def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
-        self.config = config
         self.executor = get_executor_class(executor)(config, eos_token_id)
-        self.num_blocks = self.executor.initialize()
-        # The worker may have lowered max_model_len to what the KV cache fits (CUDA memory profile).
-        self.config = config = self.executor.config
+        plan = self.executor.determine_kv_cache()
+        # The final config: the block count, and the context the KV cache fits (the CUDA memory
+        # profile may lower a derived max_model_len).
+        self.config = config = config.with_kv_cache(plan.num_blocks, plan.max_model_len)
+        self.num_blocks = plan.num_blocks
+        self.executor.initialize_cache(config)
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks)
         self.step_times = StepTimes()
         self.async_scheduling = config.scheduler_config.async_scheduling

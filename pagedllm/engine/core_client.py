@@ -56,8 +56,6 @@ class EngineCoreClient:
         self.executor = executor
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.thread: threading.Thread | None = None
-        self.num_blocks = 0
-        self.max_model_len = 0
 
     def start(self) -> None:
         from pagedllm.engine.core_proc import run_engine_core, serve_engine_core
@@ -83,10 +81,7 @@ class EngineCoreClient:
             if await self.output_socket.poll(200):
                 kind, payload = await self.output_socket.recv_multipart()
                 if kind == FromCore.READY.value:
-                    ready = ready_decoder.decode(payload)
-                    self.num_blocks = ready.num_blocks
-                    self.max_model_len = ready.max_model_len
-                    return ready
+                    return ready_decoder.decode(payload)
                 if kind == FromCore.FAILED.value:
                     raise EngineCoreStartError(f"The engine core failed to start:\n{_failure_text(payload)}")
             elif not self.is_alive:

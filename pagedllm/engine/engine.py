@@ -8,7 +8,7 @@ from pagedllm.config import EngineConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.engine.arg_utils import EngineArgs
 from pagedllm.engine.core import EngineCore
-from pagedllm.engine.frontend import Frontend
+from pagedllm.engine.frontend import Frontend, load_model_tokenizer
 from pagedllm.engine.input_processor import PromptType
 from pagedllm.outputs import RequestOutput
 from pagedllm.sampling_params import SamplingParams
@@ -18,12 +18,11 @@ class LLMEngine:
     """The offline engine: a Frontend and an EngineCore in this process."""
 
     def __init__(self, config: EngineConfig, executor: str = "uniproc") -> None:
-        self.frontend = Frontend(config.model_config)
-        self.tokenizer = self.frontend.tokenizer
+        self.tokenizer = load_model_tokenizer(config.model_config)
+        self.engine_core = EngineCore(config, self.tokenizer.eos_token_id, executor)
+        self.config = self.engine_core.config  # the final one (KV cache sized)
+        self.frontend = Frontend(self.config.model_config, self.tokenizer)
         self.output_processor = self.frontend.output_processor
-        self.engine_core = EngineCore(config, self.frontend.eos_token_id, executor)
-        self.config = self.engine_core.config
-        self.frontend.set_max_model_len(self.config.model_config.max_model_len)
         # Reached by benchmarks and tests that look inside the engine.
         self.scheduler = self.engine_core.scheduler
         self.executor = self.engine_core.executor

@@ -1,5 +1,9 @@
 """The text side of an engine, shared by the in-process LLMEngine and the server's AsyncLLM:
-tokenizer, prompt/params validation into Requests, and outputs back into text."""
+tokenizer, prompt/params validation into Requests, and outputs back into text.
+
+It is built from the engine's final config (after start-up sized the KV cache), so the context
+limit it validates against is the one the engine core runs with.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -11,22 +15,26 @@ from pagedllm.engine.output_processor import OutputProcessor
 from pagedllm.sampling_params import SamplingParams
 
 
+def load_model_tokenizer(model_config: ModelConfig) -> Any:
+    """The tokenizer of the model (or of model_config.tokenizer when set)."""
+    from pagedllm.engine.tokenizer import load_tokenizer
+    from pagedllm.models.source import ModelSource
+
+    return load_tokenizer(ModelSource(model_config.model, model_config.gguf_file), model_config.tokenizer)
+
+
 class Frontend:
-    def __init__(self, model_config: ModelConfig) -> None:
-        from pagedllm.engine.tokenizer import load_tokenizer
+    def __init__(self, model_config: ModelConfig, tokenizer: Any) -> None:
+        """model_config: the engine's final one; tokenizer: from load_model_tokenizer."""
         from pagedllm.models.loader import get_generation_eos_ids
         from pagedllm.models.source import ModelSource
 
         source = ModelSource(model_config.model, model_config.gguf_file)
-        self.tokenizer: Any = load_tokenizer(source, model_config.tokenizer)
-        self.eos_token_id: int | None = self.tokenizer.eos_token_id
+        self.tokenizer = tokenizer
+        self.eos_token_id: int | None = tokenizer.eos_token_id
         generation_eos_ids = get_generation_eos_ids(source, model_config.hf_config)
-        self.input_processor = InputProcessor(self.tokenizer, model_config, self.eos_token_id, generation_eos_ids)
-        self.output_processor = OutputProcessor(self.tokenizer)
-
-    def set_max_model_len(self, max_model_len: int) -> None:
-        """Adopt the engine core's context limit, which the worker may have lowered at start-up."""
-        self.input_processor.max_model_len = max_model_len
+        self.input_processor = InputProcessor(tokenizer, model_config, self.eos_token_id, generation_eos_ids)
+        self.output_processor = OutputProcessor(tokenizer)
 
     def make_requests(self, request_id: str, prompt: PromptType, params: SamplingParams,
                       arrival_time: float | None = None) -> list[Request]:

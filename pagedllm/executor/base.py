@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
+from pagedllm.registry import LazyRegistry
+
+if TYPE_CHECKING:
+    from pagedllm.worker.memory import KVCachePlan
 
 
 class Executor(ABC):
@@ -14,8 +19,14 @@ class Executor(ABC):
         self.eos_token_id = eos_token_id
 
     @abstractmethod
-    def initialize(self) -> int:
-        """Load the model, size and allocate the KV cache; return the number of KV blocks."""
+    def determine_kv_cache(self) -> KVCachePlan:
+        """Load the model and size the KV cache: the block count and the context it fits (the
+        smallest over the workers)."""
+
+    @abstractmethod
+    def initialize_cache(self, config: EngineConfig) -> None:
+        """Allocate the KV cache (and capture graphs) under the engine's final config, which the
+        engine built from determine_kv_cache's plan."""
 
     @abstractmethod
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
@@ -29,13 +40,10 @@ class Executor(ABC):
         """Release the workers."""
 
 
-_EXECUTORS = {"uniproc": "pagedllm.executor.uniproc:UniprocExecutor"}
+EXECUTORS: LazyRegistry[type[Executor]] = LazyRegistry("executor", {
+    "uniproc": "pagedllm.executor.uniproc:UniprocExecutor",
+})
 
 
 def get_executor_class(name: str = "uniproc") -> type[Executor]:
-    import importlib
-
-    if name not in _EXECUTORS:
-        raise ValueError(f"Unknown executor {name!r}; supported: {sorted(_EXECUTORS)}.")
-    module, cls = _EXECUTORS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return EXECUTORS.get(name)

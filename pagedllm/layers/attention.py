@@ -1,24 +1,57 @@
 """The attention layer models call: reshapes heads and hands off to the step's backend, which
-reads the paged KV cache of this layer from the forward context."""
+reads the paged KV cache of this layer from the forward context.
+
+Before attention, q and k may need a norm scale (a folded input norm), per-head RMSNorm (Qwen3)
+and the rotary embedding. What the backend fuses of that work (its declared capabilities) is
+handed over as a QKVPrologue and done inside its kernels; the rest runs here. Which is which is
+decided once, at construction, from the layer kernels' backend capabilities (AttentionPlan).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pagedllm.attention.base import BackendCapabilities, NormScale, QKVPrologue
 from pagedllm.attention.forward_context import get_forward_context
-from pagedllm.kernels.triton import triton_applies
-from pagedllm.layers.norm import RMSNorm, scale_rows_by_inv_rms
+from pagedllm.layers.layer_kernels import OpImpl, current_layer_kernels
+from pagedllm.kernels.reference import scale_rows_by_inv_rms
+from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding
 
 
+@dataclass(frozen=True)
+class AttentionPlan:
+    """What the backend does of the work before attention; the layer does the rest."""
+
+    fuse_rotary: bool  # hand q/k over unrotated, with the positions (a QKVPrologue)
+    fuse_qk_norm: bool  # and unnormalised (Qwen3's q/k norms)
+    fuse_norm_scale: bool  # and q/k/v unscaled (a folded input norm)
+
+    @staticmethod
+    def choose(caps: BackendCapabilities, head_size: int, rotary_dim: int) -> AttentionPlan:
+        rotary = caps.fuses_rotary
+        # The fused q/k norm normalises the whole head, then rotates: only when rotary covers it.
+        return AttentionPlan(rotary, rotary and caps.fuses_qk_norm and rotary_dim == head_size,
+                             rotary and caps.fuses_norm_scale)
+
+
 class Attention(nn.Module):
-    def __init__(self, num_heads: int, head_size: int, num_kv_heads: int, scale: float, layer_idx: int) -> None:
+    def __init__(self, num_heads: int, head_size: int, num_kv_heads: int, scale: float, layer_idx: int,
+                 rotary_dim: int | None = None) -> None:
+        """rotary_dim: the rotary embedding's (the head size unless partial); None: the model
+        applies no rotary embedding through this layer."""
         super().__init__()
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}.")
         self.num_heads, self.head_size, self.num_kv_heads = num_heads, head_size, num_kv_heads
         self.scale = scale
         self.layer_idx = layer_idx
+        kernels = current_layer_kernels()
+        caps = kernels.attention if rotary_dim is not None else BackendCapabilities()
+        self.plan = AttentionPlan.choose(caps, head_size, rotary_dim or head_size)
+        self._triton_scale = kernels.ops is OpImpl.TRITON
 
     def forward(
         self,
@@ -27,46 +60,41 @@ class Attention(nn.Module):
         v: torch.Tensor,  # [T, num_kv_heads * head_size]
         rotary: tuple[torch.Tensor, RotaryEmbedding] | None = None,  # (positions [T], the layer's rope)
         qk_norm: tuple[RMSNorm, RMSNorm] | None = None,  # Qwen3: per-head RMSNorm of q and k, before rotary
-        norm_scale: tuple[torch.Tensor, float] | None = None,  # (h [T, hidden], eps): see below
+        norm_scale: NormScale | None = None,  # (h [T, hidden], eps): q, k, v times 1 / rms(h) first
     ) -> torch.Tensor:  # [T, num_heads * head_size]
-        """Attention over the paged cache; with `rotary`, q and k are rotated first (and with
-        `qk_norm` normalised before that), by the backend in its cache-write kernel when it can
-        (one launch instead of two, or eight with the norms' torch ops). With `norm_scale` (a
-        model whose input norm is folded into the qkv projection), q, k and v are first
-        multiplied by each token's 1 / rms(h), by the backend's decode kernel when it can."""
-        ctx = get_forward_context()
-        backend = ctx.backend
-        fused = rotary is not None and backend.fuses_rotary and rotary[1].triton_applies(q, k)
-        if norm_scale is not None and not (fused and backend.fuses_norm_scale):
+        """Attention over the paged cache, after q, k and v are scaled (`norm_scale`), q and k
+        normalised (`qk_norm`) and rotated (`rotary`): by the backend where the plan says so, here
+        otherwise."""
+        plan = self.plan
+        assert rotary is not None or not plan.fuse_rotary, "a layer built with rotary_dim is called with rotary"
+        if norm_scale is not None and not plan.fuse_norm_scale:
             q, k, v = self._scale_qkv(q, k, v, norm_scale)
             norm_scale = None
-        fused_norm = None
-        if qk_norm is not None:
-            if fused and backend.fuses_qk_norm and rotary[1].rotary_dim == self.head_size:
-                fused_norm = (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
-            else:
-                q, k = self._normalize_heads(q, k, qk_norm)
-        if rotary is not None and not fused:
+        if qk_norm is not None and not plan.fuse_qk_norm:
+            q, k = self._normalize_heads(q, k, qk_norm)
+        prologue = None
+        if rotary is not None:
             positions, rope = rotary
-            q, k = rope(positions, q, k)
+            if plan.fuse_rotary:
+                fused_norm = None
+                if qk_norm is not None:  # not normalised above: the plan fuses it
+                    fused_norm = (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
+                prologue = QKVPrologue(positions, rope.cos_sin_cache, fused_norm, norm_scale)
+            else:
+                q, k = rope(positions, q, k)
+        ctx = get_forward_context()
         num_tokens = q.shape[0]
-        args = (q.view(num_tokens, self.num_heads, self.head_size),
-                k.view(num_tokens, self.num_kv_heads, self.head_size),
-                v.view(num_tokens, self.num_kv_heads, self.head_size),
-                ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale)
-        if fused:
-            assert rotary is not None
-            out = backend.forward_with_rotary(*args, rotary[0], rotary[1].cos_sin_cache, qk_norm=fused_norm,
-                                              norm_scale=norm_scale)
-        else:
-            out = backend.forward(*args)
+        out = ctx.backend.forward(q.view(num_tokens, self.num_heads, self.head_size),
+                                  k.view(num_tokens, self.num_kv_heads, self.head_size),
+                                  v.view(num_tokens, self.num_kv_heads, self.head_size),
+                                  ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale, prologue)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
 
     def _scale_qkv(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   norm_scale: tuple[torch.Tensor, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   norm_scale: NormScale) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v ([T, heads * head_size] each) times each token's 1 / rms(h); one launch when
         they are the column ranges of one qkv output."""
-        if triton_applies(q):
+        if self._triton_scale:
             from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 
             num_tokens = q.shape[0]
@@ -74,7 +102,8 @@ class Attention(nn.Module):
                                   k.view(num_tokens, self.num_kv_heads, self.head_size),
                                   v.view(num_tokens, self.num_kv_heads, self.head_size), *norm_scale)
             return q, k, v  # scaled in place: views of this step's qkv output
-        return tuple(scale_rows_by_inv_rms(x, *norm_scale) for x in (q, k, v))  # type: ignore[return-value]
+        return (scale_rows_by_inv_rms(q, *norm_scale), scale_rows_by_inv_rms(k, *norm_scale),
+                scale_rows_by_inv_rms(v, *norm_scale))
 
     def _normalize_heads(self, q: torch.Tensor, k: torch.Tensor,
                          qk_norm: tuple[RMSNorm, RMSNorm]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pagedllm.kernels.cpu import cpu_kernels_for
-from pagedllm.kernels.triton import triton_applies
+from pagedllm.kernels.reference import rotary_neox
+from pagedllm.layers.layer_kernels import KernelOp
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,10 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, params: dict[str, Any]) -> torch.Te
     return torch.where(is_medium, smoothed, scaled)
 
 
-class RotaryEmbedding(nn.Module):
+class RotaryEmbedding(KernelOp, nn.Module):
     def __init__(self, head_size: int, rotary_dim: int, max_position: int, rope: RopeConfig) -> None:
         super().__init__()
+        self.bind_forward()
         self.head_size, self.rotary_dim = head_size, rotary_dim
         freqs = torch.outer(torch.arange(max_position, dtype=torch.float), _inv_freq(rotary_dim, rope))
         # [max_position, rotary_dim]: | cos (rotary_dim/2) | sin (rotary_dim/2) |, float32;
@@ -77,40 +78,33 @@ class RotaryEmbedding(nn.Module):
         query: torch.Tensor,  # [T, num_heads * head_size]
         key: torch.Tensor,  # [T, num_kv_heads * head_size]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.triton_applies(query, key):
-            from pagedllm.kernels.triton.rotary import rotary_embedding_
-
-            # q and k in place in one launch instead of ~20 small ops per layer.
-            rotary_embedding_(positions, query, key, self.cos_sin_cache, self.head_size)
-            return query, key
-        kernels = cpu_kernels_for(query)
-        if kernels is not None and key.dtype == query.dtype and query.stride(-1) == key.stride(-1) == 1:
-            # One fused in-place op instead of ~20 small ones per layer (they dominate at batch 1).
-            kernels.rotary_embedding_(query, positions, self.cos_sin_cache, self.head_size)
-            kernels.rotary_embedding_(key, positions, self.cos_sin_cache, self.head_size)
-            return query, key
+        """q and k rotated by their positions (in place where a kernel runs). Bound to one of the
+        implementations below at construction (KernelOp)."""
         return self.forward_native(positions, query, key)
 
-    def triton_applies(self, query: torch.Tensor, key: torch.Tensor) -> bool:
-        """Whether the Triton rotary kernels (alone or fused with the cache write) take q and k."""
-        return triton_applies(query) and key.dtype == query.dtype and query.stride(-1) == key.stride(-1) == 1
+    def forward_triton(self, positions: torch.Tensor, query: torch.Tensor,
+                       key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if key.dtype != query.dtype or query.stride(-1) != 1 or key.stride(-1) != 1:
+            return self.forward_native(positions, query, key)
+        from pagedllm.kernels.triton.rotary import rotary_embedding_
+
+        # q and k in place in one launch instead of ~20 small ops per layer.
+        rotary_embedding_(positions, query, key, self.cos_sin_cache, self.head_size)
+        return query, key
+
+    def forward_cpu(self, positions: torch.Tensor, query: torch.Tensor,
+                    key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if (query.dim() != 2 or query.dtype not in (torch.float32, torch.bfloat16) or key.dtype != query.dtype
+                or query.stride(-1) != 1 or key.stride(-1) != 1):
+            return self.forward_native(positions, query, key)
+        # One fused in-place op instead of ~20 small ones per layer (they dominate at batch 1).
+        self.cpu_ops.rotary_embedding_(query, positions, self.cos_sin_cache, self.head_size)
+        self.cpu_ops.rotary_embedding_(key, positions, self.cos_sin_cache, self.head_size)
+        return query, key
 
     def forward_native(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The plain torch version: the reference for the fused kernel, and the path elsewhere."""
-        cos, sin = self.cos_sin_cache[positions].to(query.dtype).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, rot/2]
-        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
-
-    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # Not named _apply: that is nn.Module's hook behind .to()/.cuda(), which this would break.
-        num_tokens = x.shape[0]
-        x = x.view(num_tokens, -1, self.head_size)
-        rot, rest = x[..., :self.rotary_dim], x[..., self.rotary_dim:]
-        x1, x2 = rot.chunk(2, dim=-1)
-        # HF: x * cos + rotate_half(x) * sin, with rotate_half(x) = | -x2 | x1 |
-        rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-        if rest.shape[-1]:
-            rotated = torch.cat([rotated, rest], dim=-1)
-        return rotated.reshape(num_tokens, -1)
-
+        """The plain torch version: the reference for the fused kernels, and the path elsewhere."""
+        return (rotary_neox(positions, query, self.cos_sin_cache, self.head_size),
+                rotary_neox(positions, key, self.cos_sin_cache, self.head_size))

@@ -17,7 +17,7 @@ from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.embedding import LMHead, VocabEmbedding
 from pagedllm.layers.linear import Linear, MergedLinear
-from pagedllm.layers.norm import RMSNorm
+from pagedllm.layers.norm import NormScale, RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf
 from pagedllm.models.param_loading import load_named_weights
 
@@ -59,92 +59,58 @@ class DecoderAttention(nn.Module):
         rotary_dim = int(self.head_dim * getattr(cfg, "partial_rotary_factor", 1.0))
         self.rotary_emb = RotaryEmbedding(self.head_dim, rotary_dim, cfg.max_position_embeddings,
                                           rope_config_from_hf(cfg))
-        self.attn = Attention(self.num_heads, self.head_dim, self.num_kv_heads, self.head_dim ** -0.5, layer_idx)
+        self.attn = Attention(self.num_heads, self.head_dim, self.num_kv_heads, self.head_dim ** -0.5, layer_idx,
+                              rotary_dim=rotary_dim)
         if opts.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, dtype)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, dtype)
         self.qk_norm = opts.qk_norm
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor,  # [T], [T, H]
-                residual: torch.Tensor | None = None,
-                norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
-        """The attention block's output; with `residual`, added into it in place (returned).
-        `norm_scale`: see Attention.forward (the input norm folded into qkv_proj)."""
-        q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor,  # [T], [T, H] x2
+                norm_scale: NormScale | None = None) -> torch.Tensor:
+        """residual += the attention block's output of x, in place (o_proj's epilogue); returns
+        residual. `norm_scale`: the input norm folded into qkv_proj, see Attention.forward."""
+        q, k, v = self.qkv_proj.split(self.qkv_proj(x))
         qk_norm = (self.q_norm, self.k_norm) if self.qk_norm else None
         out = self.attn(q, k, v, rotary=(positions, self.rotary_emb), qk_norm=qk_norm, norm_scale=norm_scale)
-        return self.o_proj(out) if residual is None else self.o_proj.accumulate_(residual, out)
+        return self.o_proj.accumulate_(residual, out)
 
 
 class GatedMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool, dtype: torch.dtype) -> None:
         super().__init__()
         self.gate_up_proj = MergedLinear(hidden_size, {"gate": intermediate_size, "up": intermediate_size},
-                                         bias=bias, dtype=dtype)
+                                         bias=bias, dtype=dtype, gated=True)
         self.act = SiluAndMul()
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,  # [T, H] -> [T, H]
-                norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
-        """The MLP's output; with `residual`, added into it in place (returned). `norm_scale`
-        (h, eps): the post-attention norm folded into gate_up_proj, see SiluAndMul."""
-        act = self._fused_act(x, norm_scale)
-        if act is None:
-            gate_up = self.gate_up_proj(x)
-            act = self.act(gate_up) if norm_scale is None else self.act(gate_up, *norm_scale)
-        return self.down_proj(act) if residual is None else self.down_proj.accumulate_(residual, act)
-
-    def _fused_act(self, x: torch.Tensor, norm_scale: tuple[torch.Tensor, float] | None) -> torch.Tensor | None:
-        """silu(gate) * up straight from the gate_up product's epilogue where the Triton GEMM for
-        small steps applies (no gate_up tensor, no SiLU launch), else None."""
-        proj = self.gate_up_proj
-        cfg = proj.skinny_config(x, gated=True)
-        if cfg is None:
-            return None
-        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
-
-        norm_input, eps = norm_scale if norm_scale is not None else (None, 0.0)
-        return skinny_gemm(x, proj.weight_t, cfg, gated=True, norm_input=norm_input, eps=eps)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor,  # [T, H] each
+                norm_scale: NormScale | None = None) -> torch.Tensor:
+        """residual += the MLP's output of x, in place (down_proj's epilogue); returns residual.
+        `norm_scale`: the post-attention norm folded into gate_up_proj, see SiluAndMul."""
+        act = self.gate_up_proj.forward_gated(x, self.act, norm_scale)
+        return self.down_proj.accumulate_(residual, act)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype) -> None:
         super().__init__()
+        # RMSNorm, or after norm folding (models/norm_folding.py) its FoldedRMSNorm
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype)
-        # Set by models/norm_folding.py: the norm's weight lives in the next projection's weight.
-        self.input_norm_folded = False
-        self.post_norm_folded = False
 
-    def forward_in_place(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """The layer on the whole hidden state [T, H], updated in place: the o and down projections
-        add into it as their GEMM's epilogue. A folded norm is not run: its projection reads the
-        hidden state itself and the consumer of its output scales by 1 / rms (norm_folding.py)."""
-        attn_norm, mlp_norm = self.input_layernorm, self.post_attention_layernorm
-        if self.input_norm_folded:
-            self.self_attn(positions, hidden, hidden, (hidden, attn_norm.eps))
-        else:
-            self.self_attn(positions, attn_norm(hidden), hidden)
-        if self.post_norm_folded:
-            self.mlp(hidden, hidden, (hidden, mlp_norm.eps))
-        else:
-            self.mlp(mlp_norm(hidden), hidden)
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The layer on the hidden state [T, H] (the residual stream), updated in place: the o and
+        down projections add into it as their GEMM's epilogue. Each norm says what its projection
+        reads: the normalised rows, or (folded) the hidden state itself with a row scale for the
+        consumer of the projection."""
+        x, norm_scale = self.input_layernorm.prepare(hidden)
+        self.self_attn(positions, x, hidden, norm_scale)
+        x, norm_scale = self.post_attention_layernorm.prepare(hidden)
+        self.mlp(x, hidden, norm_scale)
         return hidden
-
-    def forward(
-        self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (this layer's output, the running residual); their sum is the HF hidden state."""
-        if residual is None:
-            residual = hidden
-            hidden = self.input_layernorm(hidden)
-        else:
-            hidden, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(positions, hidden)
-        hidden, residual = self.post_attention_layernorm(hidden, residual)
-        return self.mlp(hidden), residual
 
 
 class DecoderModel(nn.Module):
@@ -153,19 +119,12 @@ class DecoderModel(nn.Module):
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, opts, dtype) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        # Set by models/norm_folding.py: layers run forward_in_place on one hidden-state tensor.
-        self.residual_in_place = False
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        hidden, residual = self.embed_tokens(input_ids), None
-        if self.residual_in_place:
-            for layer in self.layers:
-                hidden = layer.forward_in_place(positions, hidden)
-            return self.norm(hidden)
+        hidden = self.embed_tokens(input_ids)  # a new tensor: the layers update it in place
         for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual)
-        hidden, _ = self.norm(hidden, residual)
-        return hidden
+            hidden = layer(positions, hidden)
+        return self.norm(hidden)
 
 
 class DecoderForCausalLM(nn.Module):
@@ -195,9 +154,6 @@ class DecoderForCausalLM(nn.Module):
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load HF-named tensors; raises ValueError naming any required weight that is missing."""
-        if self.model.residual_in_place:
-            raise ValueError("This model's norm weights are folded into its projections; load weights "
-                             "before folding (models/norm_folding.py).")
         skip = {"lm_head"} if self.tie_word_embeddings else set()
         load_named_weights(self, weights, self.stacked_params, skip_modules=skip)
         if self.tie_word_embeddings:

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from pagedllm.config import ModelConfig
+from pagedllm.layers.layer_kernels import LayerKernels, current_layer_kernels, use_layer_kernels
 from pagedllm.layers.linear import Linear
 from pagedllm.models.common import DecoderForCausalLM, to_torch_dtype
 from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
-from pagedllm.models.norm_folding import fold_norms, norm_folding_enabled
+from pagedllm.models.norm_folding import fold_norms
 from pagedllm.models.registry import get_model_class
 from pagedllm.models.safetensors_loader import iter_safetensors_weights
 from pagedllm.models.source import ModelSource
@@ -87,9 +88,11 @@ def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, tor
     return iter_safetensors_weights(source.path)
 
 
-def pack_linear_weights(model: nn.Module) -> int:
-    """Reorder every linear layer's weight for the CPU GEMM path; returns how many were packed."""
-    return sum(1 for m in model.modules() if isinstance(m, Linear) and m.pack_for_cpu())
+def process_weights_after_loading(model: nn.Module) -> None:
+    """Let every linear layer's method repack its loaded weight (e.g. the CPU's packed GEMMs)."""
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.process_weights_after_loading()
 
 
 @torch.no_grad()
@@ -110,20 +113,23 @@ def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
         model.lm_head.tie_to(model.model.embed_tokens)
 
 
-def load_model(model_config: ModelConfig, device: str = "cpu") -> nn.Module:
-    """Build the architecture on `device`, load its weights, and return it in eval mode, no grad."""
+def load_model(model_config: ModelConfig, device: str = "cpu", kernels: LayerKernels | None = None) -> nn.Module:
+    """Build the architecture on `device` with `kernels` (the platform's LayerKernels; None: the
+    defaults for the device), load its weights, fold its norms where the kernels say so, let the
+    linear methods repack, and return it in eval mode, no grad."""
     source = ModelSource(model_config.model, model_config.gguf_file)
     model_cls = get_model_class(model_config.architecture)
     with torch.device(device):
-        model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
+        kernels = kernels or current_layer_kernels()
+        with use_layer_kernels(kernels):
+            model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
     if model_config.load_format == "dummy":
         init_dummy_weights(model, model_config.seed)
     else:
         model.load_weights(iter_weights(source, model_config.hf_config))
-    if device == "cpu":
-        pack_linear_weights(model)
-    if isinstance(model, DecoderForCausalLM) and norm_folding_enabled(device):
-        fold_norms(model)  # the CUDA path: two launches a layer fewer
+    if kernels.fold_norms and isinstance(model, DecoderForCausalLM):
+        fold_norms(model)  # two launches a layer fewer (models/norm_folding.py)
+    process_weights_after_loading(model)
     model.eval()
     model.requires_grad_(False)
     return model

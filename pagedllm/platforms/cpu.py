@@ -1,22 +1,57 @@
-"""The CPU platform: torch attention, memory from /proc/meminfo, float32 by default."""
+"""The CPU platform: our C++ kernels (attention, GEMM, norms, rotary, activation, sampler) where
+they are built, torch ops elsewhere; memory from /proc/meminfo, float32 by default."""
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+from types import ModuleType
+
+import torch
+
+from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions, BackendCapabilities
+from pagedllm.config import KernelConfig
+from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
+from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
+from pagedllm.platforms.base import InverseCdfStage, Platform, backend_capabilities
 
 logger = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-from pagedllm.platforms.base import Platform
-
 
 class CpuPlatform(Platform):
     device_name = "cpu"
 
-    def attention_backend_name(self) -> str:
-        return "cpu_paged"
+    def attention_backend_name(self, kernel_config: KernelConfig) -> str:
+        return kernel_config.attention_backend or "cpu_paged"
+
+    def make_attention_backend(self, kernel_config: KernelConfig,
+                               options: AttentionBackendOptions) -> AttentionBackend:
+        import dataclasses
+
+        from pagedllm.attention.registry import create_backend
+
+        options = dataclasses.replace(options, cpu_kernels=_cpu_kernels(kernel_config))
+        return create_backend(self.attention_backend_name(kernel_config), options)
+
+    def layer_kernels(self, kernel_config: KernelConfig,
+                      attention: BackendCapabilities | None = None) -> LayerKernels:
+        kernels = _cpu_kernels(kernel_config)
+        avx512 = kernels if kernels is not None and kernels.has_avx512() else None
+        policy = kernel_config.cpu_gemm
+
+        def linear_method(spec: LinearSpec) -> LinearMethod:
+            return cpu_linear_method(spec, policy, avx512)
+
+        if attention is None:
+            attention = backend_capabilities(self.attention_backend_name(kernel_config))
+        return LayerKernels(ops=OpImpl.CPU if kernels is not None else OpImpl.TORCH, linear_method=linear_method,
+                            attention=attention, cpu_ops=kernels)
+
+    def inverse_cdf_stage(self, kernel_config: KernelConfig) -> InverseCdfStage | None:
+        kernels = _cpu_kernels(kernel_config)
+        return kernels.sample_from_logits if kernels is not None and kernels.has_avx512() else None
 
     def available_memory_bytes(self) -> int:
         try:
@@ -31,14 +66,34 @@ class CpuPlatform(Platform):
     def default_dtype(self) -> str:
         return "float32"
 
-    def set_num_threads(self) -> None:
-        import torch
-
-        # Use every core the process may run on; torch's default can count hyperthreads or less.
-        n = int(os.environ.get("PAGEDLLM_CPU_THREADS", len(os.sched_getaffinity(0))))
+    def set_num_threads(self, kernel_config: KernelConfig) -> None:
+        # Every core the process may run on by default; torch's default can count hyperthreads or less.
+        n = kernel_config.cpu_threads or len(os.sched_getaffinity(0))
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
         _keep_freed_memory_in_heap()
+
+
+def cpu_linear_method(spec: LinearSpec, policy: str, avx512: ModuleType | None) -> LinearMethod:
+    """KernelConfig.cpu_gemm for one weight: "auto" takes our panel GEMM for float32 where its
+    AVX-512 kernels are built, else oneDNN where torch has it; "onednn" oneDNN; "torch" the plain
+    weight and torch.matmul."""
+    from pagedllm.layers.cpu_linear import OneDnnLinearMethod, PanelLinearMethod
+
+    if policy == "auto" and spec.dtype == torch.float32 and avx512 is not None:
+        return PanelLinearMethod(spec, avx512)
+    if policy in ("auto", "onednn") and OneDnnLinearMethod.available(spec.dtype):
+        return OneDnnLinearMethod(spec)
+    return UnquantizedLinearMethod(spec)
+
+
+def _cpu_kernels(kernel_config: KernelConfig) -> ModuleType | None:
+    """The built C++ module, or None when turned off or not buildable here."""
+    if not kernel_config.cpu_kernels:
+        return None
+    from pagedllm.kernels.cpu import load_cpu_kernels
+
+    return load_cpu_kernels()
 
 
 def _keep_freed_memory_in_heap() -> None:

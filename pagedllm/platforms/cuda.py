@@ -1,32 +1,67 @@
-"""The CUDA platform: the Triton paged-attention backend (torch's when Triton is missing), memory
-from the driver, bfloat16 by default."""
+"""The CUDA platform: Triton kernels (attention, norms, rotary, activation, the sampler's stage,
+the skinny GEMM) where Triton is on and importable, torch ops and cuBLAS otherwise; memory from
+the driver, bfloat16 by default."""
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 
 import torch
 
-from pagedllm.platforms.base import Platform
+from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions, BackendCapabilities
+from pagedllm.config import KernelConfig
+from pagedllm.kernels.triton import triton_available
+from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
+from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
+from pagedllm.platforms.base import InverseCdfStage, Platform, backend_capabilities
 
 logger = logging.getLogger(__name__)
-
-# Set to a registered backend name ("torch", "triton") to override the platform's choice.
-BACKEND_ENV = "PAGEDLLM_ATTENTION_BACKEND"
 
 
 class CudaPlatform(Platform):
     device_name = "cuda"
 
-    def __init__(self) -> None:
+    @classmethod
+    def check_available(cls) -> None:
         if not torch.cuda.is_available():
             raise ModuleNotFoundError("CUDA is not available to torch (no GPU, or a CPU-only build)")
 
-    def attention_backend_name(self) -> str:
-        forced = os.environ.get(BACKEND_ENV)
-        if forced:
-            return forced
+    def attention_backend_name(self, kernel_config: KernelConfig) -> str:
+        if kernel_config.attention_backend is not None:
+            return kernel_config.attention_backend
+        if not _use_triton(kernel_config):
+            return "torch"
         return "triton" if _backend_importable("triton") else "torch"
+
+    def make_attention_backend(self, kernel_config: KernelConfig,
+                               options: AttentionBackendOptions) -> AttentionBackend:
+        from pagedllm.attention.registry import create_backend
+
+        options = dataclasses.replace(options, rotary_in_decode=kernel_config.decode_rotary,
+                                      pdl=_pdl_chain(kernel_config))
+        return create_backend(self.attention_backend_name(kernel_config), options)
+
+    def layer_kernels(self, kernel_config: KernelConfig,
+                      attention: BackendCapabilities | None = None) -> LayerKernels:
+        if attention is None:
+            attention = backend_capabilities(self.attention_backend_name(kernel_config))
+        triton = _use_triton(kernel_config)
+        policy = kernel_config.skinny_gemm if triton else "off"
+        pdl = kernel_config.gemm_pdl
+
+        def linear_method(spec: LinearSpec) -> LinearMethod:
+            return cuda_linear_method(spec, policy, pdl)
+
+        return LayerKernels(ops=OpImpl.TRITON if triton else OpImpl.TORCH, linear_method=linear_method,
+                            attention=attention,
+                            fold_norms=kernel_config.fold_norms and triton and attention.fuses_norm_scale)
+
+    def inverse_cdf_stage(self, kernel_config: KernelConfig) -> InverseCdfStage | None:
+        if not (_use_triton(kernel_config) and kernel_config.triton_sampler):
+            return None
+        from pagedllm.kernels.triton.sampling import sample_from_logits
+
+        return sample_from_logits
 
     def available_memory_bytes(self) -> int:
         free, _ = torch.cuda.mem_get_info()
@@ -45,14 +80,37 @@ class CudaPlatform(Platform):
         return True
 
     def default_scheduler_limits(self) -> tuple[int, int]:
-        # As vLLM does for cards of 70 GiB or more (H100, H200): larger steps keep them busy. On an
-        # H100, 1000 x 512/128 tokens of the Qwen3-0.6B shape ran at 82k tok/s with (256, 2048),
-        # 114k with (512, 4096) and 118k with (512, 8192) (benchmarks/RESULTS.md).
+        # As vLLM does for cards of 70 GiB or more (H100, H200): larger steps keep them busy
+        # (RESULTS.md: the Qwen3-0.6B shape's throughput rose 40% from (256, 2048) to (512, 8192)).
         # The device's properties, not mem_get_info: the API server's process resolves this too,
-        # and mem_get_info would give it a CUDA context (518 MiB of the card, measured on an H100).
+        # and mem_get_info would give it a CUDA context (over 500 MiB of the card).
         if torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory >= 70 * 2**30:
             return 512, 8192
         return super().default_scheduler_limits()
+
+
+def cuda_linear_method(spec: LinearSpec, policy: str, pdl: bool) -> LinearMethod:
+    """The skinny-GEMM method where KernelConfig.skinny_gemm takes this weight (a launch shape
+    exists for it), else the unquantized one (cuBLAS)."""
+    if spec.bias or spec.quantization is not None or not triton_available():
+        return UnquantizedLinearMethod(spec)
+    from pagedllm.kernels.triton.skinny_gemm import num_sms, skinny_config
+    from pagedllm.layers.skinny_linear import SkinnyGemmLinearMethod
+
+    # Built under `with torch.device("cuda")` (the loader): that card's SM count sizes the launch.
+    sms = num_sms(torch.get_default_device())
+    config = skinny_config(spec.in_features, spec.out_features, spec.dtype, policy, sms, spec.gated)
+    return UnquantizedLinearMethod(spec) if config is None else SkinnyGemmLinearMethod(spec, config, pdl)
+
+
+def _use_triton(kernel_config: KernelConfig) -> bool:
+    return kernel_config.triton and triton_available()
+
+
+def _pdl_chain(kernel_config: KernelConfig) -> bool:
+    """Whether decode attention joins the GEMMs' PDL chain: only where the GEMMs after it are
+    launched as programmatic dependents, i.e. where the skinny GEMM may run, with PDL."""
+    return _use_triton(kernel_config) and kernel_config.skinny_gemm != "off" and kernel_config.gemm_pdl
 
 
 def _backend_importable(name: str) -> bool:

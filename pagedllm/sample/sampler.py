@@ -17,14 +17,11 @@ share the sampler's generator. (An exponential race needs V draws per row: ~10x 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from pagedllm.kernels.cpu import avx512_kernels
-from pagedllm.kernels.triton import triton_applies
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.host_copy import HostCopy
 from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, split_sample_logprobs,
@@ -32,13 +29,6 @@ from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, s
 from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p
-
-# On CUDA the inverse-CDF stage runs in two Triton launches instead of the torch ops' five passes
-# over the logits (H100, 128k vocabulary: 512 rows 0.12 against 1.22 ms). At every batch size: a
-# seeded request's draw must not switch stage with the size of its batch (the two stages sum the
-# CDF in different orders), and at batch 1 the engine measured no loss (benchmarks/RESULTS.md).
-# PAGEDLLM_TRITON_SAMPLER=0 keeps the torch ops.
-_TRITON_SAMPLER = os.environ.get("PAGEDLLM_TRITON_SAMPLER", "1") != "0"
 
 __all__ = ["SampledBatch", "Sampler", "SamplerOutput", "compute_prompt_logprobs", "process_logits"]
 
@@ -74,9 +64,16 @@ class SampledBatch:
 
 
 class Sampler:
-    def __init__(self, generator: torch.Generator | None = None) -> None:
-        # Noise for unseeded rows; None uses torch's default generator of the logits' device.
+    def __init__(self, generator: torch.Generator | None = None,
+                 inverse_cdf: Callable[..., torch.Tensor] | None = None) -> None:
+        """generator: noise for unseeded rows; None uses torch's default generator of the logits'
+        device. inverse_cdf: the platform's fused inverse-CDF stage, sample_from_logits(logits,
+        u, inv_temperature=None) (Platform.inverse_cdf_stage: the C++ one on an AVX-512 CPU, two
+        Triton launches on CUDA that read the logits once instead of the torch ops' five passes);
+        None: torch ops. It runs at every batch size: a seeded request's draw must not switch
+        stage with the size of its batch (the stages sum the CDF in different orders)."""
         self.generator = generator
+        self.inverse_cdf = inverse_cdf
 
     def forward(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
         """Sample one token per row of `logits` [N, V] float32. Does not modify `logits`."""
@@ -95,10 +92,10 @@ class Sampler:
             return logits.argmax(dim=-1)
         greedy = None if md.all_random else logits.argmax(dim=-1)  # [N]
         assert md.temperature is not None
-        fused = _fused_inverse_cdf(logits)
+        fused = self.inverse_cdf if logits.dtype == torch.float32 and logits.stride(-1) == 1 else None
         if fused is not None and not _truncates(md):
-            # The fused stage divides by the temperature itself: no [N, V] pass for it (0.5 ms of a
-            # batch-64 step on the default model on the CPU). It reads the logits and leaves them intact.
+            # The fused stage divides by the temperature itself: no [N, V] pass for it. It reads the
+            # logits and leaves them intact.
             sampled = fused(logits, self._uniforms(logits, md).view(-1), 1.0 / md.temperature)
         else:
             logits = logits / md.temperature.unsqueeze(1)  # a new tensor: the rest works in place
@@ -114,8 +111,7 @@ class Sampler:
         """Inverse-CDF sampling: one uniform draw per row, so a row's randomness is one number
         from its own generator and the cost is an exp and a cumsum, not V random draws."""
         # Unnormalised probabilities: u is scaled by each row's total below, so the softmax's
-        # division is not needed. (H100 kernel profile, one 128k-wide row: softmax 34 us, a
-        # one-pass amax 14 us, exp and cumsum a few us each.)
+        # division (its own pass over the row, the costliest of these) is not needed.
         u = self._uniforms(logits, md)
         if fused is not None:  # the same stages in one C++ call, or two Triton launches
             return fused(logits, u.view(-1))
@@ -145,26 +141,6 @@ class Sampler:
             index = to_device(rows, torch.int64, logits.device)
             logits, sampled = logits[index], sampled[index]
         return token_logprob_tensors(logits, sampled, md.max_num_logprobs)
-
-
-def _fused_inverse_cdf(logits: torch.Tensor) -> Callable[..., torch.Tensor] | None:
-    """sample_from_logits(logits, u, inv_temperature=None) of a kernel that takes these logits:
-    the C++ stage (float32 on a CPU with the AVX-512 build, kernels/cpu/sampling.cpp) or the
-    Triton one on CUDA (kernels/triton/sampling.py, unless PAGEDLLM_TRITON_SAMPLER=0); else None."""
-    if logits.dtype != torch.float32 or logits.stride(-1) != 1:
-        return None
-    if logits.device.type == "cpu":
-        kernels = avx512_kernels()
-        return kernels.sample_from_logits if kernels is not None else None
-    if _triton_sampling_applies(logits):
-        from pagedllm.kernels.triton.sampling import sample_from_logits
-
-        return sample_from_logits
-    return None
-
-
-def _triton_sampling_applies(logits: torch.Tensor) -> bool:
-    return _TRITON_SAMPLER and triton_applies(logits)
 
 
 def _truncates(md: SamplingMetadata) -> bool:

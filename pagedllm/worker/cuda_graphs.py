@@ -9,7 +9,8 @@ A step of n decode requests runs the graph of the smallest captured size >= n; r
 padding (token 0, slot -1 so nothing is written, seq_len 1), their outputs are dropped. All
 graphs share one memory pool and are captured largest first, so smaller ones reuse its memory.
 Only backends whose decode path reads lengths from device memory and never syncs the host can
-be captured: the torch backend sizes its gather from the step's max_seq_len, so it runs eager.
+be captured (BackendCapabilities.cuda_graphs): the torch backend sizes its gather from the step's
+max_seq_len, so it runs eager.
 """
 from __future__ import annotations
 
@@ -25,9 +26,6 @@ from pagedllm.worker.input_buffers import InputBuffers
 
 logger = logging.getLogger(__name__)
 
-GRAPH_CAPABLE_BACKENDS = frozenset({"triton"})
-
-
 def default_graph_sizes(max_num_seqs: int) -> list[int]:
     """vLLM's ladder: 1, 2, 4, then every 8 up to 256, every 16 beyond, capped at max_num_seqs
     (which is always included, so every decode batch has a graph)."""
@@ -36,8 +34,8 @@ def default_graph_sizes(max_num_seqs: int) -> list[int]:
     return sizes + [max_num_seqs]
 
 
-# Measured on an H100 (35 sizes up to 256): pools of 124 MiB (Llama-3-8B shape) and 54 MiB
-# (Qwen3-0.6B) against decode peaks of 30 and 8 MiB; per-capture library workspaces come on top.
+# The pools measured for the Llama-3-8B and Qwen3-0.6B shapes (RESULTS.md) held a few times the
+# largest decode step's eager peak; the margin covers the per-capture library workspaces on top.
 _POOL_MARGIN_BYTES = 128 << 20
 
 

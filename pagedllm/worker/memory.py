@@ -91,6 +91,7 @@ def profile_step_memory(
     device: torch.device,
     decode: bool = False,
     sample: bool = True,
+    sampler: Sampler | None = None,
 ) -> int:
     """Peak bytes a step allocates above what is allocated now (weights), for the largest batch:
     max_num_batched_tokens prompt tokens through the model, then logits and a sampler run with
@@ -98,7 +99,8 @@ def profile_step_memory(
 
     decode=True: the forward alone of a decode step of max_num_batched_tokens requests, sized for
     contexts up to max_model_len (what a captured graph's pool holds). sample=False: the forward
-    alone of the prefill (what the piecewise graphs' pool holds)."""
+    alone of the prefill (what the piecewise graphs' pool holds). `sampler`: the engine's (its
+    stage's memory is what a step takes)."""
     lens = [1] * max_num_batched_tokens if decode else _prefill_lengths(max_num_batched_tokens, max_model_len)
     num_blocks = sum(math.ceil(n / spec.block_size) for n in lens)
     caches = allocate_kv_caches(spec, num_blocks, backend, device)
@@ -114,7 +116,7 @@ def profile_step_memory(
         if not decode and sample:
             rows = torch.arange(max_num_seqs, device=device) % hidden.shape[0]
             logits = model.compute_logits(hidden[rows])  # [max_num_seqs, V]
-            _run_sampler(logits, max_num_seqs, vocab_size, device)
+            _run_sampler(sampler or Sampler(), logits, max_num_seqs, vocab_size, device)
             del logits
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - base
@@ -169,9 +171,10 @@ def dummy_prefill(lens: list[int], block_size: int, vocab_size: int,
     return metadata, input_ids, torch.cat(positions).to(device)
 
 
-def _run_sampler(logits: torch.Tensor, num_rows: int, vocab_size: int, device: torch.device) -> None:
+def _run_sampler(sampler: Sampler, logits: torch.Tensor, num_rows: int, vocab_size: int,
+                 device: torch.device) -> None:
     """The sampler with every stage on (penalties, top-k/p, min-p, logprobs): its worst case."""
     params = SamplingParams(temperature=0.8, top_p=0.9, min_p=0.01, repetition_penalty=1.1,
                             frequency_penalty=0.1, logprobs=5)
     rows = [SamplingRequest(params, [1, 2, 3], [4, 5], None) for _ in range(num_rows)]
-    Sampler().forward(logits, make_sampling_metadata(rows, vocab_size, device))
+    sampler.forward(logits, make_sampling_metadata(rows, vocab_size, device))

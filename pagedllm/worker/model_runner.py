@@ -72,13 +72,15 @@ class ModelRunner:
         max_num_reqs: int,
         max_model_len: int,
         device: torch.device,
+        sampler: Sampler | None = None,
         buffers: InputBuffers | None = None,
         graphs: CudaGraphRunner | None = None,
         piecewise: PiecewiseGraphRunner | None = None,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
         graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
-        All None on the CPU, where tensors are built per step."""
+        All None on the CPU, where tensors are built per step. `sampler`: the platform's (with its
+        fused stage); None: one with torch ops."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -88,7 +90,7 @@ class ModelRunner:
         self.device = device
         max_blocks = (max_model_len + block_size - 1) // block_size
         self.states = RequestStates(max_num_reqs, max_model_len, max_blocks)
-        self.sampler = Sampler()
+        self.sampler = sampler or Sampler()
         self.buffers = buffers
         self.graphs = graphs
         self.piecewise = piecewise

@@ -13,9 +13,9 @@ metadata (vLLM's piecewise CUDA graphs; here the attention call itself marks the
     ...
     graph L      layer L-1 o_proj, norm, MLP, final norm -> hidden states
 
-Eager steps with prompt tokens were bound by the host's launches (about 2,900 Triton launches for a
-64 x 512-token prefill of a 0.6B model; a 128-token prefill of an 8B model took 15.9 ms against
-5.6 ms of GEMMs). Here a step costs one replay per piece plus the attention layers' own launches.
+Eager steps with prompt tokens are bound by the host's launches (thousands of small launches per
+step for a small model; even an 8B model's short prefills took several times their GEMMs' time,
+RESULTS.md). Here a step costs one replay per piece plus the attention layers' own launches.
 
 Static buffers: q/k/v and the attention output live in one pair of persistent tensors shared by
 every layer and size (layers run one after another). Copying q/k/v into them costs one small
@@ -33,6 +33,7 @@ the first n rows of the static output; the padding rows keep finite values from 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pagedllm.attention.base import AttentionBackend, AttentionMetadata
+from pagedllm.attention.base import AttentionBackend, AttentionMetadata, QKVPrologue
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.kernels.qkv_layout import merged_qkv_rows
 from pagedllm.worker.input_buffers import InputBuffers
@@ -112,16 +113,10 @@ class _AttentionCall:
     out: torch.Tensor
     kv_cache: torch.Tensor
     scale: float
-    positions: torch.Tensor | None  # with cos_sin_cache: the backend rotates q and k first
-    cos_sin_cache: torch.Tensor | None
-    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None  # and normalises them before that
+    prologue: QKVPrologue | None  # what the backend does to q/k first (its norm scale already applied)
 
     def __call__(self, metadata: AttentionMetadata) -> None:
-        if self.positions is None:
-            self.backend.forward(self.q, self.k, self.v, self.kv_cache, metadata, self.scale, out=self.out)
-        else:
-            self.backend.forward_with_rotary(self.q, self.k, self.v, self.kv_cache, metadata, self.scale,
-                                             self.positions, self.cos_sin_cache, self.qk_norm, out=self.out)
+        self.backend.forward(self.q, self.k, self.v, self.kv_cache, metadata, self.scale, self.prologue, out=self.out)
 
 
 @dataclass
@@ -135,17 +130,19 @@ class _Cutter(AttentionBackend):
     """Stands in for the real backend while a size is captured: each attention call copies q/k/v
     into the static buffers, ends the current piece, records the call and begins the next piece.
     Outside a capture (the warm-up run) it only copies, so the pieces' kernels compile and pick
-    their algorithms before anything is captured."""
+    their algorithms before anything is captured.
+
+    It takes whatever prologue the real backend's capabilities let the layers hand over, and
+    applies the norm scale itself inside the piece: the scale reads the hidden state, which only
+    the graph's own memory holds, so the eager call between pieces must not need it."""
 
     name = "piecewise-cutter"
 
     def __init__(self, inner: AttentionBackend, get_buffers: Callable[[torch.Tensor, torch.Tensor], _StaticBuffers],
                  pool: object) -> None:
+        super().__init__(inner.options)
         self.inner = inner
-        self.fuses_rotary = inner.fuses_rotary
-        self.fuses_qk_norm = inner.fuses_qk_norm
-        # fuses_norm_scale stays False: the layer scales q/k/v inside the piece, so the eager
-        # attention call between pieces never reads the hidden state.
+        self.capabilities = inner.capabilities
         self._get_buffers = get_buffers
         self._pool = pool
         self.capturing = False
@@ -161,30 +158,22 @@ class _Cutter(AttentionBackend):
         self.pieces[-1].capture_end()
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
-                metadata: AttentionMetadata, scale: float) -> torch.Tensor:
-        return self._cut(query, key, value, kv_cache, scale, None, None, None)
+                metadata: AttentionMetadata, scale: float, prologue: QKVPrologue | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        if prologue is not None and prologue.norm_scale is not None:
+            from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 
-    def forward_with_rotary(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
-                            positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-                            qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                            norm_scale: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
-        assert norm_scale is None, "the cutter does not fuse the norm scale: the layer applies it first"
-        return self._cut(query, key, value, kv_cache, scale, positions, cos_sin_cache, qk_norm)
-
-    def _cut(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
-             scale: float, positions: torch.Tensor | None, cos_sin_cache: torch.Tensor | None,
-             qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None) -> torch.Tensor:
+            scale_qkv_by_inv_rms_(query, key, value, *prologue.norm_scale)
+            prologue = dataclasses.replace(prologue, norm_scale=None)
         size, num_heads, head_size = query.shape
         num_kv_heads = key.shape[1]
-        q, k, v, out = self._get_buffers(query, key).views(size, num_heads, num_kv_heads, head_size)
+        q, k, v, static_out = self._get_buffers(query, key).views(size, num_heads, num_kv_heads, head_size)
         copy_qkv(q, k, v, query, key, value)
         if self.capturing:
             self.end_piece()
-            self.calls.append(_AttentionCall(self.inner, q, k, v, out, kv_cache, scale, positions, cos_sin_cache,
-                                             qk_norm))
+            self.calls.append(_AttentionCall(self.inner, q, k, v, static_out, kv_cache, scale, prologue))
             self.begin_piece()
-        return out
+        return static_out
 
 
 def copy_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

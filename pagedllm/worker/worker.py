@@ -7,23 +7,21 @@ as graphs of the pieces between attention calls (worker/piecewise_graphs.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
 import torch
 
-from pagedllm.attention.base import AttentionBackend
-from pagedllm.attention.registry import get_attn_backend
+from pagedllm.attention.base import AttentionBackendOptions
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
-from pagedllm.worker.cuda_graphs import (GRAPH_CAPABLE_BACKENDS, CudaGraphRunner, default_graph_sizes,
-                                         graph_pool_estimate)
+from pagedllm.sample.sampler import Sampler
+from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
-from pagedllm.worker.memory import (MemoryProfile, kv_cache_budget, in_use_bytes, plan_kv_cache,
+from pagedllm.worker.memory import (KVCachePlan, MemoryProfile, in_use_bytes, kv_cache_budget, plan_kv_cache,
                                     profile_step_memory)
 from pagedllm.worker.model_runner import ModelRunner
 from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner, default_piecewise_sizes, static_buffer_bytes
@@ -32,25 +30,28 @@ logger = logging.getLogger(__name__)
 
 
 class Worker:
+    """Owns one device. Life: load_model() -> determine_kv_cache() (the plan the engine builds its
+    final config from) -> initialize_cache(final config) -> execute_model(...) per step."""
+
     def __init__(self, config: EngineConfig, eos_token_id: int | None) -> None:
         self.config = config
         self.eos_token_id = eos_token_id
+        kernel_config = config.kernel_config
         self.platform = get_platform(config.device_config.device)
-        self.platform.set_num_threads()
+        self.platform.set_num_threads(kernel_config)
         self.device = torch.device(self.platform.device_name)
         self.is_cuda = self.device.type == "cuda"
-        self.backend = self._make_backend()
+        options = AttentionBackendOptions(max_num_seqs=config.scheduler_config.max_num_seqs,
+                                          max_model_len=config.model_config.max_model_len)
+        self.backend = self.platform.make_attention_backend(kernel_config, options)
+        self.layer_kernels = self.platform.layer_kernels(kernel_config, self.backend.capabilities)
+        self.sampler = Sampler(inverse_cdf=self.platform.inverse_cdf_stage(kernel_config))
         self.runner: ModelRunner | None = None
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
         self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
-
-    def _make_backend(self) -> AttentionBackend:
-        backend = get_attn_backend(self.platform.device_name, self.platform.attention_backend_name())
-        configure = getattr(backend, "configure", None)
-        if configure is not None:  # backends with workspaces sized by the engine's limits
-            configure(self.config.scheduler_config.max_num_seqs, self.config.model_config.max_model_len)
-        return backend
+        logger.info("Kernels: attention backend %s, ops %s, sampler stage %s", self.backend.name,
+                    self.layer_kernels.ops.value, "fused" if self.sampler.inverse_cdf else "torch")
 
     def load_model(self) -> None:
         from pagedllm.models.loader import load_model
@@ -58,7 +59,7 @@ class Worker:
         torch.manual_seed(self.config.model_config.seed)
         before = torch.cuda.memory_allocated(self.device) if self.is_cuda else 0
         start = time.perf_counter()
-        self.model = load_model(self.config.model_config, self.platform.device_name)
+        self.model = load_model(self.config.model_config, self.platform.device_name, self.layer_kernels)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
             self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
@@ -69,19 +70,22 @@ class Worker:
     def _spec(self) -> KVCacheSpec:
         return KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
 
-    def determine_num_blocks(self) -> int:
-        cc = self.config.cache_config
+    def determine_kv_cache(self) -> KVCachePlan:
+        """How many KV blocks this device holds and the context they fit: from the override or
+        byte budget, or (CUDA) from what a profiled worst-case step leaves of the card."""
+        cc, max_model_len = self.config.cache_config, self.config.model_config.max_model_len
         if not self.is_cuda or cc.num_gpu_blocks_override is not None or cc.kv_cache_memory is not None:
-            return determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
-                                        self.platform.device_name)
-        return self._num_blocks_from_profile()
+            num_blocks = determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
+                                              self.platform.device_name)
+            return KVCachePlan(num_blocks, max_model_len, num_blocks * cc.block_size / max_model_len)
+        return self._plan_from_profile()
 
-    def _num_blocks_from_profile(self) -> int:
+    def _plan_from_profile(self) -> KVCachePlan:
         cfg, spec = self.config, self._spec()
         start = time.perf_counter()
         sc = cfg.scheduler_config
         common = dict(max_num_seqs=sc.max_num_seqs, max_model_len=cfg.model_config.max_model_len,
-                      vocab_size=cfg.model_config.hf_config.vocab_size, device=self.device)
+                      vocab_size=cfg.model_config.hf_config.vocab_size, device=self.device, sampler=self.sampler)
         peak = profile_step_memory(self.model, self.backend, spec,
                                    max_num_batched_tokens=sc.max_num_batched_tokens, **common)
         graph_bytes = 0
@@ -107,27 +111,14 @@ class Worker:
                     "max concurrency %.1fx at %d tokens per request", profile.describe(), budget / 2**20,
                     cfg.cache_config.gpu_memory_utilization, plan.num_blocks, spec.block_size,
                     plan.max_concurrency, plan.max_model_len)
-        if plan.max_model_len != cfg.model_config.max_model_len:
-            self._lower_max_model_len(plan.max_model_len)
-        return plan.num_blocks
-
-    def _lower_max_model_len(self, max_model_len: int) -> None:
-        cfg = self.config
-        self.config = dataclasses.replace(
-            cfg,
-            model_config=dataclasses.replace(cfg.model_config, max_model_len=max_model_len),
-            scheduler_config=dataclasses.replace(cfg.scheduler_config, max_model_len=max_model_len),
-        )
-        configure = getattr(self.backend, "configure", None)
-        if configure is not None:
-            configure(cfg.scheduler_config.max_num_seqs, max_model_len)
+        return plan
 
     def _graph_sizes(self) -> list[int]:
         """Decode batch sizes to capture; empty when steps run eagerly."""
         cfg = self.config
         if not self.platform.supports_cuda_graphs() or cfg.device_config.enforce_eager:
             return []
-        if self.backend.name not in GRAPH_CAPABLE_BACKENDS:
+        if not self.backend.capabilities.cuda_graphs:
             logger.info("Attention backend %r cannot be captured in CUDA graphs; decode runs eagerly.",
                         self.backend.name)
             return []
@@ -150,8 +141,13 @@ class Worker:
         return static_buffer_bytes(max_tokens, hf.num_attention_heads, num_kv_heads, head_dim_of(hf),
                                    to_torch_dtype(self.config.model_config.dtype))
 
-    def initialize_cache(self, num_blocks: int) -> None:
-        cfg = self.config
+    def initialize_cache(self, config: EngineConfig) -> None:
+        """Allocate the KV cache and capture the graphs under the engine's final config (built from
+        determine_kv_cache's plan: its block count and max_model_len)."""
+        assert config.cache_config.num_blocks is not None, "the final config has the block count"
+        self.config = cfg = config
+        num_blocks = config.cache_config.num_blocks
+        self.backend.configure(cfg.scheduler_config.max_num_seqs, cfg.model_config.max_model_len)
         spec = self._spec()
         kv_caches = allocate_kv_caches(spec, num_blocks, self.backend, self.device)
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, spec.block_size,
@@ -187,6 +183,7 @@ class Worker:
             max_num_reqs=max_num_reqs,
             max_model_len=max_model_len,
             device=self.device,
+            sampler=self.sampler,
             buffers=buffers,
             graphs=graphs,
             piecewise=piecewise,

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from pagedllm.attention.registry import get_attn_backend, get_backend_class
+from pagedllm.attention.registry import create_backend, get_backend_class
 from pagedllm.attention.torch_ref import TorchAttentionBackend
 from tests.helpers.attn_metadata import build_metadata
 
@@ -105,9 +105,55 @@ def test_padded_rows_are_zero_and_not_written() -> None:
 
 
 def test_registry() -> None:
-    assert isinstance(get_attn_backend("cpu"), TorchAttentionBackend)
+    assert isinstance(create_backend("torch"), TorchAttentionBackend)
     assert get_backend_class("torch") is TorchAttentionBackend
-    with pytest.raises(ValueError, match="nope"):
+    with pytest.raises(ValueError, match="nope.*supported: cpu_paged, torch, triton"):
         get_backend_class("nope")
-    with pytest.raises(ValueError, match="tpu"):
-        get_attn_backend("tpu")
+
+
+def test_attention_backend_choice_takes_effect() -> None:
+    """KernelConfig.attention_backend (the former PAGEDLLM_ATTENTION_BACKEND): the platform builds
+    the named backend; unset, its own choice; an unknown name fails when the config is made."""
+    from pagedllm.attention.base import AttentionBackendOptions
+    from pagedllm.attention.cpu_paged import CpuPagedAttentionBackend
+    from pagedllm.config import KernelConfig
+    from pagedllm.platforms.cpu import CpuPlatform
+
+    platform, options = CpuPlatform(), AttentionBackendOptions()
+    assert type(platform.make_attention_backend(KernelConfig(), options)) is CpuPagedAttentionBackend
+    chosen = platform.make_attention_backend(KernelConfig(attention_backend="torch"), options)
+    assert type(chosen) is TorchAttentionBackend
+    with pytest.raises(ValueError, match="attention_backend must be one of cpu_paged, torch, triton"):
+        KernelConfig(attention_backend="flash")
+
+
+def test_prologue_runs_on_the_reference_backend() -> None:
+    """A model planned for a fusing backend hands over a QKVPrologue; the torch backend applies it
+    in torch ops (norm scale, q/k head norms, rotary), the same as the layers' own native paths
+    one after another, so such a model runs on the oracle too."""
+    from pagedllm.attention.base import QKVPrologue
+    from pagedllm.kernels.reference import scale_rows_by_inv_rms
+    from pagedllm.layers.norm import RMSNorm
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+    from tests.helpers.attn_metadata import build_metadata
+
+    gen = torch.Generator().manual_seed(3)
+    heads, kv_heads, head_size, n = 4, 2, 16, 5
+    rope = RotaryEmbedding(head_size, head_size, 64, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    q_norm, k_norm = RMSNorm(head_size, 1e-6, torch.float32), RMSNorm(head_size, 1e-6, torch.float32)
+    with torch.no_grad():
+        q_norm.weight.copy_(1 + torch.rand(head_size, generator=gen))
+        k_norm.weight.copy_(1 + torch.rand(head_size, generator=gen))
+    q = torch.randn(n, heads, head_size, generator=gen)
+    k, v = torch.randn(n, kv_heads, head_size, generator=gen), torch.randn(n, kv_heads, head_size, generator=gen)
+    h = torch.randn(n, 40, generator=gen) * 3
+    positions = torch.arange(3, 3 + n)
+    md = build_metadata([3], [n], [[0, 1]], block_size=8)
+    prologue = QKVPrologue(positions, rope.cos_sin_cache, (q_norm.weight, k_norm.weight, 1e-6), (h, 1e-5))
+    got = TorchAttentionBackend().forward(q, k, v, torch.zeros(2, 2, 8, kv_heads, head_size), md, 0.25, prologue)
+    sq, sk, sv = (scale_rows_by_inv_rms(x, h, 1e-5) for x in (q, k, v))
+    sq, sk = q_norm.forward_native(sq), k_norm.forward_native(sk)
+    rq, rk = rope.forward_native(positions, sq.reshape(n, -1), sk.reshape(n, -1))
+    want = TorchAttentionBackend().forward(rq.view(n, heads, head_size), rk.view(n, kv_heads, head_size), sv,
+                                           torch.zeros(2, 2, 8, kv_heads, head_size), md, 0.25)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -29,17 +29,21 @@ def _mixed_rows() -> list[SamplingRequest]:
     ]
 
 
-@pytest.fixture(params=["torch", "triton"], autouse=True)
-def inverse_cdf_stage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test with the torch stages (PAGEDLLM_TRITON_SAMPLER=0) and with the Triton
-    inverse-CDF stage (the default, kernels/triton/sampling.py)."""
-    monkeypatch.setattr("pagedllm.sample.sampler._TRITON_SAMPLER", request.param == "triton")
-    return request.param
+@pytest.fixture(params=["torch", "triton"])
+def make_sampler(request: pytest.FixtureRequest):
+    """Samplers with the torch stages (KernelConfig.triton_sampler off) and with the Triton
+    inverse-CDF stage (the default, kernels/triton/sampling.py), as the CUDA platform picks them."""
+    from pagedllm.config import KernelConfig
+    from pagedllm.platforms.cuda import CudaPlatform
+
+    stage = CudaPlatform().inverse_cdf_stage(KernelConfig(triton_sampler=request.param == "triton"))
+    assert (stage is None) == (request.param == "torch")
+    return lambda: Sampler(inverse_cdf=stage)
 
 
-def test_metadata_and_sampling_queue_without_host_sync():
+def test_metadata_and_sampling_queue_without_host_sync(make_sampler):
     logits = torch.randn(6, V, device=CUDA)
-    sampler = Sampler()
+    sampler = make_sampler()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -51,7 +55,7 @@ def test_metadata_and_sampling_queue_without_host_sync():
     assert len(tokens) == 6 and tokens[0] == int(logits[0].argmax())
 
 
-def test_processing_and_truncation_match_cpu():
+def test_processing_and_truncation_match_cpu(make_sampler):
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(6, V, generator=gen) * 3
     rows = _mixed_rows()
@@ -65,7 +69,7 @@ def test_processing_and_truncation_match_cpu():
     assert torch.equal(torch.isinf(gpu).cpu(), torch.isinf(cpu))
 
 
-def test_top_p_full_sort_on_gpu_equals_partial_sort_on_cpu():
+def test_top_p_full_sort_on_gpu_equals_partial_sort_on_cpu(make_sampler):
     # flat rows: the kept set is larger than the 256 tokens the CPU path sorts first
     logits = torch.randn(4, 5000, generator=torch.Generator().manual_seed(2)) * 0.1
     rows, top_p = torch.arange(4), torch.tensor([0.3, 0.6, 0.9, 0.99])
@@ -75,16 +79,16 @@ def test_top_p_full_sort_on_gpu_equals_partial_sort_on_cpu():
     assert torch.equal(torch.isinf(gpu).cpu(), torch.isinf(cpu))
 
 
-def test_seeded_rows_reproduce_in_any_batch():
+def test_seeded_rows_reproduce_in_any_batch(make_sampler):
     gen = torch.Generator().manual_seed(3)
     target = torch.randn(1, V, generator=gen).to(CUDA)
     seeded = _row(temperature=1.0, seed=1234)
-    alone = Sampler().forward(target, make_sampling_metadata([seeded], V, CUDA)).sampled_token_ids[0]
+    alone = make_sampler().forward(target, make_sampling_metadata([seeded], V, CUDA)).sampled_token_ids[0]
     others = torch.randn(5, V, generator=gen).to(CUDA)
     batch = torch.cat([others[:3], target, others[3:]])
     rows = [_row(temperature=1.0)] * 3 + [seeded] + [_row(temperature=0.5, seed=9)] * 2
-    in_batch = Sampler().forward(batch, make_sampling_metadata(rows, V, CUDA)).sampled_token_ids[3]
+    in_batch = make_sampler().forward(batch, make_sampling_metadata(rows, V, CUDA)).sampled_token_ids[3]
     assert alone == in_batch
-    draws = {Sampler().forward(target, make_sampling_metadata([_row(temperature=1.0, seed=s)], V, CUDA))
+    draws = {make_sampler().forward(target, make_sampling_metadata([_row(temperature=1.0, seed=s)], V, CUDA))
              .sampled_token_ids[0] for s in range(20)}
     assert len(draws) > 5  # different seeds do sample differently

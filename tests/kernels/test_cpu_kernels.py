@@ -4,14 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pagedllm.attention.base import AttentionMetadata
+from pagedllm.attention.base import AttentionBackendOptions, AttentionMetadata
 from pagedllm.attention.cpu_paged import CpuPagedAttentionBackend
+from pagedllm.kernels.cpu import load_cpu_kernels
 from pagedllm.attention.torch_ref import TorchAttentionBackend
 
 
 @pytest.fixture(scope="module")
 def backend() -> CpuPagedAttentionBackend:
-    b = CpuPagedAttentionBackend()
+    b = CpuPagedAttentionBackend(AttentionBackendOptions(cpu_kernels=load_cpu_kernels()))
     if b.kernels is None:
         pytest.skip("the C++ CPU kernels cannot be built on this machine")
     return b

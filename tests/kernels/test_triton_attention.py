@@ -16,8 +16,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from pagedllm.attention.base import AttentionMetadata  # noqa: E402
-from pagedllm.attention.registry import get_attn_backend  # noqa: E402
+from pagedllm.attention.base import AttentionMetadata, QKVPrologue  # noqa: E402
+from pagedllm.attention.registry import create_backend  # noqa: E402
 from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
 from pagedllm.attention.triton_paged import NUM_SPLITS_KEY, TritonPagedAttentionBackend  # noqa: E402
 from pagedllm.kernels.triton.paged_attention import SplitWorkspace, paged_attention  # noqa: E402
@@ -153,7 +153,7 @@ def test_padded_decode_requests_are_harmless():
 
 
 def test_backend_forward_matches_torch_and_zeroes_padding_rows():
-    backend = get_attn_backend(DEVICE, "triton")
+    backend = create_backend("triton")
     assert isinstance(backend, TritonPagedAttentionBackend)
     for num_new, splits in (([1, 1, 1], 4), ([3, 1, 5], None)):
         case = make_case([40, 2, 17], num_new, 8, 2, 64, 16, torch.float32, seed=5)
@@ -184,7 +184,7 @@ def test_reshape_and_cache_writes_only_its_slots():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_with_rotary_equals_rotary_then_forward(dtype):
+def test_rotary_prologue_equals_rotary_then_forward(dtype):
     """The backend's fused path (rotary inside the cache write) against the layer rotating q and k
     first: same output, same cache, q and k rotated in place alike."""
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
@@ -192,15 +192,16 @@ def test_forward_with_rotary_equals_rotary_then_forward(dtype):
     case = make_case([0, 9, 30, 4], [6, 1, 1, 12], 8, 2, 64, 16, dtype, seed=11)
     md = case.metadata
     positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 30, 4], [6, 1, 1, 12])]).to(DEVICE)
-    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
     backend = TritonPagedAttentionBackend()
     want_q, want_k = case.query.clone(), case.key.clone()
     want_cache = case.cache.clone()
     rotary_embedding_(positions, want_q.view(len(positions), -1), want_k.view(len(positions), -1),
                       rope.cos_sin_cache, 64)
     want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125)
-    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
-                                      rope.cos_sin_cache)
+    got = backend.forward(case.query, case.key, case.value, case.cache, md, 0.125,
+                          QKVPrologue(positions, rope.cos_sin_cache))
     assert torch.equal(got, want)
     assert torch.equal(case.query, want_q) and torch.equal(case.key, want_k)
     assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
@@ -219,7 +220,7 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     float32 sums run in another order), so there it is within the dtype's rounding. Split-K with
     the new token in the last split only; a padded row (slot -1) writes nothing. With norm_scale
     (the input norm folded into qkv) q, k and v are first scaled by 1 / rms of the token's h."""
-    from pagedllm.layers.norm import scale_rows_by_inv_rms
+    from pagedllm.kernels.reference import scale_rows_by_inv_rms
     from pagedllm.layers.norm import RMSNorm
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 
@@ -232,7 +233,8 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     md.slot_mapping[n - 1] = -1  # a padded row of a CUDA graph
     md.backend_cache[NUM_SPLITS_KEY] = splits
     positions = torch.tensor(cached, device=DEVICE)
-    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
     norms = None
     want_q, want_k, want_v = case.query.clone(), case.key.clone(), case.value
     scale = None
@@ -242,7 +244,8 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
         want_q, want_k, want_v = (scale_rows_by_inv_rms(x.cpu(), h.cpu(), 1e-5).to(DEVICE)
                                   for x in (want_q, want_k, want_v))
     if qk_norm:
-        norms = (RMSNorm(64, 1e-6, dtype).to(DEVICE), RMSNorm(64, 1e-6, dtype).to(DEVICE))
+        with torch.device(DEVICE):  # built on the device: its platform's kernels
+            norms = (RMSNorm(64, 1e-6, dtype), RMSNorm(64, 1e-6, dtype))
         with torch.no_grad():
             for i, norm in enumerate(norms):
                 norm.weight.copy_(1 + 0.1 * torch.randn(64, generator=torch.Generator().manual_seed(i)))
@@ -252,8 +255,8 @@ def test_decode_rotates_and_writes_the_cache_in_the_attention_kernel(dtype, spli
     rotary_embedding_(positions, want_q.view(n, -1), want_k.view(n, -1), rope.cos_sin_cache, 64)
     want = backend.forward(want_q, want_k, want_v, want_cache, md, 0.125)
     fused_norm = (norms[0].weight, norms[1].weight, 1e-6) if norms else None
-    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
-                                      rope.cos_sin_cache, fused_norm, norm_scale=scale)
+    got = backend.forward(case.query, case.key, case.value, case.cache, md, 0.125,
+                          QKVPrologue(positions, rope.cos_sin_cache, fused_norm, scale))
     assert torch.equal(case.cache.isnan(), want_cache.isnan())  # the padded row's slot stays poisoned
     got, want = got[:n - 1], want[:n - 1]  # the padded row reads its own unwritten (poisoned) slot
     if qk_norm or norm_scale or ON_GPU:
@@ -274,15 +277,16 @@ def test_mixed_step_with_norm_scale_scales_qkv_first():
     case = make_case([0, 9, 4], [6, 1, 12], 8, 2, 64, 16, dtype, seed=17)
     md = case.metadata
     positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 4], [6, 1, 12])]).to(DEVICE)
-    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
     h = (torch.randn(19, 96, generator=torch.Generator().manual_seed(2)) * 3).to(DEVICE, dtype)
     backend = TritonPagedAttentionBackend()
     want_q, want_k, want_v = (scale_rows_by_inv_rms_(x.clone(), h, 1e-5)
                               for x in (case.query, case.key, case.value))
     want_cache = case.cache.clone()
-    want = backend.forward_with_rotary(want_q, want_k, want_v, want_cache, md, 0.125, positions, rope.cos_sin_cache)
-    got = backend.forward_with_rotary(case.query, case.key, case.value, case.cache, md, 0.125, positions,
-                                      rope.cos_sin_cache, norm_scale=(h, 1e-5))
+    want = backend.forward(want_q, want_k, want_v, want_cache, md, 0.125, QKVPrologue(positions, rope.cos_sin_cache))
+    got = backend.forward(case.query, case.key, case.value, case.cache, md, 0.125,
+                          QKVPrologue(positions, rope.cos_sin_cache, norm_scale=(h, 1e-5)))
     assert torch.equal(got, want)
     assert torch.equal(case.cache.nan_to_num(), want_cache.nan_to_num())
 
@@ -290,34 +294,40 @@ def test_mixed_step_with_norm_scale_scales_qkv_first():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_layer_with_qk_norm_fused_or_not(dtype, monkeypatch):
     """The attention layer hands Qwen3's q/k norms to a backend that fuses them into its rotary +
-    cache-write kernel, and applies them itself for one that does not: both ways agree."""
+    cache-write kernel (its capabilities, read when the layer is built), and applies them itself
+    for one that does not: both ways agree."""
     from pagedllm.attention.forward_context import ForwardContext, set_forward_context
     from pagedllm.attention.torch_ref import TorchAttentionBackend
     from pagedllm.layers.attention import Attention
+    from pagedllm.layers.layer_kernels import LayerKernels, OpImpl, use_layer_kernels
     from pagedllm.layers.norm import RMSNorm
     from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 
     case = make_case([0, 9, 30, 4], [6, 1, 1, 12], 8, 2, 64, 16, dtype, seed=12)
     positions = torch.cat([torch.arange(c, c + n) for c, n in zip([0, 9, 30, 4], [6, 1, 1, 12])]).to(DEVICE)
-    rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={})).to(DEVICE)
-    norms = (RMSNorm(64, 1e-6, dtype).to(DEVICE), RMSNorm(64, 1e-6, dtype).to(DEVICE))
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        norms = (RMSNorm(64, 1e-6, dtype), RMSNorm(64, 1e-6, dtype))
     with torch.no_grad():
         for i, norm in enumerate(norms):
             norm.weight.copy_(1 + 0.1 * torch.randn(64, generator=torch.Generator().manual_seed(i)))
-    layer = Attention(8, 64, 2, 0.125, 0)
-    # The layers take Triton paths only for CUDA tensors; here the interpreter runs them on the CPU.
-    monkeypatch.setattr(RotaryEmbedding, "triton_applies", lambda self, q, k: True)
-    fused = TritonPagedAttentionBackend()
+    fused, plain = TritonPagedAttentionBackend(), TorchAttentionBackend()
     calls = []
-    original = fused.forward_with_rotary
-    monkeypatch.setattr(fused, "forward_with_rotary", lambda *a, **kw: calls.append(kw) or original(*a, **kw))
+    original = fused.forward
+    monkeypatch.setattr(fused, "forward", lambda *a, **kw: calls.append(a) or original(*a, **kw))
     outs = []
-    for backend in (fused, TorchAttentionBackend()):
+    for backend in (fused, plain):
+        kernels = LayerKernels(ops=OpImpl.TORCH, linear_method=None, attention=backend.capabilities)
+        with use_layer_kernels(kernels):  # type: ignore[arg-type]
+            layer = Attention(8, 64, 2, 0.125, 0, rotary_dim=64)
+        assert layer.plan.fuse_qk_norm == (backend is fused)
         cache = case.cache.clone()
         q, k, v = (t.reshape(t.shape[0], -1).clone() for t in (case.query, case.key, case.value))
         with torch.no_grad(), set_forward_context(ForwardContext(case.metadata, [cache], backend)):
             outs.append(layer(q, k, v, rotary=(positions, rope), qk_norm=norms))
-    assert len(calls) == 1 and calls[0]["qk_norm"][0] is norms[0].weight  # the norms went into the kernel
+    prologue = calls[0][-1]
+    assert len(calls) == 1 and prologue.qk_norm[0] is norms[0].weight  # the norms went into the kernel
     assert_close_rel(outs[0], outs[1], dtype)
 
 

@@ -39,7 +39,8 @@ def assert_close_rel(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) 
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_rms_norm(dtype, hidden, with_residual):
     gen = torch.Generator().manual_seed(hidden)
-    norm = RMSNorm(hidden, 1e-5, dtype).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        norm = RMSNorm(hidden, 1e-5, dtype)
     with torch.no_grad():
         norm.weight.copy_(torch.rand(hidden, generator=gen) + 0.5)
     x = (torch.randn(13, hidden, generator=gen) * 3).to(DEVICE, dtype)
@@ -63,7 +64,8 @@ def test_rms_norm_strided_rows():
     x_full = torch.randn(7, 2 * 128).to(DEVICE)
     x = x_full[:, :128]  # rows 256 apart
     weight = torch.rand(128).to(DEVICE) + 0.5
-    norm = RMSNorm(128, 1e-6, torch.float32).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        norm = RMSNorm(128, 1e-6, torch.float32)
     with torch.no_grad():
         norm.weight.copy_(weight)
     assert_close_rel(rms_norm(x, weight, 1e-6)[0], norm.forward_native(x), torch.float32)
@@ -72,8 +74,8 @@ def test_rms_norm_strided_rows():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("head_size,rotary_dim,heads,kv_heads", [(64, 64, 8, 2), (128, 128, 6, 1), (64, 32, 4, 4)])
 def test_rotary_in_place(dtype, head_size, rotary_dim, heads, kv_heads):
-    rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
-    rope = rope.to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
     gen = torch.Generator().manual_seed(head_size + rotary_dim)
     positions = torch.randint(0, 512, (37,), generator=gen).to(DEVICE)
     # q and k as strided views of one fused qkv tensor, as the attention layers pass them
@@ -99,8 +101,8 @@ def test_rotary_and_cache_equals_rotary_then_cache_write(dtype, head_size, rotar
     """The fused kernel does bit for bit what rotary_embedding_ then reshape_and_cache do: q and k
     rotated in place, the first num_actual tokens' K/V at their slots (slot -1 skipped, the rest of
     a NaN-poisoned cache untouched)."""
-    rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
-    rope = rope.to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(head_size, rotary_dim, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
     gen = torch.Generator().manual_seed(7 * head_size + heads)
     num_tokens, num_actual, block_size, num_blocks = 21, 19, 4, 12
     positions = torch.randint(0, 512, (num_tokens,), generator=gen).to(DEVICE)
@@ -131,15 +133,16 @@ def test_qk_norm_rotary_and_cache_equals_the_three_steps(dtype, head_size, heads
     """Qwen3's per-head q/k RMSNorm fused in front of the rotary + cache write matches the torch
     norm (RMSNorm.forward_native), then rotary, then the cache write: the same roundings, so what
     is left is float32 summation order inside the norm."""
-    rope = RotaryEmbedding(head_size, head_size, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
-    rope = rope.to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        rope = RotaryEmbedding(head_size, head_size, 512, RopeConfig(theta=10000.0, rope_type="default", params={}))
     gen = torch.Generator().manual_seed(11 * head_size + heads)
     num_tokens, num_actual, block_size, num_blocks = 13, 12, 4, 8
     positions = torch.randint(0, 512, (num_tokens,), generator=gen).to(DEVICE)
     qkv = (3 * torch.randn(num_tokens, (heads + 2 * kv_heads) * head_size, generator=gen)).to(DEVICE, dtype)
     slots = torch.randperm(num_blocks * block_size, generator=gen)[:num_tokens].to(DEVICE)
     cache = torch.full((2, num_blocks, block_size, kv_heads, head_size), float("nan"), dtype=dtype, device=DEVICE)
-    q_norm, k_norm = RMSNorm(head_size, 1e-6, dtype).to(DEVICE), RMSNorm(head_size, 1e-6, dtype).to(DEVICE)
+    with torch.device(DEVICE):  # built on the device: its platform's kernels
+        q_norm, k_norm = RMSNorm(head_size, 1e-6, dtype), RMSNorm(head_size, 1e-6, dtype)
     with torch.no_grad():
         q_norm.weight.copy_(1 + 0.1 * torch.randn(head_size, generator=gen))
         k_norm.weight.copy_(1 + 0.1 * torch.randn(head_size, generator=gen))
@@ -172,7 +175,8 @@ def test_silu_and_mul(dtype, inter):
     got = silu_and_mul(x)
     assert_close_rel(got, want, dtype)
     if ON_GPU:
-        assert torch.equal(SiluAndMul()(x), got)
+        with torch.device(DEVICE):  # the CUDA platform's default kernels: Triton
+            assert torch.equal(SiluAndMul()(x), got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -186,10 +190,12 @@ def test_silu_and_mul_scaled_by_a_norm_input(dtype):
     want = SiluAndMul().forward_native((x.float() * inv).to(dtype))
     got = silu_and_mul(x, h, 1e-5)
     assert_close_rel(got, want, dtype)
+    with torch.device(DEVICE):  # the device's default kernels: Triton on a GPU, C++ or torch here
+        layer = SiluAndMul()
     if ON_GPU:
-        assert torch.equal(SiluAndMul()(x, h, 1e-5), got)
+        assert torch.equal(layer(x, (h, 1e-5)), got)
     else:
-        assert_close_rel(SiluAndMul()(x, h, 1e-5), want, dtype)  # the CPU path of the layer
+        assert_close_rel(layer(x, (h, 1e-5)), want, dtype)  # the CPU path of the layer
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -197,7 +203,7 @@ def test_scale_rows_by_inv_rms_in_place(dtype):
     """q, k and v as column views of one qkv row block (rows strided): each scaled in place by its
     token's 1 / rms(h), nothing else of the buffer touched."""
     from pagedllm.kernels.triton.norm_scale import scale_rows_by_inv_rms_
-    from pagedllm.layers.norm import scale_rows_by_inv_rms
+    from pagedllm.kernels.reference import scale_rows_by_inv_rms
 
     gen = torch.Generator().manual_seed(3)
     qkv = (torch.randn(11, 4 * 64 + 2 * 2 * 64 + 8, generator=gen) * 2).to(DEVICE, dtype)
@@ -215,8 +221,23 @@ def test_scale_rows_by_inv_rms_in_place(dtype):
     assert torch.equal(got[:, 512:], qkv[:, 512:])  # the columns past v are not touched
 
 
-def test_layers_keep_cpu_paths_on_cpu_tensors():
-    """CPU tensors never reach Triton, even under the interpreter: the CPU paths stay as they were."""
-    from pagedllm.kernels.triton import triton_applies
+def test_layers_bind_the_implementation_their_kernels_choose():
+    """Each op binds forward once, at construction, to the family the layer kernels name: the CPU
+    platform's default never reaches Triton, even under the interpreter; a Triton scope does."""
+    from pagedllm.layers.activation import SiluAndMul
+    from pagedllm.layers.layer_kernels import LayerKernels, OpImpl, use_layer_kernels
+    from pagedllm.layers.norm import RMSNorm
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
 
-    assert not triton_applies(torch.zeros(2, 4))
+    def build() -> tuple[RMSNorm, SiluAndMul, RotaryEmbedding]:
+        return (RMSNorm(8, 1e-6, torch.float32), SiluAndMul(),
+                RotaryEmbedding(8, 8, 16, RopeConfig(theta=10000.0, rope_type="default", params={})))
+
+    for op in build():
+        assert op.forward.__func__ is not type(op).forward_triton  # CPU default: C++ or torch
+    with use_layer_kernels(LayerKernels(ops=OpImpl.TRITON, linear_method=None)):  # type: ignore[arg-type]
+        for op in build():
+            assert op.forward.__func__ is type(op).forward_triton
+    with use_layer_kernels(LayerKernels(ops=OpImpl.TORCH, linear_method=None)):  # type: ignore[arg-type]
+        for op in build():
+            assert op.forward.__func__ is type(op).forward_native

@@ -62,27 +62,29 @@ def test_sample_from_logits_on_strided_rows():
     assert torch.equal(got[~near], want[~near])
 
 
-def test_sampler_takes_the_triton_stage_and_keeps_the_distribution(monkeypatch):
-    """With the Triton stage on (the default on CUDA; forced here for the interpreter), the
-    sampler's random rows follow softmax(logits / T), with and without top-k
-    (the truncated path divides first and hands the stage scaled logits)."""
-    from pagedllm.sample import sampler as sampler_module
+def test_sampler_takes_the_triton_stage_and_keeps_the_distribution():
+    """With the Triton stage (the CUDA platform's choice unless KernelConfig.triton_sampler is off),
+    the sampler's random rows follow softmax(logits / T), with and without top-k (the truncated
+    path divides first and hands the stage scaled logits)."""
+    from pagedllm.config import KernelConfig
+    from pagedllm.kernels.triton.sampling import sample_from_logits
+    from pagedllm.platforms.cuda import CudaPlatform
     from pagedllm.sample.sampler import Sampler
     from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
     from pagedllm.sampling_params import SamplingParams
 
+    assert CudaPlatform().inverse_cdf_stage(KernelConfig()) is sample_from_logits
+    assert CudaPlatform().inverse_cdf_stage(KernelConfig(triton_sampler=False)) is None
+    assert CudaPlatform().inverse_cdf_stage(KernelConfig(triton=False)) is None
     calls = []
-    monkeypatch.setattr(sampler_module, "_triton_sampling_applies", lambda logits: True)
-    monkeypatch.setattr(sampler_module, "avx512_kernels", lambda: None)
-    import pagedllm.kernels.triton.sampling as triton_sampling
 
-    original = triton_sampling.sample_from_logits
-    monkeypatch.setattr(triton_sampling, "sample_from_logits", lambda *a: calls.append(len(a)) or original(*a))
-    if DEVICE == "cpu":  # the interpreter: CPU tensors must not be refused as non-CUDA
-        monkeypatch.setattr(sampler_module, "_fused_inverse_cdf", lambda logits: triton_sampling.sample_from_logits)
+    def stage(*args: torch.Tensor) -> torch.Tensor:
+        calls.append(len(args))
+        return sample_from_logits(*args)
+
     vocab, rows = 6, 1500
     base = torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0, float("-inf")])
-    sampler = Sampler(torch.Generator(device=DEVICE).manual_seed(0))
+    sampler = Sampler(torch.Generator(device=DEVICE).manual_seed(0), inverse_cdf=stage)
     for params, expect_probs in (
         (dict(temperature=0.8), torch.softmax(base / 0.8, -1)),
         (dict(temperature=0.8, top_k=3), torch.softmax(torch.cat([base[:3] / 0.8, torch.full((3,), -1e9)]), -1)),

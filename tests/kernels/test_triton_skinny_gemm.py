@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from pagedllm.kernels.triton.skinny_gemm import GemvConfig, config_for, pick_config, skinny_gemm  # noqa: E402
+from pagedllm.kernels.triton.skinny_gemm import GemvConfig, pick_config, skinny_config, skinny_gemm, takes_rows  # noqa: E402
 from pagedllm.layers.activation import SiluAndMul  # noqa: E402
-from pagedllm.layers.norm import scale_rows_by_inv_rms  # noqa: E402
+from pagedllm.kernels.reference import scale_rows_by_inv_rms  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ON_GPU = DEVICE == "cuda"
@@ -90,35 +90,73 @@ def test_pick_config_about_one_program_per_sm():
     assert pick_config(100, 64, False, 132) is None  # no BLOCK_K divides K
 
 
-def test_config_for_takes_small_half_precision_steps_of_large_weights(monkeypatch):
-    big, small = torch.zeros(4096, 4096, dtype=torch.bfloat16), torch.zeros(128, 64, dtype=torch.bfloat16)
-    x_big, x_small = torch.zeros(4, 4096, dtype=torch.bfloat16), torch.zeros(4, 128, dtype=torch.bfloat16)
-    monkeypatch.delenv("PAGEDLLM_TRITON_GEMV", raising=False)  # auto: weights of 16M elements and up
-    assert config_for(x_big, big) is not None and config_for(x_small, small) is None
-    monkeypatch.setenv("PAGEDLLM_TRITON_GEMV", "0")
-    assert config_for(x_big, big) is None
-    monkeypatch.setenv("PAGEDLLM_TRITON_GEMV", "1")  # every shape with a launch shape
-    assert config_for(x_small, small) is not None
-    assert config_for(torch.zeros(17, 128, dtype=torch.bfloat16), small) is None  # more than 16 rows
-    assert config_for(x_small.float(), small.float()) is None  # float32 stays on cuBLAS (tl.dot: tf32)
-    assert config_for(x_small, torch.zeros(128, 63, dtype=torch.bfloat16), gated=True) is None
+def test_skinny_config_takes_half_precision_weights_by_policy():
+    """KernelConfig.skinny_gemm's policies for one weight, decided at load: auto takes weights of
+    16M elements and up, on every one with a launch shape, off none; float32 never (tl.dot would
+    round it to tf32); a step takes the kernel only with 1..16 rows of the weight's dtype."""
+    bf16 = torch.bfloat16
+    assert skinny_config(4096, 4096, bf16, "auto", 132) is not None
+    assert skinny_config(128, 64, bf16, "auto", 132) is None
+    assert skinny_config(4096, 4096, bf16, "off", 132) is None
+    assert skinny_config(128, 64, bf16, "on", 132) is not None
+    assert skinny_config(128, 64, torch.float32, "on", 132) is None
+    assert skinny_config(128, 63, bf16, "on", 132, gated=True) is None
+    with pytest.raises(ValueError, match="auto"):
+        skinny_config(128, 64, bf16, "1", 132)
+    weight = torch.zeros(128, 64, dtype=bf16)
+    assert takes_rows(torch.zeros(16, 128, dtype=bf16), weight)
+    assert not takes_rows(torch.zeros(17, 128, dtype=bf16), weight)  # more than 16 rows: cuBLAS
+    assert not takes_rows(torch.zeros(0, 128, dtype=bf16), weight)
+    assert not takes_rows(torch.zeros(4, 128), weight)
+
+
+def _cuda_layer_kernels(**choices: object):
+    from pagedllm.config import KernelConfig
+    from pagedllm.layers.layer_kernels import use_layer_kernels
+    from pagedllm.platforms.cuda import CudaPlatform
+
+    return use_layer_kernels(CudaPlatform().layer_kernels(KernelConfig(**choices)))
+
+
+def test_skinny_gemm_and_pdl_choices_take_effect():
+    """KernelConfig.skinny_gemm and gemm_pdl (the former PAGEDLLM_TRITON_GEMV, PAGEDLLM_GEMV_PDL)
+    through the CUDA platform: the method each weight gets, and whether it launches with PDL."""
+    from pagedllm.layers.linear import Linear, MergedLinear
+    from pagedllm.layers.linear_method import UnquantizedLinearMethod
+    from pagedllm.layers.skinny_linear import SkinnyGemmLinearMethod
+
+    def method(in_f: int, out_f: int, **choices: object):
+        with torch.device("meta"), _cuda_layer_kernels(**choices):  # meta: shapes only, no memory
+            return Linear(in_f, out_f, bias=False, dtype=torch.bfloat16).method
+
+    assert isinstance(method(4096, 4096), SkinnyGemmLinearMethod)  # auto: a large weight
+    assert type(method(1024, 1024)) is UnquantizedLinearMethod  # auto: a small one stays on cuBLAS
+    assert isinstance(method(1024, 1024, skinny_gemm="on"), SkinnyGemmLinearMethod)
+    assert type(method(4096, 4096, skinny_gemm="off")) is UnquantizedLinearMethod
+    assert type(method(4096, 4096, triton=False)) is UnquantizedLinearMethod
+    assert method(4096, 4096).pdl and not method(4096, 4096, gemm_pdl=False).pdl
+    with torch.device("meta"), _cuda_layer_kernels():
+        gate_up = MergedLinear(4096, {"gate": 14336, "up": 14336}, bias=False, dtype=torch.bfloat16, gated=True)
+    assert gate_up.method.config == skinny_config(4096, 2 * 14336, torch.bfloat16, "auto", 4, gated=True)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="PDL and the layers' CUDA dispatch need a GPU")
-def test_layers_take_the_kernel_and_pdl_changes_nothing(monkeypatch):
+def test_layers_take_the_kernel_and_pdl_changes_nothing():
     from pagedllm.layers.linear import Linear
     from pagedllm.models.common import GatedMLP
 
-    monkeypatch.setenv("PAGEDLLM_TRITON_GEMV", "1")
     gen = torch.Generator().manual_seed(3)
-    lin = Linear(4096, 4096, False, torch.bfloat16).to(DEVICE)
-    mlp = GatedMLP(4096, 14336, False, torch.bfloat16).to(DEVICE)
+    with torch.device(DEVICE), _cuda_layer_kernels(skinny_gemm="on"):
+        lin = Linear(4096, 4096, False, torch.bfloat16)
+        mlp = GatedMLP(4096, 14336, False, torch.bfloat16)
+    with torch.device(DEVICE), _cuda_layer_kernels(skinny_gemm="off"):
+        mlp_ref = GatedMLP(4096, 14336, False, torch.bfloat16)
     with torch.no_grad():
         for p in (lin.weight_t, mlp.gate_up_proj.weight_t, mlp.down_proj.weight_t):
             p.copy_(torch.randn(p.shape, generator=gen) / p.shape[0] ** 0.5)
+    mlp_ref.load_state_dict(mlp.state_dict())
     x = torch.randn(3, 4096, generator=gen).to(DEVICE, torch.bfloat16)
-    cfg = config_for(x, lin.weight_t)
-    assert cfg is not None
+    cfg = lin.method.config
     got = lin(x)
     assert torch.equal(got, skinny_gemm(x, lin.weight_t, cfg, pdl=False))
     assert rel_err(got, torch.matmul(x, lin.weight_t)) < REL_TOL[torch.bfloat16]
@@ -127,7 +165,6 @@ def test_layers_take_the_kernel_and_pdl_changes_nothing(monkeypatch):
     assert rel_err(residual, x + torch.matmul(x, lin.weight_t)) < REL_TOL[torch.bfloat16]
     h = x.clone()
     got_mlp = mlp(x, h, (h, 1e-5))
-    monkeypatch.setenv("PAGEDLLM_TRITON_GEMV", "0")
     h_ref = x.clone()
-    want_mlp = mlp(x, h_ref, (h_ref, 1e-5))
+    want_mlp = mlp_ref(x, h_ref, (h_ref, 1e-5))
     assert rel_err(got_mlp, want_mlp) < 2e-2

@@ -2,12 +2,14 @@
 flattened step, chunked prefill after a cached prefix, and decode steps through the paged cache."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 import torch
 
-from pagedllm.config import ModelConfig
+from pagedllm.config import KernelConfig, ModelConfig
+from pagedllm.layers.layer_kernels import LayerKernels
 from pagedllm.models.loader import load_hf_config, load_model
 from tests.helpers.paged_runner import PagedRunner
 from tests.helpers.tiny_models import TINY_ARCHS, TinyModel
@@ -15,9 +17,9 @@ from tests.helpers.tiny_models import TINY_ARCHS, TinyModel
 ATOL = 1e-4
 
 
-def our_model(tiny: TinyModel, dtype: str = "float32") -> torch.nn.Module:
+def our_model(tiny: TinyModel, dtype: str = "float32", kernels: LayerKernels | None = None) -> torch.nn.Module:
     hf_config = load_hf_config(tiny.source)
-    return load_model(ModelConfig(tiny.folder, None, None, hf_config, dtype, max_model_len=256))
+    return load_model(ModelConfig(tiny.folder, None, None, hf_config, dtype, max_model_len=256), kernels=kernels)
 
 
 @torch.no_grad()
@@ -92,22 +94,23 @@ def test_half_precision_loads_and_runs(arch: str, dtype: str, torch_dtype: torch
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_folded_norms_match_hf(arch: str, tiny_hf_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folded_norms_match_hf(arch: str, tiny_hf_model: Any) -> None:
     """The CUDA path's norm folding (models/norm_folding.py), run here on its torch fallbacks:
     norm weights folded into qkv (unless it has a bias) and gate_up, the scale applied after, the
     residual accumulated in place. Prefill, a chunk after a cached prefix, and decode against HF."""
-    from pagedllm.models.norm_folding import fold_norms
+    from pagedllm.models.norm_folding import FoldedRMSNorm, fold_norms
+    from pagedllm.platforms.cpu import CpuPlatform
 
-    monkeypatch.setenv("PAGEDLLM_CPU_GEMM", "default")  # plain weights: what the fold rewrites on a GPU
+    # Plain weights, as the fold rewrites them on a GPU; the loader folds where the kernels say.
+    kernels = dataclasses.replace(CpuPlatform().layer_kernels(KernelConfig(cpu_gemm="torch")), fold_norms=True)
     tiny = tiny_hf_model(arch)
-    model = our_model(tiny)
-    layers = model.config.num_hidden_layers
-    qkv_bias = model.model.layers[0].self_attn.qkv_proj.bias is not None
-    assert fold_norms(model) == layers * (1 if qkv_bias else 2)
+    model = our_model(tiny, kernels=kernels)
+    layer = model.model.layers[0]
+    qkv_bias = layer.self_attn.qkv_proj.bias is not None
+    assert isinstance(layer.input_layernorm, FoldedRMSNorm) != qkv_bias  # a bias keeps its norm
+    assert isinstance(layer.post_attention_layernorm, FoldedRMSNorm)
     with pytest.raises(ValueError, match="already folded"):
         fold_norms(model)
-    with pytest.raises(ValueError, match="folded"):
-        model.load_weights([])
     a, b = make_sequences(model.config.vocab_size, [30, 9], seed=3)
     runner = PagedRunner(model, num_blocks=64, block_size=8, seed=5)
     first = runner.step({0: a[:11], 1: b[:8]}, all_logits=True)

@@ -9,7 +9,7 @@ import torch
 
 from pagedllm.engine.tokenizer import load_tokenizer
 from pagedllm.models.gguf_loader import iter_gguf_weights, reverse_llama_permute
-from pagedllm.models.loader import get_generation_eos_ids, load_hf_config
+from pagedllm.models.loader import process_weights_after_loading, get_generation_eos_ids, load_hf_config
 from pagedllm.models.registry import get_model_class
 from pagedllm.models.source import ModelSource
 from tests.helpers.paged_runner import PagedRunner
@@ -31,6 +31,7 @@ def our_smollm2(smollm2_config: Any, our_gguf_weights: dict[str, torch.Tensor]) 
     # Same steps as loader.load_model, fed from the already dequantized tensors (dequantizing is slow).
     model = get_model_class(smollm2_config.architectures[0])(smollm2_config, "float32")
     model.load_weights(our_gguf_weights.items())
+    process_weights_after_loading(model)
     return model.eval()
 
 

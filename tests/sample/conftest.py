@@ -6,6 +6,9 @@ from typing import Callable
 import pytest
 import torch
 
+from pagedllm.config import KernelConfig
+from pagedllm.platforms.cpu import CpuPlatform
+from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.sampling_metadata import SamplingMetadata, SamplingRequest, make_sampling_metadata
 from pagedllm.sampling_params import SamplingParams
 
@@ -32,9 +35,15 @@ def make_metadata() -> Callable[[list[SamplingRequest], int], SamplingMetadata]:
 
 
 @pytest.fixture(params=["cpu_kernel", "torch"])
-def sampler_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with the inverse-CDF stage in C++ (kernels/cpu/sampling.cpp, where it is built)
-    and with the torch version that other devices, and CPUs without AVX-512, take."""
-    if request.param == "torch":
-        monkeypatch.setattr("pagedllm.sample.sampler.avx512_kernels", lambda: None)
-    return request.param
+def make_sampler(request: pytest.FixtureRequest) -> Callable[..., Sampler]:
+    """Samplers with the inverse-CDF stage in C++ (kernels/cpu/sampling.cpp, where it is built)
+    and with the torch ops that other devices, and CPUs without AVX-512, take: the platform's
+    choice under KernelConfig.cpu_kernels on and off."""
+    stage = CpuPlatform().inverse_cdf_stage(KernelConfig(cpu_kernels=request.param == "cpu_kernel"))
+    if request.param == "cpu_kernel" and stage is None:
+        pytest.skip("no C++ sampling stage here")
+
+    def make(**kwargs: object) -> Sampler:
+        return Sampler(inverse_cdf=stage, **kwargs)  # type: ignore[arg-type]
+
+    return make

@@ -4,19 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.seeding import position_seed
-
-pytestmark = pytest.mark.usefixtures("sampler_path")  # the C++ and the torch sampling stage
 
 V = 2000
 
 
-def _generate(make_row, make_metadata, seed_logits, seed: int, position: int, num_other: int,
+def _generate(make_row, make_metadata, make_sampler, seed_logits, seed: int, position: int, num_other: int,
               num_steps: int, step_offset: int = 0) -> list[int]:
     """Generate `num_steps` tokens for a seeded request placed at row `position` among
     `num_other` unseeded/greedy neighbours whose logits are random."""
-    sampler = Sampler()
+    sampler = make_sampler()
     output: list[int] = list(range(step_offset))
     tokens = []
     for step in range(num_steps):
@@ -34,30 +31,30 @@ def _generate(make_row, make_metadata, seed_logits, seed: int, position: int, nu
     return tokens
 
 
-def test_seeded_reproduces_across_batches_and_positions(make_row, make_metadata):
+def test_seeded_reproduces_across_batches_and_positions(make_row, make_metadata, make_sampler):
     torch.manual_seed(0)
     seed_logits = torch.randn(12, V)
-    alone = _generate(make_row, make_metadata, seed_logits, seed=42, position=0, num_other=0, num_steps=12)
-    crowded = _generate(make_row, make_metadata, seed_logits, seed=42, position=5, num_other=9, num_steps=12)
-    last = _generate(make_row, make_metadata, seed_logits, seed=42, position=3, num_other=3, num_steps=12)
+    alone = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=42, position=0, num_other=0, num_steps=12)
+    crowded = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=42, position=5, num_other=9, num_steps=12)
+    last = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=42, position=3, num_other=3, num_steps=12)
     assert alone == crowded == last
-    other_seed = _generate(make_row, make_metadata, seed_logits, seed=43, position=0, num_other=0, num_steps=12)
+    other_seed = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=43, position=0, num_other=0, num_steps=12)
     assert other_seed != alone
 
 
-def test_seeded_resumes_after_recompute(make_row, make_metadata):
+def test_seeded_resumes_after_recompute(make_row, make_metadata, make_sampler):
     # After preemption the request is recomputed and continues at output index k: same tokens.
     torch.manual_seed(1)
     seed_logits = torch.randn(10, V)
-    full = _generate(make_row, make_metadata, seed_logits, seed=7, position=0, num_other=2, num_steps=10)
-    resumed = _generate(make_row, make_metadata, seed_logits, seed=7, position=1, num_other=4, num_steps=6,
+    full = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=7, position=0, num_other=2, num_steps=10)
+    resumed = _generate(make_row, make_metadata, make_sampler, seed_logits, seed=7, position=1, num_other=4, num_steps=6,
                         step_offset=4)
     assert resumed == full[4:]
 
 
-def test_unseeded_rows_differ(make_row, make_metadata):
+def test_unseeded_rows_differ(make_row, make_metadata, make_sampler):
     logits = torch.zeros(1, V)  # uniform: two runs of 20 tokens coincide with probability ~V**-20
-    sampler = Sampler()
+    sampler = make_sampler()
     md = make_metadata([make_row()], V)
     a = [sampler.forward(logits, md).sampled_token_ids[0] for _ in range(20)]
     b = [sampler.forward(logits, md).sampled_token_ids[0] for _ in range(20)]
@@ -67,10 +64,10 @@ def test_unseeded_rows_differ(make_row, make_metadata):
     assert len(set(out)) > 1
 
 
-def test_same_seed_different_positions_differ(make_row, make_metadata):
+def test_same_seed_different_positions_differ(make_row, make_metadata, make_sampler):
     # Output index k is part of the seed: a seeded request does not repeat one token forever.
     logits = torch.zeros(1, V)
-    tokens = [Sampler().forward(logits, make_metadata([make_row(output=[0] * k, seed=5)], V)).sampled_token_ids[0]
+    tokens = [make_sampler().forward(logits, make_metadata([make_row(output=[0] * k, seed=5)], V)).sampled_token_ids[0]
               for k in range(10)]
     assert len(set(tokens)) > 1
 

@@ -1,7 +1,7 @@
 """CPU kernels in C++, built on first use with torch's extension builder and cached on disk.
 
-They are optional: with no compiler (or PAGEDLLM_CPU_KERNELS=0) the torch reference path runs
-instead, with one warning. torch caches the build under ~/.cache/torch_extensions keyed by the
+They are optional: with no compiler the torch reference path runs instead, with one warning;
+KernelConfig.cpu_kernels=False (the platform's choice, platforms/cpu.py) never loads them. torch caches the build under ~/.cache/torch_extensions keyed by the
 source, so only the first engine on a machine pays the ~20-40 s compile.
 """
 from __future__ import annotations
@@ -41,9 +41,7 @@ BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM
 
 @functools.cache
 def load_cpu_kernels() -> ModuleType | None:
-    """The compiled module, or None when the kernels are disabled or cannot be built here."""
-    if os.environ.get("PAGEDLLM_CPU_KERNELS", "1") == "0":
-        return None
+    """The compiled module, or None when the kernels cannot be built here."""
     try:
         from torch.utils.cpp_extension import load
 
@@ -51,13 +49,6 @@ def load_cpu_kernels() -> ModuleType | None:
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back, loudly
         logger.warning("CPU kernels unavailable (%s); using the torch attention path.", e)
         return None
-
-
-def cpu_kernels_for(x: torch.Tensor) -> ModuleType | None:
-    """The kernels if they apply to `x`: a 2-D float32/bfloat16 CPU tensor and a built module."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2:
-        return None
-    return load_cpu_kernels()
 
 
 PANEL = 32  # output columns per panel of linear_f32.cpp

@@ -23,7 +23,7 @@ void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
 void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache, torch::Tensor value_cache,
                     torch::Tensor slot_mapping);
 torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
-                         int64_t out_features);
+                         int64_t out_features, c10::optional<torch::Tensor> residual);
 std::vector<torch::Tensor> rms_norm(torch::Tensor x, c10::optional<torch::Tensor> residual, torch::Tensor weight,
                                     double eps);
 void rotary_embedding_(torch::Tensor x, torch::Tensor positions, torch::Tensor cos_sin_cache,
@@ -48,7 +48,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_varlen_attention", &paged_varlen_attention,
         "Paged attention of variable-length new tokens, causal within them (CPU, float32)");
   m.def("write_kv_cache", &write_kv_cache, "K/V rows into the paged cache at their slots (CPU)");
-  m.def("linear_f32", &linear_f32, "x @ W^T + bias over a panel-packed float32 weight (CPU)");
+  m.def("linear_f32", &linear_f32, "x @ W^T + bias over a panel-packed float32 weight, or added into a residual (CPU)");
   m.def("rms_norm", &rms_norm, "RMSNorm, optionally fused with the residual add (CPU)");
   m.def("rotary_embedding_", &rotary_embedding_, "Neox rotary embedding in place (CPU)");
   m.def("silu_and_mul_f32", &silu_and_mul_f32, "silu(gate) * up of a merged gate_up row (CPU)");

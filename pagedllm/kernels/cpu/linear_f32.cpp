@@ -1,17 +1,18 @@
 // float32 linear layer (out = x @ W^T + bias) for AVX-512 CPUs, over a weight packed in panels.
 //
-//   packed  [P, K, 32]   P = ceil(N / 32): panel p holds output columns 32p .. 32p+31, k-major,
-//                        zero-padded past N (pack_linear_f32 in kernels/cpu/__init__.py)
-//   x       [M, K]       rows may be strided (a view of a wider tensor), columns contiguous
-//   out     [M, N]       a new tensor
+//   packed    [P, K, 32]   P = ceil(N / 32): panel p holds output columns 32p .. 32p+31, k-major,
+//                          zero-padded past N (pack_linear_f32 in kernels/cpu/__init__.py)
+//   x         [M, K]       rows may be strided (a view of a wider tensor), columns contiguous
+//   out       [M, N]       a new tensor, or with `residual` [M, N] contiguous: residual += x @ W^T
+//                          + bias in place (the o and down projections adding into the hidden
+//                          state), the sum taken after the product as a separate add would
 //
 // Why our own GEMM: at decode sizes (M <= a few hundred rows) every weight is read once per step
 // from DRAM (the model is far larger than the caches), and oneDNN's kernels stall on those reads:
-// on the project's 2-core machine its 30 layers' projections at M = 64 took 39 ms cold against
-// 32 ms with the same weights hot in cache. Here each thread walks its own range of panels and,
-// while it computes a panel's first block of rows, asks for the next panel (prefetcht1), so the
-// reads overlap the FMAs: 31 ms cold at M = 64, 6.2 against 8.6 ms at M = 1, and at least
-// oneDNN's rate at prefill sizes (M = 2048).
+// they ran markedly slower on cold weights than on the same weights hot in cache. Here each
+// thread walks its own range of panels and, while it computes a panel's first block of rows, asks
+// for the next panel (prefetcht1), so the reads overlap the FMAs: faster than oneDNN cold at batch
+// 1 and 64, and at least its rate at prefill sizes (RESULTS.md).
 //
 // Micro-kernel: MR rows x 32 columns in 2 * MR zmm accumulators (24 for MR = 12), one broadcast
 // of x per row and k, two panel loads per k. Each output element is one float32 FMA chain over k
@@ -36,7 +37,7 @@ constexpr int64_t kRowChunk = 192;  // rows per pass over a thread's panels: x's
 template <int MR>
 void micro_kernel(const float* __restrict__ x, int64_t ldx, const float* __restrict__ panel,
                   const float* __restrict__ next_panel, int64_t K, const float* __restrict__ bias,
-                  float* __restrict__ out, int64_t ldo, int64_t ncols) {
+                  float* __restrict__ out, int64_t ldo, int64_t ncols, bool accumulate) {
   __m512 lo[MR], hi[MR];
   for (int r = 0; r < MR; ++r) {
     lo[r] = _mm512_setzero_ps();
@@ -64,6 +65,12 @@ void micro_kernel(const float* __restrict__ x, int64_t ldx, const float* __restr
       hi[r] = _mm512_add_ps(hi[r], b_hi);
     }
   }
+  if (accumulate) {
+    for (int r = 0; r < MR; ++r) {
+      lo[r] = _mm512_add_ps(lo[r], _mm512_maskz_loadu_ps(m_lo, out + r * ldo));
+      hi[r] = _mm512_add_ps(hi[r], _mm512_maskz_loadu_ps(m_hi, out + r * ldo + 16));
+    }
+  }
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(out + r * ldo, m_lo, lo[r]);
     _mm512_mask_storeu_ps(out + r * ldo + 16, m_hi, hi[r]);
@@ -71,7 +78,7 @@ void micro_kernel(const float* __restrict__ x, int64_t ldx, const float* __restr
 }
 
 using MicroKernel = void (*)(const float*, int64_t, const float*, const float*, int64_t, const float*, float*,
-                             int64_t, int64_t);
+                             int64_t, int64_t, bool);
 const MicroKernel kMicroKernels[kMaxRows + 1] = {
     nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>,
     micro_kernel<6>, micro_kernel<7>, micro_kernel<8>, micro_kernel<9>, micro_kernel<10>, micro_kernel<11>,
@@ -80,7 +87,7 @@ const MicroKernel kMicroKernels[kMaxRows + 1] = {
 // Rows [m0, m1) against panels [p0, p1): blocks of up to kMaxRows rows, split evenly so no block
 // is much smaller than the others (64 rows: 6 blocks of 10-11, not 5 of 12 and one of 4).
 void panels_task(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t M,
-                 int64_t N, int64_t K, int64_t p0, int64_t p1) {
+                 int64_t N, int64_t K, int64_t p0, int64_t p1, bool accumulate) {
   for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
     const int64_t rows = std::min(kRowChunk, M - m0);
     const int64_t blocks = (rows + kMaxRows - 1) / kMaxRows;
@@ -93,7 +100,7 @@ void panels_task(const float* x, int64_t ldx, const float* packed, const float* 
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t mr = (rows * (blk + 1)) / blocks - (rows * blk) / blocks;
         kMicroKernels[mr](x + m * ldx, ldx, panel, blk == 0 ? next : nullptr, K, panel_bias,
-                          out + m * N + p * kPanel, N, ncols);
+                          out + m * N + p * kPanel, N, ncols, accumulate);
         m += mr;
       }
     }
@@ -104,7 +111,7 @@ void panels_task(const float* x, int64_t ldx, const float* packed, const float* 
 #endif
 
 torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<torch::Tensor> bias,
-                         int64_t out_features) {
+                         int64_t out_features, c10::optional<torch::Tensor> residual) {
 #if defined(__AVX512F__)
   TORCH_CHECK(x.scalar_type() == at::kFloat && packed.scalar_type() == at::kFloat, "linear_f32: float32 only");
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "linear_f32: x [M, K] with contiguous rows");
@@ -116,7 +123,13 @@ torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<to
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N, "bias: [N]");
     bias_ptr = bias->data_ptr<float>();
   }
-  auto out = torch::empty({M, N}, x.options());
+  const bool accumulate = residual.has_value();
+  if (accumulate) {
+    TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->is_contiguous() && residual->dim() == 2 &&
+                    residual->size(0) == M && residual->size(1) == N,
+                "residual: [M, N] float32, contiguous");
+  }
+  auto out = accumulate ? *residual : torch::empty({M, N}, x.options());
   if (M == 0) return out;
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
@@ -124,7 +137,7 @@ torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<to
   const int64_t ldx = x.stride(0);
   // Threads take contiguous ranges of panels, so each one's next panel is its own to prefetch.
   at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
-    panels_task(xp, ldx, wp, bias_ptr, op, M, N, K, p0, p1);
+    panels_task(xp, ldx, wp, bias_ptr, op, M, N, K, p0, p1, accumulate);
   });
   return out;
 #else

@@ -50,9 +50,9 @@ import triton.language as tl
 _LOG2E = 1.4426950408889634
 
 def _min_split_tiles(num_reqs: int) -> int:
-    """Key tiles a split takes at least (shorter contexts use fewer splits). H200, a CUDA graph
-    captured with 32 splits, Llama-3-8B heads: batch 1, 192 keys: 1 tile 6.8 us, 2 tiles 8.5 us;
-    1024 keys: 11.3 / 10.9 us; batch 4, 1024 keys: 15.8 / 13.8 us."""
+    """Key tiles a split takes at least (shorter contexts use fewer splits): at batch 1 or 2 a
+    one-tile split keeps short contexts fast, from batch 4 two tiles amortise a split's fixed
+    cost better (the sweep in RESULTS.md)."""
     return 1 if num_reqs <= 2 else 2
 
 

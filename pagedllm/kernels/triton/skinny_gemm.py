@@ -26,18 +26,18 @@ layers run one after another on the stream, and with PDL a kernel touches them o
 wait, when the kernel before has finished. A workspace is allocated at the first call of its
 shape, which must come outside a CUDA-graph capture (each capture follows an eager run).
 
-Where it runs (CUDA, bf16/fp16): PAGEDLLM_TRITON_GEMV=auto (the default) takes weights of at least
-16M elements, where it measured faster than cuBLAS in the engine (Llama-3-8B batch 1: 5.88 against
-5.92 ms/token, the GPU's step 5.75 against 5.87 ms); smaller ones (Qwen3-0.6B: 1.29 against 1.25
-ms/token) stay on cuBLAS, whose kernels start faster. =1 takes every shape with a launch shape,
-=0 none. PAGEDLLM_GEMV_PDL=0 launches without PDL. With PDL the decode attention kernel joins
-the chain (kernels/triton/paged_attention.py): it lets the o projection launch and load its first
-weight tiles while it runs.
+Where it runs is the linear method's choice, made once per weight at load
+(layers/skinny_linear.py, KernelConfig.skinny_gemm): `skinny_config` gives the launch shape of a
+weight under a policy, or None. "auto" takes bf16/fp16 weights of at least 16M elements: a GEMV
+of that size is bound by its weight read, where cuBLAS's kernels leave the launch boundary and
+PDL's overlap on the table; smaller weights stay on cuBLAS, whose kernels start faster
+(RESULTS.md, 2026-12-05/06). With PDL the decode attention kernel joins the chain
+(kernels/triton/paged_attention.py): it lets the o projection launch and load its first weight
+tiles while it runs.
 """
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -167,30 +167,15 @@ def _skinny_gemm_kernel(
             tl.atomic_xchg(counter_ptr + pid_n, 0)
 
 
+SKINNY_POLICIES = ("auto", "on", "off")
 _AUTO_MIN_WEIGHT = 16 << 20  # elements of [K, N]: Llama-3-8B's o projection (4096 x 4096) and up
 
 
-def _mode() -> str:
-    return os.environ.get("PAGEDLLM_TRITON_GEMV", "auto")
-
-
-def gemv_enabled() -> bool:
-    return _mode() != "0"
-
-
-def _pdl_default() -> bool:
-    return os.environ.get("PAGEDLLM_GEMV_PDL", "1") != "0"
-
-
-def pdl_chain_enabled() -> bool:
-    """Whether decode attention joins the GEMMs' PDL chain: it pays only where the kernels after
-    it are launched as programmatic dependents, i.e. where this path is on with PDL."""
-    return gemv_enabled() and _pdl_default()
-
-
 @functools.cache
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (launch shapes aim at about one program per
+    SM); 4 for the interpreter's CPU tensors."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 @functools.cache
@@ -236,23 +221,24 @@ class _Workspaces:
 _WORKSPACES = _Workspaces()
 
 
-def config_for(x: torch.Tensor, weight_t: torch.Tensor, gated: bool = False) -> GemvConfig | None:
-    """The launch shape when the skinny path takes x @ weight_t, else None: the path is on for this
-    weight's size, x is a CUDA (or, for tests, interpreted) bf16/fp16 [M <= 16, K] row-contiguous
-    matrix and the weight's shape has a config. float32 stays on cuBLAS: tl.dot would round it to
-    tf32."""
-    mode = _mode()
-    if mode == "0" or x.dim() != 2 or x.shape[0] > MAX_ROWS or x.shape[0] == 0:
+def skinny_config(k: int, n_w: int, dtype: torch.dtype, policy: str, sms: int,
+                  gated: bool = False) -> GemvConfig | None:
+    """The launch shape for steps of at most 16 rows against a [K, N_W] weight of `dtype` (gated:
+    | gate | up |, so N_W = 2 I), or None where this path does not take it: the policy is "off",
+    or "auto" and the weight is under 16M elements, or the dtype is not bf16/fp16 (float32 stays
+    on cuBLAS: tl.dot would round it to tf32), or no launch shape divides the weight."""
+    if policy not in SKINNY_POLICIES:
+        raise ValueError(f"skinny GEMM policy must be one of {SKINNY_POLICIES}, got {policy!r}")
+    if policy == "off" or dtype not in (torch.bfloat16, torch.float16) or (gated and n_w % 2):
         return None
-    if x.dtype not in (torch.bfloat16, torch.float16) or weight_t.dtype != x.dtype or x.stride(-1) != 1:
+    if policy == "auto" and k * n_w < _AUTO_MIN_WEIGHT:
         return None
-    if weight_t.dim() != 2 or weight_t.stride(-1) != 1 or weight_t.shape[0] != x.shape[1]:
-        return None
-    k, n_w = weight_t.shape
-    if (gated and n_w % 2) or (mode != "1" and k * n_w < _AUTO_MIN_WEIGHT):
-        return None
-    num_sms = _num_sms(x.device.index or 0) if x.is_cuda else 4
-    return pick_config(k, n_w // 2 if gated else n_w, gated, num_sms)
+    return pick_config(k, n_w // 2 if gated else n_w, gated, sms)
+
+
+def takes_rows(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
+    """Whether a step's x fits the kernel: [1..16, K] row-contiguous, of the weight's dtype."""
+    return (x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1 and x.dtype == weight_t.dtype)
 
 
 def skinny_gemm(
@@ -264,10 +250,11 @@ def skinny_gemm(
     gated: bool = False,
     norm_input: torch.Tensor | None = None,  # gated: [M, H], scale rows by 1 / rms(norm row)
     eps: float = 0.0,
-    pdl: bool | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """x @ weight_t into `out` (a new tensor when None), added into it with `accumulate`; gated:
-    silu(gate) * up of the product (after the norm scale with `norm_input`)."""
+    silu(gate) * up of the product (after the norm scale with `norm_input`). pdl (CUDA): launched
+    as a programmatic dependent of the kernel before it."""
     m, k = x.shape
     n_out = weight_t.shape[1] // 2 if gated else weight_t.shape[1]
     # With split-K the last program of a column tile writes `out` while others still read x.
@@ -280,7 +267,7 @@ def skinny_gemm(
     assert norm.dim() == 2 and norm.stride(-1) == 1 and norm.shape[0] >= m
     parts = (2 if gated else 1) * MAX_ROWS * n_out * cfg.split_k if cfg.split_k > 1 else 1
     part, counters = _WORKSPACES.get(x.device, parts, n_out // cfg.block_n)
-    pdl = (_pdl_default() if pdl is None else pdl) and x.is_cuda
+    pdl = pdl and x.is_cuda
     _skinny_gemm_kernel[(n_out // cfg.block_n, cfg.split_k)](
         out, x, weight_t, part, counters, norm,
         m, x.stride(0), weight_t.stride(0), out.stride(0), norm.stride(0), eps,

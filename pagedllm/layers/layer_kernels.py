@@ -1,0 +1,94 @@
+"""What a model's layers run, chosen once when the model is built.
+
+The platform resolves the engine's KernelConfig for the device and dtype into a LayerKernels
+(Platform.layer_kernels) and the loader builds the model inside `use_layer_kernels(...)`. Each
+layer reads it in its constructor and keeps what applies to it: the implementation its op runs
+(torch, our C++ kernels, Triton), its linear method, what the attention backend fuses. No layer
+decides per call which kernel family runs, and none reads the environment.
+
+Outside that scope (a test that builds a layer directly) layers get the platform's defaults for
+the current default device: `default_layer_kernels()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from pagedllm.attention.base import BackendCapabilities
+
+if TYPE_CHECKING:
+    from pagedllm.layers.linear_method import LinearMethod, LinearSpec
+
+
+class OpImpl(enum.Enum):
+    """The implementation family of the elementwise ops (norms, activation, rotary)."""
+
+    TORCH = "torch"  # torch ops: the reference, and the path anywhere else
+    CPU = "cpu"  # our C++ kernels (kernels/cpu), where they apply to the tensor's dtype and layout
+    TRITON = "triton"  # our Triton kernels (kernels/triton), CUDA
+
+
+@dataclass(frozen=True)
+class LayerKernels:
+    ops: OpImpl
+    # a LinearSpec -> the method that layer's weight uses (the platform's choice)
+    linear_method: Callable[[LinearSpec], LinearMethod]
+    # what the attention backend fuses: the attention layers hand that work over
+    attention: BackendCapabilities = field(default_factory=BackendCapabilities)
+    # the built C++ module when ops is CPU
+    cpu_ops: ModuleType | None = None
+    # fold the decoder layers' norm weights into their projections (models/norm_folding.py)
+    fold_norms: bool = False
+
+
+_current: LayerKernels | None = None
+
+
+@contextlib.contextmanager
+def use_layer_kernels(kernels: LayerKernels) -> Iterator[LayerKernels]:
+    """Layers built inside this scope take `kernels`."""
+    global _current
+    previous, _current = _current, kernels
+    try:
+        yield kernels
+    finally:
+        _current = previous
+
+
+def current_layer_kernels() -> LayerKernels:
+    """The scope's kernels, or the default platform's for the current default device."""
+    return _current if _current is not None else default_layer_kernels()
+
+
+def default_layer_kernels() -> LayerKernels:
+    import torch
+
+    return _default_for(torch.get_default_device().type)
+
+
+@functools.cache
+def _default_for(device_type: str) -> LayerKernels:
+    from pagedllm.config import KernelConfig
+    from pagedllm.platforms.base import get_platform
+
+    return get_platform(device_type).layer_kernels(KernelConfig())
+
+
+class KernelOp:
+    """A mixin for layers with several implementations of one op: `forward_native` (torch, the
+    reference), and where they exist `forward_cpu` (C++) and `forward_triton`. `bind_forward()`,
+    called from the layer's constructor, points `forward` at the one the layer kernels choose, so
+    a call costs nothing to dispatch. A chosen implementation still falls back to the native one
+    for inputs its kernel does not take (a dtype or layout)."""
+
+    def bind_forward(self) -> LayerKernels:
+        kernels = current_layer_kernels()
+        name = {OpImpl.TRITON: "forward_triton", OpImpl.CPU: "forward_cpu"}.get(kernels.ops, "forward_native")
+        self.forward = getattr(self, name, None) or self.forward_native  # type: ignore[attr-defined]
+        self.cpu_ops = kernels.cpu_ops
+        return kernels

@@ -20,6 +20,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pagedllm.config import KernelConfig
+from pagedllm.platforms.cpu import CpuPlatform
 from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
 from pagedllm.sampling_params import SamplingParams
@@ -70,7 +72,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     args = parser.parse_args()
     device = torch.device("cpu")
-    sampler = Sampler()
+    sampler = Sampler(inverse_cdf=CpuPlatform().inverse_cdf_stage(KernelConfig()))  # as the engine's
     print(f"vocab {VOCAB}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.iters} runs, ms")
     print(f"{'scenario':<20}{'rows':>5}{'metadata best':>15}{'forward best':>14}{'total best':>12}{'total median':>14}")
     for name, (kind, params) in SCENARIOS.items():

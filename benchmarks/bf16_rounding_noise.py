@@ -10,7 +10,6 @@ import sys
 
 import torch
 
-os.environ["PAGEDLLM_CPU_GEMM"] = "default"  # plain weights, so the model can be copied to fp32
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pagedllm import LLM
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
@@ -21,7 +20,9 @@ from pagedllm.worker.memory import dummy_prefill
 
 shape = dict(QWEN3_0_6B)
 folder = write_model_folder("/tmp/noise-qwen3", shape)
-llm = LLM(folder, load_format="dummy", dtype="bfloat16", device="cpu", max_model_len=1024, kv_cache_memory=64 << 20)
+# cpu_gemm="torch": plain weights, so the model can be copied to fp32
+llm = LLM(folder, load_format="dummy", dtype="bfloat16", device="cpu", max_model_len=1024, kv_cache_memory=64 << 20,
+          cpu_gemm="torch")
 worker = llm.llm_engine.executor.worker
 cfg = llm.llm_engine.config
 spec = KVCacheSpec.from_configs(cfg.model_config, cfg.cache_config)

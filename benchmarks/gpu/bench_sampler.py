@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from benchmarks.gpu.ceilings import back_to_back_ms  # noqa: E402
-from pagedllm.sample import sampler as sampler_module  # noqa: E402
+from pagedllm.config import KernelConfig  # noqa: E402
+from pagedllm.platforms.cuda import CudaPlatform  # noqa: E402
 from pagedllm.sample.sampler import Sampler  # noqa: E402
 from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata  # noqa: E402
 from pagedllm.sampling_params import SamplingParams  # noqa: E402
@@ -32,7 +33,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256, 512])
     args = parser.parse_args()
     cuda = torch.device("cuda")
-    sampler = Sampler()
+    stage = CudaPlatform().inverse_cdf_stage(KernelConfig())
+    samplers = {"torch": Sampler(), "triton": Sampler(inverse_cdf=stage)}
     print(f"{torch.cuda.get_device_name()}: ms per sampler call (median of 5 interleaved rounds)")
     for shape, vocab in VOCABS.items():
         for label, params in PARAMS.items():
@@ -42,9 +44,8 @@ def main() -> None:
                 md = make_sampling_metadata(reqs, vocab, cuda)
                 times: dict[str, list[float]] = {"torch": [], "triton": []}
                 for _ in range(5):
-                    for stage in times:
-                        sampler_module._TRITON_SAMPLER = stage == "triton"
-                        times[stage].append(back_to_back_ms(lambda: sampler.sample(logits, md), 20))
+                    for name, sampler in samplers.items():
+                        times[name].append(back_to_back_ms(lambda: sampler.sample(logits, md), 20))
                 t, tr = sorted(times["torch"])[2], sorted(times["triton"])[2]
                 print(f"{shape:10s} {label:16s} batch {batch:4d}: torch {t:.3f}  triton {tr:.3f}  ({t / tr:.2f}x)",
                       flush=True)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One device call for an A/B of a feature switched by an environment variable AB_VAR (default
-# PAGEDLLM_FOLD_NORMS; e.g. PAGEDLLM_TRITON_SAMPLER): (TESTS=1) the GPU tests and the Triton kernel
-# tests, then batch-1 latency of the given shapes with AB_VAR=1 and =0, each setting in its own
-# process, alternating for ROUNDS rounds; THROUGHPUT=1 adds the 1000-prompt throughput; CHECK=1
+# One device call for an A/B of a kernel choice (README, "Kernel choices") set through its
+# environment variable AB_VAR (default PAGEDLLM_FOLD_NORMS; e.g. PAGEDLLM_TRITON_SAMPLER, or
+# PAGEDLLM_SKINNY_GEMM with AB_VALUES="auto off"): (TESTS=1) the GPU tests and the Triton kernel
+# tests, then batch-1 latency of the given shapes with AB_VAR set to each of AB_VALUES (default
+# "1 0"), each setting in its own process, alternating for ROUNDS rounds; THROUGHPUT=1 adds the 1000-prompt throughput; CHECK=1
 # then profiles a Llama-3-8B batch-1 decode step's kernels (with the defaults); SAMPLER=1 first
 # runs bench_sampler.py (torch against Triton inverse-CDF stage, in one process).
 # TEST_PATHS overrides which tests run.
-# Usage: [AB_VAR=...] [TESTS=1] [TEST_PATHS=...] [ROUNDS=2] [THROUGHPUT=0] [CHECK=0] [SAMPLER=0]
+# Usage: [AB_VAR=...] [AB_VALUES="1 0"] [TESTS=1] [TEST_PATHS=...] [ROUNDS=2] [THROUGHPUT=0] [CHECK=0] [SAMPLER=0]
 #        bash benchmarks/gpu/env_ab.sh OUT [shape ...]
 set -u
 out=${1:?output folder}
@@ -25,7 +26,7 @@ var=${AB_VAR:-PAGEDLLM_FOLD_NORMS}
 extra=--skip-throughput
 [ "${THROUGHPUT:-0}" = 1 ] && extra=""
 for round in $(seq "${ROUNDS:-2}"); do
-    for value in 1 0; do
+    for value in ${AB_VALUES:-1 0}; do
         echo "== round $round, $var=$value" | tee -a "$out/ab.txt"
         env "$var=$value" timeout 200 python benchmarks/gpu/bench_cuda.py --shapes $shapes --skip-hf \
             --ab none $extra 2>&1 | grep -v "^20..-..-.. " | tail -12 | tee -a "$out/ab.txt"

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
+from pagedllm.scoped import Scoped
 
 
 @dataclass
@@ -17,20 +17,16 @@ class ForwardContext:
     backend: AttentionBackend
 
 
-_current: ForwardContext | None = None
+_current: Scoped[ForwardContext] = Scoped()
 
 
-@contextlib.contextmanager
-def set_forward_context(ctx: ForwardContext) -> Iterator[ForwardContext]:
-    global _current
-    previous, _current = _current, ctx
-    try:
-        yield ctx
-    finally:
-        _current = previous
+def set_forward_context(ctx: ForwardContext) -> contextlib.AbstractContextManager[ForwardContext]:
+    """The attention layers of a forward run inside this scope read `ctx`."""
+    return _current.use(ctx)
 
 
 def get_forward_context() -> ForwardContext:
-    if _current is None:
+    ctx = _current.value
+    if ctx is None:
         raise RuntimeError("No forward context: run the model inside set_forward_context(...).")
-    return _current
+    return ctx

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pagedllm.attention.base import BackendCapabilities
+from pagedllm.scoped import Scoped
 
 if TYPE_CHECKING:
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
@@ -46,23 +47,17 @@ class LayerKernels:
     fold_norms: bool = False
 
 
-_current: LayerKernels | None = None
+_current: Scoped[LayerKernels] = Scoped()
 
 
-@contextlib.contextmanager
-def use_layer_kernels(kernels: LayerKernels) -> Iterator[LayerKernels]:
+def use_layer_kernels(kernels: LayerKernels) -> contextlib.AbstractContextManager[LayerKernels]:
     """Layers built inside this scope take `kernels`."""
-    global _current
-    previous, _current = _current, kernels
-    try:
-        yield kernels
-    finally:
-        _current = previous
+    return _current.use(kernels)
 
 
 def current_layer_kernels() -> LayerKernels:
     """The scope's kernels, or the default platform's for the current default device."""
-    return _current if _current is not None else default_layer_kernels()
+    return _current.value or default_layer_kernels()
 
 
 def default_layer_kernels() -> LayerKernels:

@@ -89,7 +89,7 @@ class SamplingParams:
     def is_greedy(self) -> bool:
         return self.temperature < _SAMPLING_EPS
 
-    def clone(self) -> "SamplingParams":
+    def clone(self) -> SamplingParams:
         import copy
         return copy.deepcopy(self)
 

@@ -11,6 +11,7 @@ separate process buys (tokenizer and HTTP work off the engine's GIL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -25,8 +26,16 @@ import zmq.asyncio
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
-from pagedllm.engine.core_messages import (AbortMessage, EngineCoreRequest, FromCore, ReadyMessage, ToCore,
-                                           encoder, outputs_decoder, ready_decoder)
+from pagedllm.engine.core_messages import (
+    AbortMessage,
+    EngineCoreRequest,
+    FromCore,
+    ReadyMessage,
+    ToCore,
+    encoder,
+    outputs_decoder,
+    ready_decoder,
+)
 from pagedllm.outputs import EngineCoreOutputs
 
 logger = logging.getLogger(__name__)
@@ -161,10 +170,8 @@ class EngineCoreClient:
         self._dir.cleanup()
 
     def _send_shutdown(self) -> None:
-        try:
+        with contextlib.suppress(zmq.ZMQError):
             self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
 
 
 def _failure_text(payload: bytes) -> str:

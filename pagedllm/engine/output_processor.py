@@ -7,8 +7,16 @@ from typing import Any
 
 from pagedllm.engine.detokenizer import IncrementalDetokenizer, decode_token
 from pagedllm.metrics.iteration_stats import IterationStats
-from pagedllm.outputs import (CompletionOutput, EngineCoreOutput, Logprob, LogprobsLists, PromptLogprobs,
-                              RequestMetrics, RequestOutput, SampleLogprobs)
+from pagedllm.outputs import (
+    CompletionOutput,
+    EngineCoreOutput,
+    Logprob,
+    LogprobsLists,
+    PromptLogprobs,
+    RequestMetrics,
+    RequestOutput,
+    SampleLogprobs,
+)
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
 
 

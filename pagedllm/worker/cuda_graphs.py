@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 def default_graph_sizes(max_num_seqs: int) -> list[int]:
     """vLLM's ladder: 1, 2, 4, then every 8 up to 256, every 16 beyond, capped at max_num_seqs
     (which is always included, so every decode batch has a graph)."""
-    ladder = [1, 2, 4] + list(range(8, 257, 8)) + list(range(272, max_num_seqs + 1, 16))
+    ladder = [1, 2, 4, *range(8, 257, 8), *range(272, max_num_seqs + 1, 16)]
     sizes = [s for s in ladder if s < max_num_seqs]
-    return sizes + [max_num_seqs]
+    return [*sizes, max_num_seqs]
 
 
 # The pools measured for the Llama-3-8B and Qwen3-0.6B shapes (RESULTS.md) held a few times the

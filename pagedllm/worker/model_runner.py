@@ -15,7 +15,6 @@ from pagedllm.worker.input_builder import ModelInput, build_model_input
 from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
 from pagedllm.worker.request_states import RequestStates, RowState
 
-
 _PROMPT_LOGITS_CHUNK = 256
 
 

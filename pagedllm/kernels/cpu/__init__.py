@@ -1,8 +1,9 @@
 """CPU kernels in C++, built on first use with torch's extension builder and cached on disk.
 
 They are optional: with no compiler the torch reference path runs instead, with one warning;
-KernelConfig.cpu_kernels=False (the platform's choice, platforms/cpu.py) never loads them. torch caches the build under ~/.cache/torch_extensions keyed by the
-source, so only the first engine on a machine pays the ~20-40 s compile.
+KernelConfig.cpu_kernels=False (the platform's choice, platforms/cpu.py) never loads them. torch caches
+the build under ~/.cache/torch_extensions keyed by the source, so only the first engine on a machine
+pays the ~20-40 s compile.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ class EngineCoreClient:
         common = (self.config, self.eos_token_id, self.input_address, self.output_address, self.executor)
         if self.in_thread:
             # A sync context sharing the asyncio one's I/O threads: inproc:// needs one context.
-            ctx = zmq.Context.shadow(self.ctx.underlying)
+            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
             self.thread = threading.Thread(target=serve_engine_core, args=(ctx, *common, False),
                                            name="pagedllm-engine-core", daemon=True)
             self.thread.start()

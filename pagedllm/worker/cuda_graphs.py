@@ -17,12 +17,16 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.worker.input_buffers import InputBuffers
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what torch.cuda.graph_pool_handle() returns
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ class CudaGraphRunner:
         return self.sizes[i] if i < len(self.sizes) else None
 
     @torch.inference_mode()
-    def capture(self, pool: object | None = None) -> float:
+    def capture(self, pool: _POOL_HANDLE | None = None) -> float:
         """Capture every size, largest first, into `pool` (shared with the piecewise graphs, or a
         new one); returns the seconds it took."""
         start = time.perf_counter()
@@ -86,7 +90,7 @@ class CudaGraphRunner:
         self.num_replays += 1
         return hidden
 
-    def _capture_one(self, size: int, pool: object) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture_one(self, size: int, pool: _POOL_HANDLE) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         ids, positions = self.buffers.input_ids[:size], self.buffers.positions[:size]
         ctx = ForwardContext(self._metadata(size), self.kv_caches, self.backend)
         with set_forward_context(ctx):

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from types import ModuleType
+from typing import TypedDict
 
 import torch
 
@@ -36,8 +37,15 @@ def _headers_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM_HEADERS={_headers_digest()}"],
-               "extra_ldflags": ["-fopenmp"]}
+class BuildFlags(TypedDict):
+    extra_cflags: list[str]
+    extra_ldflags: list[str]
+
+
+BUILD_FLAGS: BuildFlags = {
+    "extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM_HEADERS={_headers_digest()}"],
+    "extra_ldflags": ["-fopenmp"],
+}
 
 
 @functools.cache

@@ -101,12 +101,12 @@ class LLM:
 def _as_prompt_list(prompts: PromptType | Sequence[PromptType]) -> list[PromptType]:
     if isinstance(prompts, (str, dict)):
         return [prompts]
-    prompts = list(prompts)
-    if prompts and isinstance(prompts[0], int):  # one prompt of token ids
-        return [prompts]
-    if not prompts:
+    items: list[Any] = list(prompts)
+    if items and isinstance(items[0], int):  # one prompt of token ids
+        return [items]
+    if not items:
         raise ValueError("No prompts given.")
-    return prompts
+    return items
 
 
 def _as_params_list(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list[SamplingParams]:

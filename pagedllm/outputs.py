@@ -20,7 +20,7 @@ class LogprobsLists:
     def __len__(self) -> int:
         return len(self.ranks)
 
-    def extend(self, other: "LogprobsLists") -> None:
+    def extend(self, other: LogprobsLists) -> None:
         self.token_ids.extend(other.token_ids)
         self.logprobs.extend(other.logprobs)
         self.ranks.extend(other.ranks)

@@ -79,6 +79,7 @@ class SamplingParams:
         for name in ("logprobs", "prompt_logprobs"):
             v = getattr(self, name)
             _check(v is None or (isinstance(v, int) and v >= 0), f"{name} must be non-negative, got {v}.")
+        assert isinstance(self.stop, list) and self.stop_token_ids is not None  # lists since __post_init__
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
         _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
                "stop_token_ids must be non-negative integers.")
@@ -89,7 +90,7 @@ class SamplingParams:
     def is_greedy(self) -> bool:
         return self.temperature < _SAMPLING_EPS
 
-    def clone(self) -> "SamplingParams":
+    def clone(self) -> SamplingParams:
         import copy
         return copy.deepcopy(self)
 

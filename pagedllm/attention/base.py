@@ -1,8 +1,8 @@
 """The attention backend interface and the per-step metadata every backend reads."""
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -30,8 +30,13 @@ from __future__ import annotations
 
 import torch
 
-from pagedllm.attention.base import (AttentionBackend, AttentionBackendOptions, AttentionMetadata,
-                                     BackendCapabilities, QKVPrologue)
+from pagedllm.attention.base import (
+    AttentionBackend,
+    AttentionBackendOptions,
+    AttentionMetadata,
+    BackendCapabilities,
+    QKVPrologue,
+)
 from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache

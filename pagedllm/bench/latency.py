@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> dict:
     params = SamplingParams(temperature=1.0, max_tokens=args.output_len, ignore_eos=True)
     for _ in range(args.num_iters_warmup):
         llm.generate(prompts, params, use_tqdm=False)
-    llm.llm_engine.step_times.__init__()
+    llm.llm_engine.step_times.reset()
     latencies = []
     for _ in range(args.num_iters):
         # Different prompts each time would defeat nothing here; prefix caching is reset so every

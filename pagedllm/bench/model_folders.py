@@ -22,7 +22,7 @@ QWEN3_0_6B: dict[str, Any] = dict(
 
 def write_tokenizer(folder: str, vocab_size: int, eos_id: int = 2) -> None:
     """A word-level tokenizer: id i <-> "t{i}" (ids 0/1/eos are unk/bos/eos)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"t{i}": i for i in range(vocab_size)}

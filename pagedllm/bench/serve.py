@@ -28,8 +28,14 @@ import numpy as np
 
 from pagedllm import envs
 from pagedllm.bench.datasets import PROMPT_FORMATS, SampleRequest, Seed, sample_random_requests
-from pagedllm.bench.serve_metrics import (RequestResult, calculate_metrics, format_table, parse_server_counters,
-                                          server_counter_metrics, sweep_table)
+from pagedllm.bench.serve_metrics import (
+    RequestResult,
+    calculate_metrics,
+    format_table,
+    parse_server_counters,
+    server_counter_metrics,
+    sweep_table,
+)
 
 # Random prompts share no block with each other, so any prefix-cache hit means the server had
 # seen these prompts before (an earlier run with the same --seed): TTFT is then flattered.
@@ -210,7 +216,7 @@ async def send_request(session: aiohttp.ClientSession, cfg: ServeBenchConfig, pa
                 raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:300]}")
             result.output_len = await _read_stream(resp, result, sent)
         result.success = True
-    except Exception as e:  # noqa: BLE001 - any failure is this request's result, never the run's end
+    except Exception as e:  # any failure is this request's result, never the run's end
         result.error = f"{type(e).__name__}: {e}"
     result.latency = time.perf_counter() - sent
     return result

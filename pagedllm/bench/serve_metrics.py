@@ -12,6 +12,7 @@ Definitions (vLLM's):
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,10 +160,8 @@ def parse_server_counters(text: str) -> dict[str, float]:
         name = name_labels.split("{", 1)[0]
         for counter in SERVER_COUNTERS:
             if name == counter or name.endswith(":" + counter):
-                try:
+                with contextlib.suppress(ValueError):
                     totals[counter] = totals.get(counter, 0.0) + float(value)
-                except ValueError:
-                    pass
     return totals
 
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> dict:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.output_len, ignore_eos=True, seed=None)
     warm = SamplingParams(max_tokens=4, ignore_eos=True)
     llm.generate([{"prompt_token_ids": prompts[0]}], warm, use_tqdm=False)  # first-call allocations
-    llm.llm_engine.step_times.__init__()
+    llm.llm_engine.step_times.reset()
     start = time.perf_counter()
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     elapsed = time.perf_counter() - start

@@ -27,11 +27,13 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
 def _convert(action: argparse.Action, raw: str) -> object:
     if isinstance(action, (argparse.BooleanOptionalAction, argparse._StoreTrueAction, argparse._StoreFalseAction)):
         return envs.parse_bool(env_name(action.option_strings[0]), raw)
+    convert = action.type
+    assert not isinstance(convert, str)  # a type registered by name: pagedllm registers none
     if action.nargs in ("+", "*"):
         items = raw.split(",") if "," in raw else raw.split()
-        return [action.type(i) if action.type else i for i in items]
+        return [convert(i) if convert else i for i in items]
     try:
-        value = action.type(raw) if action.type else raw
+        value = convert(raw) if convert else raw
     except (TypeError, ValueError) as e:
         raise ValueError(f"{env_name(action.option_strings[0])}={raw!r}: {e}") from e
     if action.choices is not None and value not in action.choices:

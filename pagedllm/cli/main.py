@@ -39,8 +39,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from pagedllm.engine.engine import LLMEngine
     from pagedllm.engine.arg_utils import EngineArgs
+    from pagedllm.engine.engine import LLMEngine
     from pagedllm.sampling_params import RequestOutputKind
 
     engine = LLMEngine.from_engine_args(EngineArgs(model=args.model, **engine_kwargs(args)))

@@ -21,11 +21,11 @@ class RequestStatus(enum.IntEnum):
     FINISHED_ABORTED = 5
 
     @staticmethod
-    def is_finished(status: "RequestStatus") -> bool:
+    def is_finished(status: RequestStatus) -> bool:
         return status >= RequestStatus.FINISHED_STOPPED
 
     @staticmethod
-    def finish_reason(status: "RequestStatus") -> str | None:
+    def finish_reason(status: RequestStatus) -> str | None:
         return _FINISH_REASON.get(status)
 
 

@@ -11,6 +11,7 @@ separate process buys (tokenizer and HTTP work off the engine's GIL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -25,8 +26,16 @@ import zmq.asyncio
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
-from pagedllm.engine.core_messages import (AbortMessage, EngineCoreRequest, FromCore, ReadyMessage, ToCore,
-                                           encoder, outputs_decoder, ready_decoder)
+from pagedllm.engine.core_messages import (
+    AbortMessage,
+    EngineCoreRequest,
+    FromCore,
+    ReadyMessage,
+    ToCore,
+    encoder,
+    outputs_decoder,
+    ready_decoder,
+)
 from pagedllm.outputs import EngineCoreOutputs
 
 logger = logging.getLogger(__name__)
@@ -63,7 +72,7 @@ class EngineCoreClient:
         common = (self.config, self.eos_token_id, self.input_address, self.output_address, self.executor)
         if self.in_thread:
             # A sync context sharing the asyncio one's I/O threads: inproc:// needs one context.
-            ctx = zmq.Context.shadow(self.ctx.underlying)
+            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
             self.thread = threading.Thread(target=serve_engine_core, args=(ctx, *common, False),
                                            name="pagedllm-engine-core", daemon=True)
             self.thread.start()
@@ -161,10 +170,8 @@ class EngineCoreClient:
         self._dir.cleanup()
 
     def _send_shutdown(self) -> None:
-        try:
+        with contextlib.suppress(zmq.ZMQError):
             self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
 
 
 def _failure_text(payload: bytes) -> str:

@@ -16,8 +16,7 @@ import zmq
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.engine.core import EngineCore
-from pagedllm.engine.core_messages import (FromCore, ReadyMessage, ToCore, abort_decoder, add_decoder,
-                                           encoder)
+from pagedllm.engine.core_messages import FromCore, ReadyMessage, ToCore, abort_decoder, add_decoder, encoder
 from pagedllm.outputs import EngineCoreOutputs
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,8 @@ class EngineCoreProc:
 
     def _wait_for_input(self) -> None:
         while not self.input_socket.poll(_IDLE_POLL_MS):
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:  # the server is gone; nobody will read our outputs
+            # the server is gone; nobody will read our outputs
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 raise _Shutdown()
 
     def _drain_input(self) -> bool:

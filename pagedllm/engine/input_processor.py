@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from pagedllm.config import ModelConfig
 from pagedllm.core.request import Request
 from pagedllm.sampling_params import SamplingParams
 
 # A prompt: text, token ids, or vLLM's dict forms {"prompt": ...} / {"prompt_token_ids": [...]}.
-PromptType = Union[str, list[int], Mapping[str, Any]]
+PromptType = str | list[int] | Mapping[str, Any]
 
 
 class InputProcessor:

@@ -7,8 +7,16 @@ from typing import Any
 
 from pagedllm.engine.detokenizer import IncrementalDetokenizer, decode_token
 from pagedllm.metrics.iteration_stats import IterationStats
-from pagedllm.outputs import (CompletionOutput, EngineCoreOutput, Logprob, LogprobsLists, PromptLogprobs,
-                              RequestMetrics, RequestOutput, SampleLogprobs)
+from pagedllm.outputs import (
+    CompletionOutput,
+    EngineCoreOutput,
+    Logprob,
+    LogprobsLists,
+    PromptLogprobs,
+    RequestMetrics,
+    RequestOutput,
+    SampleLogprobs,
+)
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
 
 
@@ -71,7 +79,7 @@ class OutputProcessor:
                 self.tokenizer, [], params.skip_special_tokens, params.spaces_between_special_tokens,
                 list(params.stop or []), params.include_stop_str_in_output,
             )
-        logprobs = [] if params.logprobs is not None else None
+        logprobs: SampleLogprobs | None = [] if params.logprobs is not None else None
         return SequenceState(index, params, detok, logprobs=logprobs,
                              cumulative_logprob=0.0 if logprobs is not None else None)
 

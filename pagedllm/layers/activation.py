@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagedllm.layers.layer_kernels import KernelOp
 from pagedllm.kernels.reference import scale_rows_by_inv_rms
+from pagedllm.layers.layer_kernels import KernelOp
 from pagedllm.layers.norm import NormScale
 
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from pagedllm.attention.base import BackendCapabilities, NormScale, QKVPrologue
 from pagedllm.attention.forward_context import get_forward_context
-from pagedllm.layers.layer_kernels import OpImpl, current_layer_kernels
 from pagedllm.kernels.reference import scale_rows_by_inv_rms
+from pagedllm.layers.layer_kernels import OpImpl, current_layer_kernels
 from pagedllm.layers.norm import RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding
 

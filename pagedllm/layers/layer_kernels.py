@@ -81,9 +81,14 @@ class KernelOp:
     a call costs nothing to dispatch. A chosen implementation still falls back to the native one
     for inputs its kernel does not take (a dtype or layout)."""
 
+    # The built C++ module, for forward_cpu: set where the kernels have one (ops CPU), the only
+    # place forward_cpu is bound.
+    cpu_ops: ModuleType
+
     def bind_forward(self) -> LayerKernels:
         kernels = current_layer_kernels()
         name = {OpImpl.TRITON: "forward_triton", OpImpl.CPU: "forward_cpu"}.get(kernels.ops, "forward_native")
         self.forward = getattr(self, name, None) or self.forward_native  # type: ignore[attr-defined]
-        self.cpu_ops = kernels.cpu_ops
+        if kernels.cpu_ops is not None:
+            self.cpu_ops = kernels.cpu_ops
         return kernels

@@ -43,7 +43,7 @@ class Linear(HFWeightLoadable):
         self.method.process_weights_after_loading(self)
 
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
-        return [("weight", None)] + ([("bias", None)] if self.bias is not None else [])
+        return [("weight", None), ("bias", None)] if self.bias is not None else [("weight", None)]
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         assert shard is None, f"{type(self).__name__} has no shards"

@@ -63,6 +63,8 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, params: dict[str, Any]) -> torch.Te
 
 
 class RotaryEmbedding(KernelOp, nn.Module):
+    cos_sin_cache: torch.Tensor  # a registered buffer (see __init__)
+
     def __init__(self, head_size: int, rotary_dim: int, max_position: int, rope: RopeConfig) -> None:
         super().__init__()
         self.bind_forward()

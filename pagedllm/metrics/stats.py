@@ -25,6 +25,10 @@ class StepTimes:
         acc[0] += (t1 - t0) + (t3 - t2)
         acc[1] += 1
 
+    def reset(self) -> None:
+        """Every sum back to zero, in place: the engine and its core share this object."""
+        vars(self).update(vars(StepTimes()))
+
     def summary(self) -> dict[str, float]:
         n = max(self.num_steps, 1)
         return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -132,7 +132,7 @@ class DecoderForCausalLM(nn.Module):
     forward(input_ids [T], positions [T]) -> hidden [T, H]; compute_logits(hidden [N, H]) -> [N, V]."""
 
     # HF sub-module name -> (our merged module name, shard)
-    stacked_params: dict[str, tuple[str, str]] = {
+    stacked_params: ClassVar[dict[str, tuple[str, str]]] = {
         "q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
         "gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up"),
     }

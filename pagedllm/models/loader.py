@@ -31,7 +31,7 @@ _ARCH_BY_MODEL_TYPE = {
 def _check_source(source: ModelSource) -> None:
     if not os.path.isdir(source.path):
         raise ValueError(f"Model folder {source.path!r} does not exist.")
-    if source.is_gguf:
+    if source.gguf_file is not None:
         if not os.path.isfile(os.path.join(source.path, source.gguf_file)):
             raise ValueError(f"GGUF file {source.display_name!r} does not exist.")
     elif not os.path.isfile(os.path.join(source.path, "config.json")):
@@ -65,7 +65,7 @@ def get_generation_eos_ids(source: ModelSource, hf_config: Any | None = None) ->
     _check_source(source)
     if source.is_gguf and hf_config is not None and getattr(hf_config, "eos_token_id", None) is not None:
         return _as_id_list(hf_config.eos_token_id)
-    if source.is_gguf:
+    if source.gguf_file is not None:
         import gguf
 
         reader = gguf.GGUFReader(os.path.join(source.path, source.gguf_file))
@@ -83,7 +83,7 @@ def get_generation_eos_ids(source: ModelSource, hf_config: Any | None = None) ->
 def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """(hf_name, tensor) pairs of the source's checkpoint."""
     _check_source(source)
-    if source.is_gguf:
+    if source.gguf_file is not None:
         return iter_gguf_weights(os.path.join(source.path, source.gguf_file), hf_config)
     return iter_safetensors_weights(source.path)
 
@@ -96,7 +96,7 @@ def process_weights_after_loading(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
+def init_dummy_weights(model: DecoderForCausalLM, seed: int = 0) -> None:
     """Random weights in place, on the model's device (benchmarks of a model shape without its
     checkpoint): matrices ~ N(0, 0.02) like common initialisers, so activations and logits stay
     finite in bf16; norm scales 1 and biases 0, so no layer blows up or vanishes."""
@@ -113,7 +113,8 @@ def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
         model.lm_head.tie_to(model.model.embed_tokens)
 
 
-def load_model(model_config: ModelConfig, device: str = "cpu", kernels: LayerKernels | None = None) -> nn.Module:
+def load_model(model_config: ModelConfig, device: str = "cpu",
+               kernels: LayerKernels | None = None) -> DecoderForCausalLM:
     """Build the architecture on `device` with `kernels` (the platform's LayerKernels; None: the
     defaults for the device), load its weights, fold its norms where the kernels say so, let the
     linear methods repack, and return it in eval mode, no grad."""

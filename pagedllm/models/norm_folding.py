@@ -28,6 +28,7 @@ from torch import nn
 
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.norm import NormScale, RMSNorm
+from pagedllm.models.common import DecoderForCausalLM, DecoderLayer
 
 
 class FoldedRMSNorm(nn.Module):
@@ -50,7 +51,7 @@ def _fold(norm: RMSNorm, proj: Linear) -> bool:
     return proj.method.scale_input_rows_(proj, norm.weight.float())
 
 
-def fold_norms(model: nn.Module) -> int:
+def fold_norms(model: DecoderForCausalLM) -> int:
     """Fold the norms of every decoder layer of `model` (a DecoderForCausalLM) into their
     projections in place; returns how many norms were folded."""
     layers = model.model.layers
@@ -58,6 +59,7 @@ def fold_norms(model: nn.Module) -> int:
         raise ValueError("The norms of this model are already folded.")
     folded = 0
     for layer in layers:
+        assert isinstance(layer, DecoderLayer)
         for norm_name, proj in (("input_layernorm", layer.self_attn.qkv_proj),
                                 ("post_attention_layernorm", layer.mlp.gate_up_proj)):
             norm = getattr(layer, norm_name)

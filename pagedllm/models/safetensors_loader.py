@@ -40,5 +40,5 @@ def iter_safetensors_weights(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
     """(hf_name, tensor) for every tensor, one file open at a time (memory-mapped)."""
     for path in safetensors_files(folder):
         with safe_open(path, framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - safe_open's handle has keys() but no __iter__
                 yield name, f.get_tensor(name)

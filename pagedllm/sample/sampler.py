@@ -24,8 +24,12 @@ import torch
 
 from pagedllm.outputs import LogprobsLists
 from pagedllm.sample.host_copy import HostCopy
-from pagedllm.sample.logprobs import (compute_prompt_logprobs, logprobs_lists, split_sample_logprobs,
-                                      token_logprob_tensors)
+from pagedllm.sample.logprobs import (
+    compute_prompt_logprobs,
+    logprobs_lists,
+    split_sample_logprobs,
+    token_logprob_tensors,
+)
 from pagedllm.sample.penalties import apply_penalties
 from pagedllm.sample.sampling_metadata import SamplingMetadata, to_device
 from pagedllm.sample.topk_topp import apply_min_p, apply_top_k, apply_top_p

@@ -7,8 +7,10 @@ logprobs is a bare argmax).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import torch
 
@@ -113,7 +115,7 @@ def make_sampling_metadata(rows: list[SamplingRequest], vocab_size: int, device:
     return md
 
 
-def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def to_device(values: Sequence[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A tensor of `values` on `device`. To a GPU it goes through pinned memory without blocking:
     a copy from pageable memory makes torch synchronize the stream, so the host would wait for
     the step's forward pass before it could go on preparing the sampler."""

@@ -221,10 +221,7 @@ class ChatMessage(OpenAIBaseModel):
     def to_template_dict(self) -> dict[str, str]:
         """The plain {role, content} a chat template expects; text parts are joined by newlines
         (as vLLM does) and OpenAI's newer "developer" role is the templates' "system"."""
-        if isinstance(self.content, list):
-            text = "\n".join(part.text for part in self.content)
-        else:
-            text = self.content or ""
+        text = "\n".join(part.text for part in self.content) if isinstance(self.content, list) else self.content or ""
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 

@@ -15,11 +15,25 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import from_engine_exception
 from pagedllm.server.logprobs import chat_logprobs
-from pagedllm.server.protocol import (ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
-                                      ChatCompletionStreamResponse, ChatLogprobs, ChatResponseMessage,
-                                      ChatStreamChoice, DeltaMessage, UsageInfo)
-from pagedllm.server.serving_common import (Outputs, ServingBase, TokenizedPrompt, check_prompt_not_empty,
-                                            random_id, respond)
+from pagedllm.server.protocol import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatLogprobs,
+    ChatResponseMessage,
+    ChatStreamChoice,
+    DeltaMessage,
+    UsageInfo,
+)
+from pagedllm.server.serving_common import (
+    Outputs,
+    ServingBase,
+    TokenizedPrompt,
+    check_prompt_not_empty,
+    random_id,
+    respond,
+)
 from pagedllm.server.utils import SSE_DONE, aclose_quietly, json_response, sse_error, sse_event
 
 

@@ -14,8 +14,14 @@ from starlette.types import Receive, Scope, Send
 from pagedllm.outputs import RequestOutput
 from pagedllm.sampling_params import SamplingParams
 from pagedllm.server.engine_client import EngineClient
-from pagedllm.server.errors import (OpenAIError, bad_request, engine_dead, from_engine_exception, model_not_found,
-                                   overloaded)
+from pagedllm.server.errors import (
+    OpenAIError,
+    bad_request,
+    engine_dead,
+    from_engine_exception,
+    model_not_found,
+    overloaded,
+)
 from pagedllm.server.protocol import ChatMessage
 from pagedllm.server.settings import ServerSettings
 from pagedllm.server.utils import ClientDisconnected, aclose_quietly, merge_async_iterators, run_until_disconnected
@@ -96,8 +102,14 @@ class ServingBase:
         return merge_async_iterators(*generators)
 
 
+# The event loop holds tasks only weakly: a close in flight is kept here until it is done.
+_closing: set[asyncio.Future[None]] = set()
+
+
 def _close_later(gen: AsyncIterator[Any]) -> None:
-    asyncio.ensure_future(aclose_quietly(gen))
+    task = asyncio.ensure_future(aclose_quietly(gen))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def check_prompt_not_empty(prompt: TokenizedPrompt, param: str) -> None:

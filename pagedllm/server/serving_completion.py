@@ -14,10 +14,22 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import bad_request, from_engine_exception
 from pagedllm.server.logprobs import append_completion_logprobs
-from pagedllm.server.protocol import (CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
-                                      CompletionStreamResponse, UsageInfo)
-from pagedllm.server.serving_common import (Outputs, ServingBase, TokenizedPrompt, check_prompt_not_empty,
-                                            random_id, respond)
+from pagedllm.server.protocol import (
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    UsageInfo,
+)
+from pagedllm.server.serving_common import (
+    Outputs,
+    ServingBase,
+    TokenizedPrompt,
+    check_prompt_not_empty,
+    random_id,
+    respond,
+)
 from pagedllm.server.utils import SSE_DONE, aclose_quietly, json_response, sse_error, sse_event
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,14 +25,17 @@ from pagedllm.attention.base import AttentionBackend, AttentionMetadata
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.worker.input_buffers import InputBuffers
 
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what torch.cuda.graph_pool_handle() returns
+
 logger = logging.getLogger(__name__)
 
 def default_graph_sizes(max_num_seqs: int) -> list[int]:
     """vLLM's ladder: 1, 2, 4, then every 8 up to 256, every 16 beyond, capped at max_num_seqs
     (which is always included, so every decode batch has a graph)."""
-    ladder = [1, 2, 4] + list(range(8, 257, 8)) + list(range(272, max_num_seqs + 1, 16))
+    ladder = [1, 2, 4, *range(8, 257, 8), *range(272, max_num_seqs + 1, 16)]
     sizes = [s for s in ladder if s < max_num_seqs]
-    return sizes + [max_num_seqs]
+    return [*sizes, max_num_seqs]
 
 
 # The pools measured for the Llama-3-8B and Qwen3-0.6B shapes (RESULTS.md) held a few times the
@@ -64,7 +68,7 @@ class CudaGraphRunner:
         return self.sizes[i] if i < len(self.sizes) else None
 
     @torch.inference_mode()
-    def capture(self, pool: object | None = None) -> float:
+    def capture(self, pool: _POOL_HANDLE | None = None) -> float:
         """Capture every size, largest first, into `pool` (shared with the piecewise graphs, or a
         new one); returns the seconds it took."""
         start = time.perf_counter()
@@ -86,7 +90,7 @@ class CudaGraphRunner:
         self.num_replays += 1
         return hidden
 
-    def _capture_one(self, size: int, pool: object) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture_one(self, size: int, pool: _POOL_HANDLE) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         ids, positions = self.buffers.input_ids[:size], self.buffers.positions[:size]
         ctx = ForwardContext(self._metadata(size), self.kv_caches, self.backend)
         with set_forward_context(ctx):

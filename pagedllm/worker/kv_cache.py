@@ -30,7 +30,7 @@ class KVCacheSpec:
         return 2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_size * _DTYPE_BYTES[self.dtype]
 
     @staticmethod
-    def from_configs(model_config: ModelConfig, cache_config: CacheConfig) -> "KVCacheSpec":
+    def from_configs(model_config: ModelConfig, cache_config: CacheConfig) -> KVCacheSpec:
         hf = model_config.hf_config
         num_heads = hf.num_attention_heads
         head_size = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads

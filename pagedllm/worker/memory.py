@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
 from pagedllm.sampling_params import SamplingParams
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches
+
+if TYPE_CHECKING:
+    from pagedllm.models.common import DecoderForCausalLM
 
 logger = logging.getLogger(__name__)
 _MiB = 1 << 20
@@ -80,7 +84,7 @@ def plan_kv_cache(budget_bytes: int, bytes_per_block: int, block_size: int, max_
 
 
 def profile_step_memory(
-    model: torch.nn.Module,
+    model: DecoderForCausalLM,
     backend: AttentionBackend,
     spec: KVCacheSpec,
     *,

@@ -1,6 +1,8 @@
 """Runs one step: update request states from the scheduler's diff, build inputs, forward, sample."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from pagedllm.attention.base import AttentionBackend
@@ -15,6 +17,8 @@ from pagedllm.worker.input_builder import ModelInput, build_model_input
 from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
 from pagedllm.worker.request_states import RequestStates, RowState
 
+if TYPE_CHECKING:
+    from pagedllm.models.common import DecoderForCausalLM
 
 _PROMPT_LOGITS_CHUNK = 256
 
@@ -62,7 +66,7 @@ class RunnerStep:
 class ModelRunner:
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: DecoderForCausalLM,
         backend: AttentionBackend,
         kv_caches: list[torch.Tensor],
         *,

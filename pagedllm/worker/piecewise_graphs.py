@@ -38,6 +38,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -46,6 +47,9 @@ from pagedllm.attention.forward_context import ForwardContext, set_forward_conte
 from pagedllm.kernels.qkv_layout import merged_qkv_rows
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.memory import dummy_prefill
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what torch.cuda.graph_pool_handle() returns
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +143,7 @@ class _Cutter(AttentionBackend):
     name = "piecewise-cutter"
 
     def __init__(self, inner: AttentionBackend, get_buffers: Callable[[torch.Tensor, torch.Tensor], _StaticBuffers],
-                 pool: object) -> None:
+                 pool: _POOL_HANDLE) -> None:
         super().__init__(inner.options)
         self.inner = inner
         self.capabilities = inner.capabilities
@@ -209,7 +213,7 @@ class PiecewiseGraphRunner:
         return piecewise_padded_size(self.sizes, num_tokens)
 
     @torch.inference_mode()
-    def capture(self, pool: object) -> float:
+    def capture(self, pool: _POOL_HANDLE) -> float:
         """Capture every size, largest first, into `pool` (shared with the decode graphs); returns
         the seconds it took."""
         start = time.perf_counter()
@@ -235,7 +239,7 @@ class PiecewiseGraphRunner:
         self.num_replays += 1
         return graph.hidden
 
-    def _capture_one(self, size: int, pool: object) -> _PiecewiseGraph:
+    def _capture_one(self, size: int, pool: _POOL_HANDLE) -> _PiecewiseGraph:
         ids, positions = self.buffers.input_ids[:size], self.buffers.positions[:size]
         ids.zero_()
         positions.zero_()

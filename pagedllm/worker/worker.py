@@ -21,8 +21,14 @@ from pagedllm.sample.sampler import Sampler
 from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
-from pagedllm.worker.memory import (KVCachePlan, MemoryProfile, in_use_bytes, kv_cache_budget, plan_kv_cache,
-                                    profile_step_memory)
+from pagedllm.worker.memory import (
+    KVCachePlan,
+    MemoryProfile,
+    in_use_bytes,
+    kv_cache_budget,
+    plan_kv_cache,
+    profile_step_memory,
+)
 from pagedllm.worker.model_runner import ModelRunner
 from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner, default_piecewise_sizes, static_buffer_bytes
 

@@ -1,8 +1,9 @@
 """CPU kernels in C++, built on first use with torch's extension builder and cached on disk.
 
 They are optional: with no compiler the torch reference path runs instead, with one warning;
-KernelConfig.cpu_kernels=False (the platform's choice, platforms/cpu.py) never loads them. torch caches the build under ~/.cache/torch_extensions keyed by the
-source, so only the first engine on a machine pays the ~20-40 s compile.
+KernelConfig.cpu_kernels=False (the platform's choice, platforms/cpu.py) never loads them. torch caches
+the build under ~/.cache/torch_extensions keyed by the source, so only the first engine on a machine
+pays the ~20-40 s compile.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import hashlib
 import logging
 import os
 from types import ModuleType
+from typing import TypedDict
 
 import torch
 
@@ -35,8 +37,15 @@ def _headers_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM_HEADERS={_headers_digest()}"],
-               "extra_ldflags": ["-fopenmp"]}
+class BuildFlags(TypedDict):
+    extra_cflags: list[str]
+    extra_ldflags: list[str]
+
+
+BUILD_FLAGS: BuildFlags = {
+    "extra_cflags": ["-O3", "-march=native", "-fopenmp", f"-DPAGEDLLM_HEADERS={_headers_digest()}"],
+    "extra_ldflags": ["-fopenmp"],
+}
 
 
 @functools.cache

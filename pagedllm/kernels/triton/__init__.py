@@ -18,7 +18,7 @@ import functools
 def triton_available() -> bool:
     """True when triton imports."""
     try:
-        import triton  # noqa: F401
+        import triton
         import triton.language  # noqa: F401
     except ImportError:
         return False

@@ -53,14 +53,14 @@ def silu_and_mul(
     if num_rows == 0:
         return out
     scaled = norm_input is not None
-    if scaled:
+    norm, hidden, stride_norm = x, 1, 0  # unscaled: the kernel never reads norm
+    if norm_input is not None:
         assert norm_input.dim() == 2 and norm_input.shape[0] >= num_rows and norm_input.stride(-1) == 1
-    hidden = norm_input.shape[1] if scaled else 1
+        norm, hidden, stride_norm = norm_input, norm_input.shape[1], norm_input.stride(0)
     block = min(2048, triton.next_power_of_2(inter))
     col_blocks = triton.cdiv(inter, block)
     _silu_and_mul_kernel[(num_rows * col_blocks,)](
-        out, x, norm_input if scaled else x, out.stride(0), x.stride(0),
-        norm_input.stride(0) if scaled else 0, inter, col_blocks, eps,
+        out, x, norm, out.stride(0), x.stride(0), stride_norm, inter, col_blocks, eps,
         BLOCK=block, SCALED=scaled, HIDDEN=hidden, BLOCK_H=triton.next_power_of_2(hidden), num_warps=4,
     )
     return out

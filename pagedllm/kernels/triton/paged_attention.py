@@ -333,7 +333,8 @@ def _paged_attention_kernel(
     has_keys = l > 0.0
     acc = acc / tl.where(has_keys, l, 1.0)[:, None]  # a row with no keys (padding) writes zeros
     store_mask = row_ok[:, None] & dim_ok[None, :]
-    o_ptrs = out_ptr + ((q_start + row_tok).to(tl.int64) * stride_o_tok + row_head * stride_o_head)[:, None] + dims[None, :]
+    o_rows = (q_start + row_tok).to(tl.int64) * stride_o_tok + row_head * stride_o_head
+    o_ptrs = out_ptr + o_rows[:, None] + dims[None, :]
     if SPLIT:
         if num_active > 1:
             num_heads = GROUP * tl.num_programs(1)

@@ -16,8 +16,7 @@ extra=""
 [ "${THROUGHPUT:-1}" = 1 ] || extra=--skip-throughput
 for round in $(seq "${ROUNDS:-1}"); do
     for tree in "$base" .; do
-        echo "== round $round, tree $tree ($(cd "$tree" && git rev-parse --short HEAD 2>/dev/null || echo copy))" \
-            | tee -a "$out/ab.txt"
+        echo "== round $round, tree $tree" | tee -a "$out/ab.txt"
         (cd "$tree" && timeout 280 python benchmarks/gpu/bench_cuda.py --shapes $shapes --skip-hf --ab none $extra) \
             2>&1 | grep -v "^20..-..-.. " | tail -14 | tee -a "$out/ab.txt"
     done

@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from pagedllm.attention.base import AttentionMetadata, QKVPrologue  # noqa: E402
+from pagedllm.attention.base import AttentionBackendOptions, AttentionMetadata, QKVPrologue  # noqa: E402
 from pagedllm.attention.registry import create_backend  # noqa: E402
 from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
 from pagedllm.attention.triton_paged import NUM_SPLITS_KEY, TritonPagedAttentionBackend  # noqa: E402
@@ -352,7 +352,7 @@ def test_gpu_decode_graph_replays_for_new_lengths():
     dtype, num_reqs = torch.bfloat16, 4
     case = make_case([700, 10, 2000, 0], [1] * num_reqs, 32, 8, 128, 16, dtype, seed=10)
     md = case.metadata
-    backend = TritonPagedAttentionBackend(max_num_seqs=8, max_model_len=4096)
+    backend = TritonPagedAttentionBackend(AttentionBackendOptions(max_num_seqs=8, max_model_len=4096))
     backend.forward(case.query, case.key, case.value, case.cache, md, 0.1)  # allocates the workspace
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

@@ -1,6 +1,6 @@
 """What a model's layers run, chosen once when the model is built.
 
-The platform resolves the engine's KernelConfig for the device and dtype into a LayerKernels
+The platform resolves the engine's KernelConfig for its device into a LayerKernels
 (Platform.layer_kernels) and the loader builds the model inside `use_layer_kernels(...)`. Each
 layer reads it in its constructor and keeps what applies to it: the implementation its op runs
 (torch, our C++ kernels, Triton), its linear method, what the attention backend fuses. No layer

@@ -24,6 +24,8 @@ class LLM:
     """
 
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
+        # vLLM's arguments that change nothing here are fields too (engine/vllm_compat.py); an
+        # unsupported value of one is a ValueError from EngineArgs that names it.
         unknown = set(kwargs) - set(EngineArgs.__dataclass_fields__)
         if unknown:
             raise TypeError(f"Unknown engine arguments: {sorted(unknown)}")

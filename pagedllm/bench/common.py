@@ -44,6 +44,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
                         help="dummy: random weights of the model's shape (benchmarks without a checkpoint)")
     add_kernel_args(parser)
+    from pagedllm.engine.vllm_compat import add_vllm_compat_args
+
+    add_vllm_compat_args(parser)
 
 
 def add_kernel_args(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +70,8 @@ def add_kernel_args(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from pagedllm.engine.vllm_compat import vllm_compat_kwargs
+
     return dict(
         tokenizer=args.tokenizer, dtype=args.dtype, seed=args.seed, max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
@@ -77,6 +82,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
         **{name: getattr(args, name) for name in _kernel_arg_names()},
+        **vllm_compat_kwargs(args),
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pagedllm import envs
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
+from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.models.source import ModelSource, resolve_model_source
 
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
@@ -19,7 +20,10 @@ _DTYPE_ALIASES = {
 
 
 @dataclass
-class EngineArgs:
+class EngineArgs(VllmCompatArgs):
+    """The engine's arguments; vLLM's others that pagedllm accepts at no-op values come from
+    VllmCompatArgs (keyword-only, checked here at construction)."""
+
     model: str | None = None  # None: the embedded default model
     tokenizer: str | None = None
     dtype: str = "auto"
@@ -52,6 +56,9 @@ class EngineArgs:
     triton_sampler: bool | None = None
     cpu_kernels: bool | None = None
     cpu_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_vllm_args(self)  # before anything loads: an unsupported vLLM setting fails at once
 
     def create_kernel_config(self) -> KernelConfig:
         """The kernel choices: these arguments where set, over the environment's, over the defaults."""

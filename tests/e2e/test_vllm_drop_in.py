@@ -1,0 +1,20 @@
+"""vLLM drop-in through the offline API: LLM(...) takes vLLM's no-op arguments and refuses an
+unsupported value before it loads anything (issue 17, item 9)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.vllm_args import HARMLESS
+
+
+def test_llm_refuses_before_loading_and_accepts_the_harmless(tiny_hf_model, smollm2_tokenizer_dir) -> None:
+    from pagedllm import LLM, SamplingParams
+
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 is not supported yet"):
+        LLM("/nonexistent/model", tensor_parallel_size=2)  # no "model not found": refused first
+    with pytest.raises(TypeError, match="no_such_argument"):  # names vLLM does not have stay errors
+        LLM("/nonexistent/model", no_such_argument=1)
+    llm = LLM(tiny_hf_model("llama").folder, tokenizer=smollm2_tokenizer_dir, max_model_len=128,
+              num_gpu_blocks_override=32, **HARMLESS)
+    out = llm.generate("in the", SamplingParams(max_tokens=2, ignore_eos=True), use_tqdm=False)
+    assert len(out[0].outputs[0].token_ids) == 2

@@ -1,0 +1,30 @@
+"""vLLM drop-in: engine arguments vLLM users pass at their default or a no-op value are accepted;
+an unsupported value is an error that names the argument (issue 17, item 9)."""
+from __future__ import annotations
+
+import pytest
+
+from pagedllm.engine.arg_utils import EngineArgs
+from tests.helpers.vllm_args import HARMLESS
+
+
+
+def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
+    args = EngineArgs(model="/nowhere", **HARMLESS)
+    assert args.tensor_parallel_size == 1 and args.trust_remote_code is False
+    EngineArgs(quantization="none", tokenizer_mode="hf", swap_space=0, enable_chunked_prefill=None)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("tensor_parallel_size", 2, "tensor_parallel_size=2 is not supported yet"),
+    ("pipeline_parallel_size", 4, "pipeline_parallel_size=4 is not supported yet"),
+    ("quantization", "awq", "quantization='awq' is not supported yet"),
+    ("tokenizer_mode", "mistral", "tokenizer_mode='mistral' is not supported yet"),
+    ("kv_cache_dtype", "fp8", "kv_cache_dtype='fp8' is not supported yet"),
+    ("enable_lora", True, "enable_lora=True is not supported yet"),
+    ("trust_remote_code", True, "trust_remote_code=True is not supported: pagedllm never runs"),
+    ("swap_space", -1, "swap_space=-1"),
+])
+def test_unsupported_values_name_the_argument(name: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EngineArgs(**{name: value})

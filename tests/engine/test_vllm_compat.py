@@ -8,7 +8,6 @@ from pagedllm.engine.arg_utils import EngineArgs
 from tests.helpers.vllm_args import HARMLESS
 
 
-
 def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
     args = EngineArgs(model="/nowhere", **HARMLESS)
     assert args.tensor_parallel_size == 1 and args.trust_remote_code is False

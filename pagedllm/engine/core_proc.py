@@ -17,6 +17,7 @@ from pagedllm.config import EngineConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.engine.core import EngineCore
 from pagedllm.engine.core_messages import FromCore, ReadyMessage, ToCore, abort_decoder, add_decoder, encoder
+from pagedllm.logging_config import configure_logging
 from pagedllm.outputs import EngineCoreOutputs
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def run_engine_core(config: EngineConfig, eos_token_id: int | None, input_addres
     # Ctrl-C goes to the whole process group; the server decides when we stop (SHUTDOWN or SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_shutdown)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s engine-core %(name)s: %(message)s")
+    configure_logging(log_level, "%(asctime)s %(levelname)s engine-core %(name)s: %(message)s")
     ctx = zmq.Context()
     try:
         ok = serve_engine_core(ctx, config, eos_token_id, input_address, output_address, executor,

@@ -85,3 +85,61 @@ def test_cli_chat_streams_replies_and_keeps_the_conversation(tiny_hf_model, smol
           "--max-model-len", "128", "--num-gpu-blocks-override", "32", "--max-tokens", "4"])
     assert conversation_lengths == [1, 3]  # the second turn carries the first question and the reply
     assert capsys.readouterr().out.count("\n") >= 2  # one streamed reply line per turn
+
+
+def test_cli_chat_ctrl_c_stops_the_reply_and_returns_to_the_prompt(tiny_hf_model, smollm2_tokenizer_dir,
+                                                                   monkeypatch, capsys):
+    import signal
+    import sys
+
+    from pagedllm.engine.engine import LLMEngine
+
+    turns = iter([KeyboardInterrupt, "in the", "on a", ""])  # Ctrl-C at the prompt first: a fresh prompt
+
+    def fake_input(prompt: str = "") -> str:
+        turn = next(turns)
+        if turn is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return turn
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    engines: list[LLMEngine] = []
+    tokens_per_turn: list[int] = []
+    original = LLMEngine.from_engine_args
+
+    def from_args(args):
+        engine = original(args)
+        engine.get_tokenizer().apply_chat_template = lambda messages, **kw: "in the " * len(messages)
+        real_step = engine.step
+
+        def step():
+            outs = real_step()
+            tokens_per_turn[-1] += sum(len(o.outputs[0].token_ids) for o in outs)
+            if len(tokens_per_turn) == 1:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C while the first reply streams
+            return outs
+
+        real_add = engine.add_request
+
+        def add_request(request_id, prompt, params, *a):
+            tokens_per_turn.append(0)
+            return real_add(request_id, prompt, params, *a)
+
+        engine.step, engine.add_request = step, add_request  # type: ignore[method-assign]
+        engines.append(engine)
+        return engine
+
+    monkeypatch.setattr(LLMEngine, "from_engine_args", staticmethod(from_args))
+    try:
+        main(["chat", "--model", tiny_hf_model("qwen2").folder, "--tokenizer", smollm2_tokenizer_dir,
+              "--max-model-len", "128", "--num-gpu-blocks-override", "32", "--max-tokens", "8"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended the chat instead of stopping the reply")
+    engine = engines[0]
+    assert not engine.has_unfinished_requests()  # the stopped request was aborted in the engine
+    assert engine.engine_core.scheduler.kv_cache_manager.block_pool.num_free_blocks == 32  # nothing leaked
+    out = capsys.readouterr().out
+    assert len(tokens_per_turn) == 2  # both questions were asked: the chat went on after the Ctrl-C
+    assert tokens_per_turn[0] == 1  # the first reply stopped after the step that Ctrl-C interrupted
+    assert "readline" in sys.modules  # line editing and history for input()
+    assert out.count("\n") >= 2

@@ -7,3 +7,8 @@ from __future__ import annotations
 
 class EngineDeadError(RuntimeError):
     """The engine core died: no request can make progress any more."""
+
+
+class EngineCoreStartError(RuntimeError):
+    """The engine core failed, died or timed out while starting; the message is the short reason
+    (the CLI prints it as its one error line)."""

@@ -30,10 +30,14 @@ class LazyRegistry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._targets
 
-    def get(self, name: str) -> T:
-        """The registered object, imported now; ValueError naming the supported ones if unknown."""
+    def check(self, name: str) -> None:
+        """ValueError naming the supported ones if `name` is not registered (imports nothing)."""
         if name not in self._targets:
             raise ValueError(f"Unknown {self.kind} {name!r}; supported: {', '.join(self.names())}.")
+
+    def get(self, name: str) -> T:
+        """The registered object, imported now; ValueError naming the supported ones if unknown."""
+        self.check(name)
         module_name, attr = self._targets[name].split(":")
         obj: Any = getattr(importlib.import_module(module_name), attr)
         return obj

@@ -12,6 +12,7 @@ from typing import Any
 import pagedllm
 from pagedllm.bench.common import add_engine_args, engine_kwargs
 from pagedllm.cli.env_defaults import apply_env_defaults
+from pagedllm.errors import EngineCoreStartError
 from pagedllm.logging_config import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 
 
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except EngineCoreStartError as e:  # the core has logged a traceback where one helps
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C while loading or generating: stop without a traceback
         print(file=sys.stderr)
         sys.exit(130)

@@ -71,9 +71,10 @@ class EngineArgs(VllmCompatArgs):
         kernel_config = self.create_kernel_config()  # first: a bad choice fails before any loading
         platform = get_platform(self.device)
         source = resolve_model_source(self.model)
-        from pagedllm.models.loader import load_hf_config
+        from pagedllm.models.loader import check_loadable, load_hf_config
 
         hf_config = load_hf_config(source)
+        check_loadable(source, hf_config, self.load_format)
         model_config = ModelConfig(
             model=source.path,
             gguf_file=source.gguf_file,

@@ -33,16 +33,14 @@ from pagedllm.engine.core_messages import (
     ReadyMessage,
     ToCore,
     encoder,
+    failed_decoder,
     outputs_decoder,
     ready_decoder,
 )
+from pagedllm.errors import EngineCoreStartError
 from pagedllm.outputs import EngineCoreOutputs
 
 logger = logging.getLogger(__name__)
-
-
-class EngineCoreStartError(RuntimeError):
-    pass
 
 
 class EngineCoreClient:
@@ -92,7 +90,7 @@ class EngineCoreClient:
                 if kind == FromCore.READY.value:
                     return ready_decoder.decode(payload)
                 if kind == FromCore.FAILED.value:
-                    raise EngineCoreStartError(f"The engine core failed to start:\n{_failure_text(payload)}")
+                    raise EngineCoreStartError(f"The engine core failed to start: {_failure_reason(payload)}")
             elif not self.is_alive:
                 code = self.proc.exitcode if self.proc is not None else None
                 raise EngineCoreStartError(f"The engine core exited (code {code}) while starting; see its log "
@@ -135,7 +133,7 @@ class EngineCoreClient:
         if kind.bytes == FromCore.OUTPUTS.value:
             return outputs_decoder.decode(payload.buffer)
         if kind.bytes == FromCore.FAILED.value:
-            raise RuntimeError(f"The engine core failed:\n{_failure_text(payload.bytes)}")
+            raise RuntimeError(f"The engine core failed: {_failure_reason(payload.bytes)}")
         raise RuntimeError(f"Unexpected message from the engine core: {kind.bytes!r}")
 
     def reap(self, timeout_s: float = 5.0) -> None:
@@ -170,14 +168,24 @@ class EngineCoreClient:
         self._dir.cleanup()
 
     def _send_shutdown(self) -> None:
+        """Ask the core to stop, if it still listens. On an asyncio socket a send that cannot go
+        (a core that is gone: zmq.Again) is a future holding the error, not a raise: read it, or
+        asyncio logs "exception was never retrieved" with a traceback at exit."""
         with contextlib.suppress(zmq.ZMQError):
-            self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
+            sent = self.input_socket.send_multipart((ToCore.SHUTDOWN.value, b""), flags=zmq.NOBLOCK)
+            if isinstance(sent, asyncio.Future):
+                if sent.done():
+                    sent.exception()
+                else:
+                    sent.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-def _failure_text(payload: bytes) -> str:
-    """The traceback text of a FAILED message (msgpack str), or a readable prefix of its bytes."""
+def _failure_reason(payload: bytes) -> str:
+    """The one-line reason of a FAILED message (the core has logged its traceback where it helps);
+    the traceback goes to this process's debug log."""
     try:
-        return str(msgspec.msgpack.decode(payload))
+        failed = failed_decoder.decode(payload)
     except msgspec.DecodeError:
         return repr(payload[:200])
-
+    logger.debug("The engine core's traceback:\n%s", failed.traceback)
+    return failed.reason

@@ -23,7 +23,7 @@ class ToCore(bytes, enum.Enum):
 class FromCore(bytes, enum.Enum):
     READY = b"\x10"  # payload: ReadyMessage
     OUTPUTS = b"\x11"  # payload: EngineCoreOutputs
-    FAILED = b"\x12"  # payload: str (the traceback of a start-up or step failure)
+    FAILED = b"\x12"  # payload: FailedMessage (a start-up or step failure)
 
 
 class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -61,8 +61,21 @@ class ReadyMessage(msgspec.Struct):
     max_model_len: int  # may be lower than asked: what the KV cache fits (CUDA memory profile)
 
 
+class FailedMessage(msgspec.Struct):
+    reason: str  # one line: the exception's message ("Type: message" unless it is bad input)
+    traceback: str  # the full traceback text, which the core has logged when it is not bad input
+    bad_input: bool  # a ValueError or OSError (the model, its files, a setting): the reason says it all
+
+    @staticmethod
+    def from_exception(e: BaseException, traceback: str) -> FailedMessage:
+        bad_input = isinstance(e, (ValueError, OSError))
+        reason = str(e) if bad_input and str(e) else f"{type(e).__name__}: {e}"
+        return FailedMessage(reason.strip().replace("\n", " "), traceback, bad_input)
+
+
 encoder = msgspec.msgpack.Encoder()
 add_decoder = msgspec.msgpack.Decoder(list[EngineCoreRequest])
 abort_decoder = msgspec.msgpack.Decoder(AbortMessage)
 outputs_decoder = msgspec.msgpack.Decoder(EngineCoreOutputs)
 ready_decoder = msgspec.msgpack.Decoder(ReadyMessage)
+failed_decoder = msgspec.msgpack.Decoder(FailedMessage)

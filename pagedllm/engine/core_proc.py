@@ -16,7 +16,15 @@ import zmq
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import RequestStatus
 from pagedllm.engine.core import EngineCore
-from pagedllm.engine.core_messages import FromCore, ReadyMessage, ToCore, abort_decoder, add_decoder, encoder
+from pagedllm.engine.core_messages import (
+    FailedMessage,
+    FromCore,
+    ReadyMessage,
+    ToCore,
+    abort_decoder,
+    add_decoder,
+    encoder,
+)
 from pagedllm.logging_config import configure_logging
 from pagedllm.outputs import EngineCoreOutputs
 
@@ -120,19 +128,24 @@ def serve_engine_core(ctx: zmq.Context, config: EngineConfig, eos_token_id: int 
     input_socket.connect(input_address)
     output_socket = ctx.socket(zmq.PUSH)
     output_socket.connect(output_address)
+    started = False
     try:
         core = EngineCore(config, eos_token_id, executor)
         ready = ReadyMessage(num_blocks=core.num_blocks, pid=os.getpid(),
                              max_model_len=core.config.model_config.max_model_len)
         output_socket.send_multipart((FromCore.READY.value, encoder.encode(ready)))
+        started = True
         EngineCoreProc(core, input_socket, output_socket, watch_parent).run()
         return True
     except _Shutdown:
         return True
-    except BaseException:
-        message = traceback.format_exc()
-        logger.error("Engine core failed:\n%s", message)
-        output_socket.send_multipart((FromCore.FAILED.value, encoder.encode(message)))
+    except BaseException as e:
+        failed = FailedMessage.from_exception(e, traceback.format_exc())
+        if started or not failed.bad_input:
+            logger.error("Engine core failed:\n%s", failed.traceback)
+        else:  # a bad model or setting: the server prints the reason, which says it all
+            logger.debug("Engine core failed to start:\n%s", failed.traceback)
+        output_socket.send_multipart((FromCore.FAILED.value, encoder.encode(failed)))
         return False
     finally:
         output_socket.close(linger=1000)

@@ -15,8 +15,8 @@ from pagedllm.layers.linear import Linear
 from pagedllm.models.common import DecoderForCausalLM, to_torch_dtype
 from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
 from pagedllm.models.norm_folding import fold_norms
-from pagedllm.models.registry import get_model_class
-from pagedllm.models.safetensors_loader import iter_safetensors_weights
+from pagedllm.models.registry import MODELS, get_model_class
+from pagedllm.models.safetensors_loader import iter_safetensors_weights, safetensors_files
 from pagedllm.models.source import ModelSource
 
 # GGUF configs come without `architectures`; derive it from model_type.
@@ -48,6 +48,18 @@ def load_hf_config(source: ModelSource) -> Any:
     if not getattr(config, "architectures", None) and config.model_type in _ARCH_BY_MODEL_TYPE:
         config.architectures = [_ARCH_BY_MODEL_TYPE[config.model_type]]
     return config
+
+
+def check_loadable(source: ModelSource, hf_config: Any, load_format: str = "auto") -> None:
+    """What can be known about a model before the engine core starts: an architecture pagedllm
+    implements and, unless the weights are dummy, a checkpoint to read (ValueError otherwise). The
+    server checks it in its own process, so a bad model is one clear error, not a failed core."""
+    archs = getattr(hf_config, "architectures", None) or []
+    if not archs:
+        raise ValueError(f"The model config of {source.display_name} names no architecture.")
+    MODELS.check(archs[0])
+    if load_format == "auto" and not source.is_gguf:
+        safetensors_files(source.path)
 
 
 def _as_id_list(value: Any) -> list[int]:

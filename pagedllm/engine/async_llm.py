@@ -72,7 +72,7 @@ class AsyncLLM:
         try:
             ready = await self.core.wait_ready(timeout_s)
         except BaseException:
-            self.core.shutdown()
+            self.core.shutdown(timeout_s=2.0)  # a loading core reads no SHUTDOWN: SIGTERM stops it soon
             raise
         self._serve_outputs(ready)
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from typing import Any
 
 from pagedllm.bench.common import add_engine_args, engine_kwargs
@@ -61,20 +63,35 @@ def load_chat_template(value: str) -> str:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    """Serve until interrupted (0) or until the engine core dies (1)."""
+    """Serve until SIGINT/SIGTERM (0) or until the engine core dies (1)."""
     return asyncio.run(_serve(args))
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from pagedllm.engine.arg_utils import EngineArgs
+
+    # First, in this process: a bad model or setting is one clear error before anything starts.
+    engine_config = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args)).create_engine_config()
+    supervisor = _Supervisor(args)
+    try:
+        return await _start_and_serve(args, engine_config, supervisor)
+    except asyncio.CancelledError:
+        if not supervisor.stopping:
+            raise
+        logger.info("Stopped while starting.")
+        return 0
+
+
+async def _start_and_serve(args: argparse.Namespace, engine_config: Any, supervisor: _Supervisor) -> int:
     import uvicorn
 
-    from pagedllm.engine.arg_utils import EngineArgs
     from pagedllm.engine.async_llm import AsyncLLM, StatLogger
     from pagedllm.metrics.log import LoggingStatLogger
     from pagedllm.metrics.prometheus import PrometheusStatLogger
     from pagedllm.server.api_server import build_app
     from pagedllm.server.metrics_route import metrics_router
     from pagedllm.server.settings import ServerSettings
+    from pagedllm.server.uvicorn_server import UvicornServer
 
     names = served_names(args)
     settings = ServerSettings(served_model_names=names, api_key=args.api_key,
@@ -83,36 +100,71 @@ async def _serve(args: argparse.Namespace) -> int:
     stat_loggers: list[StatLogger] = [prometheus]
     if not args.disable_log_stats:
         stat_loggers.append(LoggingStatLogger(args.log_stats_interval))
-    engine_args = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args))
-    engine = await AsyncLLM.from_engine_args(engine_args, args.engine_start_timeout, stat_loggers,
-                                             engine_core_in_thread=args.engine_core_in_thread)
-    if args.chat_template is not None:
-        engine.tokenizer.chat_template = load_chat_template(args.chat_template)
-    app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
-                                           timeout_graceful_shutdown=5))
-    watchdog = _EngineWatchdog(engine, server, args)
-    engine.on_death(watchdog.on_engine_death)
-    logger.warning("pagedllm serving %s on http://%s:%d (pid %d)", names[0], args.host, args.port, os.getpid())
+    engine = AsyncLLM(engine_config, stat_loggers=stat_loggers, engine_core_in_thread=args.engine_core_in_thread)
+    await engine.start(args.engine_start_timeout)
     try:
+        if args.chat_template is not None:
+            engine.tokenizer.chat_template = load_chat_template(args.chat_template)
+        app = build_app(engine, settings, extra_routers=[metrics_router(prometheus)])
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
+                                timeout_graceful_shutdown=5)
+        server = UvicornServer(config, ready_message=f"pagedllm serving {names[0]}: ready on "
+                               f"http://{args.host}:{args.port} (pid {os.getpid()})")
+        supervisor.serving(engine, server)
         await server.serve()
     finally:
         engine.shutdown()
-    return watchdog.exit_code
+    return supervisor.exit_code
 
 
-class _EngineWatchdog:
-    """What the server does when the engine core dies: restart it (if asked) or exit with status 1
-    after a grace period in which /health says 503 and clients get their errors."""
+class _Supervisor:
+    """How `pagedllm serve` ends. SIGINT and SIGTERM stop it cleanly, with status 0, at any time:
+    while starting (the start is cancelled and the engine core stopped) or while serving (uvicorn
+    stops gracefully, then the engine core; a second SIGINT stops at once). When the engine core
+    dies, the server exits with status 1 after a grace period in which /health says 503 and
+    clients get their errors, or starts a new core when asked to; a signal that comes meanwhile
+    (systemd signals the whole group, so the core may stop first) still ends with status 0."""
 
-    def __init__(self, engine: Any, server: Any, args: argparse.Namespace) -> None:
-        self.engine = engine
-        self.server = server
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.exit_code = 0
+        self.stopping = False
+        self.engine_died = False
+        self.engine: Any = None
+        self.server: Any = None
+        self._task = asyncio.current_task()
         self._restart_task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(sig, self._on_signal, sig)
 
-    def on_engine_death(self) -> None:
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.engine_died and not self.stopping else 0
+
+    def serving(self, engine: Any, server: Any) -> None:
+        self.engine, self.server = engine, server
+        engine.on_death(self._on_engine_death)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.stopping:
+            if self.server is not None:
+                self.server.handle_exit(sig, None)  # uvicorn: a second SIGINT forces the exit
+            return
+        self.stopping = True
+        logger.info("%s: shutting down.", signal.Signals(sig).name)
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+        if self.server is None:
+            if self._task is not None:
+                self._task.cancel()  # still starting: stop the start (AsyncLLM.start stops the core)
+        else:
+            self.server.should_exit = True
+
+    def _on_engine_death(self) -> None:
+        self.engine_died = True
+        if self.stopping:
+            return
         loop = asyncio.get_running_loop()
         if self.args.restart_engine_on_death and not self.args.engine_core_in_thread:
             logger.error("Engine core died; starting a new one.")
@@ -124,10 +176,12 @@ class _EngineWatchdog:
     async def _restart(self) -> None:
         try:
             await self.engine.restart(self.args.engine_start_timeout)
+            self.engine_died = False
+        except asyncio.CancelledError:
+            raise
         except Exception:
             logger.exception("The engine core could not be restarted; the server exits.")
             self._exit()
 
     def _exit(self) -> None:
-        self.exit_code = 1
         self.server.should_exit = True

@@ -18,10 +18,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], startup_timeout_s: float = 240.0) -> None:
+    """`log_level=None` leaves the CLI's default; `new_session=True` puts the server in its own process
+    group, so a test can signal the group as a terminal's Ctrl-C does."""
+
+    def __init__(self, args: list[str], startup_timeout_s: float = 240.0, log_level: str | None = "INFO",
+                 new_session: bool = False) -> None:
         self.port = free_port()
         self.args = args
         self.startup_timeout_s = startup_timeout_s
+        self.log_level = log_level
+        self.new_session = new_session
         self._log = tempfile.NamedTemporaryFile(prefix="pagedllm-serve-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -29,14 +35,22 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log(self) -> str:
+    def log(self, tail: int = 5000) -> str:
         with open(self._log.name, errors="replace") as f:
-            return f.read()[-5000:]
+            return f.read()[-tail:]
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the server without waiting for it (`with` starts it and waits until it is healthy)."""
+        level = ["--log-level", self.log_level] if self.log_level else []
+        cmd = [sys.executable, "-m", "pagedllm.cli.main", *level, "serve", *self.args,
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=self.new_session)
+        return self.proc
 
     def __enter__(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "pagedllm.cli.main", "--log-level", "INFO", "serve", *self.args,
-               "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.start()
+        assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

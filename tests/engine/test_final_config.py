@@ -20,7 +20,8 @@ TINY = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=
 def test_engine_builds_its_final_config_from_the_plan(tmp_path, monkeypatch):
     EXECUTORS.register("plan", "tests.helpers.plan_executor:PlanExecutor")
     folder = write_model_folder(str(tmp_path / "tiny"), TINY)
-    requested = EngineArgs(model=folder, device="cpu").create_engine_config()
+    # dummy: the folder has no checkpoint (the plan executor loads none; the config would refuse it)
+    requested = EngineArgs(model=folder, device="cpu", load_format="dummy").create_engine_config()
     engine = LLMEngine(requested, executor="plan")
     final = engine.config
     assert requested.model_config.max_model_len == 256 and requested.cache_config.num_blocks is None

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pagedllm.generation_config import SamplingDefaults
+
 _DTYPES = ("float32", "bfloat16", "float16")
 _LOAD_FORMATS = ("auto", "dummy")
 
@@ -29,6 +31,8 @@ class ModelConfig:
     # whether the user chose max_model_len: then a KV cache too small for it is an error, while a
     # derived one is lowered to what fits (with a warning)
     max_model_len_explicit: bool = False
+    # what requests get for the sampling parameters they leave unset (--generation-config)
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def __post_init__(self) -> None:
         if self.load_format not in _LOAD_FORMATS:

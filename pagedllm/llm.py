@@ -36,6 +36,11 @@ class LLM:
     def get_tokenizer(self) -> Any:
         return self.llm_engine.get_tokenizer()
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """What generate/chat use without sampling params: the model's generation_config.json
+        sampling values unless `generation_config="vllm"` (vLLM's behaviour), else the neutral ones."""
+        return self.llm_engine.config.model_config.sampling_defaults.sampling_params()
+
     def generate(
         self,
         prompts: PromptType | Sequence[PromptType],
@@ -43,6 +48,8 @@ class LLM:
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         prompt_list = _as_prompt_list(prompts)
+        if sampling_params is None:
+            sampling_params = self.get_default_sampling_params()
         params_list = _as_params_list(sampling_params, len(prompt_list))
         request_ids = self._add_all(prompt_list, params_list)
         return self._run(request_ids, use_tqdm)

@@ -83,6 +83,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
         **{name: getattr(args, name) for name in _kernel_arg_names()},
         **vllm_compat_kwargs(args),
+        **({"generation_config": args.generation_config} if hasattr(args, "generation_config") else {}),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pagedllm import envs
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
 from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
+from pagedllm.generation_config import load_sampling_defaults
 from pagedllm.models.source import ModelSource, resolve_model_source
 
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
@@ -44,6 +45,9 @@ class EngineArgs(VllmCompatArgs):
     cuda_graph_mode: str = "full_and_piecewise"  # or "full_decode_only": prompt steps run eagerly
     # overlap the host's work for the next step with the device's current step; None: on for CUDA
     async_scheduling: bool | None = None
+    # default sampling parameters: "auto" (the model's generation_config.json), "vllm" (neutral) or a
+    # folder with a generation_config.json (generation_config.py)
+    generation_config: str = "auto"
     # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
     # PAGEDLLM_<NAME> when set, else KernelConfig's default.
     attention_backend: str | None = None
@@ -85,6 +89,7 @@ class EngineArgs(VllmCompatArgs):
             seed=self.seed,
             load_format=self.load_format,
             max_model_len_explicit=self.max_model_len is not None,
+            sampling_defaults=load_sampling_defaults(self.generation_config, source.path),
         )
         default_seqs, default_batched = platform.default_scheduler_limits()
         max_num_seqs = self.max_num_seqs if self.max_num_seqs is not None else default_seqs

@@ -29,6 +29,11 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", default=None,
                         help="a Jinja chat template (file path or the template itself) for models without one, "
                              "or to replace theirs")
+    parser.add_argument("--generation-config", default="auto",
+                        help="default sampling parameters of requests that do not set them: 'auto' takes the "
+                             "model's generation_config.json (temperature, top_p, top_k, min_p, "
+                             "repetition_penalty, max_new_tokens as max_tokens), 'vllm' ignores it, a folder "
+                             "reads its generation_config.json")
     parser.add_argument("--uvicorn-log-level", default="warning",
                         choices=["critical", "error", "warning", "info", "debug", "trace"])
     parser.add_argument("--disable-log-stats", action="store_true", help="no periodic throughput log line")
@@ -62,6 +67,15 @@ def load_chat_template(value: str) -> str:
     return value
 
 
+def server_settings(args: argparse.Namespace, model_config: Any) -> Any:
+    """The HTTP layer's settings: names, key, load shedding, and the model's sampling defaults."""
+    from pagedllm.server.settings import ServerSettings
+
+    return ServerSettings(served_model_names=served_names(args), api_key=args.api_key,
+                          max_waiting_requests=args.max_waiting_requests,
+                          sampling_defaults=model_config.sampling_defaults)
+
+
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM (0) or until the engine core dies (1)."""
     return asyncio.run(_serve(args))
@@ -90,12 +104,10 @@ async def _start_and_serve(args: argparse.Namespace, engine_config: Any, supervi
     from pagedllm.metrics.prometheus import PrometheusStatLogger
     from pagedllm.server.api_server import build_app
     from pagedllm.server.metrics_route import metrics_router
-    from pagedllm.server.settings import ServerSettings
     from pagedllm.server.uvicorn_server import UvicornServer
 
     names = served_names(args)
-    settings = ServerSettings(served_model_names=names, api_key=args.api_key,
-                              max_waiting_requests=args.max_waiting_requests)
+    settings = server_settings(args, engine_config.model_config)
     prometheus = PrometheusStatLogger(names[0])
     stat_loggers: list[StatLogger] = [prometheus]
     if not args.disable_log_stats:

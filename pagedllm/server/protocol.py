@@ -11,12 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_serializer
 
+from pagedllm.generation_config import SamplingDefaults
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
 from pagedllm.server.errors import bad_request, context_length_exceeded
 
 MAX_N = 128  # more sequences per request than this is a denial of service, not a use case
 MAX_LOGPROBS = 20  # OpenAI's chat limit; vLLM's default max_logprobs
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions (vLLM's too)
+NEUTRAL = SamplingDefaults()  # the API's own defaults (no generation config)
 
 # Integers cross to the engine-core process as msgpack int64, and torch takes a signed 64-bit seed:
 # a larger value must be refused here, not fail (or crash) later.
@@ -94,16 +96,20 @@ class _SamplingRequest(OpenAIBaseModel):
         return bias
 
     def _make_params(self, max_tokens: int | None, logprobs: int | None, num_prompt_tokens: int,
-                     max_model_len: int, prompt_param: str) -> SamplingParams:
-        max_tokens = _resolve_max_tokens(max_tokens, num_prompt_tokens, max_model_len, prompt_param)
+                     max_model_len: int, prompt_param: str, defaults: SamplingDefaults) -> SamplingParams:
+        """`defaults` fill what the request leaves unset (the model's generation config, or neutral)."""
+        max_tokens = _resolve_max_tokens(max_tokens, defaults.max_tokens, num_prompt_tokens, max_model_len,
+                                         prompt_param)
         kind = RequestOutputKind.DELTA if self.stream else RequestOutputKind.FINAL_ONLY
         try:
             return SamplingParams(
-                n=self.n, temperature=_or(self.temperature, 1.0), top_p=_or(self.top_p, 1.0),
+                n=self.n, temperature=_or(self.temperature, defaults.temperature),
+                top_p=_or(self.top_p, defaults.top_p),
                 presence_penalty=_or(self.presence_penalty, 0.0),
                 frequency_penalty=_or(self.frequency_penalty, 0.0),
-                repetition_penalty=_or(self.repetition_penalty, 1.0), top_k=_or(self.top_k, 0),
-                min_p=_or(self.min_p, 0.0), seed=self.seed, stop=self.stop, stop_token_ids=self.stop_token_ids,
+                repetition_penalty=_or(self.repetition_penalty, defaults.repetition_penalty),
+                top_k=_or(self.top_k, defaults.top_k), min_p=_or(self.min_p, defaults.min_p), seed=self.seed,
+                stop=self.stop, stop_token_ids=self.stop_token_ids,
                 ignore_eos=self.ignore_eos, max_tokens=max_tokens, min_tokens=self.min_tokens,
                 logprobs=logprobs, skip_special_tokens=self.skip_special_tokens,
                 spaces_between_special_tokens=self.spaces_between_special_tokens,
@@ -118,16 +124,17 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model_len: int,
+def _resolve_max_tokens(requested: int | None, default: int | None, num_prompt_tokens: int, max_model_len: int,
                         prompt_param: str) -> int | None:
-    """What is left of the context when not given; a 400 when the request cannot fit."""
+    """When not given: the default (the generation config's) or what is left of the context, whichever
+    is smaller; a 400 when the request cannot fit."""
     room = max_model_len - num_prompt_tokens
     if room <= 0:
         raise context_length_exceeded(
             f"This model's maximum context length is {max_model_len} tokens (max_model_len), but the "
             f"prompt has {num_prompt_tokens} tokens; shorten it.", prompt_param)
     if requested is None:
-        return room
+        return room if default is None else min(default, room)
     if requested > room:
         raise context_length_exceeded(
             f"max_tokens={requested} is too large: this model's maximum context length is {max_model_len} "
@@ -153,8 +160,12 @@ class CompletionRequest(_SamplingRequest):
         if self.suffix:
             raise bad_request("suffix is not supported.", "suffix")
 
-    def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
-        params = self._make_params(self.max_tokens, self.logprobs, num_prompt_tokens, max_model_len, "prompt")
+    def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int,
+                           defaults: SamplingDefaults = NEUTRAL) -> SamplingParams:
+        # Not sent: the generation config's max_tokens when it has one, else OpenAI's default of 16.
+        unset = "max_tokens" not in self.model_fields_set and defaults.max_tokens is not None
+        params = self._make_params(None if unset else self.max_tokens, self.logprobs, num_prompt_tokens,
+                                   max_model_len, "prompt", defaults)
         if self.echo and self.logprobs is not None:  # echoed prompt tokens come with their logprobs
             params.prompt_logprobs = self.logprobs
         return params
@@ -249,10 +260,11 @@ class ChatCompletionRequest(_SamplingRequest):
         if self.add_generation_prompt and self.continue_final_message:
             raise bad_request("add_generation_prompt and continue_final_message cannot both be true.")
 
-    def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
+    def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int,
+                           defaults: SamplingDefaults = NEUTRAL) -> SamplingParams:
         max_tokens = _or(self.max_completion_tokens, self.max_tokens)
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        return self._make_params(max_tokens, logprobs, num_prompt_tokens, max_model_len, "messages")
+        return self._make_params(max_tokens, logprobs, num_prompt_tokens, max_model_len, "messages", defaults)
 
 
 class ChatTopLogprob(OpenAIBaseModel):

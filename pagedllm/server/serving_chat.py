@@ -59,7 +59,8 @@ class OpenAIServingChat(ServingBase):
         self.check_admission()
         prompt = self.render_chat(request.messages, request.add_generation_prompt, request.continue_final_message)
         check_prompt_not_empty(prompt, "messages")
-        params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len)
+        params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len,
+                                            self.settings.sampling_defaults)
         job = _Job(request, prompt, random_id("chatcmpl"), model)
         outputs = self.start([prompt], [params], job.request_id)
         return await respond(raw_request, outputs, 1, bool(request.stream),

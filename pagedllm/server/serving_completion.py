@@ -65,7 +65,8 @@ class OpenAIServingCompletion(ServingBase):
         model = self.resolve_model(request.model)
         self.check_admission()
         prompts = self._tokenize_prompts(request.prompt)
-        params = [request.to_sampling_params(len(p.token_ids), self.engine.max_model_len) for p in prompts]
+        params = [request.to_sampling_params(len(p.token_ids), self.engine.max_model_len,
+                                             self.settings.sampling_defaults) for p in prompts]
         job = _Job(request, prompts, random_id("cmpl"), model)
         outputs = self.start(prompts, params, job.request_id)
         return await respond(raw_request, outputs, len(prompts), bool(request.stream),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pagedllm.generation_config import SamplingDefaults
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -12,6 +14,8 @@ class ServerSettings:
     api_key: str | None = None
     # When set, new generation requests get a 503 while more than this many wait in the engine.
     max_waiting_requests: int | None = None
+    # What requests get for the sampling parameters they leave unset (--generation-config).
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def __post_init__(self) -> None:
         if any(not name for name in self.served_model_names):

@@ -8,7 +8,7 @@ from pagedllm import envs
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
 from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.generation_config import load_sampling_defaults
-from pagedllm.models.source import ModelSource, resolve_model_source
+from pagedllm.models.source import ModelSource, resolve_model_source, resolve_tokenizer_folder
 
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
 KERNEL_ARGS = tuple(f.name for f in dataclasses.fields(KernelConfig))
@@ -82,7 +82,7 @@ class EngineArgs(VllmCompatArgs):
         model_config = ModelConfig(
             model=source.path,
             gguf_file=source.gguf_file,
-            tokenizer=self.tokenizer,
+            tokenizer=resolve_tokenizer_folder(self.tokenizer),
             hf_config=hf_config,
             dtype=_resolve_dtype(self.dtype, hf_config, platform.default_dtype()),
             max_model_len=_resolve_max_model_len(self.max_model_len, hf_config, source),

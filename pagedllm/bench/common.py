@@ -17,7 +17,8 @@ def random_prompts(tokenizer: Any, vocab_size: int, num_prompts: int, input_len:
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="HF folder or .gguf file (default: embedded SmolLM2-135M)")
+    parser.add_argument("--model", default=None, help="HF folder, .gguf file or Hub id ORG/NAME (default: "
+                        "embedded SmolLM2-135M)")
     parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,8 @@ DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"  # the embedded default model
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
-                        help="HF folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+                        help="HF folder, .gguf file or Hugging Face Hub id ORG/NAME (default: the embedded "
+                             "SmolLM2-135M-Instruct)")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--served-model-name", nargs="+", default=None,

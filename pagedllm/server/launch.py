@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from pagedllm.bench.common import add_engine_args, engine_kwargs
@@ -79,14 +80,37 @@ def server_settings(args: argparse.Namespace, model_config: Any) -> Any:
 
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM (0) or until the engine core dies (1)."""
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
     from pagedllm.engine.arg_utils import EngineArgs
 
-    # First, in this process: a bad model or setting is one clear error before anything starts.
-    engine_config = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args)).create_engine_config()
+    # First, in this process: a bad model or setting is one clear error before anything starts. This
+    # may download a Hub model, so a signal must stop it at once (the event loop's handlers come later).
+    with _signals_interrupt():
+        try:
+            engine_config = EngineArgs(model=args.model_tag or args.model, **engine_kwargs(args)).create_engine_config()
+        except KeyboardInterrupt:
+            logger.info("Stopped while starting.")
+            return 0
+    return asyncio.run(_serve(args, engine_config))
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt as SIGINT does, within the block (main thread only)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _serve(args: argparse.Namespace, engine_config: Any) -> int:
     supervisor = _Supervisor(args)
     try:
         return await _start_and_serve(args, engine_config, supervisor)

@@ -82,7 +82,8 @@ class Worker:
         cc, max_model_len = self.config.cache_config, self.config.model_config.max_model_len
         if not self.is_cuda or cc.num_gpu_blocks_override is not None or cc.kv_cache_memory is not None:
             num_blocks = determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
-                                              self.platform.device_name)
+                                              self.platform.device_name, self.config.scheduler_config.max_num_seqs,
+                                              max_model_len)
             return KVCachePlan(num_blocks, max_model_len, num_blocks * cc.block_size / max_model_len)
         return self._plan_from_profile()
 

@@ -7,6 +7,8 @@
   lists what is allowed.
 * PAGEDLLM_<FLAG> for each flag of `pagedllm serve` (cli/env_defaults.py asks `environ()`).
 * OPENAI_API_KEY: the serving benchmark's default client key.
+* TORCH_EXTENSIONS_DIR: torch's own variable for where extension builds go; the C++ CPU kernels
+  build under it too (kernels/cpu/__init__.py), else under torch's default root.
 
 Nothing below the engine reads the environment: layers, kernels and the worker get typed
 configuration.
@@ -87,3 +89,8 @@ def _parse(name: str, raw: str, hint: Any, choices: tuple[str, ...] | None) -> A
 
 def openai_api_key() -> str | None:
     return environ().get("OPENAI_API_KEY")
+
+
+def torch_extensions_dir() -> str | None:
+    """TORCH_EXTENSIONS_DIR when set: the root the C++ CPU kernels build under."""
+    return environ().get("TORCH_EXTENSIONS_DIR") or None

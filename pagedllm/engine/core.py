@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 class EngineCore:
     def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
+        start = time.perf_counter()
         self.executor = get_executor_class(executor)(config, eos_token_id)
         plan = self.executor.determine_kv_cache()
         # The final config: the block count, and the context the KV cache fits (the CUDA memory
@@ -35,6 +36,9 @@ class EngineCore:
         self.async_scheduling = config.scheduler_config.async_scheduling
         # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
         self._in_flight: deque[tuple[SchedulerOutput, ModelRunnerOutputFuture]] = deque()
+        logger.info("Engine core ready in %.1f s: up to %d requests at once, %d tokens a step, max_model_len %d",
+                    time.perf_counter() - start, config.scheduler_config.max_num_seqs,
+                    config.scheduler_config.max_num_batched_tokens, config.model_config.max_model_len)
 
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""

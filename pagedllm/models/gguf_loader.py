@@ -5,8 +5,10 @@ HF's rotate-half rotary layout into interleaved pairs); we undo that so the tens
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,8 @@ _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
 # Not weights: llama3 GGUFs store precomputed rope frequency factors; we derive them from the config.
 _IGNORED = {"rope_freqs"}
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)$")
+_UNQUANTIZED = ("F32", "F16", "BF16")
+logger = logging.getLogger(__name__)
 
 
 def gguf_to_hf_name(name: str) -> str | None:
@@ -85,6 +89,9 @@ def iter_gguf_weights(path: str, hf_config: Any) -> Iterator[tuple[str, torch.Te
     if not os.path.isfile(path):
         raise ValueError(f"GGUF file {path!r} does not exist.")
     reader = gguf.GGUFReader(path)
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    logger.info("GGUF tensors: %s%s", ", ".join(f"{n} {name}" for name, n in types.most_common()),
+                "; quantized ones are dequantized at load" if set(types) - set(_UNQUANTIZED) else "")
     permuted = gguf_metadata(reader, "general.architecture") == "llama"
     num_heads = hf_config.num_attention_heads
     num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or num_heads

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from pagedllm.models.registry import MODELS, get_model_class
 from pagedllm.models.safetensors_loader import iter_safetensors_weights, safetensors_files
 from pagedllm.models.source import ModelSource
 
+logger = logging.getLogger(__name__)
 # GGUF configs come without `architectures`; derive it from model_type.
 _ARCH_BY_MODEL_TYPE = {
     "llama": "LlamaForCausalLM",
@@ -100,6 +103,19 @@ def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, tor
     return iter_safetensors_weights(source.path)
 
 
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights as loaded, a shared tensor counted once (a tied lm_head that
+    holds its own copy of the embedding counts twice, as it takes memory twice). Call it before
+    process_weights_after_loading: linear methods may then move weights out of the parameters."""
+    seen: set[int] = set()
+    nbytes = 0
+    for p in model.parameters():
+        if p.numel() and p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            nbytes += p.numel() * p.element_size()
+    return nbytes
+
+
 def process_weights_after_loading(model: nn.Module) -> None:
     """Let every linear layer's method repack its loaded weight (e.g. the CPU's packed GEMMs)."""
     for module in model.modules():
@@ -132,17 +148,25 @@ def load_model(model_config: ModelConfig, device: str = "cpu",
     linear methods repack, and return it in eval mode, no grad."""
     source = ModelSource(model_config.model, model_config.gguf_file)
     model_cls = get_model_class(model_config.architecture)
+    dummy = model_config.load_format == "dummy"
+    logger.info("Loading %s (%s, %s) as %s on %s", source.display_name, model_config.architecture,
+                "random weights" if dummy else "GGUF" if source.is_gguf else "safetensors", model_config.dtype,
+                device)
+    start = time.perf_counter()
     with torch.device(device):
         kernels = kernels or current_layer_kernels()
         with use_layer_kernels(kernels):
             model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
-    if model_config.load_format == "dummy":
+    if dummy:
         init_dummy_weights(model, model_config.seed)
     else:
         model.load_weights(iter_weights(source, model_config.hf_config))
+    weight_bytes = parameter_bytes(model)
     if kernels.fold_norms and isinstance(model, DecoderForCausalLM):
         fold_norms(model)  # two launches a layer fewer (models/norm_folding.py)
     process_weights_after_loading(model)
     model.eval()
     model.requires_grad_(False)
+    logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20, model_config.dtype,
+                time.perf_counter() - start)
     return model

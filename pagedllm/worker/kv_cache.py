@@ -12,8 +12,10 @@ from pagedllm.config import CacheConfig, ModelConfig
 logger = logging.getLogger(__name__)
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# On the CPU there is no device memory to fill; like vLLM's CPU backend we default to a fixed space.
+# On the CPU there is no device memory to fill: the default cache is what the scheduler can use,
+# at most this much (vLLM's CPU backend defaults to the same fixed space).
 DEFAULT_CPU_KV_CACHE_BYTES = 4 << 30
+_MiB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,19 @@ class KVCacheSpec:
         )
 
 
-def determine_num_blocks(spec: KVCacheSpec, cache_config: CacheConfig, available_bytes: int, device: str) -> int:
-    """Blocks from, in order: the override, an explicit byte budget, or a fraction of free memory."""
+def determine_num_blocks(spec: KVCacheSpec, cache_config: CacheConfig, available_bytes: int, device: str,
+                         max_num_seqs: int, max_model_len: int) -> int:
+    """Blocks from, in order: the override, an explicit byte budget, on the CPU the default below,
+    else (a device without a memory profile) a fraction of free memory."""
     if cache_config.num_gpu_blocks_override is not None:
+        logger.info("KV cache size: num_gpu_blocks_override = %d blocks", cache_config.num_gpu_blocks_override)
         return cache_config.num_gpu_blocks_override
     if cache_config.kv_cache_memory is not None:
         budget = cache_config.kv_cache_memory
+        logger.info("KV cache size: kv_cache_memory = %.0f MiB", budget / _MiB)
     elif device == "cpu":
-        budget = min(DEFAULT_CPU_KV_CACHE_BYTES, int(available_bytes * cache_config.gpu_memory_utilization))
+        budget = default_cpu_kv_cache_bytes(spec, max_num_seqs, max_model_len, available_bytes,
+                                            cache_config.gpu_memory_utilization)
     else:
         budget = int(available_bytes * cache_config.gpu_memory_utilization)
     num_blocks = budget // spec.bytes_per_block
@@ -60,6 +67,27 @@ def determine_num_blocks(spec: KVCacheSpec, cache_config: CacheConfig, available
             "raise kv_cache_memory or gpu_memory_utilization."
         )
     return num_blocks
+
+
+def default_cpu_kv_cache_bytes(spec: KVCacheSpec, max_num_seqs: int, max_model_len: int, available_bytes: int,
+                               memory_fraction: float) -> int:
+    """The CPU's default KV cache: the least of
+      * what the scheduler can hold at once: max_num_seqs requests of max_model_len tokens, each
+        rounded up to whole blocks (more would never be written by running requests),
+      * DEFAULT_CPU_KV_CACHE_BYTES,
+      * memory_fraction (gpu_memory_utilization) of the memory available now.
+    No headroom beyond the first bound: it assumes every running request at its full context, so
+    real workloads leave blocks of it free, and those hold the prefix cache (a prefix shared by
+    running requests takes its blocks once)."""
+    blocks_per_request = -(-max_model_len // spec.block_size)
+    demand = max_num_seqs * blocks_per_request * spec.bytes_per_block
+    available = int(available_bytes * memory_fraction)
+    budget = min(demand, DEFAULT_CPU_KV_CACHE_BYTES, available)
+    logger.info("KV cache size (CPU default): %.1f MiB = min(%.1f MiB for max_num_seqs %d x max_model_len %d, "
+                "the %.0f MiB cap, %.0f%% of %.0f MiB available); kv_cache_memory sets it", budget / _MiB,
+                demand / _MiB, max_num_seqs, max_model_len, DEFAULT_CPU_KV_CACHE_BYTES / _MiB, memory_fraction * 100,
+                available_bytes / _MiB)
+    return budget
 
 
 def allocate_kv_caches(

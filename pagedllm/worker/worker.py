@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import torch
 
@@ -56,8 +57,9 @@ class Worker:
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
         self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
-        logger.info("Kernels: attention backend %s, ops %s, sampler stage %s", self.backend.name,
-                    self.layer_kernels.ops.value, "fused" if self.sampler.inverse_cdf else "torch")
+        logger.info("Kernels: attention backend %s, ops %s, sampler stage %s%s", self.backend.name,
+                    self.layer_kernels.ops.value, "fused" if self.sampler.inverse_cdf else "torch",
+                    "" if self.is_cuda else f", {torch.get_num_threads()} CPU threads")
 
     def load_model(self) -> None:
         from pagedllm.models.loader import load_model
@@ -70,8 +72,9 @@ class Worker:
             torch.cuda.synchronize(self.device)
             self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
         self.startup_times["load"] = time.perf_counter() - start
-        logger.info("Loaded %s in %.1f s (%.0f MiB on %s)", self.config.model_config.architecture,
-                    self.startup_times["load"], self.weights_bytes / 2**20, self.device)
+        if self.is_cuda:  # the loader logged the weights' size; this is what they take on the card
+            logger.info("Weights take %.0f MiB on %s", self.weights_bytes / 2**20, self.device)
+        logger.info("Linear layers: %s", _linear_methods(self.model))
 
     def _spec(self) -> KVCacheSpec:
         return KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
@@ -82,7 +85,8 @@ class Worker:
         cc, max_model_len = self.config.cache_config, self.config.model_config.max_model_len
         if not self.is_cuda or cc.num_gpu_blocks_override is not None or cc.kv_cache_memory is not None:
             num_blocks = determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
-                                              self.platform.device_name)
+                                              self.platform.device_name, self.config.scheduler_config.max_num_seqs,
+                                              max_model_len)
             return KVCachePlan(num_blocks, max_model_len, num_blocks * cc.block_size / max_model_len)
         return self._plan_from_profile()
 
@@ -90,6 +94,8 @@ class Worker:
         cfg, spec = self.config, self._spec()
         start = time.perf_counter()
         sc = cfg.scheduler_config
+        logger.info("Profiling the memory of a worst-case step (%d tokens, %d sampled rows) to size the KV cache",
+                    sc.max_num_batched_tokens, sc.max_num_seqs)
         common = dict(max_num_seqs=sc.max_num_seqs, max_model_len=cfg.model_config.max_model_len,
                       vocab_size=cfg.model_config.hf_config.vocab_size, device=self.device, sampler=self.sampler)
         peak = profile_step_memory(self.model, self.backend, spec,
@@ -156,10 +162,12 @@ class Worker:
         self.backend.configure(cfg.scheduler_config.max_num_seqs, cfg.model_config.max_model_len)
         spec = self._spec()
         kv_caches = allocate_kv_caches(spec, num_blocks, self.backend, self.device)
-        logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, spec.block_size,
-                    num_blocks * spec.bytes_per_block / 2**20)
-        max_num_reqs = cfg.scheduler_config.max_num_seqs
         max_model_len = cfg.model_config.max_model_len
+        num_tokens = num_blocks * spec.block_size
+        logger.info("KV cache: %d blocks of %d tokens = %d tokens, %.1f MiB on %s (%.1f requests of max_model_len "
+                    "%d at once)", num_blocks, spec.block_size, num_tokens, num_blocks * spec.bytes_per_block / 2**20,
+                    self.device, num_tokens / max_model_len, max_model_len)
+        max_num_reqs = cfg.scheduler_config.max_num_seqs
         max_blocks = -(-max_model_len // spec.block_size)
         buffers = graphs = piecewise = None
         if self.is_cuda:
@@ -171,6 +179,9 @@ class Worker:
                 reserved = torch.cuda.memory_reserved(self.device)
                 elapsed = 0.0
                 piecewise_sizes = self._piecewise_sizes()
+                logger.info("Capturing CUDA graphs: decode batch sizes %d..%d%s", sizes[0], sizes[-1],
+                            f", prompt steps of {piecewise_sizes[0]}..{piecewise_sizes[-1]} tokens in pieces"
+                            if piecewise_sizes else "")
                 if piecewise_sizes:  # first: its largest size frees the most memory for the rest
                     piecewise = PiecewiseGraphRunner(self.model, self.backend, kv_caches, buffers, piecewise_sizes,
                                                      block_size=spec.block_size)
@@ -202,3 +213,11 @@ class Worker:
     def execute_model_async(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutputFuture:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"
         return self.runner.execute_model_async(scheduler_output)
+
+
+def _linear_methods(model: torch.nn.Module) -> str:
+    """How many linear layers each method runs, e.g. '211 PanelLinearMethod, 1 OneDnnLinearMethod'."""
+    from pagedllm.layers.linear import Linear
+
+    counts = Counter(type(m.method).__name__ for m in model.modules() if isinstance(m, Linear))
+    return ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "none"

@@ -23,7 +23,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 DECODE_ATTENTION_SOURCE = os.path.join(_HERE, "decode_attention.cpp")
 SOURCES = [os.path.join(_HERE, name) for name in (
     "bindings.cpp", "decode_attention.cpp", "varlen_attention.cpp", "kv_cache_write.cpp", "linear_f32.cpp",
-    "rms_norm.cpp", "rotary.cpp", "activation.cpp", "sampling.cpp")]
+    "rms_norm.cpp", "rotary.cpp", "activation.cpp", "sampling.cpp", "quant_repack.cpp", "quant_gemm.cpp",
+    "quant_gemm_scalar.cpp", "quant_gemm_avx2.cpp", "quant_gemm_avx512.cpp")]
 
 
 def _headers_digest() -> str:

@@ -231,3 +231,16 @@ def test_default_model_q8_0_embedding(default_model_reader):
     logits = quant.linear(x, w)
     rows_ref = gguf.quants.dequantize(raw[:4096], t.tensor_type)
     _check_linear(logits[:, :4096], rows_ref, x)
+
+
+@pytest.mark.parametrize("isa_name", ISAS)
+def test_non_finite_activations_give_nan_rows(isa_name):
+    """An inf or NaN in a row of x makes that row's outputs NaN (as float32 would), not finite
+    garbage from a saturated int8; the other rows are unaffected."""
+    w, _ = _packed(T.Q4_1, N, 64)
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(8))
+    x[0, 5], x[2, 40] = float("nan"), float("inf")
+    with isa(isa_name):
+        out = quant.linear(x, w)
+        assert out[0].isnan().all() and out[2].isnan().all()
+        assert torch.equal(out[1:2], quant.linear(x[1:2], w))

@@ -15,6 +15,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstring>
 
 namespace pagedllm::quant {
@@ -78,11 +80,10 @@ inline void decode_group(const uint8_t* tile, int g, int hf, __m256i* w) {
 }
 
 template <typename F>
-inline void decode_scales(const uint8_t* tile, int s, int hf, __m256& dsc, __m256& mn) {
-  const __m256 d = fp16s(tile + F::kDAt + 16 * hf);
+inline void decode_scales(const uint8_t* tile, int s, int hf, __m256 d, __m256 m, __m256& dsc, __m256& mn) {
   if constexpr (F::kQK == 32) {
     dsc = d;
-    if constexpr (F::kHasM) mn = fp16s(tile + F::kMAt + 16 * hf);
+    if constexpr (F::kHasM) mn = m;
   } else if constexpr (F::kId == kQ4_K || F::kId == kQ5_K) {
     const __m256i m6 = _mm256_set1_epi32(63), m4 = _mm256_set1_epi32(15);
     __m256i sc, mi;
@@ -97,11 +98,11 @@ inline void decode_scales(const uint8_t* tile, int s, int hf, __m256& dsc, __m25
                            _mm256_slli_epi32(_mm256_srli_epi32(bytes_of(tile, F::kScalesAt, s, hf), 6), 4));
     }
     dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
-    mn = negate(_mm256_mul_ps(fp16s(tile + F::kMAt + 16 * hf), _mm256_cvtepi32_ps(mi)));
+    mn = negate(_mm256_mul_ps(m, _mm256_cvtepi32_ps(mi)));
   } else if constexpr (F::kId == kQ2_K) {
     const __m256i b = bytes_of(tile, F::kScalesAt, s, hf);
     dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15))));
-    mn = negate(_mm256_mul_ps(fp16s(tile + F::kMAt + 16 * hf), _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4))));
+    mn = negate(_mm256_mul_ps(m, _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4))));
   } else if constexpr (F::kId == kQ3_K) {
     const __m256i lo = s < 8 ? _mm256_and_si256(bytes_of(tile, F::kScalesAt, s, hf), _mm256_set1_epi32(15))
                              : _mm256_srli_epi32(bytes_of(tile, F::kScalesAt, s - 8, hf), 4);
@@ -136,12 +137,14 @@ void rows_kernel(const LinearJob& job, const QuantizedRows& x, int64_t m0, int64
   for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* tile = panel + b * F::kTileBytes;
+    const __m256 d = fp16s(tile + F::kDAt + 16 * hf);  // the tile's fp16 scales, once for its sub-blocks
+    const __m256 dm = F::kHasM ? fp16s(tile + F::kMAt + 16 * hf) : _mm256_setzero_ps();
     for (int g = 0; g < kGroups; ++g) {
       __m256i w[8];
       decode_group<F>(tile, g, hf, w);
       for (int h = 0; h < kSubs; ++h) {
         __m256 dsc, mn = _mm256_setzero_ps();
-        decode_scales<F>(tile, g * kSubs + h, hf, dsc, mn);
+        decode_scales<F>(tile, g * kSubs + h, hf, d, dm, dsc, mn);
         const int64_t k0 = b * F::kQK + 32 * g + h * F::kSub;
         for (int r = 0; r < MR; ++r) {
           const int64_t m = m0 + r;
@@ -228,11 +231,15 @@ void quantize_avx2(const float* x, int64_t ldx, int64_t m0, int64_t m1, int sub,
       m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
       m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
       const float amax = _mm_cvtss_f32(m4);
-      const float db = amax / 127.f;
-      const __m256 id = _mm256_set1_ps(db != 0.f ? 1.f / db : 0.f);
+      int nonfinite = 0;  // not <= FLT_MAX: inf or NaN (scale NaN, as in scalar)
+      for (int i = 0; i < 4; ++i) {
+        nonfinite |= _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v[i], abs_mask), _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
+      }
+      const float db = nonfinite == 0 ? amax / 127.f : NAN;
+      const __m256 id = _mm256_set1_ps(nonfinite == 0 && db != 0.f ? 1.f / db : 0.f);
       d[b] = db;
       __m256i qi[4];
-      for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+      for (int i = 0; i < 4; ++i) qi[i] = nonfinite == 0 ? _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id)) : _mm256_setzero_si256();
       // int32 -> int8 in order: packs interleave the 128-bit lanes, the permute undoes it
       const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b),

@@ -22,6 +22,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstring>
 
 namespace pagedllm::quant {
@@ -77,11 +79,10 @@ inline void decode_group(const uint8_t* tile, int g, __m512i* w) {
 
 // Sub-block s's scales of the 16 rows: dsc, and (asymmetric types) mn; as sub_scale() computes them.
 template <typename F>
-inline void decode_scales(const uint8_t* tile, int s, __m512& dsc, __m512& mn) {
-  const __m512 d = fp16s(tile + F::kDAt);
+inline void decode_scales(const uint8_t* tile, int s, __m512 d, __m512 m, __m512& dsc, __m512& mn) {
   if constexpr (F::kQK == 32) {
     dsc = d;
-    if constexpr (F::kHasM) mn = fp16s(tile + F::kMAt);
+    if constexpr (F::kHasM) mn = m;
   } else if constexpr (F::kId == kQ4_K || F::kId == kQ5_K) {
     const __m512i m6 = _mm512_set1_epi32(63), m4 = _mm512_set1_epi32(15);
     __m512i sc, mi;
@@ -96,11 +97,11 @@ inline void decode_scales(const uint8_t* tile, int s, __m512& dsc, __m512& mn) {
                            _mm512_slli_epi32(_mm512_srli_epi32(bytes_of(tile, F::kScalesAt, s), 6), 4));
     }
     dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-    mn = negate(_mm512_mul_ps(fp16s(tile + F::kMAt), _mm512_cvtepi32_ps(mi)));
+    mn = negate(_mm512_mul_ps(m, _mm512_cvtepi32_ps(mi)));
   } else if constexpr (F::kId == kQ2_K) {
     const __m512i b = bytes_of(tile, F::kScalesAt, s);
     dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15))));
-    mn = negate(_mm512_mul_ps(fp16s(tile + F::kMAt), _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4))));
+    mn = negate(_mm512_mul_ps(m, _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4))));
   } else if constexpr (F::kId == kQ3_K) {
     const __m512i lo = s < 8 ? _mm512_and_si512(bytes_of(tile, F::kScalesAt, s), _mm512_set1_epi32(15))
                              : _mm512_srli_epi32(bytes_of(tile, F::kScalesAt, s - 8), 4);
@@ -125,6 +126,8 @@ void rows_kernel(const LinearJob& job, const QuantizedRows& x, int64_t m0, int64
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* tile = panel + b * F::kTileBytes;
+    const __m512 d = fp16s(tile + F::kDAt);  // the tile's fp16 scales, once for its sub-blocks
+    const __m512 dm = F::kHasM ? fp16s(tile + F::kMAt) : _mm512_setzero_ps();
     for (int g = 0; g < kGroups; ++g) {
       if (next != nullptr) {  // the same bytes of the next panel: all of it by the end of this one
         const char* pf = reinterpret_cast<const char*>(next + b * F::kTileBytes + g * kGroupBytes);
@@ -134,14 +137,23 @@ void rows_kernel(const LinearJob& job, const QuantizedRows& x, int64_t m0, int64
       decode_group<F>(tile, g, w);
       for (int h = 0; h < kSubs; ++h) {
         __m512 dsc, mn = _mm512_setzero_ps();
-        decode_scales<F>(tile, g * kSubs + h, dsc, mn);
+        decode_scales<F>(tile, g * kSubs + h, d, dm, dsc, mn);
         const int64_t k0 = b * F::kQK + 32 * g + h * F::kSub;
         for (int r = 0; r < MR; ++r) {
           const int64_t m = m0 + r;
           const int8_t* xq = x.q + m * K + k0;
           const int32_t t = x.t[m * nsub + k0 / F::kSub];
           __m512i ia = F::kAsym ? _mm512_setzero_si512() : _mm512_set1_epi32(t);
-          for (int c = 0; c < kChunks; ++c) ia = _mm512_dpbusd_epi32(ia, w[h * kChunks + c], _mm512_set1_epi32(load_i32(xq + 4 * c)));
+          if constexpr (MR <= 2 && kChunks == 8) {  // two chains: few rows have little else to overlap
+            __m512i ib = _mm512_setzero_si512();
+            for (int c = 0; c < kChunks; c += 2) {
+              ia = _mm512_dpbusd_epi32(ia, w[h * kChunks + c], _mm512_set1_epi32(load_i32(xq + 4 * c)));
+              ib = _mm512_dpbusd_epi32(ib, w[h * kChunks + c + 1], _mm512_set1_epi32(load_i32(xq + 4 * c + 4)));
+            }
+            ia = _mm512_add_epi32(ia, ib);
+          } else {
+            for (int c = 0; c < kChunks; ++c) ia = _mm512_dpbusd_epi32(ia, w[h * kChunks + c], _mm512_set1_epi32(load_i32(xq + 4 * c)));
+          }
           acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), _mm512_mul_ps(dsc, _mm512_set1_ps(x.d[m * ldd + k0 / 32])), acc[r]);
           if constexpr (F::kAsym) {
             float xt;
@@ -195,11 +207,15 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t m0, int64_t m1, int su
     int32_t* t = const_cast<int32_t*>(out.t) + m * (K / sub);
     for (int64_t b = 0; b < K / 32; ++b) {
       const __m512 v0 = _mm512_loadu_ps(xr + 32 * b), v1 = _mm512_loadu_ps(xr + 32 * b + 16);
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-      const float db = amax / 127.f;
-      const __m512 id = _mm512_set1_ps(db != 0.f ? 1.f / db : 0.f);
+      const __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+      const __m512 big = _mm512_set1_ps(FLT_MAX);  // not <= FLT_MAX: inf or NaN (scale NaN, as in scalar)
+      const bool finite = (_mm512_cmp_ps_mask(a0, big, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, big, _CMP_NLE_UQ)) == 0;
+      const float db = finite ? amax / 127.f : NAN;
+      const __m512 id = _mm512_set1_ps(finite && db != 0.f ? 1.f / db : 0.f);
       d[b] = db;
-      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+      const __m512i q0 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)) : _mm512_setzero_si512();
+      const __m512i q1 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v1, id)) : _mm512_setzero_si512();
       _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtsepi32_epi8(q0));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtsepi32_epi8(q1));
       const int32_t s0 = _mm512_reduce_add_epi32(q0), s1 = _mm512_reduce_add_epi32(q1);

@@ -5,6 +5,7 @@
 #include "quant_kernels.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <vector>
 
@@ -20,11 +21,16 @@ void quantize_rows_scalar(const float* x, int64_t ldx, int64_t m0, int64_t m1, i
     int32_t* t = const_cast<int32_t*>(out.t) + m * (K / sub);
     for (int64_t b = 0; b < K / 32; ++b) {
       float amax = 0.f;
-      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xr[32 * b + j]));
-      const float db = amax / 127.f;
-      const float id = db != 0.f ? 1.f / db : 0.f;
+      bool finite = true;
+      for (int j = 0; j < 32; ++j) {
+        amax = std::max(amax, std::fabs(xr[32 * b + j]));
+        finite = finite && std::fabs(xr[32 * b + j]) <= FLT_MAX;
+      }
+      // A block with an inf or NaN gets scale NaN: the rows' outputs become NaN, as in float32.
+      const float db = finite ? amax / 127.f : NAN;
+      const float id = finite && db != 0.f ? 1.f / db : 0.f;
       d[b] = db;
-      for (int j = 0; j < 32; ++j) q[32 * b + j] = static_cast<int8_t>(std::nearbyint(xr[32 * b + j] * id));
+      for (int j = 0; j < 32; ++j) q[32 * b + j] = finite ? static_cast<int8_t>(std::nearbyint(xr[32 * b + j] * id)) : 0;
     }
     for (int64_t s = 0; s < K / sub; ++s) {
       int32_t sum = 0;

@@ -96,54 +96,39 @@ struct Unpacked {
 
 inline uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 
-// ---- the packed tile's bit regions: element k (0 .. QK-1) of panel row c ----
-inline uint8_t* nibble_byte(uint8_t* r, int c, int k) {
-  const int g = k / 32, i = k % 32;
-  return r + 256 * g + 64 * ((i % 16) / 4) + 4 * c + (i % 4);
-}
+// ---- the packed tile's bit regions: where element k (0 .. QK-1) of panel row c lives ----
+inline int nibble_at(int c, int k) { return 256 * (k / 32) + 64 * ((k % 16) / 4) + 4 * c + (k % 4); }
 inline int nibble_shift(int k) { return (k % 32) < 16 ? 0 : 4; }
-inline uint8_t* crumb_byte(uint8_t* r, int c, int k) { return r + 64 * (k / 16) + 4 * c + (k % 4); }
+inline int crumb_at(int c, int k) { return 64 * (k / 16) + 4 * c + (k % 4); }
 inline int crumb_shift(int k) { return 2 * ((k / 4) % 4); }
-inline uint8_t* bitplane_byte(uint8_t* r, int c, int k) { return r + 8 * (k / 4) + (4 * c + k % 4) / 8; }
+inline int bitplane_at(int c, int k) { return 8 * (k / 4) + (4 * c + k % 4) / 8; }
 inline int bitplane_shift(int c, int k) { return (4 * c + k % 4) % 8; }
-inline uint8_t* byte_at(uint8_t* r, int c, int k) { return r + 64 * (k / 4) + 4 * c + (k % 4); }
+inline int byte_at(int c, int k) { return 64 * (k / 4) + 4 * c + (k % 4); }
 
-inline int region_bytes(Bits bits, int qk) {
-  switch (bits) {
-    case Bits::kNibbles: return qk * kPanel / 2;
-    case Bits::kCrumbs: return qk * kPanel / 4;
-    case Bits::kBytes: return qk * kPanel;
-    case Bits::kBitplane: return qk * kPanel / 8;
-    default: return 0;
+// The byte offset and bit shift of element k of row c in a region of this kind, and its width mask.
+inline void locate(Bits kind, int c, int k, int& at, int& shift, int& mask) {
+  switch (kind) {
+    case Bits::kNibbles: at = nibble_at(c, k); shift = nibble_shift(k); mask = 15; break;
+    case Bits::kCrumbs: at = crumb_at(c, k); shift = crumb_shift(k); mask = 3; break;
+    case Bits::kBitplane: at = bitplane_at(c, k); shift = bitplane_shift(c, k); mask = 1; break;
+    default: at = byte_at(c, k); shift = 0; mask = 255; break;
   }
 }
 
-// Writes (store) or reads (load) `bits` bits of u at bit position `shift` of the quant, for
-// the region of kind `kind` at r.
-inline void put_bits(uint8_t* r, Bits kind, int c, int qk, const uint8_t* u, int shift) {
+// Stores bits [from, from + width) of each u[k] of row c into the region r of this kind
+// (store), or ORs them back into u[k] at bit `from` (load).
+inline void put_bits(uint8_t* r, Bits kind, int c, int qk, const uint8_t* u, int from) {
   for (int k = 0; k < qk; ++k) {
-    const int v = u[k] >> shift;
-    switch (kind) {
-      case Bits::kNibbles: *nibble_byte(r, c, k) |= static_cast<uint8_t>((v & 15) << nibble_shift(k)); break;
-      case Bits::kCrumbs: *crumb_byte(r, c, k) |= static_cast<uint8_t>((v & 3) << crumb_shift(k)); break;
-      case Bits::kBitplane: *bitplane_byte(r, c, k) |= static_cast<uint8_t>((v & 1) << bitplane_shift(c, k)); break;
-      case Bits::kBytes: *byte_at(r, c, k) = static_cast<uint8_t>(v); break;
-      default: break;
-    }
+    int at, shift, mask;
+    locate(kind, c, k, at, shift, mask);
+    r[at] = static_cast<uint8_t>((r[at] & ~(mask << shift)) | (((u[k] >> from) & mask) << shift));
   }
 }
-inline void get_bits(const uint8_t* rc, Bits kind, int c, int qk, uint8_t* u, int shift) {
-  uint8_t* r = const_cast<uint8_t*>(rc);
+inline void get_bits(const uint8_t* r, Bits kind, int c, int qk, uint8_t* u, int from) {
   for (int k = 0; k < qk; ++k) {
-    int v = 0;
-    switch (kind) {
-      case Bits::kNibbles: v = (*nibble_byte(r, c, k) >> nibble_shift(k)) & 15; break;
-      case Bits::kCrumbs: v = (*crumb_byte(r, c, k) >> crumb_shift(k)) & 3; break;
-      case Bits::kBitplane: v = (*bitplane_byte(r, c, k) >> bitplane_shift(c, k)) & 1; break;
-      case Bits::kBytes: v = *byte_at(r, c, k); break;
-      default: break;
-    }
-    u[k] = static_cast<uint8_t>(u[k] | (v << shift));
+    int at, shift, mask;
+    locate(kind, c, k, at, shift, mask);
+    u[k] = static_cast<uint8_t>(u[k] | (((r[at] >> shift) & mask) << from));
   }
 }
 

@@ -38,7 +38,7 @@ std::atomic<int> g_isa{kAuto};
 bool cpu_supports(Isa isa) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   switch (isa) {
-    case kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case kAvx512Vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");

@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # The C++ files of the module, in build order (the headers are found beside them).
 SOURCE_NAMES = ("bindings.cpp", "decode_attention.cpp", "varlen_attention.cpp", "kv_cache_write.cpp",
-                "linear_f32.cpp", "rms_norm.cpp", "rotary.cpp", "activation.cpp", "sampling.cpp")
+                "linear_f32.cpp", "rms_norm.cpp", "rotary.cpp", "activation.cpp", "sampling.cpp",
+                "quant_repack.cpp", "quant_gemm.cpp", "quant_gemm_scalar.cpp", "quant_gemm_avx2.cpp",
+                "quant_gemm_avx512.cpp")
 SOURCES = [os.path.join(_HERE, name) for name in SOURCE_NAMES]
 # The decode attention's source on its own: benchmarks/bench_cpu_attention.py builds another
 # version of it beside the rest for A/B runs.

@@ -33,6 +33,9 @@ class ModelConfig:
     max_model_len_explicit: bool = False
     # what requests get for the sampling parameters they leave unset (--generation-config)
     sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    # how the checkpoint's quantized weights run: "gguf" (a GGUF file's blocks kept as stored, run
+    # by the quantized CPU kernels), or None (unquantized; a GGUF file's dequantized at load)
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.load_format not in _LOAD_FORMATS:

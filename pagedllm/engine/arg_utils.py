@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from pagedllm import envs
@@ -10,6 +11,7 @@ from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.generation_config import load_sampling_defaults
 from pagedllm.models.source import ModelSource, resolve_model_source, resolve_tokenizer_folder
 
+logger = logging.getLogger(__name__)
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
 KERNEL_ARGS = tuple(f.name for f in dataclasses.fields(KernelConfig))
 
@@ -48,6 +50,9 @@ class EngineArgs(VllmCompatArgs):
     # default sampling parameters: "auto" (the model's generation_config.json), "vllm" (neutral) or a
     # folder with a generation_config.json (generation_config.py)
     generation_config: str = "auto"
+    # how a checkpoint's quantized weights run: None (a GGUF file's own types, as stored, on the
+    # CPU), "gguf" (the same, explicitly) or "none" (dequantized at load to dtype)
+    quantization: str | None = None
     # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
     # PAGEDLLM_<NAME> when set, else KernelConfig's default.
     attention_backend: str | None = None
@@ -90,6 +95,7 @@ class EngineArgs(VllmCompatArgs):
             load_format=self.load_format,
             max_model_len_explicit=self.max_model_len is not None,
             sampling_defaults=load_sampling_defaults(self.generation_config, source.path),
+            quantization=_resolve_quantization(self.quantization, source, platform.device_name),
         )
         default_seqs, default_batched = platform.default_scheduler_limits()
         max_num_seqs = self.max_num_seqs if self.max_num_seqs is not None else default_seqs
@@ -141,3 +147,29 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
             f"({source.display_name})."
         )
     return int(requested)
+
+
+QUANTIZATIONS = ("gguf", "none")
+
+
+def _resolve_quantization(requested: str | None, source: ModelSource, device: str) -> str | None:
+    """vLLM's `quantization`: for a GGUF file its own quantized types run as stored by default
+    ("gguf"), and "none" dequantizes them at load to `dtype` (the reference path); a safetensors
+    checkpoint is unquantized. Quantized GGUF weights run on the CPU's kernels; on CUDA the default
+    dequantizes, with a warning."""
+    value = "none" if requested is None and not source.is_gguf else requested
+    if value not in (None, *QUANTIZATIONS):
+        raise ValueError(f"quantization={requested!r} is not supported yet (supported: "
+                         f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
+    if value == "none":
+        return None
+    if not source.is_gguf:
+        raise ValueError("quantization='gguf' needs a GGUF file; this checkpoint is a safetensors folder.")
+    if device != "cpu":
+        if value == "gguf":
+            raise ValueError(f"Quantized GGUF weights run on the CPU only so far, not on {device}; pass "
+                             "quantization='none' to dequantize them at load.")
+        logger.warning("GGUF weights are dequantized to the model's dtype at load on %s (the quantized "
+                       "kernels run on the CPU only so far).", device)
+        return None
+    return "gguf"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from pagedllm.attention.base import BackendCapabilities
 from pagedllm.scoped import Scoped
 
 if TYPE_CHECKING:
+    from pagedllm.layers.embedding import EmbeddingMethod, EmbeddingSpec
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
 
 
@@ -45,6 +46,18 @@ class LayerKernels:
     cpu_ops: ModuleType | None = None
     # fold the decoder layers' norm weights into their projections (models/norm_folding.py)
     fold_norms: bool = False
+    # an EmbeddingSpec -> the method of the token embedding (None: the unquantized one)
+    embedding_method: Callable[[EmbeddingSpec], EmbeddingMethod] | None = None
+    # The checkpoint's weights that come quantized: HF weight name -> stored format (GGML type
+    # names, "Q4_1"), under `quantization` ("gguf"); the loader fills it from the file's header.
+    quantization: str | None = None
+    weight_formats: Mapping[str, str] = field(default_factory=dict)
+
+    def formats_of(self, weight_names: list[str]) -> tuple[str | None, tuple[str, ...]]:
+        """(quantization, per-weight formats) for a layer whose weights have these HF names:
+        (None, ()) when none of them is stored quantized."""
+        formats = tuple(self.weight_formats.get(name, "") for name in weight_names)
+        return (self.quantization, formats) if any(formats) else (None, ())
 
 
 _current: Scoped[LayerKernels] = Scoped()

@@ -19,14 +19,22 @@ class Linear(HFWeightLoadable):
     weight_t: nn.Parameter
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
-                 *, gated: bool = False) -> None:
-        """gated: the output is | gate | up | for SiLU-and-mul (forward_gated)."""
+                 *, gated: bool = False, prefix: str = "") -> None:
+        """gated: the output is | gate | up | for SiLU-and-mul (forward_gated). prefix: the HF
+        name of this layer ("model.layers.0.mlp.down_proj"), by which the checkpoint's format of
+        its weight is looked up (a quantized GGUF); "" for layers built outside a model."""
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bias = new_param(out_features, dtype=dtype) if bias else None  # [out]
-        spec = LinearSpec(in_features, out_features, bias, dtype, gated)
-        self.method = current_layer_kernels().linear_method(spec)
+        kernels = current_layer_kernels()
+        quantization, formats = kernels.formats_of([f"{p}.weight" for p in self._weight_prefixes(prefix) if p])
+        spec = LinearSpec(in_features, out_features, bias, dtype, gated, quantization, formats)
+        self.method = kernels.linear_method(spec)
         self.method.create_weights(self)
+
+    def _weight_prefixes(self, prefix: str) -> list[str]:
+        """The HF names of the checkpoint tensors this layer's weight is made of, in output order."""
+        return [prefix]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, in] -> [T, out]
         return self.method.apply(self, x)
@@ -63,13 +71,18 @@ class MergedLinear(Linear):
     """
 
     def __init__(self, in_features: int, shard_sizes: dict[str, int], bias: bool, dtype: torch.dtype,
-                 *, gated: bool = False) -> None:
-        super().__init__(in_features, sum(shard_sizes.values()), bias, dtype, gated=gated)
+                 *, gated: bool = False, prefixes: dict[str, str] | None = None) -> None:
+        """prefixes: each shard's HF layer name ("...self_attn.q_proj"), see Linear."""
         self.shard_offsets: dict[str, tuple[int, int]] = {}
         start = 0
         for name, size in shard_sizes.items():
             self.shard_offsets[name] = (start, size)
             start += size
+        self._shard_prefixes = [(prefixes or {}).get(name, "") for name in shard_sizes]
+        super().__init__(in_features, start, bias, dtype, gated=gated)
+
+    def _weight_prefixes(self, prefix: str) -> list[str]:
+        return self._shard_prefixes
 
     def split(self, out: torch.Tensor) -> list[torch.Tensor]:
         """Split a forward output [T, out] into the shards' views, in order."""

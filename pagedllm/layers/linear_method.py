@@ -43,7 +43,10 @@ class LinearSpec:
     bias: bool
     dtype: torch.dtype
     gated: bool = False  # a merged | gate | up | weight whose output feeds SiLU-and-mul
-    quantization: str | None = None  # None: unquantized (the only kind so far)
+    # The checkpoint's quantization scheme for this weight ("gguf"), None: unquantized
+    quantization: str | None = None
+    # with a quantization: each shard's stored format, in output order (GGML type names: "Q4_1")
+    formats: tuple[str, ...] = ()
 
 
 class LinearMethod(ABC):

@@ -47,15 +47,18 @@ def head_dim_of(cfg: Any) -> int:
 
 
 class DecoderAttention(nn.Module):
-    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "") -> None:
+        """prefix: the HF name of this block ("model.layers.3.self_attn"), which the checkpoint's
+        per-weight formats are looked up by (a quantized GGUF's types)."""
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = head_dim_of(cfg)
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.qkv_proj = MergedLinear(cfg.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size},
-                                     bias=opts.qkv_bias, dtype=dtype)
-        self.o_proj = Linear(q_size, cfg.hidden_size, bias=opts.o_bias, dtype=dtype)
+                                     bias=opts.qkv_bias, dtype=dtype,
+                                     prefixes={s: f"{prefix}.{s}_proj" for s in ("q", "k", "v")})
+        self.o_proj = Linear(q_size, cfg.hidden_size, bias=opts.o_bias, dtype=dtype, prefix=f"{prefix}.o_proj")
         rotary_dim = int(self.head_dim * getattr(cfg, "partial_rotary_factor", 1.0))
         self.rotary_emb = RotaryEmbedding(self.head_dim, rotary_dim, cfg.max_position_embeddings,
                                           rope_config_from_hf(cfg))
@@ -77,12 +80,14 @@ class DecoderAttention(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool, dtype: torch.dtype) -> None:
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool, dtype: torch.dtype,
+                 prefix: str = "") -> None:
         super().__init__()
         self.gate_up_proj = MergedLinear(hidden_size, {"gate": intermediate_size, "up": intermediate_size},
-                                         bias=bias, dtype=dtype, gated=True)
+                                         bias=bias, dtype=dtype, gated=True,
+                                         prefixes={s: f"{prefix}.{s}_proj" for s in ("gate", "up")})
         self.act = SiluAndMul()
-        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype, prefix=f"{prefix}.down_proj")
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor,  # [T, H] each
                 norm_scale: NormScale | None = None) -> torch.Tensor:
@@ -93,13 +98,13 @@ class GatedMLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "") -> None:
         super().__init__()
         # RMSNorm, or after norm folding (models/norm_folding.py) its FoldedRMSNorm
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype)
+        self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype, prefix=f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype, prefix=f"{prefix}.mlp")
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The layer on the hidden state [T, H] (the residual stream), updated in place: the o and
@@ -114,10 +119,11 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, cfg: Any, opts: DecoderOptions, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: Any, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "model") -> None:
         super().__init__()
-        self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, i, opts, dtype) for i in range(cfg.num_hidden_layers))
+        self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, prefix=f"{prefix}.embed_tokens")
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i, opts, dtype, prefix=f"{prefix}.layers.{i}")
+                                    for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -143,7 +149,7 @@ class DecoderForCausalLM(nn.Module):
         self.dtype = to_torch_dtype(dtype)
         self.tie_word_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
         self.model = DecoderModel(hf_config, opts, self.dtype)
-        self.lm_head = LMHead(hf_config.hidden_size, hf_config.vocab_size, self.dtype)
+        self.lm_head = LMHead(hf_config.hidden_size, hf_config.vocab_size, self.dtype, prefix="lm_head")
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, positions)

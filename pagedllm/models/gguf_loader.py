@@ -5,6 +5,7 @@ HF's rotate-half rotary layout into interleaved pairs); we undo that so the tens
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -82,16 +83,58 @@ def gguf_metadata(reader: Any, key: str) -> Any:
     return None if field is None else field.contents()
 
 
-def iter_gguf_weights(path: str, hf_config: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(hf_name, tensor) for every weight in the GGUF file at `path`."""
-    import gguf
-
+def _reader(path: str) -> Any:
     if not os.path.isfile(path):
         raise ValueError(f"GGUF file {path!r} does not exist.")
-    reader = gguf.GGUFReader(path)
+    stat = os.stat(path)
+    return _cached_reader(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_reader(path: str, mtime_ns: int, size: int) -> Any:
+    """One parse per file version: gguf-py reads every metadata field eagerly (a tokenizer of 49k
+    entries takes seconds), and loading asks twice (the formats, then the tensors)."""
+    import gguf
+
+    return gguf.GGUFReader(path)
+
+
+def gguf_weight_formats(path: str, hf_config: Any) -> dict[str, str]:
+    """HF weight name -> GGML type name ("Q4_1") of every tensor the file stores quantized, for
+    the quantized path's linear and embedding methods. A tied LM head takes the embedding's.
+    Raises ValueError naming the tensor, its type and the supported types when the kernels cannot
+    run one of them (nothing is dequantized silently)."""
+    from pagedllm.kernels.cpu.quant import SUPPORTED_TYPES
+
+    supported = {t.name for t in SUPPORTED_TYPES.values()}
+    formats: dict[str, str] = {}
+    for tensor in _reader(path).tensors:
+        hf_name, type_name = gguf_to_hf_name(tensor.name), tensor.tensor_type.name
+        if hf_name is None or type_name in _UNQUANTIZED:
+            continue
+        if type_name not in supported:
+            raise ValueError(f"GGUF tensor {tensor.name!r} is stored as {type_name}, which the quantized CPU "
+                             f"kernels do not run (supported: {', '.join(sorted(supported | set(_UNQUANTIZED)))}); "
+                             "pass quantization='none' to dequantize it at load if gguf-py can.")
+        formats[hf_name] = type_name
+    embed = formats.get("model.embed_tokens.weight")
+    if embed and "lm_head.weight" not in formats and getattr(hf_config, "tie_word_embeddings", False):
+        formats["lm_head.weight"] = embed
+    return formats
+
+
+def iter_gguf_weights(path: str, hf_config: Any, keep_quantized: bool = False) -> Iterator[tuple[str, Any]]:
+    """(hf_name, tensor) for every weight in the GGUF file at `path`: float tensors, and with
+    `keep_quantized` the quantized ones as GGUFTensors (their blocks as stored), else dequantized
+    to float32."""
+    from pagedllm.layers.gguf_weights import GGUFTensor
+
+    reader = _reader(path)
     types = Counter(t.tensor_type.name for t in reader.tensors)
+    quantized = set(types) - set(_UNQUANTIZED)
     logger.info("GGUF tensors: %s%s", ", ".join(f"{n} {name}" for name, n in types.most_common()),
-                "; quantized ones are dequantized at load" if set(types) - set(_UNQUANTIZED) else "")
+                "" if not quantized else "; quantized ones kept quantized" if keep_quantized
+                else "; quantized ones dequantized at load")
     permuted = gguf_metadata(reader, "general.architecture") == "llama"
     num_heads = hf_config.num_attention_heads
     num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or num_heads
@@ -99,9 +142,15 @@ def iter_gguf_weights(path: str, hf_config: Any) -> Iterator[tuple[str, torch.Te
         hf_name = gguf_to_hf_name(tensor.name)
         if hf_name is None:
             continue
+        heads = num_heads if ".attn_q." in tensor.name else num_kv_heads if ".attn_k." in tensor.name else 0
+        if keep_quantized and tensor.tensor_type.name not in _UNQUANTIZED:
+            rows, cols = (int(d) for d in reversed(tensor.shape))
+            data = torch.from_numpy(np.array(tensor.data, copy=True)).view(torch.uint8).reshape(rows, -1)
+            if permuted and heads:
+                data = reverse_llama_permute(data, heads).contiguous()
+            yield hf_name, GGUFTensor(data, int(tensor.tensor_type), rows, cols)
+            continue
         weight = _to_torch(tensor)
-        if permuted and ".attn_q." in tensor.name:
-            weight = reverse_llama_permute(weight, num_heads)
-        elif permuted and ".attn_k." in tensor.name:
-            weight = reverse_llama_permute(weight, num_kv_heads)
+        if permuted and heads:
+            weight = reverse_llama_permute(weight, heads)
         yield hf_name, weight

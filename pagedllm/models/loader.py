@@ -1,6 +1,7 @@
 """From a ModelSource / ModelConfig to a config, EOS ids and a loaded model. Never downloads."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,10 +13,12 @@ import torch
 from torch import nn
 
 from pagedllm.config import ModelConfig
+from pagedllm.layers.embedding import VocabEmbedding
+from pagedllm.layers.gguf_weights import packed_bytes
 from pagedllm.layers.layer_kernels import LayerKernels, current_layer_kernels, use_layer_kernels
 from pagedllm.layers.linear import Linear
 from pagedllm.models.common import DecoderForCausalLM, to_torch_dtype
-from pagedllm.models.gguf_loader import gguf_metadata, iter_gguf_weights
+from pagedllm.models.gguf_loader import gguf_metadata, gguf_weight_formats, iter_gguf_weights
 from pagedllm.models.norm_folding import fold_norms
 from pagedllm.models.registry import MODELS, get_model_class
 from pagedllm.models.safetensors_loader import iter_safetensors_weights, safetensors_files
@@ -95,12 +98,23 @@ def get_generation_eos_ids(source: ModelSource, hf_config: Any | None = None) ->
     return []
 
 
-def iter_weights(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(hf_name, tensor) pairs of the source's checkpoint."""
+def iter_weights(source: ModelSource, hf_config: Any, keep_quantized: bool = False) -> Iterator[tuple[str, Any]]:
+    """(hf_name, tensor) pairs of the source's checkpoint; with `keep_quantized` a GGUF file's
+    quantized tensors come as GGUFTensors (their blocks as stored)."""
     _check_source(source)
     if source.gguf_file is not None:
-        return iter_gguf_weights(os.path.join(source.path, source.gguf_file), hf_config)
+        return iter_gguf_weights(os.path.join(source.path, source.gguf_file), hf_config, keep_quantized)
     return iter_safetensors_weights(source.path)
+
+
+def checkpoint_kernels(model_config: ModelConfig, kernels: LayerKernels) -> LayerKernels:
+    """The platform's layer kernels told which weights the checkpoint stores quantized (a GGUF
+    file's types, read from its header), so each layer's method is chosen for its format."""
+    if model_config.quantization is None or model_config.gguf_file is None or model_config.load_format == "dummy":
+        return kernels
+    path = os.path.join(model_config.model, model_config.gguf_file)
+    formats = gguf_weight_formats(path, model_config.hf_config)
+    return dataclasses.replace(kernels, quantization=model_config.quantization, weight_formats=formats)
 
 
 def parameter_bytes(model: nn.Module) -> int:
@@ -117,9 +131,10 @@ def parameter_bytes(model: nn.Module) -> int:
 
 
 def process_weights_after_loading(model: nn.Module) -> None:
-    """Let every linear layer's method repack its loaded weight (e.g. the CPU's packed GEMMs)."""
+    """Let every linear layer's and embedding's method repack its loaded weight (the CPU's packed
+    GEMMs, quantized GGUF blocks)."""
     for module in model.modules():
-        if isinstance(module, Linear):
+        if isinstance(module, (Linear, VocabEmbedding)):
             module.process_weights_after_loading()
 
 
@@ -154,19 +169,21 @@ def load_model(model_config: ModelConfig, device: str = "cpu",
                 device)
     start = time.perf_counter()
     with torch.device(device):
-        kernels = kernels or current_layer_kernels()
+        kernels = checkpoint_kernels(model_config, kernels or current_layer_kernels())
         with use_layer_kernels(kernels):
             model = model_cls(model_config.hf_config, to_torch_dtype(model_config.dtype))
     if dummy:
         init_dummy_weights(model, model_config.seed)
     else:
-        model.load_weights(iter_weights(source, model_config.hf_config))
+        model.load_weights(iter_weights(source, model_config.hf_config, keep_quantized=bool(kernels.weight_formats)))
     weight_bytes = parameter_bytes(model)
     if kernels.fold_norms and isinstance(model, DecoderForCausalLM):
         fold_norms(model)  # two launches a layer fewer (models/norm_folding.py)
     process_weights_after_loading(model)
+    weight_bytes += packed_bytes(model)  # quantized blocks, held only once they are packed
     model.eval()
     model.requires_grad_(False)
-    logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20, model_config.dtype,
+    logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20,
+                model_config.dtype if not kernels.weight_formats else f"{model_config.dtype} and GGUF-quantized",
                 time.perf_counter() - start)
     return model

@@ -11,6 +11,7 @@ import torch
 
 from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions, BackendCapabilities
 from pagedllm.config import KernelConfig
+from pagedllm.layers.embedding import EmbeddingMethod, EmbeddingSpec, UnquantizedEmbeddingMethod
 from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
 from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
 from pagedllm.platforms.base import InverseCdfStage, Platform, backend_capabilities
@@ -42,12 +43,22 @@ class CpuPlatform(Platform):
         policy = kernel_config.cpu_gemm
 
         def linear_method(spec: LinearSpec) -> LinearMethod:
+            if spec.quantization is not None:
+                return cpu_quantized_linear_method(spec, kernels)
             return cpu_linear_method(spec, policy, avx512)
+
+        def embedding_method(spec: EmbeddingSpec) -> EmbeddingMethod:
+            if spec.quantization is not None:
+                from pagedllm.layers.gguf_weights import GGUFEmbeddingMethod
+
+                _check_quantized(spec.quantization, (spec.format,), kernels)
+                return GGUFEmbeddingMethod(spec)
+            return UnquantizedEmbeddingMethod(spec)
 
         if attention is None:
             attention = backend_capabilities(self.attention_backend_name(kernel_config))
         return LayerKernels(ops=OpImpl.CPU if kernels is not None else OpImpl.TORCH, linear_method=linear_method,
-                            attention=attention, cpu_ops=kernels)
+                            attention=attention, cpu_ops=kernels, embedding_method=embedding_method)
 
     def inverse_cdf_stage(self, kernel_config: KernelConfig) -> InverseCdfStage | None:
         kernels = _cpu_kernels(kernel_config)
@@ -85,6 +96,27 @@ def cpu_linear_method(spec: LinearSpec, policy: str, avx512: ModuleType | None) 
     if policy in ("auto", "onednn") and OneDnnLinearMethod.available(spec.dtype):
         return OneDnnLinearMethod(spec)
     return UnquantizedLinearMethod(spec)
+
+
+def cpu_quantized_linear_method(spec: LinearSpec, kernels: ModuleType | None) -> LinearMethod:
+    """A weight stored quantized (a GGUF file's blocks): our C++ integer kernels over them."""
+    from pagedllm.layers.gguf_weights import GGUFLinearMethod
+
+    _check_quantized(spec.quantization, spec.formats, kernels)
+    return GGUFLinearMethod(spec)
+
+
+def _check_quantized(quantization: str | None, formats: tuple[str, ...], kernels: ModuleType | None) -> None:
+    from pagedllm.layers.gguf_weights import QUANTIZATION
+
+    if quantization != QUANTIZATION:
+        raise ValueError(f"Quantization {quantization!r} is not supported on the CPU (supported: {QUANTIZATION}).")
+    if kernels is None:
+        raise ValueError("Quantized GGUF weights run on the C++ CPU kernels, which are off or could not be built "
+                         "here (cpu_kernels); pass quantization='none' to dequantize them at load instead.")
+    if not all(formats):
+        raise ValueError("A merged layer mixes quantized and float shards in this GGUF file, which is not "
+                         "supported; pass quantization='none' to dequantize it at load.")
 
 
 def _cpu_kernels(kernel_config: KernelConfig) -> ModuleType | None:

@@ -92,7 +92,10 @@ class CudaPlatform(Platform):
 def cuda_linear_method(spec: LinearSpec, policy: str, pdl: bool) -> LinearMethod:
     """The skinny-GEMM method where KernelConfig.skinny_gemm takes this weight (a launch shape
     exists for it), else the unquantized one (cuBLAS)."""
-    if spec.bias or spec.quantization is not None or not triton_available():
+    if spec.quantization is not None:
+        raise ValueError(f"Quantized {spec.quantization} weights are not supported on CUDA yet; pass "
+                         "quantization='none' to dequantize them at load.")
+    if spec.bias or not triton_available():
         return UnquantizedLinearMethod(spec)
     from pagedllm.kernels.triton.skinny_gemm import num_sms, skinny_config
     from pagedllm.layers.skinny_linear import SkinnyGemmLinearMethod

@@ -35,6 +35,7 @@ def make_smollm2_llm(smollm2_gguf: str, smollm2_tokenizer_dir: str):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("max_model_len", 2048)
         kwargs.setdefault("kv_cache_memory", 256 << 20)
+        kwargs.setdefault("quantization", "none")  # dequantized: what HF runs; tests ask for "gguf"
         return LLM(smollm2_gguf, tokenizer=smollm2_tokenizer_dir, **kwargs)
 
     return make

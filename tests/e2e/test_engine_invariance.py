@@ -1,4 +1,5 @@
-"""Greedy outputs do not depend on how the engine schedules: prefix caching, chunking, preemption, batching."""
+"""Greedy outputs do not depend on how the engine schedules: prefix caching, chunking, preemption,
+batching; on the dequantized path and on the quantized one (the GGUF's own types)."""
 from __future__ import annotations
 
 import pytest
@@ -21,40 +22,50 @@ def _assert_all_blocks_free(llm) -> None:
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
 
 
+@pytest.fixture(scope="module", params=["none", "gguf"])
+def quantization(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference(smollm2_llm) -> list[list[int]]:
-    return [_token_ids(smollm2_llm, [p])[0] for p in PROMPTS]  # batch of 1, one at a time
+def base_llm(make_smollm2_llm, quantization):
+    return make_smollm2_llm(quantization=quantization)
 
 
-def test_batch_of_many_equals_batch_of_one(smollm2_llm, reference):
-    assert _token_ids(smollm2_llm) == reference
-    _assert_all_blocks_free(smollm2_llm)
+@pytest.fixture(scope="module")
+def reference(base_llm) -> list[list[int]]:
+    return [_token_ids(base_llm, [p])[0] for p in PROMPTS]  # batch of 1, one at a time
 
 
-def test_prefix_cache_hits_do_not_change_outputs(smollm2_llm, reference):
-    kv = smollm2_llm.llm_engine.scheduler.kv_cache_manager
+def test_batch_of_many_equals_batch_of_one(base_llm, reference):
+    assert _token_ids(base_llm) == reference
+    _assert_all_blocks_free(base_llm)
+
+
+def test_prefix_cache_hits_do_not_change_outputs(base_llm, reference):
+    kv = base_llm.llm_engine.scheduler.kv_cache_manager
     hits_before = kv.prefix_cache_hits
-    assert _token_ids(smollm2_llm) == reference  # the shared prefix is cached by now
+    assert _token_ids(base_llm) == reference  # the shared prefix is cached by now
     assert kv.prefix_cache_hits > hits_before
-    _assert_all_blocks_free(smollm2_llm)
+    _assert_all_blocks_free(base_llm)
 
 
-def test_prefix_caching_off(make_smollm2_llm, reference):
-    llm = make_smollm2_llm(enable_prefix_caching=False)
+def test_prefix_caching_off(make_smollm2_llm, quantization, reference):
+    llm = make_smollm2_llm(enable_prefix_caching=False, quantization=quantization)
     assert _token_ids(llm) == reference
     assert llm.llm_engine.scheduler.kv_cache_manager.prefix_cache_hits == 0
     _assert_all_blocks_free(llm)
 
 
-def test_tiny_prefill_chunks(make_smollm2_llm, reference):
-    llm = make_smollm2_llm(max_num_batched_tokens=8, enable_prefix_caching=False)
+def test_tiny_prefill_chunks(make_smollm2_llm, quantization, reference):
+    llm = make_smollm2_llm(max_num_batched_tokens=8, enable_prefix_caching=False, quantization=quantization)
     assert _token_ids(llm) == reference
     _assert_all_blocks_free(llm)
 
 
-def test_forced_preemption(make_smollm2_llm, reference):
+def test_forced_preemption(make_smollm2_llm, quantization, reference):
     # 12 blocks of 16 tokens: each request needs up to 4 blocks, eight of them cannot all fit.
-    llm = make_smollm2_llm(num_gpu_blocks_override=12, enable_prefix_caching=False)
+    llm = make_smollm2_llm(num_gpu_blocks_override=12, enable_prefix_caching=False, quantization=quantization)
     assert _token_ids(llm) == reference
     assert llm.llm_engine.scheduler.num_preemptions > 0
     _assert_all_blocks_free(llm)

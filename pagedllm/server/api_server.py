@@ -44,23 +44,32 @@ class ApiKeyMiddleware:
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._allowed(scope):
+        if scope["type"] != "http" or _path(scope) in _PATHS_WITHOUT_KEY:
             await self.app(scope, receive, send)
             return
-        await unauthorized().response()(scope, receive, send)
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(values) > 1:  # which one would count? A proxy and a client disagree: refuse both
+            await unauthorized("Send one Authorization header, not several.").response()(scope, receive, send)
+        elif not values or not self._matches(values[0]):
+            await unauthorized().response()(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
-    def _allowed(self, scope: Scope) -> bool:
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
-        if path in _PATHS_WITHOUT_KEY:
-            return True
-        provided = dict(scope["headers"]).get(b"authorization", b"")
-        return hmac.compare_digest(provided, self._expected)  # constant time: no key-guessing by timing
+    def _matches(self, value: bytes) -> bool:
+        # RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the token.
+        scheme, _, token = value.partition(b" ")
+        token = token.lstrip(b" ")
+        ok = scheme.lower() == b"bearer"
+        return hmac.compare_digest(token, self._expected) and ok  # constant time: no key-guessing by timing
+
+
+def _path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def _openai_router(engine: EngineClient, settings: ServerSettings) -> APIRouter:

@@ -54,9 +54,10 @@ def model_not_found(model: str) -> OpenAIError:
                        "model", "model_not_found")
 
 
-def unauthorized() -> OpenAIError:
-    return OpenAIError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                       HTTPStatus.UNAUTHORIZED, AUTHENTICATION, None, "invalid_api_key")
+def unauthorized(message: str = "Incorrect or missing API key: send 'Authorization: Bearer <key>'.") -> OpenAIError:
+    # WWW-Authenticate is what RFC 9110 requires of a 401: the scheme the client should use.
+    return OpenAIError(message, HTTPStatus.UNAUTHORIZED, AUTHENTICATION, None, "invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
 
 
 def overloaded(num_waiting: int) -> OpenAIError:

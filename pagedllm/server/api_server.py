@@ -16,16 +16,8 @@ from pagedllm import __version__
 from pagedllm.errors import EngineDeadError
 from pagedllm.server.engine_client import EngineClient
 from pagedllm.server.errors import engine_dead, install_error_handlers, unauthorized
-from pagedllm.server.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    DetokenizeRequest,
-    DetokenizeResponse,
-    ModelCard,
-    ModelList,
-    TokenizeRequest,
-    TokenizeResponse,
-)
+from pagedllm.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from pagedllm.server.protocol_responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
 from pagedllm.server.serving_chat import OpenAIServingChat
 from pagedllm.server.serving_completion import OpenAIServingCompletion
 from pagedllm.server.serving_tokenize import OpenAIServingTokenization

@@ -93,6 +93,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts: list[str] = []
     param = None
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # FastAPI's: loc holds the byte offset, not a field
+            detail = err.get("ctx", {}).get("error", "")
+            return f"The body is not valid JSON: {detail} (at byte {err['loc'][-1]}).", None
         # Drop "body" and union-member tags such as "list[constrained-int]": keep field names and indexes.
         loc = [str(p) for p in err.get("loc", ()) if p != "body" and "[" not in str(p)]
         if param is None and loc:

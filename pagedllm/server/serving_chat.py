@@ -15,9 +15,9 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import from_engine_exception
 from pagedllm.server.logprobs import chat_logprobs
-from pagedllm.server.protocol import (
+from pagedllm.server.protocol import ChatCompletionRequest
+from pagedllm.server.protocol_responses import (
     ChatChoice,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
     ChatLogprobs,
@@ -55,6 +55,7 @@ class _Job:
 class OpenAIServingChat(ServingBase):
     async def create(self, request: ChatCompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
+        self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
         self.check_admission()
         prompt = self.render_chat(request.messages, request.add_generation_prompt, request.continue_final_message)

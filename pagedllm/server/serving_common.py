@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,9 @@ class ServingBase:
         self.engine = engine
         self.settings = settings
         self.served_model_names = list(settings.served_model_names) or [engine.model_name]
+        # Token ids the server takes (prompts, stop_token_ids, logit_bias, /detokenize): those the
+        # tokenizer knows, as vLLM checks them; the OpenAPI document states the same bound.
+        self.vocab_size = len(engine.tokenizer)
 
     @property
     def tokenizer(self) -> Any:
@@ -70,6 +73,16 @@ class ServingBase:
             num_waiting = self.engine.num_waiting_requests()
             if num_waiting > bound:
                 raise overloaded(num_waiting)
+
+    def check_token_ids(self, token_ids: Iterable[int], param: str) -> None:
+        bad = [t for t in token_ids if t >= self.vocab_size]
+        if bad:
+            raise bad_request(f"Token ids must be below the vocabulary size {self.vocab_size}; got {bad[:5]}.", param)
+
+    def check_request_token_ids(self, request: Any) -> None:
+        """stop_token_ids and logit_bias keys of a completion or chat request."""
+        for param, token_ids in request.token_ids().items():
+            self.check_token_ids(token_ids, param)
 
     def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids)

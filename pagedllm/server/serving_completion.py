@@ -14,10 +14,10 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import bad_request, from_engine_exception
 from pagedllm.server.logprobs import append_completion_logprobs
-from pagedllm.server.protocol import (
+from pagedllm.server.protocol import CompletionRequest
+from pagedllm.server.protocol_responses import (
     CompletionChoice,
     CompletionLogprobs,
-    CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
     UsageInfo,
@@ -62,6 +62,7 @@ class _Job:
 class OpenAIServingCompletion(ServingBase):
     async def create(self, request: CompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
+        self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
         self.check_admission()
         prompts = self._tokenize_prompts(request.prompt)
@@ -86,6 +87,7 @@ class OpenAIServingCompletion(ServingBase):
             if isinstance(item, str):
                 tokenized = TokenizedPrompt(item, self.tokenize_text(item))
             else:
+                self.check_token_ids(item, "prompt")
                 tokenized = TokenizedPrompt(None, list(item))
             check_prompt_not_empty(tokenized, "prompt")
             result.append(tokenized)

@@ -1,16 +1,15 @@
 """POST /tokenize (a prompt, or chat messages through the template) and POST /detokenize."""
 from __future__ import annotations
 
-from pagedllm.server.errors import bad_request
-from pagedllm.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from pagedllm.server.protocol import DetokenizeRequest, TokenizeRequest
+from pagedllm.server.protocol_responses import DetokenizeResponse, TokenizeResponse
 from pagedllm.server.serving_common import ServingBase
 
 
 class OpenAIServingTokenization(ServingBase):
     def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+        request.check_supported()
         self.resolve_model(request.model)
-        if (request.prompt is None) == (request.messages is None):
-            raise bad_request("Give exactly one of 'prompt' or 'messages'.", "prompt")
         if request.messages is not None:
             rendered = self.render_chat(request.messages, request.add_generation_prompt,
                                         request.continue_final_message)
@@ -27,9 +26,7 @@ class OpenAIServingTokenization(ServingBase):
                                 tokens=token_ids, token_strs=token_strs)
 
     def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
+        request.check_extra_fields()
         self.resolve_model(request.model)
-        vocab_size = len(self.tokenizer)
-        bad = [t for t in request.tokens if t >= vocab_size]
-        if bad:
-            raise bad_request(f"Token ids must be in [0, {vocab_size}), got {bad[:5]}.", "tokens")
+        self.check_token_ids(request.tokens, "tokens")
         return DetokenizeResponse(prompt=self.tokenizer.decode(request.tokens))

@@ -35,9 +35,11 @@ class EngineCore:
         self.async_scheduling = config.scheduler_config.async_scheduling
         # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
         self._in_flight: deque[tuple[SchedulerOutput, ModelRunnerOutputFuture]] = deque()
+        self.num_requests_received = 0
 
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""
+        self.num_requests_received += 1  # refused or not, it is no longer in transit
         self.scheduler.add_request(request)
 
     def abort_requests(self, request_ids: list[str],
@@ -108,6 +110,7 @@ class EngineCore:
             prefix_cache_queries=kv.prefix_cache_queries,
             prefix_cache_hits=kv.prefix_cache_hits,
             num_preemptions=sched.num_preemptions,
+            num_requests_received=self.num_requests_received,
         )
 
     def shutdown(self) -> None:

@@ -60,9 +60,10 @@ def unauthorized(message: str = "Incorrect or missing API key: send 'Authorizati
                        headers={"WWW-Authenticate": "Bearer"})
 
 
-def overloaded(num_waiting: int) -> OpenAIError:
+def overloaded(num_waiting: int, bound: int) -> OpenAIError:
     # Retry-After lets well-behaved clients (the openai client honours it) back off instead of hammering.
-    return OpenAIError(f"The server is overloaded ({num_waiting} requests waiting); retry later.",
+    return OpenAIError(f"The server is overloaded: {num_waiting} sequences would wait for a slot, more than its "
+                       f"{bound} (--max-waiting-requests); retry later.",
                        HTTPStatus.SERVICE_UNAVAILABLE, SERVER_ERROR, None, "server_overloaded",
                        headers={"Retry-After": "1"})
 

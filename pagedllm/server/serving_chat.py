@@ -57,7 +57,7 @@ class OpenAIServingChat(ServingBase):
         request.check_supported()
         self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
-        self.check_admission()
+        self.check_admission(request.n)
         prompt = self.render_chat(request.messages, request.add_generation_prompt, request.continue_final_message)
         check_prompt_not_empty(prompt, "messages")
         params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len)

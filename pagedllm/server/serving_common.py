@@ -64,15 +64,19 @@ class ServingBase:
             raise model_not_found(model)
         return model
 
-    def check_admission(self) -> None:
-        """Shed load before any work is done: a dead engine or a too-long waiting queue is a 503."""
+    def check_admission(self, num_sequences: int) -> None:
+        """Shed load before any work is done: a dead engine is a 503, and so is a request whose
+        sequences (every prompt times n) would leave more than --max-waiting-requests sequences waiting
+        for a slot in the engine (free slots first, counted live: engine/admission.py). Requests
+        admitted in the same event-loop turn are not yet in the count, so a burst may pass the bound
+        by its own size once; the next turn counts them."""
         if self.engine.is_dead:
             raise engine_dead()
         bound = self.settings.max_waiting_requests
         if bound is not None:
-            num_waiting = self.engine.num_waiting_requests()
+            num_waiting = self.engine.num_waiting_requests(num_sequences)
             if num_waiting > bound:
-                raise overloaded(num_waiting)
+                raise overloaded(num_waiting, bound)
 
     def check_token_ids(self, token_ids: Iterable[int], param: str) -> None:
         bad = [t for t in token_ids if t >= self.vocab_size]

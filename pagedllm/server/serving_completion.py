@@ -59,13 +59,25 @@ class _Job:
         return self.request.n
 
 
+def _prompt_items(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """The request's prompts: one text, one list of token ids, or a batch of either."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise bad_request("The prompt list is empty.", "prompt")
+    if isinstance(prompt[0], int):
+        return [prompt]  # one prompt of token ids
+    return list(prompt)
+
+
 class OpenAIServingCompletion(ServingBase):
     async def create(self, request: CompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
         self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
-        self.check_admission()
-        prompts = self._tokenize_prompts(request.prompt)
+        items = _prompt_items(request.prompt)
+        self.check_admission(len(items) * request.n)
+        prompts = self._tokenize_prompts(items)
         params = [request.to_sampling_params(len(p.token_ids), self.engine.max_model_len) for p in prompts]
         job = _Job(request, prompts, random_id("cmpl"), model)
         outputs = self.start(prompts, params, job.request_id)
@@ -73,15 +85,7 @@ class OpenAIServingCompletion(ServingBase):
                              lambda finals: self._full_response(job, finals),
                              lambda items: self._stream(job, items))
 
-    def _tokenize_prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[TokenizedPrompt]:
-        if isinstance(prompt, str):
-            items: list[str | list[int]] = [prompt]
-        elif not prompt:
-            raise bad_request("The prompt list is empty.", "prompt")
-        elif isinstance(prompt[0], int):
-            items = [prompt]  # one prompt of token ids
-        else:
-            items = list(prompt)
+    def _tokenize_prompts(self, items: list[str | list[int]]) -> list[TokenizedPrompt]:
         result = []
         for item in items:
             if isinstance(item, str):

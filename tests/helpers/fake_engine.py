@@ -65,7 +65,8 @@ class FakeEngine:
     tokenizer: Any = field(default_factory=make_tokenizer)
     paused: bool = False  # steps wait while True (to hold requests in flight)
     dead: bool = False
-    num_waiting: int = 0
+    num_waiting: int = 0  # sequences waiting for a slot
+    free_slots: int = 256  # slots new sequences take before they wait
     requests: list[tuple[str, Any, SamplingParams]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -75,8 +76,8 @@ class FakeEngine:
     def is_dead(self) -> bool:
         return self.dead
 
-    def num_waiting_requests(self) -> int:
-        return self.num_waiting
+    def num_waiting_requests(self, num_new: int = 0) -> int:
+        return self.num_waiting + max(0, num_new - self.free_slots)
 
     async def check_health(self) -> None:
         if self.dead:

@@ -73,7 +73,7 @@ def live(tokenizer) -> Iterator[tuple[LiveServer, FakeEngine]]:
 @pytest.fixture
 def live_engine(live) -> FakeEngine:
     _, engine = live
-    engine.token_delay, engine.paused, engine.dead, engine.num_waiting = 0.0, False, False, 0
+    engine.token_delay, engine.paused, engine.dead, engine.num_waiting, engine.free_slots = 0.0, False, False, 0, 256
     engine.requests.clear(), engine.started.clear(), engine.aborted.clear(), engine.finished.clear()
     return engine
 

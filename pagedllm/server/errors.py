@@ -60,6 +60,17 @@ def unauthorized(message: str = "Incorrect or missing API key: send 'Authorizati
                        headers={"WWW-Authenticate": "Bearer"})
 
 
+def request_too_large(max_bytes: int) -> OpenAIError:
+    return OpenAIError(f"The request body is larger than this server takes ({max_bytes} bytes, "
+                       "--max-request-body-bytes).", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, INVALID_REQUEST, None,
+                       "request_too_large")
+
+
+def body_timeout(timeout_s: float) -> OpenAIError:
+    return OpenAIError(f"The request body did not arrive within {timeout_s:g} s (--request-body-timeout).",
+                       HTTPStatus.REQUEST_TIMEOUT, INVALID_REQUEST, None, "request_timeout")
+
+
 def overloaded(num_waiting: int, bound: int) -> OpenAIError:
     # Retry-After lets well-behaved clients (the openai client honours it) back off instead of hammering.
     return OpenAIError(f"The server is overloaded: {num_waiting} sequences would wait for a slot, more than its "

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
-from pagedllm.server.errors import bad_request, context_length_exceeded
+from pagedllm.server.errors import OpenAIError, bad_request, context_length_exceeded
 from pagedllm.server.extra_fields import (
     CHAT_UNSUPPORTED,
     COMPLETION_UNSUPPORTED,
@@ -153,14 +153,18 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def prompt_too_long(num_prompt_tokens: int, max_model_len: int, prompt_param: str) -> OpenAIError:
+    return context_length_exceeded(
+        f"This model's maximum context length is {max_model_len} tokens (max_model_len), but the "
+        f"prompt has {num_prompt_tokens} tokens; shorten it.", prompt_param)
+
+
 def _resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model_len: int,
                         prompt_param: str) -> int | None:
     """What is left of the context when not given; a 400 when the request cannot fit."""
     room = max_model_len - num_prompt_tokens
     if room <= 0:
-        raise context_length_exceeded(
-            f"This model's maximum context length is {max_model_len} tokens (max_model_len), but the "
-            f"prompt has {num_prompt_tokens} tokens; shorten it.", prompt_param)
+        raise prompt_too_long(num_prompt_tokens, max_model_len, prompt_param)
     if requested is None:
         return room
     if requested > room:

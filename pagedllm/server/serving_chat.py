@@ -58,9 +58,11 @@ class OpenAIServingChat(ServingBase):
         self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
         self.check_admission(request.n)
-        prompt = self.render_chat(request.messages, request.add_generation_prompt, request.continue_final_message)
+        prompt = await self.render_chat(request.messages, request.add_generation_prompt,
+                                        request.continue_final_message)
         check_prompt_not_empty(prompt, "messages")
         params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len)
+        self.check_admission(request.n)  # again: what was admitted while this one was rendered counts now
         job = _Job(request, prompt, random_id("chatcmpl"), model)
         outputs = self.start([prompt], [params], job.request_id)
         return await respond(raw_request, outputs, 1, bool(request.stream),

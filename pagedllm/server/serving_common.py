@@ -22,8 +22,9 @@ from pagedllm.server.errors import (
     model_not_found,
     overloaded,
 )
-from pagedllm.server.protocol import ChatMessage
+from pagedllm.server.protocol import ChatMessage, prompt_too_long
 from pagedllm.server.settings import ServerSettings
+from pagedllm.server.text_worker import Encoded, TextWorker
 from pagedllm.server.utils import ClientDisconnected, aclose_quietly, merge_async_iterators, run_until_disconnected
 
 
@@ -44,9 +45,10 @@ def random_id(prefix: str) -> str:
 
 
 class ServingBase:
-    def __init__(self, engine: EngineClient, settings: ServerSettings) -> None:
+    def __init__(self, engine: EngineClient, settings: ServerSettings, text: TextWorker | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.text = text or TextWorker(engine.tokenizer)  # build_app shares one between the endpoints
         self.served_model_names = list(settings.served_model_names) or [engine.model_name]
         # Token ids the server takes (prompts, stop_token_ids, logit_bias, /detokenize): those the
         # tokenizer knows, as vLLM checks them; the OpenAPI document states the same bound.
@@ -88,21 +90,29 @@ class ServingBase:
         for param, token_ids in request.token_ids().items():
             self.check_token_ids(token_ids, param)
 
-    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids)
+    async def tokenize_prompt(self, text: str, param: str) -> TokenizedPrompt:
+        """A completion prompt with the tokenizer's special tokens; a 400 if it cannot fit the context
+        (counted without listing its ids: a 10 MB prompt must not hold the GIL to be refused)."""
+        encoded = await self.text.encode(text, True, self.engine.max_model_len - 1)
+        return self._fitted(text, encoded, param)
 
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
-                    continue_final_message: bool) -> TokenizedPrompt:
+    async def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
+                          continue_final_message: bool, fit_context: bool = True) -> TokenizedPrompt:
         """Apply the model's chat template, then tokenize without adding special tokens again
         (the template already holds the BOS and role markers)."""
         conversation = [m.to_template_dict() for m in messages]
+        max_tokens = self.engine.max_model_len - 1 if fit_context else None
         try:
-            text = self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message)
+            text, encoded = await self.text.encode_chat(conversation, add_generation_prompt, continue_final_message,
+                                                        max_tokens)
         except Exception as e:  # jinja errors (e.g. roles not alternating), a model without a template
             raise bad_request(f"The chat template cannot render these messages: {e}", "messages") from None
-        return TokenizedPrompt(text, self.tokenize_text(text, add_special_tokens=False))
+        return self._fitted(text, encoded, "messages")
+
+    def _fitted(self, text: str, encoded: Encoded, param: str) -> TokenizedPrompt:
+        if encoded.token_ids is None:
+            raise prompt_too_long(encoded.num_tokens, self.engine.max_model_len, param)
+        return TokenizedPrompt(text, encoded.token_ids)
 
     def start(self, prompts: Sequence[TokenizedPrompt], params: Sequence[SamplingParams],
               request_id: str) -> AsyncIterator[tuple[int, RequestOutput]]:

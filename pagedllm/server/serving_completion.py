@@ -5,6 +5,7 @@ prompt's tokens once and sums completion tokens over every prompt and every sequ
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -76,26 +77,30 @@ class OpenAIServingCompletion(ServingBase):
         self.check_request_token_ids(request)
         model = self.resolve_model(request.model)
         items = _prompt_items(request.prompt)
-        self.check_admission(len(items) * request.n)
-        prompts = self._tokenize_prompts(items)
+        num_sequences = len(items) * request.n
+        self.check_admission(num_sequences)
+        prompts = await self._tokenize_prompts(items)
         params = [request.to_sampling_params(len(p.token_ids), self.engine.max_model_len) for p in prompts]
+        self.check_admission(num_sequences)  # again: what was admitted while this one was tokenized counts now
         job = _Job(request, prompts, random_id("cmpl"), model)
         outputs = self.start(prompts, params, job.request_id)
         return await respond(raw_request, outputs, len(prompts), bool(request.stream),
                              lambda finals: self._full_response(job, finals),
                              lambda items: self._stream(job, items))
 
-    def _tokenize_prompts(self, items: list[str | list[int]]) -> list[TokenizedPrompt]:
-        result = []
+    async def _tokenize_prompts(self, items: list[str | list[int]]) -> list[TokenizedPrompt]:
         for item in items:
-            if isinstance(item, str):
-                tokenized = TokenizedPrompt(item, self.tokenize_text(item))
-            else:
+            if not isinstance(item, str):
                 self.check_token_ids(item, "prompt")
-                tokenized = TokenizedPrompt(None, list(item))
+        result = await asyncio.gather(*(self._tokenize_prompt(item) for item in items))
+        for tokenized in result:
             check_prompt_not_empty(tokenized, "prompt")
-            result.append(tokenized)
         return result
+
+    async def _tokenize_prompt(self, item: str | list[int]) -> TokenizedPrompt:
+        if isinstance(item, str):
+            return await self.tokenize_prompt(item, "prompt")
+        return TokenizedPrompt(None, list(item))
 
     def _prompt_text(self, prompt: TokenizedPrompt) -> str:
         return prompt.text if prompt.text is not None else self.tokenizer.decode(prompt.token_ids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
@@ -16,8 +17,18 @@ from pagedllm.errors import EngineDeadError
 from pagedllm.server.engine_client import EngineClient
 from pagedllm.server.errors import engine_dead, install_error_handlers
 from pagedllm.server.middleware import ApiKeyMiddleware, RequestBodyMiddleware
+from pagedllm.server.openapi import error_responses, generation_responses, install_openapi
 from pagedllm.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
-from pagedllm.server.protocol_responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
+from pagedllm.server.protocol_responses import (
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    CompletionResponse,
+    CompletionStreamResponse,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    TokenizeResponse,
+)
 from pagedllm.server.serving_chat import OpenAIServingChat
 from pagedllm.server.serving_completion import OpenAIServingCompletion
 from pagedllm.server.serving_tokenize import OpenAIServingTokenization
@@ -33,11 +44,14 @@ def _openai_router(engine: EngineClient, settings: ServerSettings, text: TextWor
     chat = OpenAIServingChat(engine, settings, text)
     tokenization = OpenAIServingTokenization(engine, settings, text)
 
-    @router.post("/v1/completions")
+    @router.post("/v1/completions", responses={**generation_responses(CompletionResponse, CompletionStreamResponse),
+                                               **error_responses(400, 404, 503)})
     async def create_completion(request: CompletionRequest, raw_request: Request) -> Response:
         return await completion.create(request, raw_request)
 
-    @router.post("/v1/chat/completions")
+    @router.post("/v1/chat/completions",
+                 responses={**generation_responses(ChatCompletionResponse, ChatCompletionStreamResponse),
+                            **error_responses(400, 404, 503)})
     async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request) -> Response:
         return await chat.create(request, raw_request)
 
@@ -48,15 +62,16 @@ def _openai_router(engine: EngineClient, settings: ServerSettings, text: TextWor
     async def list_models() -> ModelList:
         return ModelList(data=[card(name) for name in completion.served_model_names])
 
-    @router.get("/v1/models/{model:path}")  # `path`: served names may hold slashes ("org/model")
+    # `path`: served names may hold slashes ("org/model")
+    @router.get("/v1/models/{model:path}", responses=error_responses(404))
     async def retrieve_model(model: str) -> ModelCard:
         return card(completion.resolve_model(model))
 
-    @router.post("/tokenize", response_model=TokenizeResponse)
+    @router.post("/tokenize", response_model=TokenizeResponse, responses=error_responses(400, 404))
     async def tokenize(request: TokenizeRequest) -> Response:
         return await tokenization.tokenize(request)
 
-    @router.post("/detokenize", response_model=DetokenizeResponse)
+    @router.post("/detokenize", response_model=DetokenizeResponse, responses=error_responses(400, 404))
     async def detokenize(request: DetokenizeRequest) -> Response:
         return await tokenization.detokenize(request)
 
@@ -66,7 +81,12 @@ def _openai_router(engine: EngineClient, settings: ServerSettings, text: TextWor
 def _ops_router(engine: EngineClient) -> APIRouter:
     router = APIRouter()
 
-    @router.api_route("/health", methods=["GET", "HEAD"])  # some load balancers probe with HEAD
+    health_docs: dict[int | str, dict[str, Any]] = {200: {"description": "The engine core is alive"},
+                                                    **error_responses(503)}
+
+    # Some load balancers probe with HEAD; two routes, so that each has its own operation id.
+    @router.head("/health", response_class=Response, responses=health_docs, operation_id="health_head")
+    @router.get("/health", response_class=Response, responses=health_docs, operation_id="health")
     async def health() -> Response:
         if engine.is_dead:
             raise engine_dead()
@@ -106,6 +126,8 @@ def build_app(engine: EngineClient, settings: ServerSettings | None = None,
                        timeout_s=settings.request_body_timeout_s)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    install_openapi(app, len(engine.tokenizer), engine.max_model_len, api_key=settings.api_key is not None,
+                    extra_models=(CompletionStreamResponse, ChatCompletionStreamResponse))
     app.state.engine = engine
     app.state.settings = settings
     return app

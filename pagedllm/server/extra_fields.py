@@ -34,8 +34,12 @@ def _is_null(value: Any) -> bool:
     return value is None
 
 
-def _is_empty(value: Any) -> bool:
-    return value is None or value == [] or value == {}
+def _is_empty_list(value: Any) -> bool:
+    return value is None or value == []
+
+
+def _is_empty_dict(value: Any) -> bool:
+    return value is None or value == {}
 
 
 def _is_false(value: Any) -> bool:
@@ -48,14 +52,15 @@ def _one_of(*allowed: Any) -> Callable[[Any], bool]:
 
 
 NULL_ONLY = Unsupported(_is_null, _NULL)
-EMPTY_ONLY = Unsupported(_is_empty, {"anyOf": [{"type": "array", "maxItems": 0}, _NULL]})
+EMPTY_LIST = Unsupported(_is_empty_list, {"anyOf": [{"type": "array", "maxItems": 0}, _NULL]})
+EMPTY_DICT = Unsupported(_is_empty_dict, {"anyOf": [{"type": "object", "maxProperties": 0}, _NULL]})
 FALSE_ONLY = Unsupported(_is_false, {"anyOf": [{"const": False}, _NULL]})
 
 # Both endpoints. vLLM's structured outputs, sampling extras and output options that we lack.
 SAMPLING_UNSUPPORTED: dict[str, Unsupported] = {
     **dict.fromkeys(["guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
                      "prompt_logprobs", "truncate_prompt_tokens", "logits_processors"], NULL_ONLY),
-    **dict.fromkeys(["allowed_token_ids", "bad_words"], EMPTY_ONLY),
+    **dict.fromkeys(["allowed_token_ids", "bad_words"], EMPTY_LIST),
     **dict.fromkeys(["use_beam_search", "return_tokens_as_token_ids"], FALSE_ONLY),
     "response_format": Unsupported(
         lambda v: v is None or v == {"type": "text"},
@@ -77,12 +82,12 @@ _TOOL_CHOICE = Unsupported(_one_of("none", "auto"), {"anyOf": [{"enum": ["none",
                            "; without tools only 'none' (or 'auto', which means none then) is")
 # A chat template's inputs: each of these changes the prompt the model sees.
 TEMPLATE_UNSUPPORTED: dict[str, Unsupported] = {
-    "tools": EMPTY_ONLY, "chat_template": NULL_ONLY, "chat_template_kwargs": EMPTY_ONLY, "documents": EMPTY_ONLY,
+    "tools": EMPTY_LIST, "chat_template": NULL_ONLY, "chat_template_kwargs": EMPTY_DICT, "documents": EMPTY_LIST,
 }
 
 CHAT_UNSUPPORTED: dict[str, Unsupported] = {
     **SAMPLING_UNSUPPORTED, **TEMPLATE_UNSUPPORTED,
-    "functions": EMPTY_ONLY, "tool_choice": _TOOL_CHOICE, "function_call": _TOOL_CHOICE,
+    "functions": EMPTY_LIST, "tool_choice": _TOOL_CHOICE, "function_call": _TOOL_CHOICE,
     "echo": FALSE_ONLY, "audio": NULL_ONLY, "reasoning_effort": NULL_ONLY, "web_search_options": NULL_ONLY,
     "modalities": Unsupported(lambda v: v is None or v == ["text"],
                               {"anyOf": [{"type": "array", "items": {"const": "text"}, "minItems": 1,

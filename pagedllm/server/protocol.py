@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
 from pagedllm.server.errors import OpenAIError, bad_request, context_length_exceeded
@@ -29,11 +29,27 @@ MAX_LOGPROBS = 20  # OpenAI's chat limit; vLLM's default max_logprobs
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions (vLLM's too)
 INT64_MAX = 2**63 - 1
 
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 2.0 is the integer 2 to JSON schema (and to JavaScript, which writes
+    # it "2"), so it is taken where an integer is expected; 2.5, "2" and true are not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# After the bounds in each Annotated, so that they stay in the integer's JSON schema.
+_WHOLE = BeforeValidator(_whole_number)
 # Integers cross to the engine-core process as msgpack int64, and torch takes a signed 64-bit seed:
 # a larger value must be refused here, not fail (or crash) later.
-Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
-# Below the vocabulary size too, which only the running server knows (serving_common.check_token_ids).
-TokenId = Annotated[int, Field(ge=0, le=INT64_MAX, json_schema_extra={"x-token-id": True})]
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX), _WHOLE]
+# Below the vocabulary size too, which only the running server knows (serving_common checks it,
+# openapi.py writes it in).
+TokenId = Annotated[int, Field(ge=0, le=INT64_MAX, json_schema_extra={"x-token-id": True}), _WHOLE]
+# Token counts: below the context too (the same two places).
+_COUNT: dict[str, Any] = {"x-token-count": True}
+MaxTokens = Annotated[int, Field(ge=1, le=INT64_MAX, json_schema_extra=_COUNT), _WHOLE]
+MinTokens = Annotated[int, Field(ge=0, le=INT64_MAX, json_schema_extra=_COUNT), _WHOLE]
+NumLogprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS), _WHOLE]
 # logit_bias keys: a token id written in decimal, nothing else (int() would take " 12 " and "١٢").
 TokenIdKey = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]*)$", json_schema_extra={"x-token-id": True})]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -68,15 +84,33 @@ class StrictModel(OpenAIBaseModel):
     model_config = ConfigDict(strict=True)
 
 
-def _document_unsupported(schema: dict[str, Any], cls: type[Any]) -> None:
+def _document(schema: dict[str, Any], cls: type[Any]) -> None:
     document(schema, cls.UNSUPPORTED)
+    if cls.RULES:
+        schema["allOf"] = list(cls.RULES)
+
+
+def _never(**properties: Any) -> dict[str, Any]:
+    """A JSON schema clause: never all of these at once (the first is present; the others, when
+    absent, count as their defaults)."""
+    return {"not": {"required": [next(iter(properties))], "properties": properties}}
+
+
+Rules = tuple[dict[str, Any], ...]
+# What the handlers refuse across fields, as JSON schema (OpenAI's rules, vLLM's for its extras).
+STREAM_OPTIONS_NEED_STREAM = _never(stream_options={"type": "object"}, stream={"not": {"const": True}})
+TOP_LOGPROBS_NEED_LOGPROBS = _never(top_logprobs={"type": "integer", "minimum": 1}, logprobs={"not": {"const": True}})
+TEMPLATE_FLAGS_EXCLUSIVE = _never(continue_final_message={"const": True}, add_generation_prompt={"const": True})
+PROMPT_OR_MESSAGES = {"oneOf": [{"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+                                {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]}
 
 
 class OpenAIRequest(StrictModel):
     """A request body. Unknown fields are kept (in `model_extra`) for `check_extra_fields`."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra=_document_unsupported)
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document)
     UNSUPPORTED: ClassVar[dict[str, Unsupported]] = {}
+    RULES: ClassVar[Rules] = ()  # JSON schema clauses the handlers check
     ENDPOINT: ClassVar[str] = ""
 
     def check_extra_fields(self) -> None:
@@ -90,8 +124,10 @@ class StreamOptions(StrictModel):
 class _SamplingRequest(OpenAIRequest):
     """Fields shared by completions and chat completions."""
 
+    RULES: ClassVar[Rules] = (STREAM_OPTIONS_NEED_STREAM,)
+
     model: str | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: Annotated[int, Field(ge=1, le=MAX_N), _WHOLE] = 1
     temperature: Annotated[float, Field(ge=0.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     presence_penalty: Penalty | None = None
@@ -103,10 +139,10 @@ class _SamplingRequest(OpenAIRequest):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extras
-    top_k: Annotated[int, Field(ge=-1, le=INT64_MAX)] | None = None
+    top_k: Annotated[int, Field(ge=-1, le=INT64_MAX), _WHOLE] | None = None
     min_p: Probability | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
-    min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
+    min_tokens: MinTokens = 0
     ignore_eos: bool = False
     stop_token_ids: list[TokenId] | None = None
     skip_special_tokens: bool = True
@@ -126,6 +162,10 @@ class _SamplingRequest(OpenAIRequest):
         """The token ids other than the prompt's, by field, for the vocabulary check."""
         return {"stop_token_ids": list(self.stop_token_ids or []),
                 "logit_bias": [int(key) for key in self.logit_bias or {}]}
+
+    def token_counts(self) -> dict[str, int | None]:
+        """The token counts, by field, for the context check."""
+        return {"min_tokens": self.min_tokens}
 
     def _make_params(self, max_tokens: int | None, logprobs: int | None, num_prompt_tokens: int,
                      max_model_len: int, prompt_param: str) -> SamplingParams:
@@ -174,9 +214,6 @@ def _resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model
     return requested
 
 
-MaxTokens = Annotated[int, Field(ge=1, le=INT64_MAX)]
-
-
 # ---------------------------------------------------------------------------------------- completions
 
 
@@ -188,13 +225,16 @@ class CompletionRequest(_SamplingRequest):
     max_tokens: MaxTokens | None = Field(COMPLETION_DEFAULT_MAX_TOKENS,
                                          description="null, like leaving it out, means 16 (OpenAI's default)")
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    logprobs: NumLogprobs | None = None
 
     @field_validator("max_tokens")
     @classmethod
     def _null_is_the_default(cls, value: int | None) -> int:
         # OpenAI's legacy completions: an explicit null is the default, not "the rest of the context".
         return COMPLETION_DEFAULT_MAX_TOKENS if value is None else value
+
+    def token_counts(self) -> dict[str, int | None]:
+        return {**super().token_counts(), "max_tokens": self.max_tokens}
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
         params = self._make_params(self.max_tokens, self.logprobs, num_prompt_tokens, max_model_len, "prompt")
@@ -223,18 +263,10 @@ class ChatMessage(StrictModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-def _template_flags_exclusive(schema: dict[str, Any], cls: type[Any]) -> None:
-    _document_unsupported(schema, cls)
-    # continue_final_message=true needs add_generation_prompt=false (its default is true).
-    schema["not"] = {"required": ["continue_final_message"],
-                     "properties": {"continue_final_message": {"const": True},
-                                    "add_generation_prompt": {"const": True}}}
-
-
 class _TemplateFlags(OpenAIRequest):
     """vLLM's chat-template extras."""
 
-    model_config = ConfigDict(json_schema_extra=_template_flags_exclusive)
+    RULES: ClassVar[Rules] = (TEMPLATE_FLAGS_EXCLUSIVE,)
     add_generation_prompt: bool = True
     continue_final_message: bool = Field(False, description="needs add_generation_prompt false")
 
@@ -246,19 +278,24 @@ class _TemplateFlags(OpenAIRequest):
 
 class ChatCompletionRequest(_SamplingRequest, _TemplateFlags):
     UNSUPPORTED = CHAT_UNSUPPORTED
+    RULES: ClassVar[Rules] = (STREAM_OPTIONS_NEED_STREAM, TEMPLATE_FLAGS_EXCLUSIVE, TOP_LOGPROBS_NEED_LOGPROBS)
     ENDPOINT = "chat completions"
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="needs logprobs true")
+    top_logprobs: NumLogprobs | None = Field(None, description="needs logprobs true")
 
     def check_supported(self) -> None:
         super().check_supported()
         if self.top_logprobs and not self.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true.", "top_logprobs")
         self.check_template_flags()
+
+    def token_counts(self) -> dict[str, int | None]:
+        return {**super().token_counts(), "max_tokens": self.max_tokens,
+                "max_completion_tokens": self.max_completion_tokens}
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
         max_tokens = _or(self.max_completion_tokens, self.max_tokens)
@@ -269,18 +306,12 @@ class ChatCompletionRequest(_SamplingRequest, _TemplateFlags):
 # ------------------------------------------------------------------------------------ tokenize
 
 
-def _prompt_or_messages(schema: dict[str, Any], cls: type[Any]) -> None:
-    _template_flags_exclusive(schema, cls)
-    schema["oneOf"] = [{"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
-                       {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]
-
-
 class TokenizeRequest(_TemplateFlags):
     """Either `prompt` (text, special tokens added by default) or `messages` (rendered through the
     chat template, whose text already holds the special tokens)."""
 
-    model_config = ConfigDict(json_schema_extra=_prompt_or_messages)
     UNSUPPORTED = TEMPLATE_UNSUPPORTED
+    RULES: ClassVar[Rules] = (TEMPLATE_FLAGS_EXCLUSIVE, PROMPT_OR_MESSAGES)
     ENDPOINT = "tokenize"
 
     model: str | None = None

@@ -55,7 +55,7 @@ class _Job:
 class OpenAIServingChat(ServingBase):
     async def create(self, request: ChatCompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
-        self.check_request_token_ids(request)
+        self.check_runtime_bounds(request)
         model = self.resolve_model(request.model)
         self.check_admission(request.n)
         prompt = await self.render_chat(request.messages, request.add_generation_prompt,

@@ -17,6 +17,7 @@ from pagedllm.server.engine_client import EngineClient
 from pagedllm.server.errors import (
     OpenAIError,
     bad_request,
+    context_length_exceeded,
     engine_dead,
     from_engine_exception,
     model_not_found,
@@ -85,10 +86,18 @@ class ServingBase:
         if bad:
             raise bad_request(f"Token ids must be below the vocabulary size {self.vocab_size}; got {bad[:5]}.", param)
 
-    def check_request_token_ids(self, request: Any) -> None:
-        """stop_token_ids and logit_bias keys of a completion or chat request."""
+    def check_runtime_bounds(self, request: Any) -> None:
+        """What the OpenAPI document states of a completion or chat request but its model cannot
+        check: token ids (stop_token_ids, logit_bias keys) below the vocabulary size, and token counts
+        (max_tokens, min_tokens) below the context, which must hold a prompt too."""
         for param, token_ids in request.token_ids().items():
             self.check_token_ids(token_ids, param)
+        max_model_len = self.engine.max_model_len
+        for param, count in request.token_counts().items():
+            if count is not None and count >= max_model_len:
+                raise context_length_exceeded(
+                    f"{param}={count} is too large: this model's maximum context length is {max_model_len} "
+                    "tokens (max_model_len), and the prompt needs at least one.", param)
 
     async def tokenize_prompt(self, text: str, param: str) -> TokenizedPrompt:
         """A completion prompt with the tokenizer's special tokens; a 400 if it cannot fit the context

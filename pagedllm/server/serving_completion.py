@@ -74,7 +74,7 @@ def _prompt_items(prompt: str | list[str] | list[int] | list[list[int]]) -> list
 class OpenAIServingCompletion(ServingBase):
     async def create(self, request: CompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
-        self.check_request_token_ids(request)
+        self.check_runtime_bounds(request)
         model = self.resolve_model(request.model)
         items = _prompt_items(request.prompt)
         num_sequences = len(items) * request.n

@@ -30,7 +30,8 @@ def test_completion_max_tokens_null_means_the_default_16(client: TestClient, eng
 @pytest.mark.parametrize("path,field,value", [
     ("/v1/completions", "max_tokens", "4"),
     ("/v1/completions", "n", "2"),
-    ("/v1/completions", "n", 2.0),
+    ("/v1/completions", "n", 2.5),
+    ("/v1/completions", "n", True),
     ("/v1/completions", "temperature", "0.5"),
     ("/v1/completions", "top_p", "1"),
     ("/v1/completions", "seed", "7"),
@@ -56,12 +57,15 @@ def test_a_string_where_a_number_or_boolean_is_expected_is_a_400(client, engine:
     assert not engine.started
 
 
-def test_integers_still_fill_float_fields(client: TestClient, engine: FakeEngine):
-    response = client.post("/v1/completions", json={"prompt": "Hi", "temperature": 0, "top_p": 1,
-                                                    "logit_bias": {"5": 1}})
+def test_json_numbers_are_numbers_whatever_their_spelling(client: TestClient, engine: FakeEngine):
+    # JSON has one number type: 1 fills a float field, and 2.0 is the integer 2 (as JSON schema says).
+    response = client.post("/v1/completions", json={"prompt": [72.0, 105], "temperature": 0, "top_p": 1,
+                                                    "logit_bias": {"5": 1}, "n": 2.0, "max_tokens": 3.0})
     assert response.status_code == 200, response.text
-    params = engine.requests[-1][2]
+    prompt, params = engine.requests[-1][1], engine.requests[-1][2]
     assert (params.temperature, params.top_p, params.logit_bias) == (0.0, 1.0, {5: 1.0})
+    assert (params.n, params.max_tokens, prompt["prompt_token_ids"]) == (2, 3, [72, 105])
+    assert all(type(t) is int for t in prompt["prompt_token_ids"])
 
 
 @pytest.mark.parametrize("key", [" 12 ", "12 ", "+12", "1e3", "0x10", "-1", "", "1.0", "١٢"])

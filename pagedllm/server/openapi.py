@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from pagedllm.server.protocol import INT64_MAX
 from pagedllm.server.protocol_responses import ErrorResponse
 
 _WHY = {
@@ -32,7 +33,6 @@ _WHY = {
 }
 _REF = "#/components/schemas/{model}"
 _ERROR_REF = {"$ref": _REF.format(model="ErrorResponse")}
-INT64_MAX = 2**63 - 1
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

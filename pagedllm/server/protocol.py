@@ -1,9 +1,9 @@
 """Pydantic models of the OpenAI API's requests (and vLLM's extras) as this server takes them.
 
 Requests know how to become `SamplingParams` (responses are in protocol_responses.py). They are
-validated strictly, as OpenAI does: a string is never a number (`"max_tokens": "4"`
-is a 400), and every bound the engine enforces that JSON schema can express is in the model, so the
-OpenAPI document says what the server accepts. Fields we do not implement are refused or logged by
+validated strictly, as OpenAI does: a string is never a number (`"max_tokens": "4"` is a 400), and
+every bound the engine enforces that JSON schema can express is in the model, so the OpenAPI
+document says what the server accepts. Fields we do not implement are refused or logged by
 `extra_fields.py`; bounds known only at runtime (the vocabulary, the context) are checked by the
 handlers and put in the OpenAPI document by `openapi.py`.
 """
@@ -28,7 +28,6 @@ MAX_N = 128  # more sequences per request than this is a denial of service, not 
 MAX_LOGPROBS = 20  # OpenAI's chat limit; vLLM's default max_logprobs
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions (vLLM's too)
 INT64_MAX = 2**63 - 1
-
 
 
 def _whole_number(value: Any) -> Any:

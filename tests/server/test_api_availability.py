@@ -78,7 +78,8 @@ def test_health_and_small_requests_answer_within_100_ms_while_10_mb_prompts_are_
         status, body = results[path]
         assert status == 400 and body["error"]["code"] == "context_length_exceeded"
     assert len(latencies) >= 20, "the big requests ended before the server was timed"
-    # Every answer but one within 100 ms, that one within 300: on a shared 2-core machine the OS alone
-    # may hold the server's thread back once. (On the event loop, these prompts stall it for seconds.)
-    worst = sorted(latencies)[-5:]
-    assert worst[-2] < MAX_LATENCY_S and worst[-1] < 3 * MAX_LATENCY_S, worst
+    # All but 2% of the answers within 100 ms, and those within 300: on a loaded 2-core machine the OS
+    # alone holds the server's thread back now and then. (Tokenized on the event loop, these prompts
+    # stall it for 6-9 s.)
+    slow = sorted(latency for latency in latencies if latency >= MAX_LATENCY_S)
+    assert len(slow) <= max(1, len(latencies) // 50) and max(latencies) < 3 * MAX_LATENCY_S, (slow, len(latencies))

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from pagedllm.server.middleware import PATHS_WITHOUT_KEY
 from pagedllm.server.protocol import INT64_MAX
 from pagedllm.server.protocol_responses import ErrorResponse
 
@@ -61,7 +62,7 @@ def install_openapi(app: FastAPI, vocab_size: int, max_model_len: int, api_key: 
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    _document_errors(operation, api_key and path != "/health")
+                    _document_errors(operation, api_key and path not in PATHS_WITHOUT_KEY)
             components = schema["components"]["schemas"]
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)

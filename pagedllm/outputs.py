@@ -77,6 +77,8 @@ class SchedulerStats:
     prefix_cache_queries: int = 0  # tokens looked up
     prefix_cache_hits: int = 0  # tokens found
     num_preemptions: int = 0
+    # Sequences handed to the core so far, refused ones too: the server counts those still in transit.
+    num_requests_received: int = 0
 
 
 @dataclass(slots=True)

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from pagedllm.config import EngineConfig
-from pagedllm.core.request import RequestStatus
+from pagedllm.core.request import Request, RequestStatus
+from pagedllm.engine.admission import WaitingCount
 from pagedllm.engine.arg_utils import EngineArgs
 from pagedllm.engine.core_client import EngineCoreClient
 from pagedllm.engine.core_messages import ReadyMessage
@@ -52,7 +53,7 @@ class AsyncLLM:
         self.frontend: Frontend | None = None
         self.output_processor: Any = None
         self._queues: dict[str, asyncio.Queue[_QueueItem]] = {}
-        self._num_added_since_stats = 0
+        self.waiting = WaitingCount(config.scheduler_config.max_num_seqs)
         self._dead = False
         self._death_callbacks: list[Callable[[], None]] = []
         self._output_task: asyncio.Task[None] | None = None
@@ -99,7 +100,7 @@ class AsyncLLM:
             self.output_processor.abort(request_id)
         self.core.reap()
         self.scheduler_stats = SchedulerStats()
-        self._num_added_since_stats = 0
+        self.waiting.reset()
         self.core.start()
         ready = await self.core.wait_ready(timeout_s)  # stale outputs of the dead core are skipped there
         self._serve_outputs(ready)
@@ -118,8 +119,7 @@ class AsyncLLM:
         self._queues[request_id] = queue
         finished = False
         try:
-            await self.core.add_requests(requests)
-            self._num_added_since_stats += 1
+            await self._send(requests)
             while not finished:
                 item = await queue.get()
                 if item is None:
@@ -149,8 +149,8 @@ class AsyncLLM:
     def is_dead(self) -> bool:
         return self._dead
 
-    def num_waiting_requests(self) -> int:
-        return self.scheduler_stats.num_waiting + self._num_added_since_stats
+    def num_waiting_requests(self, num_new: int = 0) -> int:
+        return self.waiting.num_waiting(num_new)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -165,6 +165,14 @@ class AsyncLLM:
         self.core.shutdown()
 
     # ---- internals -------------------------------------------------------------------------------
+
+    async def _send(self, requests: list[Request]) -> None:
+        self.waiting.on_sent(len(requests))  # before the await: admission must see them at once
+        try:
+            await self.core.add_requests(requests)
+        except BaseException:  # cancelled while the socket was full, or the core is gone: never sent
+            self.waiting.on_sent(-len(requests))
+            raise
 
     def _abort_now(self, request_id: str) -> None:
         children = self.output_processor.abort(request_id)
@@ -193,7 +201,7 @@ class AsyncLLM:
             self.core.abort_requests(stopped, RequestStatus.FINISHED_STOPPED)
         if outs.stats is not None:
             self.scheduler_stats = outs.stats
-            self._num_added_since_stats = 0
+            self.waiting.on_stats(outs.stats)
         self._log_stats()
 
     def _fail_refused(self, errors: dict[str, str]) -> None:

@@ -36,12 +36,14 @@ class EngineCore:
         self.async_scheduling = config.scheduler_config.async_scheduling
         # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
         self._in_flight: deque[tuple[SchedulerOutput, ModelRunnerOutputFuture]] = deque()
+        self.num_requests_received = 0
         logger.info("Engine core ready in %.1f s: up to %d requests at once, %d tokens a step, max_model_len %d",
                     time.perf_counter() - start, config.scheduler_config.max_num_seqs,
                     config.scheduler_config.max_num_batched_tokens, config.model_config.max_model_len)
 
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""
+        self.num_requests_received += 1  # refused or not, it is no longer in transit
         self.scheduler.add_request(request)
 
     def abort_requests(self, request_ids: list[str],
@@ -112,6 +114,7 @@ class EngineCore:
             prefix_cache_queries=kv.prefix_cache_queries,
             prefix_cache_hits=kv.prefix_cache_hits,
             num_preemptions=sched.num_preemptions,
+            num_requests_received=self.num_requests_received,
         )
 
     def shutdown(self) -> None:

@@ -49,6 +49,8 @@ class EngineClient(Protocol):
         """True once the engine core is known to have died."""
         ...
 
-    def num_waiting_requests(self) -> int:
-        """Requests queued in the engine core but not yet running (for load shedding)."""
+    def num_waiting_requests(self, num_new: int = 0) -> int:
+        """Sequences (a request's n children each) waiting for a slot in the engine core now, or that
+        would wait if `num_new` more arrived now: free slots are taken first. Load shedding compares
+        it with --max-waiting-requests; engine/admission.py says how it is counted live."""
         ...

@@ -54,14 +54,27 @@ def model_not_found(model: str) -> OpenAIError:
                        "model", "model_not_found")
 
 
-def unauthorized() -> OpenAIError:
-    return OpenAIError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                       HTTPStatus.UNAUTHORIZED, AUTHENTICATION, None, "invalid_api_key")
+def unauthorized(message: str = "Incorrect or missing API key: send 'Authorization: Bearer <key>'.") -> OpenAIError:
+    # WWW-Authenticate is what RFC 9110 requires of a 401: the scheme the client should use.
+    return OpenAIError(message, HTTPStatus.UNAUTHORIZED, AUTHENTICATION, None, "invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
 
 
-def overloaded(num_waiting: int) -> OpenAIError:
+def request_too_large(max_bytes: int) -> OpenAIError:
+    return OpenAIError(f"The request body is larger than this server takes ({max_bytes} bytes, "
+                       "--max-request-body-bytes).", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, INVALID_REQUEST, None,
+                       "request_too_large")
+
+
+def body_timeout(timeout_s: float) -> OpenAIError:
+    return OpenAIError(f"The request body did not arrive within {timeout_s:g} s (--request-body-timeout).",
+                       HTTPStatus.REQUEST_TIMEOUT, INVALID_REQUEST, None, "request_timeout")
+
+
+def overloaded(num_waiting: int, bound: int) -> OpenAIError:
     # Retry-After lets well-behaved clients (the openai client honours it) back off instead of hammering.
-    return OpenAIError(f"The server is overloaded ({num_waiting} requests waiting); retry later.",
+    return OpenAIError(f"The server is overloaded: {num_waiting} sequences would wait for a slot, more than its "
+                       f"{bound} (--max-waiting-requests); retry later.",
                        HTTPStatus.SERVICE_UNAVAILABLE, SERVER_ERROR, None, "server_overloaded",
                        headers={"Retry-After": "1"})
 
@@ -92,6 +105,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts: list[str] = []
     param = None
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # FastAPI's: loc holds the byte offset, not a field
+            detail = err.get("ctx", {}).get("error", "")
+            return f"The body is not valid JSON: {detail} (at byte {err['loc'][-1]}).", None
         # Drop "body" and union-member tags such as "list[constrained-int]": keep field names and indexes.
         loc = [str(p) for p in err.get("loc", ()) if p != "body" and "[" not in str(p)]
         if param is None and loc:

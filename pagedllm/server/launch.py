@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pagedllm.bench.common import add_engine_args, engine_kwargs
+from pagedllm.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,12 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="names clients use in `model` (default: the model argument)")
     parser.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY`")
     parser.add_argument("--max-waiting-requests", type=int, default=None,
-                        help="answer 503 while more requests than this wait in the engine")
+                        help="answer 503 to a request whose sequences (prompts x n) would leave more than this "
+                             "many waiting for a slot in the engine")
+    parser.add_argument("--max-request-body-bytes", type=int, default=ServerSettings.max_request_body_bytes,
+                        help="answer 413 to a larger request body (default: 32 MiB)")
+    parser.add_argument("--request-body-timeout", type=float, default=ServerSettings.request_body_timeout_s,
+                        help="seconds a request body may take to arrive; then 408 and the connection closes")
     parser.add_argument("--chat-template", default=None,
                         help="a Jinja chat template (file path or the template itself) for models without one, "
                              "or to replace theirs")
@@ -71,10 +77,10 @@ def load_chat_template(value: str) -> str:
 
 def server_settings(args: argparse.Namespace, model_config: Any) -> Any:
     """The HTTP layer's settings: names, key, load shedding, and the model's sampling defaults."""
-    from pagedllm.server.settings import ServerSettings
-
     return ServerSettings(served_model_names=served_names(args), api_key=args.api_key,
                           max_waiting_requests=args.max_waiting_requests,
+                          max_request_body_bytes=args.max_request_body_bytes,
+                          request_body_timeout_s=args.request_body_timeout,
                           sampling_defaults=model_config.sampling_defaults)
 
 

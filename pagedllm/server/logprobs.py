@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pagedllm.outputs import Logprob
-from pagedllm.server.protocol import ChatLogprobs, ChatTokenLogprob, ChatTopLogprob, CompletionLogprobs
+from pagedllm.server.protocol_responses import ChatLogprobs, ChatTokenLogprob, ChatTopLogprob, CompletionLogprobs
 
 # JSON has no -inf; OpenAI's clients expect a number, so an impossible token gets vLLM's floor.
 _MIN_LOGPROB = -9999.0

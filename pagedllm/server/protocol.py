@@ -1,29 +1,60 @@
-"""Pydantic models of the OpenAI API (and vLLM's extras) as this server speaks it.
+"""Pydantic models of the OpenAI API's requests (and vLLM's extras) as this server takes them.
 
-Requests know how to become `SamplingParams`; responses serialize to exactly the JSON OpenAI sends.
-Fields the server does not implement (tools, response_format, suffix, best_of != n) are refused
-with a 400 instead of being silently ignored, so a client never gets quietly wrong behaviour.
+Requests know how to become `SamplingParams` (responses are in protocol_responses.py). They are
+validated strictly, as OpenAI does: a string is never a number (`"max_tokens": "4"` is a 400), and
+every bound the engine enforces that JSON schema can express is in the model, so the OpenAPI
+document says what the server accepts. Fields we do not implement are refused or logged by
+`extra_fields.py`; bounds known only at runtime (the vocabulary, the context) are checked by the
+handlers and put in the OpenAPI document by `openapi.py`.
 """
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_serializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from pagedllm.generation_config import SamplingDefaults
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams
-from pagedllm.server.errors import bad_request, context_length_exceeded
+from pagedllm.server.errors import OpenAIError, bad_request, context_length_exceeded
+from pagedllm.server.extra_fields import (
+    CHAT_UNSUPPORTED,
+    COMPLETION_UNSUPPORTED,
+    TEMPLATE_UNSUPPORTED,
+    Unsupported,
+    check_extra_fields,
+    document,
+)
 
 MAX_N = 128  # more sequences per request than this is a denial of service, not a use case
 MAX_LOGPROBS = 20  # OpenAI's chat limit; vLLM's default max_logprobs
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions (vLLM's too)
 NEUTRAL = SamplingDefaults()  # the API's own defaults (no generation config)
+INT64_MAX = 2**63 - 1
 
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 2.0 is the integer 2 to JSON schema (and to JavaScript, which writes
+    # it "2"), so it is taken where an integer is expected; 2.5, "2" and true are not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# After the bounds in each Annotated, so that they stay in the integer's JSON schema.
+_WHOLE = BeforeValidator(_whole_number)
 # Integers cross to the engine-core process as msgpack int64, and torch takes a signed 64-bit seed:
 # a larger value must be refused here, not fail (or crash) later.
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-TokenId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX), _WHOLE]
+# Below the vocabulary size too, which only the running server knows (serving_common checks it,
+# openapi.py writes it in).
+TokenId = Annotated[int, Field(ge=0, le=INT64_MAX, json_schema_extra={"x-token-id": True}), _WHOLE]
+# Token counts: below the context too (the same two places).
+_COUNT: dict[str, Any] = {"x-token-count": True}
+MaxTokens = Annotated[int, Field(ge=1, le=INT64_MAX, json_schema_extra=_COUNT), _WHOLE]
+MinTokens = Annotated[int, Field(ge=0, le=INT64_MAX, json_schema_extra=_COUNT), _WHOLE]
+NumLogprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS), _WHOLE]
+# logit_bias keys: a token id written in decimal, nothing else (int() would take " 12 " and "١٢").
+TokenIdKey = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]*)$", json_schema_extra={"x-token-id": True})]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def _encodable(text: str) -> str:
@@ -36,6 +67,11 @@ def _encodable(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]  # every string that reaches a tokenizer or the engine
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
+# A completions prompt: text, token ids, or a batch of either; nothing in it empty.
+Prompt = (NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
+          | Annotated[list[TokenId], Field(min_length=1)]
+          | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)])
 
 
 class OpenAIBaseModel(BaseModel):
@@ -43,30 +79,71 @@ class OpenAIBaseModel(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
-class StreamOptions(OpenAIBaseModel):
+class StrictModel(OpenAIBaseModel):
+    """What clients send: no coercion (a string is never a number or a boolean; an int fills a float)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _document(schema: dict[str, Any], cls: type[Any]) -> None:
+    document(schema, cls.UNSUPPORTED)
+    if cls.RULES:
+        schema["allOf"] = list(cls.RULES)
+
+
+def _never(**properties: Any) -> dict[str, Any]:
+    """A JSON schema clause: never all of these at once (the first is present; the others, when
+    absent, count as their defaults)."""
+    return {"not": {"required": [next(iter(properties))], "properties": properties}}
+
+
+Rules = tuple[dict[str, Any], ...]
+# What the handlers refuse across fields, as JSON schema (OpenAI's rules, vLLM's for its extras).
+STREAM_OPTIONS_NEED_STREAM = _never(stream_options={"type": "object"}, stream={"not": {"const": True}})
+TOP_LOGPROBS_NEED_LOGPROBS = _never(top_logprobs={"type": "integer", "minimum": 1}, logprobs={"not": {"const": True}})
+TEMPLATE_FLAGS_EXCLUSIVE = _never(continue_final_message={"const": True}, add_generation_prompt={"const": True})
+PROMPT_OR_MESSAGES = {"oneOf": [{"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+                                {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]}
+
+
+class OpenAIRequest(StrictModel):
+    """A request body. Unknown fields are kept (in `model_extra`) for `check_extra_fields`."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document)
+    UNSUPPORTED: ClassVar[dict[str, Unsupported]] = {}
+    RULES: ClassVar[Rules] = ()  # JSON schema clauses the handlers check
+    ENDPOINT: ClassVar[str] = ""
+
+    def check_extra_fields(self) -> None:
+        check_extra_fields(self.model_extra or {}, self.UNSUPPORTED, self.ENDPOINT)
+
+
+class StreamOptions(StrictModel):
     include_usage: bool | None = False
 
 
-class _SamplingRequest(OpenAIBaseModel):
+class _SamplingRequest(OpenAIRequest):
     """Fields shared by completions and chat completions."""
 
+    RULES: ClassVar[Rules] = (STREAM_OPTIONS_NEED_STREAM,)
+
     model: str | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
-    temperature: float | None = None
-    top_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N), _WHOLE] = 1
+    temperature: Annotated[float, Field(ge=0.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[TokenIdKey, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     seed: Int64 | None = None
-    stop: Text | list[Text] | None = None
+    stop: NonEmptyText | list[NonEmptyText] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extras
-    top_k: Int64 | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: Int64 = Field(0, ge=0)
+    top_k: Annotated[int, Field(ge=-1, le=INT64_MAX), _WHOLE] | None = None
+    min_p: Probability | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    min_tokens: MinTokens = 0
     ignore_eos: bool = False
     stop_token_ids: list[TokenId] | None = None
     skip_special_tokens: bool = True
@@ -77,23 +154,19 @@ class _SamplingRequest(OpenAIBaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
-    def check_stream_options(self) -> None:
+    def check_supported(self) -> None:
+        self.check_extra_fields()
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options can only be given when stream is true.", "stream_options")
 
-    def _logit_bias(self) -> dict[int, float] | None:
-        if not self.logit_bias:
-            return None
-        bias = {}
-        for key, value in self.logit_bias.items():
-            try:
-                token_id = int(key)
-            except ValueError:
-                raise bad_request(f"logit_bias keys must be token ids, got {key!r}.", "logit_bias") from None
-            if not 0 <= token_id < 2**63 or not -100.0 <= value <= 100.0:
-                raise bad_request("logit_bias maps token ids >= 0 to values in [-100, 100].", "logit_bias")
-            bias[token_id] = value
-        return bias
+    def token_ids(self) -> dict[str, list[int]]:
+        """The token ids other than the prompt's, by field, for the vocabulary check."""
+        return {"stop_token_ids": list(self.stop_token_ids or []),
+                "logit_bias": [int(key) for key in self.logit_bias or {}]}
+
+    def token_counts(self) -> dict[str, int | None]:
+        """The token counts, by field, for the context check."""
+        return {"min_tokens": self.min_tokens}
 
     def _make_params(self, max_tokens: int | None, logprobs: int | None, num_prompt_tokens: int,
                      max_model_len: int, prompt_param: str, defaults: SamplingDefaults) -> SamplingParams:
@@ -101,6 +174,7 @@ class _SamplingRequest(OpenAIBaseModel):
         max_tokens = _resolve_max_tokens(max_tokens, defaults.max_tokens, num_prompt_tokens, max_model_len,
                                          prompt_param)
         kind = RequestOutputKind.DELTA if self.stream else RequestOutputKind.FINAL_ONLY
+        logit_bias = {int(key): value for key, value in self.logit_bias.items()} if self.logit_bias else None
         try:
             return SamplingParams(
                 n=self.n, temperature=_or(self.temperature, defaults.temperature),
@@ -113,7 +187,7 @@ class _SamplingRequest(OpenAIBaseModel):
                 ignore_eos=self.ignore_eos, max_tokens=max_tokens, min_tokens=self.min_tokens,
                 logprobs=logprobs, skip_special_tokens=self.skip_special_tokens,
                 spaces_between_special_tokens=self.spaces_between_special_tokens,
-                include_stop_str_in_output=self.include_stop_str_in_output, logit_bias=self._logit_bias(),
+                include_stop_str_in_output=self.include_stop_str_in_output, logit_bias=logit_bias,
                 output_kind=kind,
             )
         except ValueError as e:
@@ -124,15 +198,19 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def prompt_too_long(num_prompt_tokens: int, max_model_len: int, prompt_param: str) -> OpenAIError:
+    return context_length_exceeded(
+        f"This model's maximum context length is {max_model_len} tokens (max_model_len), but the "
+        f"prompt has {num_prompt_tokens} tokens; shorten it.", prompt_param)
+
+
 def _resolve_max_tokens(requested: int | None, default: int | None, num_prompt_tokens: int, max_model_len: int,
                         prompt_param: str) -> int | None:
     """When not given: the default (the generation config's) or what is left of the context, whichever
     is smaller; a 400 when the request cannot fit."""
     room = max_model_len - num_prompt_tokens
     if room <= 0:
-        raise context_length_exceeded(
-            f"This model's maximum context length is {max_model_len} tokens (max_model_len), but the "
-            f"prompt has {num_prompt_tokens} tokens; shorten it.", prompt_param)
+        raise prompt_too_long(num_prompt_tokens, max_model_len, prompt_param)
     if requested is None:
         return room if default is None else min(default, room)
     if requested > room:
@@ -146,19 +224,23 @@ def _resolve_max_tokens(requested: int | None, default: int | None, num_prompt_t
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: Text | list[Text] | list[TokenId] | list[list[TokenId]]
-    max_tokens: Int64 | None = COMPLETION_DEFAULT_MAX_TOKENS
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    best_of: int | None = None
-    suffix: str | None = None
+    UNSUPPORTED = COMPLETION_UNSUPPORTED
+    ENDPOINT = "completions"
 
-    def check_supported(self) -> None:
-        self.check_stream_options()
-        if self.best_of is not None and self.best_of != self.n:
-            raise bad_request("best_of is not supported (only best_of == n).", "best_of")
-        if self.suffix:
-            raise bad_request("suffix is not supported.", "suffix")
+    prompt: Prompt
+    max_tokens: MaxTokens | None = Field(COMPLETION_DEFAULT_MAX_TOKENS,
+                                         description="null, like leaving it out, means 16 (OpenAI's default)")
+    echo: bool = False
+    logprobs: NumLogprobs | None = None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _null_is_the_default(cls, value: int | None) -> int:
+        # OpenAI's legacy completions: an explicit null is the default, not "the rest of the context".
+        return COMPLETION_DEFAULT_MAX_TOKENS if value is None else value
+
+    def token_counts(self) -> dict[str, int | None]:
+        return {**super().token_counts(), "max_tokens": self.max_tokens}
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int,
                            defaults: SamplingDefaults = NEUTRAL) -> SamplingParams:
@@ -171,60 +253,15 @@ class CompletionRequest(_SamplingRequest):
         return params
 
 
-class CompletionLogprobs(OpenAIBaseModel):
-    text_offset: list[int] = Field(default_factory=list)
-    token_logprobs: list[float | None] = Field(default_factory=list)
-    tokens: list[str] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
-
-
-class UsageInfo(OpenAIBaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> UsageInfo:
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
-
-
-class CompletionChoice(OpenAIBaseModel):
-    index: int
-    text: str
-    logprobs: CompletionLogprobs | None = None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None  # vLLM's extra: the stop token id or string that ended it
-
-
-class CompletionResponse(OpenAIBaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo
-    system_fingerprint: str | None = None
-
-
-class CompletionStreamResponse(OpenAIBaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
-
-
 # --------------------------------------------------------------------------------------------- chat
 
 
-class TextContentPart(OpenAIBaseModel):
+class TextContentPart(StrictModel):
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(OpenAIBaseModel):
+class ChatMessage(StrictModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: Text | list[TextContentPart] | None = None
     name: str | None = None
@@ -236,29 +273,39 @@ class ChatMessage(OpenAIBaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-class ChatCompletionRequest(_SamplingRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Int64 | None = None
-    max_completion_tokens: Int64 | None = None
-    logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
-    # vLLM's chat-template extras
+class _TemplateFlags(OpenAIRequest):
+    """vLLM's chat-template extras."""
+
+    RULES: ClassVar[Rules] = (TEMPLATE_FLAGS_EXCLUSIVE,)
     add_generation_prompt: bool = True
-    continue_final_message: bool = False
+    continue_final_message: bool = Field(False, description="needs add_generation_prompt false")
+
+    def check_template_flags(self) -> None:
+        if self.add_generation_prompt and self.continue_final_message:
+            raise bad_request("add_generation_prompt and continue_final_message cannot both be true.",
+                              "continue_final_message")
+
+
+class ChatCompletionRequest(_SamplingRequest, _TemplateFlags):
+    UNSUPPORTED = CHAT_UNSUPPORTED
+    RULES: ClassVar[Rules] = (STREAM_OPTIONS_NEED_STREAM, TEMPLATE_FLAGS_EXCLUSIVE, TOP_LOGPROBS_NEED_LOGPROBS)
+    ENDPOINT = "chat completions"
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    logprobs: bool | None = False
+    top_logprobs: NumLogprobs | None = Field(None, description="needs logprobs true")
 
     def check_supported(self) -> None:
-        self.check_stream_options()
-        if self.tools or self.functions:
-            raise bad_request("Tool and function calling are not supported.", "tools")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise bad_request("Only response_format {'type': 'text'} is supported.", "response_format")
+        super().check_supported()
         if self.top_logprobs and not self.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true.", "top_logprobs")
-        if self.add_generation_prompt and self.continue_final_message:
-            raise bad_request("add_generation_prompt and continue_final_message cannot both be true.")
+        self.check_template_flags()
+
+    def token_counts(self) -> dict[str, int | None]:
+        return {**super().token_counts(), "max_tokens": self.max_tokens,
+                "max_completion_tokens": self.max_completion_tokens}
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int,
                            defaults: SamplingDefaults = NEUTRAL) -> SamplingParams:
@@ -267,122 +314,32 @@ class ChatCompletionRequest(_SamplingRequest):
         return self._make_params(max_tokens, logprobs, num_prompt_tokens, max_model_len, "messages", defaults)
 
 
-class ChatTopLogprob(OpenAIBaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
+# ------------------------------------------------------------------------------------ tokenize
 
 
-class ChatTokenLogprob(ChatTopLogprob):
-    top_logprobs: list[ChatTopLogprob] = Field(default_factory=list)
-
-
-class ChatLogprobs(OpenAIBaseModel):
-    content: list[ChatTokenLogprob] | None = None
-
-
-class ChatResponseMessage(OpenAIBaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = None
-
-
-class ChatChoice(OpenAIBaseModel):
-    index: int
-    message: ChatResponseMessage
-    logprobs: ChatLogprobs | None = None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-class ChatCompletionResponse(OpenAIBaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatChoice]
-    usage: UsageInfo
-    system_fingerprint: str | None = None
-
-
-class DeltaMessage(OpenAIBaseModel):
-    role: str | None = None
-    content: str | None = None
-
-    @model_serializer
-    def _drop_absent(self) -> dict[str, Any]:
-        # OpenAI's deltas carry only what changed: {"role": ...} first, then {"content": ...}, then {}.
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
-
-
-class ChatStreamChoice(OpenAIBaseModel):
-    index: int
-    delta: DeltaMessage
-    logprobs: ChatLogprobs | None = None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-class ChatCompletionStreamResponse(OpenAIBaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatStreamChoice]
-    usage: UsageInfo | None = None
-
-
-# ------------------------------------------------------------------------------- models, tokenize, errors
-
-
-class ModelCard(OpenAIBaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    owned_by: str = "pagedllm"
-    root: str | None = None
-    max_model_len: int | None = None
-
-
-class ModelList(OpenAIBaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class TokenizeRequest(OpenAIBaseModel):
+class TokenizeRequest(_TemplateFlags):
     """Either `prompt` (text, special tokens added by default) or `messages` (rendered through the
     chat template, whose text already holds the special tokens)."""
 
+    UNSUPPORTED = TEMPLATE_UNSUPPORTED
+    RULES: ClassVar[Rules] = (TEMPLATE_FLAGS_EXCLUSIVE, PROMPT_OR_MESSAGES)
+    ENDPOINT = "tokenize"
+
     model: str | None = None
     prompt: Text | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
     add_special_tokens: bool | None = None
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
     return_token_strs: bool = False
 
+    def check_supported(self) -> None:
+        self.check_extra_fields()
+        if (self.prompt is None) == (self.messages is None):
+            raise bad_request("Give exactly one of 'prompt' or 'messages'.", "prompt")
+        self.check_template_flags()
 
-class TokenizeResponse(OpenAIBaseModel):
-    count: int
-    max_model_len: int
-    tokens: list[int]
-    token_strs: list[str] | None = None
 
+class DetokenizeRequest(OpenAIRequest):
+    ENDPOINT = "detokenize"
 
-class DetokenizeRequest(OpenAIBaseModel):
     model: str | None = None
     tokens: list[TokenId]
-
-
-class DetokenizeResponse(OpenAIBaseModel):
-    prompt: str
-
-
-class ErrorInfo(OpenAIBaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(OpenAIBaseModel):
-    error: ErrorInfo

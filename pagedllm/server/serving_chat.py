@@ -15,9 +15,9 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import from_engine_exception
 from pagedllm.server.logprobs import chat_logprobs
-from pagedllm.server.protocol import (
+from pagedllm.server.protocol import ChatCompletionRequest
+from pagedllm.server.protocol_responses import (
     ChatChoice,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
     ChatLogprobs,
@@ -55,12 +55,15 @@ class _Job:
 class OpenAIServingChat(ServingBase):
     async def create(self, request: ChatCompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
+        self.check_runtime_bounds(request)
         model = self.resolve_model(request.model)
-        self.check_admission()
-        prompt = self.render_chat(request.messages, request.add_generation_prompt, request.continue_final_message)
+        self.check_admission(request.n)
+        prompt = await self.render_chat(request.messages, request.add_generation_prompt,
+                                        request.continue_final_message)
         check_prompt_not_empty(prompt, "messages")
         params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len,
                                             self.settings.sampling_defaults)
+        self.check_admission(request.n)  # again: what was admitted while this one was rendered counts now
         job = _Job(request, prompt, random_id("chatcmpl"), model)
         outputs = self.start([prompt], [params], job.request_id)
         return await respond(raw_request, outputs, 1, bool(request.stream),

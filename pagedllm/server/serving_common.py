@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +17,15 @@ from pagedllm.server.engine_client import EngineClient
 from pagedllm.server.errors import (
     OpenAIError,
     bad_request,
+    context_length_exceeded,
     engine_dead,
     from_engine_exception,
     model_not_found,
     overloaded,
 )
-from pagedllm.server.protocol import ChatMessage
+from pagedllm.server.protocol import ChatMessage, prompt_too_long
 from pagedllm.server.settings import ServerSettings
+from pagedllm.server.text_worker import Encoded, TextWorker
 from pagedllm.server.utils import ClientDisconnected, aclose_quietly, merge_async_iterators, run_until_disconnected
 
 
@@ -44,10 +46,14 @@ def random_id(prefix: str) -> str:
 
 
 class ServingBase:
-    def __init__(self, engine: EngineClient, settings: ServerSettings) -> None:
+    def __init__(self, engine: EngineClient, settings: ServerSettings, text: TextWorker | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.text = text or TextWorker(engine.tokenizer)  # build_app shares one between the endpoints
         self.served_model_names = list(settings.served_model_names) or [engine.model_name]
+        # Token ids the server takes (prompts, stop_token_ids, logit_bias, /detokenize): those the
+        # tokenizer knows, as vLLM checks them; the OpenAPI document states the same bound.
+        self.vocab_size = len(engine.tokenizer)
 
     @property
     def tokenizer(self) -> Any:
@@ -61,31 +67,61 @@ class ServingBase:
             raise model_not_found(model)
         return model
 
-    def check_admission(self) -> None:
-        """Shed load before any work is done: a dead engine or a too-long waiting queue is a 503."""
+    def check_admission(self, num_sequences: int) -> None:
+        """Shed load before any work is done: a dead engine is a 503, and so is a request whose
+        sequences (every prompt times n) would leave more than --max-waiting-requests sequences waiting
+        for a slot in the engine (free slots first, counted live: engine/admission.py). Requests
+        admitted in the same event-loop turn are not yet in the count, so a burst may pass the bound
+        by its own size once; the next turn counts them."""
         if self.engine.is_dead:
             raise engine_dead()
         bound = self.settings.max_waiting_requests
         if bound is not None:
-            num_waiting = self.engine.num_waiting_requests()
+            num_waiting = self.engine.num_waiting_requests(num_sequences)
             if num_waiting > bound:
-                raise overloaded(num_waiting)
+                raise overloaded(num_waiting, bound)
 
-    def tokenize_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids)
+    def check_token_ids(self, token_ids: Iterable[int], param: str) -> None:
+        bad = [t for t in token_ids if t >= self.vocab_size]
+        if bad:
+            raise bad_request(f"Token ids must be below the vocabulary size {self.vocab_size}; got {bad[:5]}.", param)
 
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
-                    continue_final_message: bool) -> TokenizedPrompt:
+    def check_runtime_bounds(self, request: Any) -> None:
+        """What the OpenAPI document states of a completion or chat request but its model cannot
+        check: token ids (stop_token_ids, logit_bias keys) below the vocabulary size, and token counts
+        (max_tokens, min_tokens) below the context, which must hold a prompt too."""
+        for param, token_ids in request.token_ids().items():
+            self.check_token_ids(token_ids, param)
+        max_model_len = self.engine.max_model_len
+        for param, count in request.token_counts().items():
+            if count is not None and count >= max_model_len:
+                raise context_length_exceeded(
+                    f"{param}={count} is too large: this model's maximum context length is {max_model_len} "
+                    "tokens (max_model_len), and the prompt needs at least one.", param)
+
+    async def tokenize_prompt(self, text: str, param: str) -> TokenizedPrompt:
+        """A completion prompt with the tokenizer's special tokens; a 400 if it cannot fit the context
+        (counted without listing its ids: a 10 MB prompt must not hold the GIL to be refused)."""
+        encoded = await self.text.encode(text, True, self.engine.max_model_len - 1)
+        return self._fitted(text, encoded, param)
+
+    async def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
+                          continue_final_message: bool, fit_context: bool = True) -> TokenizedPrompt:
         """Apply the model's chat template, then tokenize without adding special tokens again
         (the template already holds the BOS and role markers)."""
         conversation = [m.to_template_dict() for m in messages]
+        max_tokens = self.engine.max_model_len - 1 if fit_context else None
         try:
-            text = self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message)
+            text, encoded = await self.text.encode_chat(conversation, add_generation_prompt, continue_final_message,
+                                                        max_tokens)
         except Exception as e:  # jinja errors (e.g. roles not alternating), a model without a template
             raise bad_request(f"The chat template cannot render these messages: {e}", "messages") from None
-        return TokenizedPrompt(text, self.tokenize_text(text, add_special_tokens=False))
+        return self._fitted(text, encoded, "messages")
+
+    def _fitted(self, text: str, encoded: Encoded, param: str) -> TokenizedPrompt:
+        if encoded.token_ids is None:
+            raise prompt_too_long(encoded.num_tokens, self.engine.max_model_len, param)
+        return TokenizedPrompt(text, encoded.token_ids)
 
     def start(self, prompts: Sequence[TokenizedPrompt], params: Sequence[SamplingParams],
               request_id: str) -> AsyncIterator[tuple[int, RequestOutput]]:

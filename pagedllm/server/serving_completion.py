@@ -5,6 +5,7 @@ prompt's tokens once and sums completion tokens over every prompt and every sequ
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,10 +15,10 @@ from fastapi import Request, Response
 from pagedllm.outputs import CompletionOutput, RequestOutput
 from pagedllm.server.errors import bad_request, from_engine_exception
 from pagedllm.server.logprobs import append_completion_logprobs
-from pagedllm.server.protocol import (
+from pagedllm.server.protocol import CompletionRequest
+from pagedllm.server.protocol_responses import (
     CompletionChoice,
     CompletionLogprobs,
-    CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
     UsageInfo,
@@ -59,38 +60,48 @@ class _Job:
         return self.request.n
 
 
+def _prompt_items(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """The request's prompts: one text, one list of token ids, or a batch of either."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise bad_request("The prompt list is empty.", "prompt")
+    if isinstance(prompt[0], int):
+        return [prompt]  # one prompt of token ids
+    return list(prompt)
+
+
 class OpenAIServingCompletion(ServingBase):
     async def create(self, request: CompletionRequest, raw_request: Request) -> Response:
         request.check_supported()
+        self.check_runtime_bounds(request)
         model = self.resolve_model(request.model)
-        self.check_admission()
-        prompts = self._tokenize_prompts(request.prompt)
+        items = _prompt_items(request.prompt)
+        num_sequences = len(items) * request.n
+        self.check_admission(num_sequences)
+        prompts = await self._tokenize_prompts(items)
         params = [request.to_sampling_params(len(p.token_ids), self.engine.max_model_len,
                                              self.settings.sampling_defaults) for p in prompts]
+        self.check_admission(num_sequences)  # again: what was admitted while this one was tokenized counts now
         job = _Job(request, prompts, random_id("cmpl"), model)
         outputs = self.start(prompts, params, job.request_id)
         return await respond(raw_request, outputs, len(prompts), bool(request.stream),
                              lambda finals: self._full_response(job, finals),
                              lambda items: self._stream(job, items))
 
-    def _tokenize_prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[TokenizedPrompt]:
-        if isinstance(prompt, str):
-            items: list[str | list[int]] = [prompt]
-        elif not prompt:
-            raise bad_request("The prompt list is empty.", "prompt")
-        elif isinstance(prompt[0], int):
-            items = [prompt]  # one prompt of token ids
-        else:
-            items = list(prompt)
-        result = []
+    async def _tokenize_prompts(self, items: list[str | list[int]]) -> list[TokenizedPrompt]:
         for item in items:
-            if isinstance(item, str):
-                tokenized = TokenizedPrompt(item, self.tokenize_text(item))
-            else:
-                tokenized = TokenizedPrompt(None, list(item))
+            if not isinstance(item, str):
+                self.check_token_ids(item, "prompt")
+        result = await asyncio.gather(*(self._tokenize_prompt(item) for item in items))
+        for tokenized in result:
             check_prompt_not_empty(tokenized, "prompt")
-            result.append(tokenized)
         return result
+
+    async def _tokenize_prompt(self, item: str | list[int]) -> TokenizedPrompt:
+        if isinstance(item, str):
+            return await self.tokenize_prompt(item, "prompt")
+        return TokenizedPrompt(None, list(item))
 
     def _prompt_text(self, prompt: TokenizedPrompt) -> str:
         return prompt.text if prompt.text is not None else self.tokenizer.decode(prompt.token_ids)

@@ -12,15 +12,26 @@ class ServerSettings:
     served_model_names: list[str] = field(default_factory=list)
     # When set, every endpoint but /health needs `Authorization: Bearer <api_key>`.
     api_key: str | None = None
-    # When set, new generation requests get a 503 while more than this many wait in the engine.
+    # When set, a generation request gets a 503 if it would leave more than this many sequences
+    # (prompts x n) waiting for a slot in the engine.
     max_waiting_requests: int | None = None
     # What requests get for the sampling parameters they leave unset (--generation-config).
     sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    # Bodies larger than this get a 413. 32 MiB holds a 1M-token context as token ids (~8 MB of JSON)
+    # or as text in any JSON escaping, with room for a batch of prompts; it stops a client from making
+    # the server parse (and hold) hundreds of MB of JSON, about 10x the bytes in Python objects.
+    max_request_body_bytes: int = 32 << 20
+    # A body not fully received this many seconds after the request began gets a 408 and the
+    # connection is closed: a client that announces more than it sends must not hold one for ever.
+    # 60 s (nginx's client_body_timeout) reads a full 32 MiB body at 0.6 MB/s.
+    request_body_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if any(not name for name in self.served_model_names):
             raise ValueError("served_model_names must be non-empty strings.")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given.")
+        if self.max_request_body_bytes < 1 or not self.request_body_timeout_s > 0:
+            raise ValueError("max_request_body_bytes and request_body_timeout_s must be positive.")
         if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
             raise ValueError(f"max_waiting_requests must be >= 0, got {self.max_waiting_requests}.")

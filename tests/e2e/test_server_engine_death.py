@@ -19,7 +19,7 @@ GRACE_S = 8.0
 def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
     args = [smollm2_gguf, "--tokenizer", smollm2_tokenizer_dir, "--dtype", "float32", "--max-model-len", "2048",
             "--kv-cache-memory", str(64 << 20), "--engine-death-grace", str(GRACE_S), "--api-key", "k",
-            "--max-num-seqs", "1", "--max-waiting-requests", "0"]
+            "--max-num-seqs", "1", "--max-waiting-requests", "1"]
     with ServerProcess(args) as s:
         yield s
 

@@ -52,6 +52,24 @@ def make_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, chat_template=CHATML_TEMPLATE)
 
 
+FILLER_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod",
+                "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua")
+
+
+def make_word_tokenizer() -> Any:
+    """A word-level tokenizer (one token per word of FILLER_WORDS, about 6 bytes a token as real
+    vocabularies on English) plus the ChatML specials: realistic token counts for huge prompts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(FILLER_WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.add_special_tokens(["<|endoftext|>", "<|im_start|>", EOS])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, unk_token="[UNK]",
+                                   chat_template=CHATML_TEMPLATE)
+
+
 def reply_for(index: int) -> str:
     # Different lengths per sequence, so n > 1 sequences finish at different steps; "—" is 3 bytes.
     return f"Paris — the capital of France{'!' * index}. It is lovely."
@@ -65,7 +83,8 @@ class FakeEngine:
     tokenizer: Any = field(default_factory=make_tokenizer)
     paused: bool = False  # steps wait while True (to hold requests in flight)
     dead: bool = False
-    num_waiting: int = 0
+    num_waiting: int = 0  # sequences waiting for a slot
+    free_slots: int = 256  # slots new sequences take before they wait
     requests: list[tuple[str, Any, SamplingParams]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -75,8 +94,8 @@ class FakeEngine:
     def is_dead(self) -> bool:
         return self.dead
 
-    def num_waiting_requests(self) -> int:
-        return self.num_waiting
+    def num_waiting_requests(self, num_new: int = 0) -> int:
+        return self.num_waiting + max(0, num_new - self.free_slots)
 
     async def check_health(self) -> None:
         if self.dead:

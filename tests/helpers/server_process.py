@@ -61,8 +61,9 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        log = self.log()  # before __exit__ removes the file
         self.__exit__(None, None, None)
-        raise RuntimeError(f"server not healthy after {self.startup_timeout_s} s:\n{self.log()}")
+        raise RuntimeError(f"server not healthy after {self.startup_timeout_s} s:\n{log}")
 
     def metrics(self, headers: dict[str, str] | None = None) -> dict[str, float]:
         """GET /metrics as {sample name: value summed over its label sets}."""

@@ -68,7 +68,7 @@ def test_invalid_parameters_are_400(client: TestClient, engine: FakeEngine, path
     ("/v1/completions", {"prompt": ["ok", "x" * 300]}, "prompt"),
     ("/v1/completions", {"prompt": "Hi", "max_tokens": 255}, "max_tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 300}]}, "messages"),
-    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 1000}, "max_tokens"),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 1000}, "max_completion_tokens"),
 ])
 def test_too_long_for_the_context_is_400_context_length_exceeded(client, engine: FakeEngine, path, body, param):
     error = _assert_error(client.post(path, json=body), 400, "context_length_exceeded", "invalid_request_error")

@@ -10,7 +10,8 @@ from pagedllm.outputs import Logprob
 from pagedllm.sampling_params import RequestOutputKind
 from pagedllm.server.errors import OpenAIError
 from pagedllm.server.logprobs import append_completion_logprobs, chat_logprobs
-from pagedllm.server.protocol import ChatCompletionRequest, CompletionLogprobs, CompletionRequest
+from pagedllm.server.protocol import ChatCompletionRequest, CompletionRequest
+from pagedllm.server.protocol_responses import CompletionLogprobs
 from pagedllm.server.utils import ClientDisconnected, merge_async_iterators, run_until_disconnected
 
 CHAT = [{"role": "user", "content": "Hi"}]
@@ -23,7 +24,7 @@ def test_completion_defaults_and_mapping():
     assert p.output_kind == RequestOutputKind.FINAL_ONLY and p.stop == [] and p.skip_special_tokens
     p = CompletionRequest(prompt="Hi", stream=True, stop="x", max_tokens=None, echo=True, logprobs=3,
                           top_k=-1).to_sampling_params(2, 100)
-    assert p.output_kind == RequestOutputKind.DELTA and p.stop == ["x"] and p.max_tokens == 98
+    assert p.output_kind == RequestOutputKind.DELTA and p.stop == ["x"] and p.max_tokens == 16  # null: the default
     assert (p.logprobs, p.prompt_logprobs, p.top_k) == (3, 3, 0)
 
 

@@ -68,6 +68,9 @@ class EngineArgs(VllmCompatArgs):
 
     def __post_init__(self) -> None:
         check_vllm_args(self)  # before anything loads: an unsupported vLLM setting fails at once
+        if self.quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
+                             f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
 
     def create_kernel_config(self) -> KernelConfig:
         """The kernel choices: these arguments where set, over the environment's, over the defaults."""
@@ -158,9 +161,6 @@ def _resolve_quantization(requested: str | None, source: ModelSource, device: st
     checkpoint is unquantized. Quantized GGUF weights run on the CPU's kernels; on CUDA the default
     dequantizes, with a warning."""
     value = "none" if requested is None and not source.is_gguf else requested
-    if value not in (None, *QUANTIZATIONS):
-        raise ValueError(f"quantization={requested!r} is not supported yet (supported: "
-                         f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
     if value == "none":
         return None
     if not source.is_gguf:

@@ -58,7 +58,7 @@ def test_pagedllm_logs_at_info_and_other_libraries_at_warning() -> None:
     assert logging.getLogger("transformers.tokenization_utils").isEnabledFor(logging.WARNING)
     configure_logging("ERROR")
     assert not logging.getLogger("pagedllm.server.launch").isEnabledFor(logging.WARNING)
-    assert not logging.getLogger("uvicorn").isEnabledFor(logging.WARNING)
+    assert not logging.getLogger("some_library.module").isEnabledFor(logging.WARNING)
 
 
 def test_serve_trust_remote_code_is_an_error_saying_remote_code_never_runs(capsys) -> None:

@@ -47,6 +47,12 @@ def smollm2_llm(make_smollm2_llm):
 
 
 @pytest.fixture(scope="session")
+def smollm2_quantized_llm(make_smollm2_llm):
+    """The GGUF's own quantized types, as `pagedllm serve` runs it by default on the CPU."""
+    return make_smollm2_llm(quantization="gguf")
+
+
+@pytest.fixture(scope="session")
 def hf_smollm2_model(hf_smollm2):
     """HF transformers' own model of the GGUF (built by the root conftest without accelerate)."""
     return hf_smollm2

@@ -28,8 +28,8 @@ def quantization(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_llm(make_smollm2_llm, quantization):
-    return make_smollm2_llm(quantization=quantization)
+def base_llm(smollm2_llm, smollm2_quantized_llm, quantization):
+    return smollm2_quantized_llm if quantization == "gguf" else smollm2_llm
 
 
 @pytest.fixture(scope="module")

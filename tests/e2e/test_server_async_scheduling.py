@@ -24,8 +24,8 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
 
 
-def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_llm: LLM) -> None:
-    check_greedy_completions_equal_offline_llm(client, smollm2_llm)
+def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_quantized_llm: LLM) -> None:
+    check_greedy_completions_equal_offline_llm(client, smollm2_quantized_llm)  # the server's default: quantized
 
 
 def test_n2_stream_matches_non_stream(client: openai.OpenAI) -> None:

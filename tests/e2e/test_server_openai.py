@@ -40,8 +40,8 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
-def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_llm: LLM) -> None:
-    check_greedy_completions_equal_offline_llm(client, smollm2_llm)
+def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_quantized_llm: LLM) -> None:
+    check_greedy_completions_equal_offline_llm(client, smollm2_quantized_llm)  # the server's default: quantized
 
 
 def _tokenize(server: ServerProcess, text: str, add_special_tokens: bool = True) -> dict:

@@ -101,6 +101,25 @@ def test_varlen_kernel_matches_torch(backend, heads, kv_heads, head_size, block_
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("heads,kv_heads,head_size", [(9, 3, 64), (8, 1, 64), (32, 8, 128), (8, 2, 128)])
+def test_decode_token_has_the_same_bits_in_both_kernels(backend, heads, kv_heads, head_size):
+    """A decode token's attention is bit-identical whether its step is decode-only (the decode
+    kernel) or mixed with a prompt chunk (the varlen kernel): greedy outputs of a quantized model
+    must not depend on how the scheduler mixes requests."""
+    gen = torch.Generator().manual_seed(heads)
+    block_size, num_blocks = 16, 64
+    md = _mixed_metadata([23, 1, 1], [0, 130, 17], block_size, num_blocks, gen)  # a prompt, two decodes
+    cache = torch.randn(2, num_blocks, block_size, kv_heads, head_size, generator=gen)
+    q = torch.randn(md.num_actual_tokens, heads, head_size, generator=gen)
+    mixed = torch.empty_like(q)
+    backend.kernels.paged_varlen_attention(mixed, q, cache[0], cache[1], md.block_table, md.seq_lens,
+                                           md.query_start_loc, 0.125)
+    decode = torch.empty(2, heads, head_size)
+    backend.kernels.paged_decode_attention(decode, q[23:].contiguous(), cache[0], cache[1], md.block_table[1:],
+                                           md.seq_lens[1:], 0.125)
+    assert torch.equal(decode, mixed[23:])
+
+
 def test_varlen_kernel_reads_only_visible_keys(backend):
     """Slots past each request's length hold NaN; causal keys after a token are finite but huge:
     neither may reach the output (a token must not see later tokens of its own prompt)."""

@@ -10,8 +10,9 @@
 //
 // Work is split over (request, kv head); each task reads that head's K and V once, for the G query
 // heads that share it. Scores are kept for the whole context (two-pass softmax in float32).
-// float32 with AVX-512 and a small group takes a register-resident path (decode_task_f32) with
-// vectorised exponentials and software prefetch of the rows ahead.
+// float32 with AVX-512 and head size 64 or 128 takes decode_task_f32, which sums exactly as the
+// varlen kernel does (see there), with vectorised exponentials and software prefetch of the rows
+// ahead; other shapes and bfloat16 take the portable loops below.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -33,78 +34,101 @@ namespace {
 // the hardware prefetcher does not follow.
 constexpr int64_t kAhead = 16;
 
-template <int NC>
-inline void prefetch_row(const float* cache, const int32_t* table, int64_t t, int64_t block_size,
-                         int64_t block_stride, int64_t token_stride, int64_t kvh) {
-  const char* row = reinterpret_cast<const char*>(cache + table[t / block_size] * block_stride +
-                                                  (t % block_size) * token_stride + kvh * 16 * NC);
-  for (int c = 0; c < NC; ++c) _mm_prefetch(row + 64 * c, _MM_HINT_T0);
+// out rows of one kv head for NA accumulators a = (head a / NC, 16-dim chunk a % NC) from a0 on:
+// one FMA chain per output element over the tokens in order, from zero, as the varlen kernel's
+// P V runs; V rows at vc + offs[t].
+template <int NA, int NC>
+inline void pv_chunks(int64_t a0, const float* __restrict__ p, int64_t len, const float* __restrict__ vc,
+                      const int32_t* __restrict__ offs, float* __restrict__ out) {
+  __m512 o[NA];
+  for (int a = 0; a < NA; ++a) o[a] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < len; ++t) {
+    const float* v = vc + offs[t];
+    if (t + kAhead < len)
+      for (int c = 0; c < NC; ++c) _mm_prefetch(reinterpret_cast<const char*>(vc + offs[t + kAhead] + 16 * c), _MM_HINT_T0);
+    for (int a = 0; a < NA; ++a) {
+      const int64_t g = (a0 + a) / NC, c = (a0 + a) % NC;
+      o[a] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * len + t]), _mm512_loadu_ps(v + 16 * c), o[a]);
+    }
+  }
+  for (int a = 0; a < NA; ++a) {
+    const int64_t g = (a0 + a) / NC, c = (a0 + a) % NC;
+    _mm512_storeu_ps(out + g * 16 * NC + 16 * c, o[a]);
+  }
 }
 
-// float32 fast path for one request and kv heads [kv0, kv1): the group's G query heads (head size
-// 16 * NC) stay in registers, so each token's G dot products run as independent FMA chains and
-// the output accumulates in registers; the generic loops below kept one dot product's chain and
-// its horizontal sum in flight at a time. Same two-pass softmax, same order of normalisation.
-template <int NC, int G>
+template <int NC>
+inline void pv_pass(int64_t a0, int64_t na, const float* p, int64_t len, const float* vc, const int32_t* offs,
+                    float* out) {
+  switch (na) {
+    case 1: pv_chunks<1, NC>(a0, p, len, vc, offs, out); break;
+    case 2: pv_chunks<2, NC>(a0, p, len, vc, offs, out); break;
+    case 3: pv_chunks<3, NC>(a0, p, len, vc, offs, out); break;
+    case 4: pv_chunks<4, NC>(a0, p, len, vc, offs, out); break;
+    case 5: pv_chunks<5, NC>(a0, p, len, vc, offs, out); break;
+    case 6: pv_chunks<6, NC>(a0, p, len, vc, offs, out); break;
+    case 7: pv_chunks<7, NC>(a0, p, len, vc, offs, out); break;
+    case 8: pv_chunks<8, NC>(a0, p, len, vc, offs, out); break;
+    case 9: pv_chunks<9, NC>(a0, p, len, vc, offs, out); break;
+    case 10: pv_chunks<10, NC>(a0, p, len, vc, offs, out); break;
+    case 11: pv_chunks<11, NC>(a0, p, len, vc, offs, out); break;
+    case 12: pv_chunks<12, NC>(a0, p, len, vc, offs, out); break;
+    case 13: pv_chunks<13, NC>(a0, p, len, vc, offs, out); break;
+    case 14: pv_chunks<14, NC>(a0, p, len, vc, offs, out); break;
+    case 15: pv_chunks<15, NC>(a0, p, len, vc, offs, out); break;
+    default: pv_chunks<16, NC>(a0, p, len, vc, offs, out); break;
+  }
+}
+
+constexpr int64_t kPvAcc = 16;  // accumulators per P V pass: with a V chunk and a p, within 32 zmm
+
+// float32 path for one request and kv heads [kv0, kv1), head size D = 16 * NC, any group G.
+// It sums exactly as the varlen kernel (varlen_attention.cpp) does, so a token's attention has the
+// same bits whether its step is decode-only (this kernel) or mixed with prompt chunks (that one):
+// scores through dot_keys16 (simd_f32.h) 16 tokens at a time, the shared softmax, and P V as one
+// FMA chain per output element over the tokens in order.
+template <int NC>
 void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
-                     const int32_t* __restrict__ table, int64_t len, int64_t kv0, int64_t kv1,
+                     const int32_t* __restrict__ table, int64_t len, int64_t kv0, int64_t kv1, int64_t group,
                      int64_t block_size, int64_t block_stride, int64_t token_stride, float scale,
                      float* __restrict__ scores, float* __restrict__ out) {
   constexpr int64_t D = 16 * NC;
+  const int64_t G = group;
+  std::vector<float> qs(G * D);
+  std::vector<int32_t> offs((len + 15) / 16 * 16);
+  const __m512 sv = _mm512_set1_ps(scale);
   for (int64_t kvh = kv0; kvh < kv1; ++kvh) {
-    __m512 qv[G][NC];
-    for (int g = 0; g < G; ++g)
+    for (int64_t g = 0; g < G; ++g)
       for (int c = 0; c < NC; ++c)
-        qv[g][c] = _mm512_mul_ps(_mm512_loadu_ps(q + (kvh * G + g) * D + 16 * c), _mm512_set1_ps(scale));
-    for (int64_t t = 0; t < len; ++t) {
-      const float* k = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
-      if (t + kAhead < len) prefetch_row<NC>(kc, table, t + kAhead, block_size, block_stride, token_stride, kvh);
-      __m512 acc[G];
-      const __m512 k0 = _mm512_loadu_ps(k);
-      for (int g = 0; g < G; ++g) acc[g] = _mm512_mul_ps(qv[g][0], k0);
-      for (int c = 1; c < NC; ++c) {
-        const __m512 kk = _mm512_loadu_ps(k + 16 * c);
-        for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(qv[g][c], kk, acc[g]);
-      }
-      for (int g = 0; g < G; ++g) scores[g * len + t] = _mm512_reduce_add_ps(acc[g]);
+        _mm512_storeu_ps(qs.data() + g * D + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(q + (kvh * G + g) * D + 16 * c), sv));
+    for (int64_t t = 0; t < len; ++t)  // element offset of token t's row of this kv head (K and V alike)
+      offs[t] = static_cast<int32_t>(table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D);
+    for (int64_t t = len; t < static_cast<int64_t>(offs.size()); ++t) offs[t] = offs[len - 1];
+    for (int64_t t0 = 0; t0 < len; t0 += 16) {
+      if (t0 + 16 < len)  // the next tile's rows: strided, and each block elsewhere
+        for (int64_t i = 0; i < 16; ++i)
+          for (int c = 0; c < NC; ++c)
+            _mm_prefetch(reinterpret_cast<const char*>(kc + offs[t0 + 16 + i] + 16 * c), _MM_HINT_T0);
+      const int64_t n = std::min<int64_t>(16, len - t0);
+      const __mmask16 m = n == 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+      for (int64_t g = 0; g < G; ++g)
+        _mm512_mask_storeu_ps(scores + g * len + t0, m, dot_keys16<NC>(qs.data() + g * D, kc, offs.data() + t0));
     }
-    for (int g = 0; g < G; ++g) softmax_in_place(scores + g * len, len);
-    __m512 o[G][NC];
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < NC; ++c) o[g][c] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < len; ++t) {
-      const float* v = vc + table[t / block_size] * block_stride + (t % block_size) * token_stride + kvh * D;
-      if (t + kAhead < len) prefetch_row<NC>(vc, table, t + kAhead, block_size, block_stride, token_stride, kvh);
-      for (int c = 0; c < NC; ++c) {
-        const __m512 vv = _mm512_loadu_ps(v + 16 * c);
-        for (int g = 0; g < G; ++g) o[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * len + t]), vv, o[g][c]);
-      }
-    }
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < NC; ++c) _mm512_storeu_ps(out + (kvh * G + g) * D + 16 * c, o[g][c]);
+    for (int64_t g = 0; g < G; ++g) softmax_in_place(scores + g * len, len);
+    for (int64_t a0 = 0; a0 < G * NC; a0 += kPvAcc)
+      pv_pass<NC>(a0, std::min<int64_t>(kPvAcc, G * NC - a0), scores, len, vc, offs.data(), out + kvh * G * D);
   }
 }
 
 using FastTask = void (*)(const float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t,
-                          int64_t, int64_t, int64_t, float, float*, float*);
+                          int64_t, int64_t, int64_t, int64_t, float, float*, float*);
 
-// The fast path for (head size, group), or nullptr: the shapes whose q and output fit the 32
-// vector registers (group x head_size / 16 <= 16).
-inline FastTask fast_task_for(int64_t head_size, int64_t group) {
-  const int64_t nc = head_size % 16 == 0 ? head_size / 16 : 0;
-  if (nc == 4) {
-    switch (group) {
-      case 1: return decode_task_f32<4, 1>;
-      case 2: return decode_task_f32<4, 2>;
-      case 3: return decode_task_f32<4, 3>;
-      case 4: return decode_task_f32<4, 4>;
-    }
-  } else if (nc == 8) {
-    switch (group) {
-      case 1: return decode_task_f32<8, 1>;
-      case 2: return decode_task_f32<8, 2>;
-    }
-  }
+// The float32 path for a head size (64 or 128, what the varlen kernel takes), or nullptr. The
+// gather takes 32-bit offsets: a layer's cache must hold fewer than 2^31 floats.
+inline FastTask fast_task_for(int64_t head_size, int64_t cache_numel) {
+  if (cache_numel >= (int64_t{1} << 31)) return nullptr;
+  if (head_size == 64) return decode_task_f32<4>;
+  if (head_size == 128) return decode_task_f32<8>;
   return nullptr;
 }
 #endif
@@ -113,7 +137,7 @@ template <typename T>
 void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
                    const int32_t* __restrict__ block_table, const int32_t* __restrict__ seq_lens,
                    T* __restrict__ out, int64_t num_reqs, int64_t num_heads, int64_t num_kv_heads,
-                   int64_t head_size, int64_t block_size, int64_t max_blocks, float scale) {
+                   int64_t head_size, int64_t block_size, int64_t max_blocks, float scale, int64_t cache_numel) {
   const int64_t group = num_heads / num_kv_heads;
   const int64_t token_stride = num_kv_heads * head_size;  // between tokens of one block
   const int64_t block_stride = block_size * token_stride;
@@ -123,7 +147,7 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
   // with few requests, heads are split so every thread has work.
   const int64_t head_chunks = num_reqs >= at::get_num_threads() ? 1 : num_kv_heads;
 #if defined(__AVX512F__)
-  const FastTask fast = std::is_same_v<T, float> ? fast_task_for(head_size, group) : nullptr;
+  const FastTask fast = std::is_same_v<T, float> ? fast_task_for(head_size, cache_numel) : nullptr;
 #endif
   const int64_t heads_per_chunk = num_kv_heads / head_chunks;
   at::parallel_for(0, num_reqs * head_chunks, 1, [&](int64_t begin, int64_t end) {
@@ -140,8 +164,8 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
 #if defined(__AVX512F__)
       if constexpr (std::is_same_v<T, float>) {
         if (fast != nullptr) {
-          fast(q + b * num_heads * head_size, kc, vc, block_table + b * max_blocks, len, kv0, kv1, block_size,
-               block_stride, token_stride, scale, scores.data(), out + b * num_heads * head_size);
+          fast(q + b * num_heads * head_size, kc, vc, block_table + b * max_blocks, len, kv0, kv1, group,
+               block_size, block_stride, token_stride, scale, scores.data(), out + b * num_heads * head_size);
           continue;
         }
       }
@@ -216,12 +240,14 @@ void paged_decode_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
   if (query.scalar_type() == at::kFloat) {
     decode_kernel<float>(query.data_ptr<float>(), key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
                          bt.data_ptr<int32_t>(), sl.data_ptr<int32_t>(), out.data_ptr<float>(), num_reqs,
-                         num_heads, num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale));
+                         num_heads, num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale),
+                         key_cache.numel());
   } else if (query.scalar_type() == at::kBFloat16) {
     using bf = at::BFloat16;
     decode_kernel<bf>(query.data_ptr<bf>(), key_cache.data_ptr<bf>(), value_cache.data_ptr<bf>(),
                       bt.data_ptr<int32_t>(), sl.data_ptr<int32_t>(), out.data_ptr<bf>(), num_reqs, num_heads,
-                      num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale));
+                      num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale),
+                      key_cache.numel());
   } else {
     TORCH_CHECK(false, "paged_decode_attention supports float32 and bfloat16");
   }

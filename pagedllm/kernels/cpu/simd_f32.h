@@ -55,5 +55,45 @@ inline void softmax_in_place(float* __restrict__ s, int64_t n) {
   if (tail) _mm512_mask_storeu_ps(s + full, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + full), inv));
 }
 
+// Lane i of the result = the sum of x[i]'s 16 lanes, for 16 vectors at once, always in the same
+// tree (halves of 256 bits, then of 128, 64 and 32, then a lane permutation): 30 shuffles, 15 adds.
+inline __m512 reduce16(const __m512 x[16]) {
+  __m512 y[8], z[4];
+  for (int p = 0; p < 8; ++p)  // 256-bit halves: blocks [a0 + a2, a1 + a3, b0 + b2, b1 + b3]
+    y[p] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0x44),
+                         _mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0xEE));
+  for (int p = 0; p < 4; ++p)  // block b of z[p]: four partial sums of x[4 p + b]
+    z[p] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * p], y[2 * p + 1], 0x88),
+                         _mm512_shuffle_f32x4(y[2 * p], y[2 * p + 1], 0xDD));
+  __m512 w[2];
+  for (int p = 0; p < 2; ++p) {
+    const __m512d a = _mm512_castps_pd(z[2 * p]), b = _mm512_castps_pd(z[2 * p + 1]);
+    w[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  // lane 4 b + e now holds the sum of x[4 e + b]
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, r);
+}
+
+// The attention scores of one query row q (head size 16 * NC, already scaled) against 16 key rows
+// at base + offs[j]: per key, 16 lane-wise FMA chains over the head's 16-float chunks in order,
+// then reduce16. The decode and the varlen kernels both score through this, so a token's scores
+// have the same bits whichever kernel its step takes (a quantized model's int8 activations turn
+// a last-bit difference into a different greedy token now and then).
+template <int NC, typename Offset>
+inline __m512 dot_keys16(const float* __restrict__ q, const float* __restrict__ base,
+                         const Offset* __restrict__ offs) {
+  __m512 acc[16];
+  const __m512 q0 = _mm512_loadu_ps(q);
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_mul_ps(q0, _mm512_loadu_ps(base + offs[j]));
+  for (int c = 1; c < NC; ++c) {
+    const __m512 qc = _mm512_loadu_ps(q + 16 * c);
+    for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(base + offs[j] + 16 * c), acc[j]);
+  }
+  return reduce16(acc);
+}
+
 }  // namespace pagedllm
 #endif

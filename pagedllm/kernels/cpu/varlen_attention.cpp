@@ -13,10 +13,11 @@
 //
 // Tasks are (request, kv head, tile of up to 16 new tokens). A task packs its tile's query rows
 // (token-major, the G heads sharing the kv head next to each other, pre-scaled), then
-//   1. scores = Q K^T, 32 keys at a time: the keys are transposed into a [D, 32] panel that a
-//      register-blocked micro-kernel (up to 12 rows x 32 keys) multiplies;
+//   1. scores = Q K^T, 16 keys at a time for each row, through dot_keys16 (simd_f32.h), which the
+//      decode kernel scores with too: a decode token's attention has the same bits in either;
 //   2. a two-pass softmax per row over the keys it sees (vectorised exponentials), normalised;
-//   3. out = P V, V rows read straight from the cache blocks, rows x D accumulated in registers.
+//   3. out = P V, V rows read straight from the cache blocks, rows x D accumulated in registers,
+//      each element one FMA chain over the keys in order (as the decode kernel sums).
 // It replaces one torch SDPA call per prompt and layer, which ran at about 24 GFLOP/s on the
 // default model's 128-token prompts.
 #include <torch/extension.h>
@@ -34,36 +35,7 @@ namespace pagedllm {
 namespace {
 
 constexpr int64_t kTile = 16;  // new tokens per task
-constexpr int64_t kKeys = 32;  // keys per score panel: two zmm
-constexpr int kScoreRows = 12;  // 24 accumulators
-
-// s[r][0, 32) = q[r] . panel[:, 0, 32) for MR rows of q (row stride D), panel [D, 32].
-template <int MR>
-void score_rows(const float* __restrict__ q, int64_t D, const float* __restrict__ panel, float* __restrict__ s,
-                int64_t lds) {
-  __m512 lo[MR], hi[MR];
-  for (int r = 0; r < MR; ++r) {
-    lo[r] = _mm512_setzero_ps();
-    hi[r] = _mm512_setzero_ps();
-  }
-  for (int64_t d = 0; d < D; ++d) {
-    const __m512 k_lo = _mm512_loadu_ps(panel + d * kKeys), k_hi = _mm512_loadu_ps(panel + d * kKeys + 16);
-    for (int r = 0; r < MR; ++r) {
-      const __m512 qv = _mm512_set1_ps(q[r * D + d]);
-      lo[r] = _mm512_fmadd_ps(qv, k_lo, lo[r]);
-      hi[r] = _mm512_fmadd_ps(qv, k_hi, hi[r]);
-    }
-  }
-  for (int r = 0; r < MR; ++r) {
-    _mm512_storeu_ps(s + r * lds, lo[r]);
-    _mm512_storeu_ps(s + r * lds + 16, hi[r]);
-  }
-}
-
-using ScoreRows = void (*)(const float*, int64_t, const float*, float*, int64_t);
-const ScoreRows kScoreKernels[kScoreRows + 1] = {
-    nullptr, score_rows<1>, score_rows<2>, score_rows<3>, score_rows<4>, score_rows<5>, score_rows<6>,
-    score_rows<7>, score_rows<8>, score_rows<9>, score_rows<10>, score_rows<11>, score_rows<12>};
+constexpr int64_t kKeys = 16;  // keys per score call (dot_keys16)
 
 // o[r][0, D) = sum_{j < n} p[r][j] * V[j] for MR rows, D = 16 * NC, V rows at cache offsets offs[j].
 template <int MR, int NC>
@@ -94,7 +66,7 @@ struct Shape {
 };
 
 struct Scratch {
-  std::vector<float> q, scores, panel;
+  std::vector<float> q, scores;
   std::vector<int64_t> offs;
 };
 
@@ -113,11 +85,11 @@ void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, co
   const int64_t row_stride = sh.num_heads * D;
   buf.q.resize(rows * D);
   buf.scores.resize(rows * ctx_pad);
-  buf.panel.resize(D * kKeys);
   buf.offs.resize(ctx_pad);
   const int32_t* tbl = table + task.req * sh.max_blocks;
   for (int64_t j = 0; j < ctx; ++j)
     buf.offs[j] = tbl[j / sh.block_size] * sh.block_stride + (j % sh.block_size) * sh.token_stride + kvh * D;
+  std::fill(buf.offs.begin() + ctx, buf.offs.end(), buf.offs[ctx - 1]);  // a real row: scored, then masked
   const __m512 sv = _mm512_set1_ps(scale);
   for (int64_t t = 0; t < nt; ++t)
     for (int64_t g = 0; g < G; ++g) {
@@ -125,22 +97,9 @@ void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, co
       float* dst = buf.q.data() + (t * G + g) * D;
       for (int c = 0; c < NC; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(src + 16 * c), sv));
     }
-  float* panel = buf.panel.data();
-  for (int64_t j0 = 0; j0 < ctx; j0 += kKeys) {
-    const int64_t nk = std::min(kKeys, ctx - j0);
-    for (int64_t jj = 0; jj < kKeys; ++jj) {
-      if (jj < nk) {
-        const float* k = kc + buf.offs[j0 + jj];
-        for (int64_t d = 0; d < D; ++d) panel[d * kKeys + jj] = k[d];
-      } else {
-        for (int64_t d = 0; d < D; ++d) panel[d * kKeys + jj] = 0.f;
-      }
-    }
-    for (int64_t r = 0; r < rows; r += kScoreRows) {
-      const int mr = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r));
-      kScoreKernels[mr](buf.q.data() + r * D, D, panel, buf.scores.data() + r * ctx_pad + j0, ctx_pad);
-    }
-  }
+  for (int64_t j0 = 0; j0 < ctx; j0 += kKeys)
+    for (int64_t r = 0; r < rows; ++r)
+      _mm512_storeu_ps(buf.scores.data() + r * ctx_pad + j0, dot_keys16<NC>(buf.q.data() + r * D, kc, buf.offs.data() + j0));
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t sees = cached + i0 + r / G + 1;
     float* row = buf.scores.data() + r * ctx_pad;

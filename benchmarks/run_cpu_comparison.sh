@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/pagedllm-bench}; mkdir -p "$out"
 peers=../shared/peers
-pagedllm bench throughput --dtype float32 --num-prompts 64 --input-len 128 --output-len 128 \
+pagedllm bench throughput --dtype float32 --quantization none --num-prompts 64 --input-len 128 --output-len 128 \
   --output-json "$out/pagedllm_tput_64x128x128.json"
-pagedllm bench throughput --dtype float32 --num-prompts 256 --input-len 64 --output-len 64 \
+pagedllm bench throughput --dtype float32 --quantization none --num-prompts 256 --input-len 64 --output-len 64 \
   --output-json "$out/pagedllm_tput_256x64x64.json"
-pagedllm bench latency --dtype float32 --batch-size 1 --input-len 32 --output-len 128 \
+pagedllm bench latency --dtype float32 --quantization none --batch-size 1 --input-len 32 --output-len 128 \
   --output-json "$out/pagedllm_latency_1x32x128.json"
 if [ "${1:-}" = "peers" ]; then
   # shellcheck disable=SC1091

@@ -55,12 +55,17 @@ def instrument(llm: LLM, timers: Timers) -> None:
         if isinstance(module, Attention):
             module.register_forward_pre_hook(pre)
             module.register_forward_hook(post_for("attention"))
-        elif isinstance(module, Linear) and not name.endswith("lm_head"):
-            module.register_forward_pre_hook(pre)
-            module.register_forward_hook(post_for("gemm"))
 
     def wrap(obj, attr, name):
         wrap_timed(obj, attr, lambda seconds: timers.add(name, seconds))
+
+    for name, module in runner.model.named_modules():
+        if isinstance(module, Linear) and not name.endswith("lm_head"):
+            # Every entry, not a forward hook: the layers call accumulate_ (the residual added in
+            # the GEMM's store) and forward_gated directly.
+            for attr in ("forward", "forward_add", "forward_gated", "accumulate_"):
+                if hasattr(module, attr):
+                    wrap(module, attr, "gemm")
 
     wrap(runner_module, "build_model_input", "prepare_inputs")
     wrap(runner_module, "make_sampling_metadata", "prepare_inputs")
@@ -129,6 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--quantization", default=None, choices=["gguf", "none"], help="default: a GGUF's own types")
     ap.add_argument("--batch-sizes", default="1,64,256")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--input-len", type=int, default=128)
@@ -137,23 +143,23 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=128, help="with --whole-run")
     args = ap.parse_args()
     if args.whole_run:
-        llm = LLM(args.model, dtype=args.dtype)
+        llm = LLM(args.model, dtype=args.dtype, quantization=args.quantization)
         timers = Timers()
         instrument(llm, timers)
         totals = profile_whole_run(llm, timers, args.whole_run, args.input_len, args.output_len, args.temperature)
-        print(f"whole run, {args.whole_run} x {args.input_len} in x {args.output_len} out, seconds ({args.dtype})")
+        print(f"whole run, {args.whole_run} x {args.input_len} in x {args.output_len} out, seconds ({args.dtype}, quantization {args.quantization or 'default'})")
         for c in list(CATEGORIES) + ["rest", "wall"]:
             print(f"{c:<20}{totals.get(c, 0.0):>10.3f}")
         print(f"{args.whole_run * args.output_len / totals['wall']:.1f} output tok/s (hooks included)")
         return
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    llm = LLM(args.model, dtype=args.dtype, max_num_seqs=max(sizes), max_num_batched_tokens=8192,
+    llm = LLM(args.model, dtype=args.dtype, quantization=args.quantization, max_num_seqs=max(sizes), max_num_batched_tokens=8192,
               enable_prefix_caching=False)
     timers = Timers()
     instrument(llm, timers)
     rows = {b: profile(llm, timers, b, args.steps, args.input_len, args.temperature) for b in sizes}
     cols = list(CATEGORIES) + ["python_rest", "step_total"]
-    print("decode step, ms per step (" + args.dtype + ")")
+    print(f"decode step, ms per step ({args.dtype}, quantization {args.quantization or 'default'})")
     print(f"{'category':<20}" + "".join(f"{'batch ' + str(b):>12}" for b in sizes))
     for c in cols:
         print(f"{c:<20}" + "".join(f"{rows[b].get(c, 0.0):>12.3f}" for b in sizes))

@@ -5,13 +5,20 @@
 # float32 HF folder. Only ratios measured together mean anything on these shared machines.
 #   bash ../shared/peers/setup.sh && bash ../shared/peers/setup.sh llamacpp   # once
 #   bash benchmarks/run_quant_comparison.sh [rounds]
+# LLAMACPP_PY picks the llama-cpp-python interpreter. On the Intel Xeon (Sapphire Rapids) VMs the
+# native build's AMX matmul segfaults on any prompt of 32+ tokens (ggml_backend_amx_mul_mat); build
+# one without AMX beside it (same flags as native otherwise) and point LLAMACPP_PY at it:
+#   python3 -m venv /tmp/peers/llamacpp-noamx && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+#     -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+#     -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+#     /tmp/peers/llamacpp-noamx/bin/pip install --no-cache-dir llama-cpp-python==0.3.36 gguf numpy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/pagedllm-quant}; mkdir -p "$out"
 rounds=${1:-2}
 peers=../shared/peers
 models=/tmp/models/smollm2
-llamacpp=/tmp/peers/llamacpp/bin/python
+llamacpp=${LLAMACPP_PY:-/tmp/peers/llamacpp/bin/python}
 q4_1=$(python -c "from pagedllm.models.source import default_model_file as f; print(f())")
 for ftype in Q4_K_M Q8_0; do
   [ -f "$models/SmolLM2-135M-Instruct.$ftype.gguf" ] || $llamacpp - "$ftype" <<'PY'

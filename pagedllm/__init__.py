@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pagedllm.envs import set_openmp_wait_policy
+
+set_openmp_wait_policy()  # before torch loads libgomp: see envs.OPENMP_SPIN_COUNT
+
 __version__ = "0.1.0"
 __all__ = ["LLM", "CompletionOutput", "EngineArgs", "LLMEngine", "RequestOutput", "SamplingParams"]
 

@@ -9,6 +9,8 @@
 * OPENAI_API_KEY: the serving benchmark's default client key.
 * TORCH_EXTENSIONS_DIR: torch's own variable for where extension builds go; the C++ CPU kernels
   build under it too (kernels/cpu/__init__.py), else under torch's default root.
+* OMP_WAIT_POLICY, GOMP_SPINCOUNT: OpenMP's (libgomp's) own; unless one is set, importing pagedllm
+  sets GOMP_SPINCOUNT (set_openmp_wait_policy), before torch loads libgomp.
 
 Nothing below the engine reads the environment: layers, kernels and the worker get typed
 configuration.
@@ -94,3 +96,21 @@ def openai_api_key() -> str | None:
 def torch_extensions_dir() -> str | None:
     """TORCH_EXTENSIONS_DIR when set: the root the C++ CPU kernels build under."""
     return environ().get("TORCH_EXTENSIONS_DIR") or None
+
+
+# How long an idle OpenMP thread spins before it sleeps, in libgomp's iterations (about 10-30 us
+# here). libgomp's default, 300,000, keeps waiting threads on their cores for up to a few ms: on a
+# machine whose cores other processes keep busy, the spinning threads take the cores the working
+# ones need, and batch-1 decode of the default model went from 6.1 to 112 ms per token beside three
+# busy processes (37.7 ms with this count, 33.8 with OMP_WAIT_POLICY=PASSIVE, which costs 3.4x when
+# the machine is idle; this count costs 0-3% idle: benchmarks/RESULTS.md, 2026-12-07).
+OPENMP_SPIN_COUNT = "10000"
+
+
+def set_openmp_wait_policy(env: typing.MutableMapping[str, str] | None = None) -> None:
+    """Set GOMP_SPINCOUNT to OPENMP_SPIN_COUNT unless the user chose a wait policy. libgomp reads it
+    once, when it loads (with torch), so pagedllm/__init__.py calls this before anything imports
+    torch; a program that imported torch first keeps libgomp's default."""
+    target = os.environ if env is None else env
+    if "OMP_WAIT_POLICY" not in target and "GOMP_SPINCOUNT" not in target:
+        target["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT

@@ -62,3 +62,25 @@ def test_only_envs_reads_the_environment_below_the_cli():
             if name in ("os.environ", "os.getenv") or name.startswith(("os.getenv(", "os.environ.get(")):
                 readers.append(str(path.relative_to(root)))
     assert sorted(set(readers)) == ["envs.py"]
+
+
+def test_openmp_spin_count_is_set_unless_the_user_chose_a_wait_policy():
+    from pagedllm.envs import OPENMP_SPIN_COUNT, set_openmp_wait_policy
+
+    env: dict[str, str] = {}
+    set_openmp_wait_policy(env)
+    assert env == {"GOMP_SPINCOUNT": OPENMP_SPIN_COUNT}
+    for chosen in ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        env = dict(chosen)
+        set_openmp_wait_policy(env)
+        assert env == chosen
+
+
+def test_importing_pagedllm_sets_the_spin_count_before_torch_loads():
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ.pop('GOMP_SPINCOUNT', None); os.environ.pop('OMP_WAIT_POLICY', None); "
+            "import pagedllm, sys; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["10000", "False"]

@@ -41,9 +41,11 @@ def _weight(qtype: T, rows: int, cols: int, rng: np.random.Generator) -> np.ndar
     return gguf.quants.quantize((rng.standard_normal((rows, cols)) * 0.08).astype(np.float32), qtype)
 
 
-def write_tiny_llama(path: str, qtype: T, seed: int = 0, odd_tensor: tuple[str, T] | None = None) -> None:
-    """A 2-layer llama GGUF (tied embedding) whose matrices are all stored as `qtype`; with
-    `odd_tensor`, that tensor is stored as another type (random bytes of its size)."""
+def write_tiny_llama(path: str, qtype: T, seed: int = 0, odd_tensor: tuple[str, T] | None = None,
+                     types: dict[str, T] | None = None) -> None:
+    """A 2-layer llama GGUF (tied embedding) whose matrices are all stored as `qtype`, except those
+    whose name ends with a key of `types` (stored as its value); with `odd_tensor`, that tensor is
+    stored as another type (random bytes of its size)."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(LAYERS)
@@ -70,11 +72,13 @@ def write_tiny_llama(path: str, qtype: T, seed: int = 0, odd_tensor: tuple[str, 
             block, size = gguf.GGML_QUANT_SIZES[odd_tensor[1]]
             data = rng.integers(0, 256, size=(rows, cols // block * size), dtype=np.uint8)
             w.add_tensor(name, data, raw_dtype=odd_tensor[1])
-        elif qtype in (T.F16, T.BF16):
-            data32 = (rng.standard_normal((rows, cols)) * 0.08).astype(np.float32)
-            w.add_tensor(name, gguf.quants.quantize(data32, qtype), raw_dtype=qtype)
         else:
-            w.add_tensor(name, _weight(qtype, rows, cols, rng), raw_dtype=qtype)
+            kind = next((t for suffix, t in (types or {}).items() if name.endswith(suffix)), qtype)
+            if kind in (T.F16, T.BF16, T.F32):
+                data32 = (rng.standard_normal((rows, cols)) * 0.08).astype(np.float32)
+                w.add_tensor(name, gguf.quants.quantize(data32, kind), raw_dtype=kind)
+            else:
+                w.add_tensor(name, _weight(kind, rows, cols, rng), raw_dtype=kind)
     for i in range(LAYERS):
         for norm in ("attn_norm", "ffn_norm"):
             w.add_tensor(f"blk.{i}.{norm}.weight", (rng.uniform(0.5, 1.5, HIDDEN)).astype(np.float32))
@@ -92,18 +96,44 @@ def _run(path: str, tokenizer: str, quantization: str) -> list:
     return llm.generate([{"prompt_token_ids": p} for p in PROMPT], params, use_tqdm=False)
 
 
+def _prompt_logprob_gap(got: list, ref: list) -> float:
+    """Mean |logprob difference| of the prompt tokens, pooled over the prompts."""
+    gaps = []
+    for g, r in zip(got, ref):
+        lp_got = np.array([next(iter(d.values())).logprob for d in g.prompt_logprobs[1:]])
+        lp_ref = np.array([next(iter(d.values())).logprob for d in r.prompt_logprobs[1:]])
+        assert np.isfinite(lp_got).all()
+        gaps.append(np.abs(lp_got - lp_ref))
+    return float(np.concatenate(gaps).mean())
+
+
 @pytest.mark.parametrize("qtype", [*QUANTIZED, T.F16, T.BF16], ids=lambda t: t.name)
 def test_tiny_model_of_each_type_runs_quantized(qtype, smollm2_tokenizer_dir, tmp_path):
     path = str(tmp_path / f"tiny-{qtype.name}.gguf")
     write_tiny_llama(path, qtype)
     got, ref = _run(path, smollm2_tokenizer_dir, "gguf"), _run(path, smollm2_tokenizer_dir, "none")
-    for g, r in zip(got, ref):
-        assert len(g.outputs[0].token_ids) == 8
-        lp_got = np.array([next(iter(d.values())).logprob for d in g.prompt_logprobs[1:]])
-        lp_ref = np.array([next(iter(d.values())).logprob for d in r.prompt_logprobs[1:]])
-        assert np.isfinite(lp_got).all()
-        # int8 activations against float32 ones: a few hundredths of a nat per token on these weights
-        assert np.abs(lp_got - lp_ref).mean() < 0.05, qtype.name
+    assert all(len(g.outputs[0].token_ids) == 8 for g in got)
+    # int8 activations against float32 ones: a few hundredths of a nat per token on these weights
+    assert _prompt_logprob_gap(got, ref) < 0.05, qtype.name
+
+
+def test_a_mixed_file_runs_each_tensor_as_stored(smollm2_tokenizer_dir, tmp_path):
+    """As a Q4_K_M file: the q/k/v shards of one merged layer in three types, gate and up in two,
+    a float down projection and a K-quant embedding (tied: the LM head too)."""
+    path = str(tmp_path / "tiny-mixed.gguf")
+    write_tiny_llama(path, T.Q4_K, types={"attn_k.weight": T.Q5_0, "attn_v.weight": T.Q6_K,
+                                          "ffn_up.weight": T.Q8_0, "ffn_down.weight": T.F16,
+                                          "token_embd.weight": T.Q6_K})
+    got, ref = _run(path, smollm2_tokenizer_dir, "gguf"), _run(path, smollm2_tokenizer_dir, "none")
+    assert _prompt_logprob_gap(got, ref) < 0.05
+
+
+def test_a_merged_layer_of_float_and_quantized_shards_is_refused(smollm2_tokenizer_dir, tmp_path):
+    path = str(tmp_path / "tiny-half-float.gguf")
+    write_tiny_llama(path, T.Q4_0, types={"attn_v.weight": T.F16})
+    with pytest.raises(ValueError, match=r"mixes quantized and float shards.*quantization='none'"):
+        LLM(path, tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256, kv_cache_memory=16 << 20)
+    assert len(_run(path, smollm2_tokenizer_dir, "none")) == len(PROMPT)  # dequantized, it runs
 
 
 def test_unsupported_type_names_the_tensor_and_the_supported_types(smollm2_tokenizer_dir, tmp_path):

@@ -172,6 +172,25 @@ def test_bias_residual_and_strided_rows(qtype, isa_name):
     assert torch.equal(residual, expected)
 
 
+@pytest.mark.parametrize("isa_name", ISAS)
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K], ids=lambda t: t.name)
+def test_wide_outputs_through_the_staging_buffer_keep_their_bits(qtype, isa_name):
+    """An LM-head-wide output (8192+ columns, 8+ rows) is written through a per-thread buffer: the
+    same bits as each row alone (written straight), with bias and residual, a ragged last panel."""
+    cols, n = _cols(qtype), 8192 + 16 * 3 + 5
+    w, _ = _packed(qtype, n, cols)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(9, cols, generator=gen)
+    bias = torch.randn(n, generator=gen)
+    residual = torch.randn(9, n, generator=gen)
+    with isa(isa_name):
+        rows = torch.cat([quant.linear(x[m:m + 1], w, bias) for m in range(9)])
+        assert torch.equal(quant.linear(x, w, bias), rows)
+        expected = residual + rows
+        quant.linear(x, w, bias, residual=residual)
+    assert torch.equal(residual, expected)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"not supported.*Q4_0"):
         quant.quant_type(int(T.IQ2_XXS))

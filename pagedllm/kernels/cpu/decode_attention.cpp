@@ -124,7 +124,7 @@ using FastTask = void (*)(const float*, const float*, const float*, const int32_
                           int64_t, int64_t, int64_t, int64_t, float, float*, float*);
 
 // The float32 path for a head size (64 or 128, what the varlen kernel takes), or nullptr. The
-// gather takes 32-bit offsets: a layer's cache must hold fewer than 2^31 floats.
+// row offsets are 32-bit: a layer's cache must hold fewer than 2^31 floats.
 inline FastTask fast_task_for(int64_t head_size, int64_t cache_numel) {
   if (cache_numel >= (int64_t{1} << 31)) return nullptr;
   if (head_size == 64) return decode_task_f32<4>;

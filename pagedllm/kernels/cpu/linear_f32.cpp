@@ -25,6 +25,8 @@
 #include <immintrin.h>
 #endif
 
+#include "gemm_epilogue.h"
+
 namespace pagedllm {
 
 #if defined(__AVX512F__)
@@ -118,18 +120,10 @@ torch::Tensor linear_f32(torch::Tensor x, torch::Tensor packed, c10::optional<to
   TORCH_CHECK(packed.dim() == 3 && packed.is_contiguous() && packed.size(2) == kPanel, "packed: [P, K, 32]");
   const int64_t M = x.size(0), K = x.size(1), N = out_features, P = packed.size(0);
   TORCH_CHECK(packed.size(1) == K && P == (N + kPanel - 1) / kPanel, "packed weight does not match x / N");
-  const float* bias_ptr = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N, "bias: [N]");
-    bias_ptr = bias->data_ptr<float>();
-  }
-  const bool accumulate = residual.has_value();
-  if (accumulate) {
-    TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->is_contiguous() && residual->dim() == 2 &&
-                    residual->size(0) == M && residual->size(1) == N,
-                "residual: [M, N] float32, contiguous");
-  }
-  auto out = accumulate ? *residual : torch::empty({M, N}, x.options());
+  const GemmEpilogue epi = gemm_epilogue(x, M, N, bias, residual);
+  const float* bias_ptr = epi.bias;
+  const bool accumulate = epi.accumulate;
+  auto out = epi.out;
   if (M == 0) return out;
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();

@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "gemm_epilogue.h"
 #include "quant_formats.h"
 #include "quant_kernels.h"
 
@@ -118,18 +119,10 @@ torch::Tensor quant_linear(torch::Tensor x, torch::Tensor packed, int64_t ggml_t
   TORCH_CHECK(K > 0 && K % qk == 0, "quant_linear: K (", K, ") must be a positive multiple of ", qk);
   TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.numel() == P * (K / qk) * tile_bytes,
               "quant_linear: packed weight does not match K = ", K, " and N = ", N);
-  const float* bias_ptr = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N, "bias: [N] float32");
-    bias_ptr = bias->data_ptr<float>();
-  }
-  const bool accumulate = residual.has_value();
-  if (accumulate) {
-    TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->is_contiguous() && residual->dim() == 2 &&
-                    residual->size(0) == M && residual->size(1) == N,
-                "residual: [M, N] float32, contiguous");
-  }
-  auto out = accumulate ? *residual : torch::empty({M, N}, x.options());
+  const GemmEpilogue epi = gemm_epilogue(x, M, N, bias, residual);
+  const float* bias_ptr = epi.bias;
+  const bool accumulate = epi.accumulate;
+  auto out = epi.out;
   if (M == 0) return out;
 
   const Isa isa = resolved_isa();
@@ -159,16 +152,16 @@ torch::Tensor quant_linear(torch::Tensor x, torch::Tensor packed, int64_t ggml_t
   const int64_t panel_bytes = (K / qk) * tile_bytes;
   float* outp = out.data_ptr<float>();
   at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<float> stage(M * kStagePanels * kPanel);
+    std::unique_ptr<float[]> stage(new float[M * kStagePanels * kPanel]);  // written whole before read
     for (int64_t g0 = p0; g0 < p1; g0 += kStagePanels) {
       const int64_t g1 = std::min(p1, g0 + kStagePanels);
       const int64_t cols = std::min(N, g1 * kPanel) - g0 * kPanel;
       const LinearJob part{job.packed + g0 * panel_bytes, M, K, cols,
-                           bias_ptr != nullptr ? bias_ptr + g0 * kPanel : nullptr, stage.data(), false};
+                           bias_ptr != nullptr ? bias_ptr + g0 * kPanel : nullptr, stage.get(), false};
       panels(part, rows, 0, g1 - g0);
       for (int64_t m = 0; m < M; ++m) {
         float* dst = outp + m * N + g0 * kPanel;
-        const float* src = stage.data() + m * cols;
+        const float* src = stage.get() + m * cols;
         if (accumulate) {
           for (int64_t j = 0; j < cols; ++j) dst[j] += src[j];  // out + (acc + bias), as the kernel adds
         } else {

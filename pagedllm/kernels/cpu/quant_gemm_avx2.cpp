@@ -246,14 +246,7 @@ void quantize_avx2(const float* x, int64_t ldx, int64_t m0, int64_t m1, int sub,
                           _mm256_permutevar8x32_epi32(q16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
       const int32_t sums[2] = {hsum(_mm256_add_epi32(qi[0], qi[1])), hsum(_mm256_add_epi32(qi[2], qi[3]))};
       for (int h = 0; h < 32 / sub; ++h) {
-        const int32_t sum = sub == 16 ? sums[h] : sums[0] + sums[1];
-        int32_t& term = t[b * (32 / sub) + h];
-        if (offset >= 0) {
-          term = -offset * sum;
-        } else {
-          const float fv = db * static_cast<float>(sum);
-          std::memcpy(&term, &fv, 4);
-        }
+        t[b * (32 / sub) + h] = sub_block_term(sub == 16 ? sums[h] : sums[0] + sums[1], offset, db);
       }
     }
   }

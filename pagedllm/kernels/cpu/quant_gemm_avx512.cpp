@@ -221,14 +221,7 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t m0, int64_t m1, int su
       const int32_t s0 = _mm512_reduce_add_epi32(q0), s1 = _mm512_reduce_add_epi32(q1);
       const int32_t sums[2] = {s0, s1};
       for (int h = 0; h < 32 / sub; ++h) {
-        const int32_t sum = sub == 16 ? sums[h] : s0 + s1;
-        int32_t& term = t[b * (32 / sub) + h];
-        if (offset >= 0) {
-          term = -offset * sum;
-        } else {
-          const float v = db * static_cast<float>(sum);
-          std::memcpy(&term, &v, 4);
-        }
+        t[b * (32 / sub) + h] = sub_block_term(sub == 16 ? sums[h] : s0 + s1, offset, db);
       }
     }
   }

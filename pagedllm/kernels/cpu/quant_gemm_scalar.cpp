@@ -35,12 +35,7 @@ void quantize_rows_scalar(const float* x, int64_t ldx, int64_t m0, int64_t m1, i
     for (int64_t s = 0; s < K / sub; ++s) {
       int32_t sum = 0;
       for (int j = 0; j < sub; ++j) sum += q[s * sub + j];
-      if (offset >= 0) {
-        t[s] = -offset * sum;
-      } else {
-        const float v = d[s * sub / 32] * static_cast<float>(sum);
-        std::memcpy(&t[s], &v, 4);
-      }
+      t[s] = sub_block_term(sum, offset, d[s * sub / 32]);
     }
   }
 }

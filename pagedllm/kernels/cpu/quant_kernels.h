@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace pagedllm::quant {
 
@@ -29,6 +30,17 @@ struct QuantizedRows {
   int64_t K;
   int64_t ldd() const { return K / 32; }
 };
+
+// QuantizedRows::t of one sub-block from the sum of its int8 activations: -offset * sum for a
+// symmetric type (offset >= 0), the float bits of xd * sum for an asymmetric one. Every path's
+// quantizer writes it through here, so the terms are the same bits on all of them.
+inline int32_t sub_block_term(int32_t sum, int offset, float xd) {
+  if (offset >= 0) return -offset * sum;
+  const float v = xd * static_cast<float>(sum);
+  int32_t bits;
+  std::memcpy(&bits, &v, 4);
+  return bits;
+}
 
 struct LinearJob {
   const uint8_t* packed;  // [P, K / QK, tile bytes]

@@ -40,28 +40,26 @@ class TextWorker:
         self.tokenizer = tokenizer
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="pagedllm-text")
 
-    async def _run(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+        """Pure text work on inputs of `size` (characters or token ids): inline when small, else on
+        the pool (also any other such work, e.g. building a big response body)."""
         if size <= INLINE_MAX:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def encode(self, text: str, add_special_tokens: bool, max_tokens: int | None = None) -> Encoded:
         """Token ids of `text`; only the count if there are more than `max_tokens`."""
-        return await self._run(len(text), _encode, self.tokenizer, text, add_special_tokens, max_tokens)
+        return await self.run(len(text), _encode, self.tokenizer, text, add_special_tokens, max_tokens)
 
     async def encode_chat(self, conversation: list[dict[str, str]], add_generation_prompt: bool,
                           continue_final_message: bool, max_tokens: int | None = None) -> tuple[str, Encoded]:
         """The chat template's text, and its token ids (the template already holds the special tokens)."""
         size = sum(len(m["content"]) for m in conversation)
-        return await self._run(size, _encode_chat, self.tokenizer, conversation, add_generation_prompt,
+        return await self.run(size, _encode_chat, self.tokenizer, conversation, add_generation_prompt,
                                continue_final_message, max_tokens)
 
     async def decode(self, token_ids: Sequence[int]) -> str:
-        return await self._run(len(token_ids), _decode, self.tokenizer, token_ids)
-
-    async def run(self, size: int, fn: Callable[..., T], *args: Any) -> T:
-        """Any other pure text work on inputs of `size` (e.g. building a big response body)."""
-        return await self._run(size, fn, *args)
+        return await self.run(len(token_ids), _decode, self.tokenizer, token_ids)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagedllm.generation_config import SamplingDefaults
+from pagedllm.spec_decode.config import SpeculativeConfig
 
 _DTYPES = ("float32", "bfloat16", "float16")
 _LOAD_FORMATS = ("auto", "dummy")
@@ -188,6 +189,7 @@ class EngineConfig:
     scheduler_config: SchedulerConfig
     device_config: DeviceConfig
     kernel_config: KernelConfig = KernelConfig()
+    speculative_config: SpeculativeConfig | None = None
 
     def with_kv_cache(self, num_blocks: int, max_model_len: int) -> EngineConfig:
         """The final config, from what start-up's KV-cache sizing found: its block count and the

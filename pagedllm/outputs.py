@@ -37,6 +37,8 @@ class ModelRunnerOutput:
     logprobs: dict[str, LogprobsLists] = field(default_factory=dict)
     # req_id -> prompt logprobs of the prompt positions computed this step (only requests that asked)
     prompt_logprobs: dict[str, LogprobsLists] = field(default_factory=dict)
+    # req_id -> draft tokens proposed for the request's next step (speculative decoding)
+    spec_token_ids: dict[str, list[int]] = field(default_factory=dict)
 
 
 class ModelRunnerOutputFuture(Protocol):
@@ -66,6 +68,48 @@ class EngineCoreOutput:
 
 
 @dataclass(slots=True)
+class SpecDecodingStats:
+    """Speculative decoding's totals so far (vLLM's spec_decode_* counters).
+
+    A draft is one request's proposal checked in one step; its tokens are accepted from the
+    first on, up to the first the target disagrees with."""
+
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    # [k] drafts whose token at position i (0-based) was accepted
+    num_accepted_tokens_per_pos: list[int] = field(default_factory=list)
+
+    def observe(self, num_draft_tokens: int, num_accepted: int) -> None:
+        self.num_drafts += 1
+        self.num_draft_tokens += num_draft_tokens
+        self.num_accepted_tokens += num_accepted
+        per_pos = self.num_accepted_tokens_per_pos
+        if len(per_pos) < num_draft_tokens:
+            per_pos.extend([0] * (num_draft_tokens - len(per_pos)))
+        for i in range(num_accepted):
+            per_pos[i] += 1
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens over proposed ones."""
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """Tokens a draft's step produced on average: the accepted ones plus the target's own."""
+        return 1.0 + self.num_accepted_tokens / self.num_drafts if self.num_drafts else 0.0
+
+    def per_position_acceptance(self) -> list[float]:
+        """[k] the fraction of drafts whose token at each position was accepted."""
+        return [n / self.num_drafts for n in self.num_accepted_tokens_per_pos] if self.num_drafts else []
+
+    def copy(self) -> SpecDecodingStats:
+        return SpecDecodingStats(self.num_drafts, self.num_draft_tokens, self.num_accepted_tokens,
+                                 list(self.num_accepted_tokens_per_pos))
+
+
+@dataclass(slots=True)
 class SchedulerStats:
     """The engine core's state after a step, for metrics and logs (counters are totals so far)."""
 
@@ -79,6 +123,7 @@ class SchedulerStats:
     num_preemptions: int = 0
     # Sequences handed to the core so far, refused ones too: the server counts those still in transit.
     num_requests_received: int = 0
+    spec_decoding: SpecDecodingStats | None = None  # None without speculative decoding
 
 
 @dataclass(slots=True)

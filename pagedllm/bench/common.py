@@ -47,6 +47,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantization", default=None, choices=["gguf", "none"],
                         help="a GGUF file's quantized weights: run as stored by the CPU kernels (gguf, the "
                              "default for GGUF files on the CPU) or dequantized at load to --dtype (none)")
+    parser.add_argument("--speculative-config", default=None, metavar="JSON",
+                        help='speculative decoding, vLLM\'s JSON: e.g. \'{"method": "ngram", '
+                             '"num_speculative_tokens": 4, "prompt_lookup_min": 2}\'; methods: ngram, suffix')
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 
@@ -85,7 +88,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
-        quantization=args.quantization,
+        quantization=args.quantization, speculative_config=args.speculative_config,
         **{name: getattr(args, name) for name in _kernel_arg_names()},
         **vllm_compat_kwargs(args),
         **({"generation_config": args.generation_config} if hasattr(args, "generation_config") else {}),

@@ -22,4 +22,5 @@ def preempt(request: Request, kv_cache_manager: KVCacheManager) -> None:
     # A token still in flight for it is dropped when it arrives (the request is not running) and
     # sampled again after the recompute.
     request.num_output_placeholders = 0
+    request.spec_token_ids = []  # drafts for the positions it will recompute
     request.num_preemptions += 1

@@ -58,6 +58,9 @@ class Request:
     # Block hashes of the full blocks of all_token_ids, extended as tokens arrive (core/block_hash.py).
     block_hashes: list[int | bytes] = field(default_factory=list)  # core/block_hash.py BlockHash
     first_scheduled_time: float | None = None
+    # Draft tokens a proposer offered for the positions after all_token_ids (speculative
+    # decoding); the next schedule() checks them (or drops them) and empties the list.
+    spec_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.all_token_ids:

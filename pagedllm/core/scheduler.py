@@ -16,6 +16,17 @@ step N+1 can compute that token (the runner reads it on the device). The placeho
 when the token arrives in update_from_output. A request that stops at step N has wasted its
 slot of step N+1, whose output is dropped; preemption drops placeholders (the token is sampled
 again after the recompute).
+
+Speculative decoding adds a request's draft tokens after its known ones; they are scheduled
+tokens like any other (they count in the budget and get KV slots):
+
+    prompt + outputs  |==== computed ====| last |  d1  d2  d3  |
+                                  num_computed  num_tokens     num_tokens + drafts
+    accepted d1 d2, then the target's own t:  |==== computed ========| t |   (d3's slot is reused)
+
+The runner returns the accepted drafts and the target's next token; the computed count then goes
+back by the rejected drafts, so their KV slots are overwritten by later steps. Block hashes (the
+prefix cache) only ever cover all_token_ids, which drafts enter only once accepted.
 """
 from __future__ import annotations
 
@@ -30,7 +41,8 @@ from pagedllm.core.preemption import preempt
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from pagedllm.core.stop import check_stop
-from pagedllm.outputs import EngineCoreOutput, LogprobsLists, ModelRunnerOutput
+from pagedllm.outputs import EngineCoreOutput, LogprobsLists, ModelRunnerOutput, SpecDecodingStats
+from pagedllm.spec_decode.config import SpeculativeConfig
 
 _RUNNING = RequestStatus.RUNNING
 
@@ -43,7 +55,8 @@ class Scheduler:
     order survives preemption and resumption; hence `running[-1]` is the latest arrival.
     """
 
-    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_blocks: int) -> None:
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_blocks: int,
+                 speculative_config: SpeculativeConfig | None = None) -> None:
         self.scheduler_config = scheduler_config
         self.cache_config = cache_config
         self.max_num_seqs = scheduler_config.max_num_seqs
@@ -67,6 +80,8 @@ class Scheduler:
         # during or after its prefill recomputes its prompt; those rows must not be sent twice.
         self._num_prompt_logprobs_sent: dict[str, int] = {}
         self._num_preemptions = 0
+        self.speculative_config = speculative_config
+        self.spec_decoding_stats = SpecDecodingStats() if speculative_config is not None else None
 
     # ---- queries --------------------------------------------------------------------------------
 
@@ -166,7 +181,8 @@ class Scheduler:
         num_scheduled_tokens: dict[str, int] = {}
         cached_reqs = CachedRequestData()
         preempted_req_ids: set[str] = set()
-        budget = self._schedule_running(budget, num_scheduled_tokens, cached_reqs, preempted_req_ids)
+        spec_tokens: dict[str, list[int]] = {}
+        budget = self._schedule_running(budget, num_scheduled_tokens, cached_reqs, preempted_req_ids, spec_tokens)
         new_reqs: list[NewRequestData] = []
         if not preempted_req_ids:
             budget = self._schedule_waiting(budget, num_scheduled_tokens, new_reqs)
@@ -177,6 +193,7 @@ class Scheduler:
             total_num_scheduled_tokens=self.max_num_batched_tokens - budget,
             finished_req_ids=self.finished_req_ids,
             preempted_req_ids=preempted_req_ids,
+            scheduled_spec_decode_tokens=spec_tokens,
         )
         self.finished_req_ids = set()
         return output
@@ -187,11 +204,15 @@ class Scheduler:
         num_scheduled_tokens: dict[str, int],
         cached_reqs: CachedRequestData,
         preempted_req_ids: set[str],
+        spec_tokens: dict[str, list[int]],
     ) -> int:
-        """Schedule running requests in order; returns the token budget left."""
+        """Schedule running requests in order; returns the token budget left. The drafts scheduled
+        go to `spec_tokens`."""
         running = self.running
         allocate_slots = self.kv_cache_manager.allocate_slots
         max_model_len = self.max_model_len
+        spec_config = self.speculative_config
+        speculate = spec_config is not None and spec_config.speculates(len(running))
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
@@ -201,7 +222,12 @@ class Scheduler:
             if placeholders and len(request.output_token_ids) + placeholders >= request.max_tokens:
                 i += 1  # its last token is in flight
                 continue
-            n = min(num_tokens + placeholders - num_computed, budget, max_model_len - num_computed)
+            drafts = request.spec_token_ids
+            if drafts:
+                request.spec_token_ids = []
+                # No use checking drafts past max_tokens: the run would be cut there.
+                drafts = drafts[:request.max_tokens - len(request.output_token_ids) - 1] if speculate else []
+            n = min(num_tokens + placeholders + len(drafts) - num_computed, budget, max_model_len - num_computed)
             if n <= 0:  # nothing new to compute (no sampled token came back for it)
                 i += 1
                 continue
@@ -221,6 +247,8 @@ class Scheduler:
                 new_block_ids = allocate_slots(request, n)
             req_id = request.request_id
             num_scheduled_tokens[req_id] = n
+            if drafts and num_computed + n > num_tokens:  # the budget or max_model_len may cut them
+                spec_tokens[req_id] = drafts[:num_computed + n - num_tokens]
             cached_reqs.req_ids.append(req_id)
             cached_reqs.new_block_ids.append(new_block_ids)
             cached_reqs.num_computed_tokens.append(num_computed)
@@ -298,10 +326,13 @@ class Scheduler:
         logprobs = model_runner_output.logprobs
         prompt_logprobs = model_runner_output.prompt_logprobs
         any_finished = False
+        scheduled_drafts = scheduler_output.scheduled_spec_decode_tokens
         for req_id, sampled in zip(model_runner_output.req_ids, model_runner_output.sampled_token_ids):
             request = requests.get(req_id)
             if request is None or request.status != _RUNNING:
                 continue
+            if scheduled_drafts and req_id in scheduled_drafts:
+                self._take_back_rejected(request, len(scheduled_drafts[req_id]), len(sampled))
             new_logprobs = logprobs.get(req_id) if logprobs else None
             new_prompt_logprobs = prompt_logprobs.get(req_id) if prompt_logprobs else None
             if new_prompt_logprobs is not None:
@@ -324,7 +355,25 @@ class Scheduler:
             outputs.append(output)
         if any_finished:  # one rebuild per step instead of a list.remove per finished request
             self.running = [r for r in self.running if r.status == _RUNNING]
+        if model_runner_output.spec_token_ids:
+            self._set_drafts(model_runner_output.spec_token_ids)
         return outputs
+
+    def _take_back_rejected(self, request: Request, num_drafts: int, num_sampled: int) -> None:
+        """The step checked `num_drafts` drafts and produced `num_sampled` tokens (the accepted
+        drafts and one of the target's own): the rejected drafts' positions are computed again."""
+        num_accepted = num_sampled - 1
+        request.num_computed_tokens -= num_drafts - num_accepted
+        assert self.spec_decoding_stats is not None
+        self.spec_decoding_stats.observe(num_drafts, num_accepted)
+
+    def _set_drafts(self, drafts: dict[str, list[int]]) -> None:
+        """Keep the proposals for the requests' next steps (those still running)."""
+        requests = self.requests
+        for req_id, token_ids in drafts.items():
+            request = requests.get(req_id)
+            if request is not None and request.status == _RUNNING:
+                request.spec_token_ids = token_ids
 
     def _drop_resent_prompt_logprobs(self, request: Request, start: int, rows: LogprobsLists) -> LogprobsLists | None:
         """Cut the rows of prompt positions already reported before a preemption.

@@ -50,6 +50,9 @@ class SchedulerOutput:
     # preempted = preempted by this schedule() (they come back later as new requests).
     finished_req_ids: set[str]
     preempted_req_ids: set[str] = field(default_factory=set)
+    # req_id -> the draft tokens (speculative decoding) among its scheduled tokens: the last
+    # len(drafts) of them. The runner checks them against the target's own tokens.
+    scheduled_spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pagedllm import envs
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
 from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.generation_config import load_sampling_defaults
 from pagedllm.models.source import ModelSource, resolve_model_source, resolve_tokenizer_folder
+from pagedllm.spec_decode.config import SpeculativeConfig
 
 logger = logging.getLogger(__name__)
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
@@ -53,6 +55,9 @@ class EngineArgs(VllmCompatArgs):
     # how a checkpoint's quantized weights run: None (a GGUF file's own types, as stored, on the
     # CPU), "gguf" (the same, explicitly) or "none" (dequantized at load to dtype)
     quantization: str | None = None
+    # vLLM's speculative_config: a dict (or its JSON text), e.g. {"method": "ngram",
+    # "num_speculative_tokens": 4} (spec_decode/config.py); None: no speculation
+    speculative_config: SpeculativeConfig | dict[str, Any] | str | None = None
     # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
     # PAGEDLLM_<NAME> when set, else KernelConfig's default.
     attention_backend: str | None = None
@@ -71,6 +76,7 @@ class EngineArgs(VllmCompatArgs):
         if self.quantization not in (None, *QUANTIZATIONS):
             raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
                              f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
+        self.speculative_config = SpeculativeConfig.from_user(self.speculative_config)
 
     def create_kernel_config(self) -> KernelConfig:
         """The kernel choices: these arguments where set, over the environment's, over the defaults."""
@@ -117,8 +123,7 @@ class EngineArgs(VllmCompatArgs):
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_batched,
                 max_model_len=model_config.max_model_len,
-                async_scheduling=(platform.device_name == "cuda" if self.async_scheduling is None
-                                  else self.async_scheduling),
+                async_scheduling=self._async_scheduling(platform.device_name),
             ),
             device_config=DeviceConfig(
                 device=platform.device_name, enforce_eager=self.enforce_eager,
@@ -126,7 +131,19 @@ class EngineArgs(VllmCompatArgs):
                 cuda_graph_mode=self.cuda_graph_mode,
             ),
             kernel_config=kernel_config,
+            speculative_config=SpeculativeConfig.from_user(self.speculative_config),
         )
+
+    def _async_scheduling(self, device: str) -> bool:
+        wanted = device == "cuda" if self.async_scheduling is None else self.async_scheduling
+        if wanted and self.speculative_config is not None:
+            # A proposer reads the tokens the step sampled, on the host, before the next step can
+            # be scheduled: there is nothing to overlap.
+            if self.async_scheduling:
+                logger.warning("Asynchronous scheduling is off with speculative decoding: each step's "
+                               "proposals need the tokens it sampled.")
+            return False
+        return wanted
 
 
 def _resolve_dtype(dtype: str, hf_config: object, default: str) -> str:

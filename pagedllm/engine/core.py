@@ -31,7 +31,8 @@ class EngineCore:
         self.config = config = config.with_kv_cache(plan.num_blocks, plan.max_model_len)
         self.num_blocks = plan.num_blocks
         self.executor.initialize_cache(config)
-        self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks)
+        self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks,
+                                   config.speculative_config)
         self.step_times = StepTimes()
         self.async_scheduling = config.scheduler_config.async_scheduling
         # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
@@ -98,6 +99,8 @@ class EngineCore:
     def set_async_scheduling(self, enabled: bool) -> None:
         """Switch scheduling mode between steps (benchmarks compare both on one loaded engine).
         Steps in flight are read first; their outputs go nowhere, so call it while idle."""
+        if enabled and self.config.speculative_config is not None:
+            raise ValueError("Asynchronous scheduling does not run with speculative decoding.")
         while self._in_flight:
             self._step_async()
         self.async_scheduling = self.scheduler.async_scheduling = enabled
@@ -115,6 +118,7 @@ class EngineCore:
             prefix_cache_hits=kv.prefix_cache_hits,
             num_preemptions=sched.num_preemptions,
             num_requests_received=self.num_requests_received,
+            spec_decoding=sched.spec_decoding_stats.copy() if sched.spec_decoding_stats is not None else None,
         )
 
     def shutdown(self) -> None:

@@ -77,8 +77,6 @@ class VllmCompatArgs:
     disable_log_stats: bool = _arg(False, _is_bool, "it is a boolean", never=True)
     enable_chunked_prefill: bool | None = _arg(None, _one_of(None, True), "pagedllm always chunks long prompts")
     enable_lora: bool = _arg(False, _one_of(False), "LoRA adapters are not implemented")
-    speculative_config: dict[str, Any] | None = _arg(  # noqa: RUF009 - _arg returns a dataclasses.field
-        None, _one_of(None), "speculative decoding is not implemented")
     task: str = _arg("auto", _one_of("auto", "generate"), "pagedllm generates text")
     disable_sliding_window: bool = _arg(False, _one_of(False), "sliding-window attention is the model's")
 

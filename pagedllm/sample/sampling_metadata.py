@@ -202,12 +202,13 @@ def _make_min_tokens_mask(rows: list[SamplingRequest], vocab_size: int,
                         to_device(tok, torch.int64, device))
 
 
-def _has_penalty(p: SamplingParams) -> bool:
+def has_penalty(p: SamplingParams) -> bool:
+    """Whether the parameters set any of the repetition, frequency and presence penalties."""
     return p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0
 
 
 def _make_penalties(rows: list[SamplingRequest], device: torch.device) -> PenaltyMetadata | None:
-    penalised = [i for i, r in enumerate(rows) if _has_penalty(r.params)]
+    penalised = [i for i, r in enumerate(rows) if has_penalty(r.params)]
     if not penalised:
         return None
     assert not any(rows[i].num_pending for i in penalised), "penalties need every output token on the host"

@@ -36,12 +36,16 @@ class ModelInput:
     attn_metadata: AttentionMetadata
     req_ids: list[str]  # [num_reqs] in flattened order
     sample_states: list[RowState]  # requests that get a new token this step
-    logits_indices: torch.Tensor  # [len(sample_states)] rows of the last token of each of them
+    # rows whose logits are sampled: the last token of each of sample_states, and with drafts
+    # (speculative decoding) the len(drafts[i]) rows before it too; [sum(len(drafts[i]) + 1)]
+    logits_indices: torch.Tensor
     prompt_logprobs: list[PromptLogprobsSlice]
     # decode-only steps run by a CUDA graph: the batch size the inputs are padded to
     padded_num_tokens: int | None = None
     # steps run by piecewise CUDA graphs: the token count input_ids/positions are padded to
     piecewise_num_tokens: int | None = None
+    # the draft tokens of each of sample_states, checked this step; None in a step without any
+    drafts: list[list[int]] | None = None
 
 
 def build_model_input(
@@ -54,6 +58,7 @@ def build_model_input(
     pad_to: int | None = None,
     prev_sampled: torch.Tensor | None = None,
     pad_tokens_to: int | None = None,
+    drafts: dict[str, list[int]] | None = None,
 ) -> ModelInput:
     """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
     device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
@@ -62,7 +67,10 @@ def build_model_input(
 
     `prev_sampled`: the sampled tokens [S] of the previous step, still on the device when that
     step's result has not reached the host (asynchronous scheduling). A request that sampled there
-    starts this step at that token's position; its input token is copied from there on the device."""
+    starts this step at that token's position; its input token is copied from there on the device.
+
+    `drafts`: req_id -> the draft tokens among its scheduled tokens (the last ones; already in the
+    states' token rows): their positions are sampled too."""
     row_states = [states.reqs[r] for r in req_ids]
     rows = np.fromiter((s.row for s in row_states), dtype=np.int64, count=len(row_states))  # [num_reqs]
     num_sched = np.asarray(num_scheduled, dtype=np.int64)  # [num_reqs]
@@ -80,8 +88,12 @@ def build_model_input(
     query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
     query_start_loc[1:] = cu
     seq_lens_list = seq_lens.tolist()
-    sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens + s.num_pending]
-    logits_indices = cu[sample_idx] - 1
+    if drafts:
+        sample_idx, logits_indices, step_drafts = _drafted_rows(row_states, seq_lens_list, cu, drafts)
+    else:
+        sample_idx = [i for i, s in enumerate(row_states) if seq_lens_list[i] == s.num_tokens + s.num_pending]
+        logits_indices = cu[sample_idx] - 1
+        step_drafts = None
     if pad_to is not None:
         assert buffers is not None, "padding is for CUDA graphs, which read the persistent buffers"
         block_table = states.block_table[rows]  # [num_reqs, max_blocks_per_req]: the graphs' width
@@ -120,7 +132,27 @@ def build_model_input(
         prompt_logprobs=_prompt_logprobs_slices(row_states, num_computed, starts, num_sched),
         padded_num_tokens=pad_to,
         piecewise_num_tokens=pad_tokens_to,
+        drafts=step_drafts,
     )
+
+
+def _drafted_rows(row_states: list[RowState], seq_lens: list[int], cu: np.ndarray,
+                  drafts: dict[str, list[int]]) -> tuple[list[int], np.ndarray, list[list[int]]]:
+    """(requests that sample, the rows whose logits are sampled, each one's drafts) of a step
+    that checks drafts: a request with k drafts samples its last k + 1 rows."""
+    sample_idx: list[int] = []
+    step_drafts: list[list[int]] = []
+    pieces: list[np.ndarray] = []
+    for i, s in enumerate(row_states):
+        d = drafts.get(s.req_id, [])
+        if seq_lens[i] != s.num_tokens + s.num_pending + len(d):
+            continue
+        sample_idx.append(i)
+        step_drafts.append(d)
+        end = int(cu[i])
+        pieces.append(np.arange(end - len(d) - 1, end, dtype=np.int64))
+    logits_indices = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return sample_idx, logits_indices, step_drafts
 
 
 def _copy_pending_tokens(input_ids: torch.Tensor, src: np.ndarray, starts: np.ndarray,

@@ -1,6 +1,7 @@
 """Runs one step: update request states from the scheduler's diff, build inputs, forward, sample."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -10,7 +11,8 @@ from pagedllm.attention.forward_context import ForwardContext, set_forward_conte
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
-from pagedllm.sample.sampling_metadata import SamplingRequest, make_sampling_metadata
+from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
+from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
@@ -19,22 +21,30 @@ from pagedllm.worker.request_states import RequestStates, RowState
 
 if TYPE_CHECKING:
     from pagedllm.models.common import DecoderForCausalLM
+    from pagedllm.spec_decode.config import SpeculativeConfig
+    from pagedllm.spec_decode.proposer import Proposer
+
+# Drafts for the requests whose tokens a step produced (speculative decoding).
+ProposeFn = Callable[[list[RowState]], dict[str, list[int]]]
 
 _PROMPT_LOGITS_CHUNK = 256
 
 
 class RunnerStep:
     """One launched step; `result()` waits for its sampled tokens, records them in the runner's
-    request states (rows still owned by the same request) and returns the step's output."""
+    request states (rows still owned by the same request) and returns the step's output, with
+    the next drafts when a proposer is set."""
 
     def __init__(self, states: RequestStates | None, output: ModelRunnerOutput, sample_states: list[RowState],
-                 batch: SampledBatch | None, has_penalties: bool) -> None:
+                 batch: SampledBatch | VerifiedBatch | None, has_penalties: bool,
+                 propose: ProposeFn | None = None) -> None:
         self._states = states
         self._output = output
         self._sample_states = sample_states
         self._batch = batch
         self.has_penalties = has_penalties
         self.done = batch is None
+        self._propose = propose
 
     @classmethod
     def empty(cls) -> RunnerStep:
@@ -50,8 +60,19 @@ class RunnerStep:
             return self._output
         self.done = True
         assert self._batch is not None and self._states is not None
-        sampled = self._batch.result()
+        if isinstance(self._batch, VerifiedBatch):
+            self._record_runs(self._batch)
+        else:
+            self._record_tokens(self._batch)
+        if self._propose is not None:
+            current = [s for s in self._sample_states if self._states.is_current(s)]
+            self._output.spec_token_ids = self._propose(current)
+        return self._output
+
+    def _record_tokens(self, batch: SampledBatch) -> None:
+        sampled = batch.result()
         states, output = self._states, self._output
+        assert states is not None
         index = {req_id: i for i, req_id in enumerate(output.req_ids)}
         for state, token_id, logprobs in zip(self._sample_states, sampled.sampled_token_ids, sampled.logprobs):
             if states.is_current(state):
@@ -60,7 +81,21 @@ class RunnerStep:
             output.sampled_token_ids[index[state.req_id]] = [token_id]
             if logprobs is not None:
                 output.logprobs[state.req_id] = logprobs
-        return output
+
+    def _record_runs(self, batch: VerifiedBatch) -> None:
+        """A step that checked drafts: several tokens per request."""
+        verified = batch.result()
+        states, output = self._states, self._output
+        assert states is not None
+        index = {req_id: i for i, req_id in enumerate(output.req_ids)}
+        for state, run, logprobs in zip(self._sample_states, verified.token_runs, verified.logprobs):
+            if states.is_current(state):
+                state.num_pending -= 1
+                for token_id in run:
+                    states.append_sampled(state, token_id)
+            output.sampled_token_ids[index[state.req_id]] = run
+            if logprobs is not None:
+                output.logprobs[state.req_id] = logprobs
 
 
 class ModelRunner:
@@ -80,11 +115,14 @@ class ModelRunner:
         buffers: InputBuffers | None = None,
         graphs: CudaGraphRunner | None = None,
         piecewise: PiecewiseGraphRunner | None = None,
+        proposer: Proposer | None = None,
+        speculative_config: SpeculativeConfig | None = None,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
         graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
         All None on the CPU, where tensors are built per step. `sampler`: the platform's (with its
-        fused stage); None: one with torch ops."""
+        fused stage); None: one with torch ops. `proposer` (with its `speculative_config`):
+        speculative decoding's drafts, proposed after each step and checked in the next."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -99,6 +137,9 @@ class ModelRunner:
         self.graphs = graphs
         self.piecewise = piecewise
         self._last_step: RunnerStep | None = None  # the latest step that sampled
+        self.proposer = proposer
+        self.speculative_config = speculative_config
+        self.verifier = DraftVerifier(self.sampler) if proposer is not None else None
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         self.states.remove(sched.finished_req_ids | sched.preempted_req_ids)
@@ -106,6 +147,10 @@ class ModelRunner:
             self.states.remove({new.req_id})  # a resumed request may still hold a stale row
             self.states.add(new)
         self.states.update_cached(sched.scheduled_cached_reqs)
+        for req_id, drafts in sched.scheduled_spec_decode_tokens.items():
+            self.states.write_drafts(req_id, drafts)
+        if self.proposer is not None and sched.finished_req_ids:
+            self.proposer.finish_requests(sched.finished_req_ids)
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.execute_model_async(sched).result()
@@ -128,11 +173,11 @@ class ModelRunner:
         decode_size, piecewise_size = self._graph_sizes(sched)
         inp = build_model_input(self.states, req_ids, list(sched.num_scheduled_tokens.values()),
                                 self.block_size, self.device, self.buffers, decode_size, prev_sampled,
-                                piecewise_size)
+                                piecewise_size, sched.scheduled_spec_decode_tokens or None)
         hidden = self._forward(inp)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
-        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden))
+        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._proposer_fn())
         self._last_step = step if inp.sample_states else None
         return step
 
@@ -159,7 +204,21 @@ class ModelRunner:
         with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
             return self.model(inp.input_ids, inp.positions)
 
-    def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | None, bool]:
+    def _proposer_fn(self) -> ProposeFn | None:
+        """What proposes the next drafts after this step; None without speculation or when the
+        batch is too large for it (the scheduler would drop the drafts)."""
+        if self.proposer is None:
+            return None
+        assert self.speculative_config is not None
+        return self._propose if self.speculative_config.speculates(len(self.states)) else None
+
+    def _propose(self, states: list[RowState]) -> dict[str, list[int]]:
+        assert self.proposer is not None
+        req_ids = [s.req_id for s in states]
+        drafts = self.proposer.propose(req_ids, [self.states.sequence(s) for s in states])
+        return {req_id: d for req_id, d in zip(req_ids, drafts) if d}
+
+    def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | VerifiedBatch | None, bool]:
         """Launch sampling of the rows that get a token; (their batch or None, any penalties)."""
         if not inp.sample_states:
             return None, False
@@ -169,10 +228,12 @@ class ModelRunner:
                             s.num_pending)
             for s in inp.sample_states
         ]
-        metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
-        batch = self.sampler.launch(logits, metadata)
         self.states.mark_sampled(inp.sample_states)
-        return batch, metadata.penalties is not None
+        if inp.drafts is not None:
+            assert self.verifier is not None
+            return self.verifier.launch(logits, rows, inp.drafts), any(has_penalty(r.params) for r in rows)
+        metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
+        return self.sampler.launch(logits, metadata), metadata.penalties is not None
 
     def _compute_prompt_logprobs(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         for piece in inp.prompt_logprobs:
@@ -185,3 +246,4 @@ class ModelRunner:
                 logits = self.model.compute_logits(rows[start:end])  # [<= chunk, vocab]
                 lists.extend(compute_prompt_logprobs(logits, piece.target_token_ids[start:end], piece.num_logprobs))
             output.prompt_logprobs[piece.req_id] = lists
+

@@ -79,6 +79,16 @@ class RequestStates:
                 self.num_blocks[row] = n + len(new_blocks)
             self.num_computed[row] = num_computed
 
+    def write_drafts(self, req_id: str, drafts: list[int]) -> None:
+        """Put draft tokens after the request's known ones, where the step's inputs are read from
+        (accepted ones are overwritten by append_sampled with the same value, the rest later)."""
+        state = self.reqs[req_id]
+        self.token_ids[state.row, state.num_tokens: state.num_tokens + len(drafts)] = drafts
+
+    def sequence(self, state: RowState) -> np.ndarray:
+        """[num_tokens] the request's prompt and outputs known on the host (a view of its row)."""
+        return self.token_ids[state.row, : state.num_tokens]
+
     def append_sampled(self, state: RowState, token_id: int) -> None:
         self.token_ids[state.row, state.num_tokens] = token_id
         state.num_tokens += 1

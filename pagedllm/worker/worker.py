@@ -19,6 +19,7 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
+from pagedllm.spec_decode.proposer import Proposer, make_proposer
 from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
@@ -96,7 +97,7 @@ class Worker:
         sc = cfg.scheduler_config
         logger.info("Profiling the memory of a worst-case step (%d tokens, %d sampled rows) to size the KV cache",
                     sc.max_num_batched_tokens, sc.max_num_seqs)
-        common = dict(max_num_seqs=sc.max_num_seqs, max_model_len=cfg.model_config.max_model_len,
+        common = dict(max_num_seqs=self._max_sampled_rows(), max_model_len=cfg.model_config.max_model_len,
                       vocab_size=cfg.model_config.hf_config.vocab_size, device=self.device, sampler=self.sampler)
         peak = profile_step_memory(self.model, self.backend, spec,
                                    max_num_batched_tokens=sc.max_num_batched_tokens, **common)
@@ -124,6 +125,14 @@ class Worker:
                     cfg.cache_config.gpu_memory_utilization, plan.num_blocks, spec.block_size,
                     plan.max_concurrency, plan.max_model_len)
         return plan
+
+    def _max_sampled_rows(self) -> int:
+        """The most rows a step samples: one per request, or with speculation k + 1 per request
+        (never more than the step's tokens)."""
+        sc, spec = self.config.scheduler_config, self.config.speculative_config
+        if spec is None:
+            return sc.max_num_seqs
+        return min(sc.max_num_seqs * (spec.num_speculative_tokens + 1), sc.max_num_batched_tokens)
 
     def _graph_sizes(self) -> list[int]:
         """Decode batch sizes to capture; empty when steps run eagerly."""
@@ -204,7 +213,18 @@ class Worker:
             buffers=buffers,
             graphs=graphs,
             piecewise=piecewise,
+            proposer=self._make_proposer(),
+            speculative_config=cfg.speculative_config,
         )
+
+    def _make_proposer(self) -> Proposer | None:
+        spec = self.config.speculative_config
+        if spec is None:
+            return None
+        logger.info("Speculative decoding: %s, up to %d draft tokens a step%s", spec.method,
+                    spec.num_speculative_tokens, "" if spec.disable_by_batch_size is None else
+                    f", off at {spec.disable_by_batch_size}+ running requests")
+        return make_proposer(spec)
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"

@@ -1,0 +1,116 @@
+"""SpeculativeConfig: vLLM's `speculative_config` dict, validated once (no torch).
+
+    LLM(..., speculative_config={"method": "ngram", "num_speculative_tokens": 4,
+                                 "prompt_lookup_min": 2, "prompt_lookup_max": 5})
+    pagedllm serve --speculative-config '{"method": "suffix"}'
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Methods whose proposer exists; the others of vLLM are refused with this list.
+METHODS = ("ngram", "suffix")
+_VLLM_METHODS_NOT_YET = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    method: str
+    # Tokens proposed per request and step (the most: a proposer may offer fewer). Default: 3 for
+    # ngram, suffix_decoding_max_tree_depth for suffix (vLLM's).
+    num_speculative_tokens: int
+    # ngram: the longest and shortest n-gram of the latest tokens looked up in the request's tokens
+    prompt_lookup_max: int = 5
+    prompt_lookup_min: int = 5
+    # suffix: how deep the trie indexes (the longest context matched plus continuation), how many
+    # finished requests' outputs it keeps, the longest proposal per matched token, and the least
+    # estimated probability of a proposed token (all vLLM's names and defaults)
+    suffix_decoding_max_tree_depth: int = 24
+    suffix_decoding_max_cached_requests: int = 1000
+    suffix_decoding_max_spec_factor: float = 1.0
+    suffix_decoding_min_token_prob: float = 0.1
+    # Steps with at least this many running requests run without speculation (vLLM's name);
+    # None: always speculate.
+    disable_by_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_speculative_tokens < 1:
+            raise ValueError(f"speculative_config: num_speculative_tokens must be at least 1, got "
+                             f"{self.num_speculative_tokens}.")
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(f"speculative_config: need 1 <= prompt_lookup_min <= prompt_lookup_max, got "
+                             f"{self.prompt_lookup_min} and {self.prompt_lookup_max}.")
+        if self.suffix_decoding_max_tree_depth < 1:
+            raise ValueError("speculative_config: suffix_decoding_max_tree_depth must be at least 1.")
+        if self.suffix_decoding_max_cached_requests < 0:
+            raise ValueError("speculative_config: suffix_decoding_max_cached_requests must be >= 0.")
+        if self.suffix_decoding_max_spec_factor <= 0:
+            raise ValueError("speculative_config: suffix_decoding_max_spec_factor must be positive.")
+        if not 0.0 <= self.suffix_decoding_min_token_prob <= 1.0:
+            raise ValueError("speculative_config: suffix_decoding_min_token_prob must be in [0, 1].")
+        if self.disable_by_batch_size is not None and self.disable_by_batch_size < 2:
+            raise ValueError(f"speculative_config: disable_by_batch_size must be at least 2, got "
+                             f"{self.disable_by_batch_size}.")
+
+    def speculates(self, num_running: int) -> bool:
+        """Whether a step with this many running requests speculates."""
+        return self.disable_by_batch_size is None or num_running < self.disable_by_batch_size
+
+    @classmethod
+    def from_user(cls, value: SpeculativeConfig | dict[str, Any] | str | None) -> SpeculativeConfig | None:
+        """From vLLM's dict (or its JSON text, as `--speculative-config` takes). ValueError naming
+        the problem for an unknown method or key, or a bad value."""
+        if value is None or isinstance(value, SpeculativeConfig):
+            return value
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"speculative_config is not valid JSON: {e}.") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"speculative_config must be a dict (JSON object), got {type(value).__name__}.")
+        given = dict(value)
+        method = given.pop("method", None)
+        if method is None and given.get("model") in ("ngram", "[ngram]"):  # vLLM's older spelling
+            method = "ngram"
+            given.pop("model")
+        _check_method(method)
+        known = {f.name for f in dataclasses.fields(cls)} - {"method"}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"speculative_config: unknown key(s) {', '.join(map(repr, unknown))} for method "
+                             f"{method!r}; known: {', '.join(sorted(known))}.")
+        for key in ("num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min",
+                    "suffix_decoding_max_tree_depth", "suffix_decoding_max_cached_requests", "disable_by_batch_size"):
+            if key in given and given[key] is not None and (not isinstance(given[key], int) or
+                                                              isinstance(given[key], bool)):
+                raise ValueError(f"speculative_config: {key} must be an integer, got {given[key]!r}.")
+        _fill_lookup_defaults(given)
+        if "num_speculative_tokens" not in given or given["num_speculative_tokens"] is None:
+            given["num_speculative_tokens"] = (given.get("suffix_decoding_max_tree_depth", 24)
+                                               if method == "suffix" else 3)
+        return cls(method=method, **given)
+
+
+def _check_method(method: object) -> None:
+    if method in METHODS:
+        return
+    if method in _VLLM_METHODS_NOT_YET:
+        raise ValueError(f"speculative_config: method {method!r} is not supported yet; supported: "
+                         f"{', '.join(METHODS)}.")
+    raise ValueError(f"speculative_config: unknown method {method!r}; supported: {', '.join(METHODS)}.")
+
+
+def _fill_lookup_defaults(given: dict[str, Any]) -> None:
+    # vLLM's rule: either bound alone sets both; neither gives 5 and 5.
+    lo, hi = given.get("prompt_lookup_min"), given.get("prompt_lookup_max")
+    if lo is None and hi is None:
+        lo = hi = 5
+    elif lo is None:
+        lo = hi
+    elif hi is None:
+        hi = lo
+    given["prompt_lookup_min"], given["prompt_lookup_max"] = lo, hi

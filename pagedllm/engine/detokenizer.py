@@ -60,14 +60,30 @@ class IncrementalDetokenizer:
         """Append `new_token_ids`, extend `output_text`; return the stop string if one now appears.
 
         Then `output_text` is cut before the stop string (after it if include_stop_str_in_output).
-        `stop_terminated`: the last token is a stop token (EOS / stop_token_ids); its text is left
-        out unless include_stop_str_in_output.
+        Stop strings are looked for after each token, as a step-by-step decode would: tokens after
+        the one that completes a stop string (several arrive at once with speculative decoding) are
+        dropped, so `token_ids` ends with it. `stop_terminated`: the last token is a stop token
+        (EOS / stop_token_ids); its text is left out unless include_stop_str_in_output.
         """
         if not new_token_ids:
             return None
         skipped = None
         if stop_terminated and not self.include_stop_str_in_output:
             skipped, new_token_ids = new_token_ids[-1], new_token_ids[:-1]
+        if self.stop and len(new_token_ids) > 1:
+            for token_id in new_token_ids:
+                stop_str = self._append([token_id])
+                if stop_str is not None:
+                    return stop_str
+        else:
+            stop_str = self._append(new_token_ids)
+            if stop_str is not None:
+                return stop_str
+        if skipped is not None:
+            self.token_ids.append(skipped)
+        return None
+
+    def _append(self, new_token_ids: list[int]) -> str | None:
         stop_check_offset = len(self.output_text)
         for token_id in new_token_ids:
             self.token_ids.append(token_id)
@@ -75,8 +91,6 @@ class IncrementalDetokenizer:
                 self.output_text += self._decoder.decode_next(token_id)
             if len(self.token_ids) <= self.min_tokens:
                 stop_check_offset = len(self.output_text)  # no stop string inside min_tokens' text
-        if skipped is not None:
-            self.token_ids.append(skipped)
         if not self.stop or len(self.token_ids) <= self.min_tokens:
             return None
         found = find_stop_string(self.output_text, len(self.output_text) - stop_check_offset, self.stop,

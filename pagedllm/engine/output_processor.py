@@ -131,21 +131,24 @@ class OutputProcessor:
             if state.metrics.first_token_time is None:
                 state.metrics.first_token_time = now
             state.metrics.last_token_time = now
-            seq.token_ids.extend(out.new_token_ids)
-            if out.new_logprobs is not None and seq.logprobs is not None:
-                self._add_sample_logprobs(seq, out.new_logprobs)
+            new_token_ids, stop_str = out.new_token_ids, None
             if seq.detokenizer is not None:
-                stop_str = seq.detokenizer.update(out.new_token_ids)
-                if stop_str is not None and out.finish_reason is None:
-                    seq.finish_reason, seq.stop_reason = "stop", stop_str
-                    return True
+                stop_str = seq.detokenizer.update(new_token_ids)
+                # Several tokens at once (speculative decoding): those after a stop string go.
+                new_token_ids = new_token_ids[: len(seq.detokenizer.token_ids) - len(seq.token_ids)]
+            seq.token_ids.extend(new_token_ids)
+            if out.new_logprobs is not None and seq.logprobs is not None:
+                self._add_sample_logprobs(seq, out.new_logprobs, len(new_token_ids))
+            if stop_str is not None:  # it came first, even if the core also finished the request
+                seq.finish_reason, seq.stop_reason = "stop", stop_str
+                return out.finish_reason is None  # the core must still be told
         if out.finish_reason is not None:
             seq.finish_reason, seq.stop_reason = out.finish_reason, out.stop_reason
         return False
 
-    def _add_sample_logprobs(self, seq: SequenceState, lists: LogprobsLists) -> None:
+    def _add_sample_logprobs(self, seq: SequenceState, lists: LogprobsLists, num_tokens: int) -> None:
         assert seq.logprobs is not None
-        for ids, lps, rank in zip(lists.token_ids, lists.logprobs, lists.ranks):
+        for ids, lps, rank in zip(lists.token_ids[:num_tokens], lists.logprobs, lists.ranks):
             seq.logprobs.append(self._to_dict(ids, lps, rank))
             seq.cumulative_logprob = (seq.cumulative_logprob or 0.0) + lps[0]
 

@@ -148,11 +148,21 @@ def test_stop_found_mid_update_truncates_later_tokens(tok):
     assert detok.output_text == "alpha beta STOP"
 
 
-def test_first_listed_stop_string_wins(tok):
+def test_stop_strings_checked_after_each_token(tok):
+    # As a step-by-step decode would: the stop string completed by the earliest token wins, and
+    # tokens after it are dropped (several arrive at once with speculative decoding).
     ids = tok.encode("x = 1; y = 2", add_special_tokens=False)
     detok = IncrementalDetokenizer(tok, [], stop=["y =", "1"])
-    assert detok.update(ids) == "y ="
-    assert detok.output_text == "x = 1; "
+    assert detok.update(ids) == "1"
+    assert detok.output_text == "x = "
+    assert tok.decode(detok.token_ids) == "x = 1"
+
+
+def test_first_listed_stop_string_wins_within_one_token(tok):
+    ids = tok.encode("x = 1; y = 2", add_special_tokens=False)
+    detok = IncrementalDetokenizer(tok, [], stop=["= 1", "1"])
+    assert detok.update(ids) == "= 1"
+    assert detok.output_text == "x "
 
 
 def test_min_tokens_ignores_stop_strings_in_its_text(tok):

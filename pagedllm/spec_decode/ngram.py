@@ -4,17 +4,17 @@ appeared before in the request's own prompt and output.
     sequence   ... a b c x y z ... a b c | next?        (n = 3: "a b c" ends the sequence)
     proposal             x y z              (what followed the earlier "a b c")
 
-The longest n in [prompt_lookup_min, prompt_lookup_max] that matches wins; among its matches the
-latest that has a whole continuation of num_speculative_tokens tokens, else the latest. Work per
-request is a vectorised compare of the sequence with its last token and a few narrowing passes
-over the (usually few) matches, not a Python loop over positions.
+The longest n in [prompt_lookup_min, prompt_lookup_max] that matches wins (matching.py); among
+its matches the latest that has a whole continuation of num_speculative_tokens tokens, else the
+latest.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from pagedllm.spec_decode.config import SpeculativeConfig
-from pagedllm.spec_decode.proposer import Proposer
+from pagedllm.spec_decode.matching import match_suffix
+from pagedllm.spec_decode.proposer import DraftRequest, Proposer
 
 
 class NgramProposer(Proposer):
@@ -23,8 +23,8 @@ class NgramProposer(Proposer):
         self.min_n = config.prompt_lookup_min
         self.max_n = config.prompt_lookup_max
 
-    def propose(self, req_ids: list[str], sequences: list[np.ndarray]) -> list[list[int]]:
-        return [lookup(seq, self.min_n, self.max_n, self.num_speculative_tokens) for seq in sequences]
+    def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
+        return [lookup(r.token_ids, self.min_n, self.max_n, self.num_speculative_tokens) for r in requests]
 
 
 def lookup(seq: np.ndarray, min_n: int, max_n: int, k: int) -> list[int]:
@@ -33,16 +33,8 @@ def lookup(seq: np.ndarray, min_n: int, max_n: int, k: int) -> list[int]:
     length = len(seq)
     if length <= min_n:
         return []
-    # ends[i]: the position where an earlier occurrence of the suffix ends; first one token long
-    ends = np.flatnonzero(seq[: length - 1] == seq[length - 1])
-    n = 1
-    while len(ends) and n < max_n and n < length - 1:
-        longer = ends[ends >= n]
-        longer = longer[seq[longer - n] == seq[length - 1 - n]]
-        if not len(longer):
-            break
-        ends, n = longer, n + 1
-    if not len(ends) or n < min_n:
+    n, ends = match_suffix(seq, seq[-max_n:], length - 1)  # an occurrence other than the suffix itself
+    if n < min_n:
         return []
     whole = ends[ends + k < length]  # a continuation of k tokens
     end = int(whole[-1] if len(whole) else ends[-1])

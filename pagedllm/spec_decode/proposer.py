@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from pagedllm.registry import LazyRegistry
 from pagedllm.spec_decode.config import SpeculativeConfig
+
+
+@dataclass(slots=True)
+class DraftRequest:
+    """What a proposer reads of one request."""
+
+    req_id: str
+    # [num_tokens] int64, the prompt and the outputs so far: a view of the runner's row, to read
+    # during propose() and not keep
+    token_ids: np.ndarray
+    num_prompt_tokens: int
 
 
 class Proposer(ABC):
@@ -21,11 +33,8 @@ class Proposer(ABC):
         self.num_speculative_tokens = config.num_speculative_tokens
 
     @abstractmethod
-    def propose(self, req_ids: list[str], sequences: list[np.ndarray]) -> list[list[int]]:
-        """Draft tokens for each request: at most num_speculative_tokens each, maybe none.
-
-        sequences[i]: request i's prompt and outputs so far, int64 [num_tokens] (a view of the
-        runner's rows: read it now, do not keep it)."""
+    def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
+        """Draft tokens for each request: at most num_speculative_tokens each, maybe none."""
 
     def finish_requests(self, req_ids: Iterable[str]) -> None:
         """These requests ended (finished or aborted); a proposer that keeps per-request state drops

@@ -12,6 +12,7 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
+from pagedllm.spec_decode.proposer import DraftRequest
 from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.input_buffers import InputBuffers
@@ -214,9 +215,9 @@ class ModelRunner:
 
     def _propose(self, states: list[RowState]) -> dict[str, list[int]]:
         assert self.proposer is not None
-        req_ids = [s.req_id for s in states]
-        drafts = self.proposer.propose(req_ids, [self.states.sequence(s) for s in states])
-        return {req_id: d for req_id, d in zip(req_ids, drafts) if d}
+        sequence = self.states.sequence
+        drafts = self.proposer.propose([DraftRequest(s.req_id, sequence(s), s.num_prompt_tokens) for s in states])
+        return {s.req_id: d for s, d in zip(states, drafts) if d}
 
     def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | VerifiedBatch | None, bool]:
         """Launch sampling of the rows that get a token; (their batch or None, any penalties)."""

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from pagedllm.engine.arg_utils import EngineArgs
 from pagedllm.engine.engine import LLMEngine
 from pagedllm.engine.input_processor import PromptType
+from pagedllm.metrics.reader import Metric, metrics_from_stats
 from pagedllm.outputs import RequestOutput
 from pagedllm.sampling_params import SamplingParams
 
@@ -35,6 +36,11 @@ class LLM:
 
     def get_tokenizer(self) -> Any:
         return self.llm_engine.get_tokenizer()
+
+    def get_metrics(self) -> list[Metric]:
+        """The engine's metrics now (vLLM's `get_metrics`): queue, KV cache and prefix-cache use,
+        preemptions and, with speculative decoding, its draft and acceptance counters."""
+        return metrics_from_stats(self.llm_engine.engine_core.make_stats())
 
     def get_default_sampling_params(self) -> SamplingParams:
         """What generate/chat use without sampling params: the model's generation_config.json

@@ -5,7 +5,7 @@ import logging
 import time
 
 from pagedllm.metrics.iteration_stats import IterationStats
-from pagedllm.outputs import SchedulerStats
+from pagedllm.outputs import SchedulerStats, SpecDecodingStats
 
 logger = logging.getLogger("pagedllm.metrics")
 
@@ -19,6 +19,7 @@ class LoggingStatLogger:
         self._last_queries = 0
         self._last_hits = 0
         self._was_idle = True
+        self._last_spec = SpecDecodingStats()
 
     def record(self, scheduler_stats: SchedulerStats, iteration_stats: IterationStats) -> None:
         self._num_prompt_tokens += iteration_stats.num_prompt_tokens
@@ -39,6 +40,27 @@ class LoggingStatLogger:
                 "Waiting: %d reqs, KV cache usage: %.1f%%, Prefix cache hit rate: %.1f%%",
                 self._num_prompt_tokens / elapsed, self._num_generation_tokens / elapsed, s.num_running,
                 s.num_waiting, 100 * s.kv_cache_usage, 100 * hits / queries if queries else 0.0)
+            if s.spec_decoding is not None:
+                self._log_spec_decoding(s.spec_decoding, elapsed)
         self._was_idle = idle
         self._num_prompt_tokens = self._num_generation_tokens = 0
         self._last_queries, self._last_hits = s.prefix_cache_queries, s.prefix_cache_hits
+
+    def _log_spec_decoding(self, totals: SpecDecodingStats, elapsed: float) -> None:
+        """vLLM's line: the interval's acceptance, from the differences of the running totals."""
+        last = self._last_spec
+        self._last_spec = totals.copy()
+        per_pos = [n - (last.num_accepted_tokens_per_pos[i] if i < len(last.num_accepted_tokens_per_pos) else 0)
+                   for i, n in enumerate(totals.num_accepted_tokens_per_pos)]
+        interval = SpecDecodingStats(totals.num_drafts - last.num_drafts,
+                                     totals.num_draft_tokens - last.num_draft_tokens,
+                                     totals.num_accepted_tokens - last.num_accepted_tokens, per_pos)
+        if not interval.num_drafts:
+            return
+        logger.info("SpecDecoding metrics: Mean acceptance length: %.2f, Accepted throughput: %.2f tokens/s, "
+                    "Drafted throughput: %.2f tokens/s, Accepted: %d tokens, Drafted: %d tokens, Per-position "
+                    "acceptance rate: %s, Avg Draft acceptance rate: %.1f%%", interval.mean_acceptance_length,
+                    interval.num_accepted_tokens / elapsed, interval.num_draft_tokens / elapsed,
+                    interval.num_accepted_tokens, interval.num_draft_tokens,
+                    ", ".join(f"{r:.3f}" for r in interval.per_position_acceptance()),
+                    100 * interval.acceptance_rate)

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from pagedllm.metrics.iteration_stats import IterationStats
-from pagedllm.outputs import SchedulerStats
+from pagedllm.outputs import SchedulerStats, SpecDecodingStats
 
 _LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                     10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
@@ -55,6 +55,7 @@ class PrometheusStatLogger:
                         _TOKEN_LATENCY_BUCKETS, labels)
         self.e2e = hist("e2e_request_latency_seconds", "Arrival to finish.", _LATENCY_BUCKETS, labels)
         self.queue = hist("request_queue_time_seconds", "Arrival to first scheduled.", _LATENCY_BUCKETS, labels)
+        self._spec = _SpecDecodingCounters(self.registry, model_name)
 
     def _gauge(self, name: str, doc: str, labels: dict[str, str]) -> Any:
         return Gauge(f"pagedllm:{name}", doc, list(labels), registry=self.registry).labels(**labels)
@@ -74,6 +75,8 @@ class PrometheusStatLogger:
             if total > self._last_totals[field]:
                 counter.inc(total - self._last_totals[field])
             self._last_totals[field] = total
+        if scheduler_stats.spec_decoding is not None:
+            self._spec.record(scheduler_stats.spec_decoding)
         self.prompt_tokens.inc(iteration_stats.num_prompt_tokens)
         self.generation_tokens.inc(iteration_stats.num_generation_tokens)
         for ttft in iteration_stats.time_to_first_tokens:
@@ -90,3 +93,34 @@ class PrometheusStatLogger:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _SpecDecodingCounters:
+    """vLLM's spec_decode_* counters, fed with the increments of the core's running totals."""
+
+    def __init__(self, registry: CollectorRegistry, model_name: str) -> None:
+        def counter(name: str, doc: str) -> Any:
+            return Counter(f"pagedllm:spec_decode_{name}", doc, ["model_name"], registry=registry).labels(model_name)
+
+        self._counters = {
+            "num_drafts": counter("num_drafts", "Drafts checked (one request's proposal in one step)."),
+            "num_draft_tokens": counter("num_draft_tokens", "Draft tokens checked."),
+            "num_accepted_tokens": counter("num_accepted_tokens", "Draft tokens accepted."),
+        }
+        self._per_pos = Counter("pagedllm:spec_decode_num_accepted_tokens_per_pos",
+                                "Draft tokens accepted at each position of the draft.", ["model_name", "position"],
+                                registry=registry)
+        self._model_name = model_name
+        self._last = SpecDecodingStats()
+
+    def record(self, stats: SpecDecodingStats) -> None:
+        for field, counter in self._counters.items():
+            delta = getattr(stats, field) - getattr(self._last, field)
+            if delta > 0:
+                counter.inc(delta)
+        last_per_pos = self._last.num_accepted_tokens_per_pos
+        for pos, total in enumerate(stats.num_accepted_tokens_per_pos):
+            delta = total - (last_per_pos[pos] if pos < len(last_per_pos) else 0)
+            if delta > 0:
+                self._per_pos.labels(model_name=self._model_name, position=str(pos)).inc(delta)
+        self._last = stats.copy()

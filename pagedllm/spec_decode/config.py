@@ -11,8 +11,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# Methods whose proposer exists; the others of vLLM are refused with this list.
-METHODS = ("ngram", "suffix")
+from pagedllm.registry import LazyRegistry
+
+# Method -> its Proposer (spec_decode/proposer.py). vLLM's other methods are refused, naming these.
+PROPOSERS: LazyRegistry[Any] = LazyRegistry("speculative decoding method", {
+    "ngram": "pagedllm.spec_decode.ngram:NgramProposer",
+    "suffix": "pagedllm.spec_decode.suffix:SuffixProposer",
+})
 _VLLM_METHODS_NOT_YET = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
 
 
@@ -96,12 +101,12 @@ class SpeculativeConfig:
 
 
 def _check_method(method: object) -> None:
-    if method in METHODS:
+    if method in PROPOSERS:
         return
+    supported = ", ".join(PROPOSERS.names())
     if method in _VLLM_METHODS_NOT_YET:
-        raise ValueError(f"speculative_config: method {method!r} is not supported yet; supported: "
-                         f"{', '.join(METHODS)}.")
-    raise ValueError(f"speculative_config: unknown method {method!r}; supported: {', '.join(METHODS)}.")
+        raise ValueError(f"speculative_config: method {method!r} is not supported yet; supported: {supported}.")
+    raise ValueError(f"speculative_config: unknown method {method!r}; supported: {supported}.")
 
 
 def _fill_lookup_defaults(given: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The proposer interface, and the registry of speculative-decoding methods.
+"""The proposer interface (methods are registered in config.py's PROPOSERS).
 
 A proposer guesses each request's next tokens after a step's tokens reach the host; the runner
 hands the guesses to the scheduler, which checks them in the request's next step (verifier.py).
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pagedllm.registry import LazyRegistry
-from pagedllm.spec_decode.config import SpeculativeConfig
+from pagedllm.spec_decode.config import PROPOSERS, SpeculativeConfig
 
 
 @dataclass(slots=True)
@@ -42,11 +41,7 @@ class Proposer(ABC):
         they come back with the same tokens."""
 
 
-PROPOSERS: LazyRegistry[type[Proposer]] = LazyRegistry("speculative decoding method", {
-    "ngram": "pagedllm.spec_decode.ngram:NgramProposer",
-    "suffix": "pagedllm.spec_decode.suffix:SuffixProposer",
-})
-
-
 def make_proposer(config: SpeculativeConfig) -> Proposer:
-    return PROPOSERS.get(config.method)(config)
+    """The proposer of the config's method (the registry is spec_decode/config.py's PROPOSERS)."""
+    proposer: Proposer = PROPOSERS.get(config.method)(config)
+    return proposer

@@ -1,0 +1,69 @@
+"""speculative_config: vLLM's dict (or JSON), validated before anything loads."""
+from __future__ import annotations
+
+import pytest
+
+from pagedllm.engine.arg_utils import EngineArgs
+from pagedllm.spec_decode.config import SpeculativeConfig
+
+
+def test_ngram_from_dict_and_json():
+    c = SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4,
+                                     "prompt_lookup_min": 2})
+    assert (c.method, c.num_speculative_tokens, c.prompt_lookup_min, c.prompt_lookup_max) == ("ngram", 4, 2, 4)
+    assert SpeculativeConfig.from_user('{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, '
+                                       '"prompt_lookup_min": 2}') == c
+
+
+def test_vllm_defaults():
+    c = SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2})
+    assert (c.prompt_lookup_min, c.prompt_lookup_max) == (5, 5)
+    assert SpeculativeConfig.from_user({"method": "ngram", "prompt_lookup_max": 3}).prompt_lookup_min == 3
+    assert SpeculativeConfig.from_user({"method": "ngram", "prompt_lookup_min": 2}).prompt_lookup_max == 2
+    suffix = SpeculativeConfig.from_user({"method": "suffix"})
+    assert suffix.num_speculative_tokens == suffix.suffix_decoding_max_tree_depth == 24
+    assert SpeculativeConfig.from_user({"model": "[ngram]", "num_speculative_tokens": 3}).method == "ngram"
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"method": "ngram", "num_speculative_tokens": 0}, "num_speculative_tokens must be at least 1"),
+    ({"method": "ngram", "num_speculative_tokens": -2}, "num_speculative_tokens must be at least 1"),
+    ({"method": "nope"}, "unknown method 'nope'; supported: ngram, suffix"),
+    ({"num_speculative_tokens": 3}, "unknown method None"),
+    ({"method": "eagle3", "model": "x"}, "method 'eagle3' is not supported yet; supported: ngram, suffix"),
+    ({"method": "draft_model", "model": "x"}, "'draft_model' is not supported yet"),
+    ({"method": "ngram", "lookahead": 3}, "unknown key(s) 'lookahead'"),
+    ({"method": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
+    ({"method": "ngram", "num_speculative_tokens": "3"}, "num_speculative_tokens must be an integer"),
+    ({"method": "ngram", "disable_by_batch_size": 1}, "disable_by_batch_size must be at least 2"),
+    ({"method": "suffix", "suffix_decoding_min_token_prob": 2.0}, "min_token_prob must be in [0, 1]"),
+    ("{not json", "not valid JSON"),
+    ([1, 2], "must be a dict"),
+])
+def test_bad_configs_are_clear_errors(value, message):
+    with pytest.raises(ValueError, match=None) as e:
+        SpeculativeConfig.from_user(value)
+    assert message in str(e.value)
+
+
+def test_engine_args_refuse_a_bad_config_before_loading():
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        EngineArgs(model="/nonexistent", speculative_config={"method": "nope"})
+
+
+def test_cli_flag_reaches_the_engine_args():
+    from pagedllm.bench.common import engine_kwargs
+    from pagedllm.cli.main import build_parser
+
+    args = build_parser().parse_args(["generate", "hi", "--speculative-config",
+                                      '{"method": "ngram", "num_speculative_tokens": 3}'])
+    spec = EngineArgs(**engine_kwargs(args)).speculative_config
+    assert isinstance(spec, SpeculativeConfig) and spec.num_speculative_tokens == 3
+    serve = build_parser().parse_args(["serve", "--speculative-config", '{"method": "suffix"}'])
+    assert serve.speculative_config == '{"method": "suffix"}'
+
+
+def test_speculation_switches_off_at_the_batch_size():
+    c = SpeculativeConfig.from_user({"method": "ngram", "disable_by_batch_size": 4})
+    assert c.speculates(3) and not c.speculates(4)
+    assert SpeculativeConfig.from_user({"method": "ngram"}).speculates(10_000)

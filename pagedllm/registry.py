@@ -24,6 +24,10 @@ class LazyRegistry(Generic[T]):
             raise ValueError(f"A {self.kind} target is 'module:attribute', got {target!r}.")
         self._targets[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (no error if absent)."""
+        self._targets.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._targets)
 

@@ -1,0 +1,149 @@
+"""Speculative decoding end to end on the default model: outputs as without speculation (greedy,
+seeded, logprobs, n > 1, stop strings), under preemption, tiny chunks and prefix caching; drafts
+that are always right give k + 1 tokens a step, always wrong exactly one."""
+from __future__ import annotations
+
+import pytest
+
+from pagedllm import SamplingParams
+from pagedllm.sampling_params import RequestOutputKind
+
+from tests.helpers.spec_oracle import oracle_methods
+
+TEXT = ("The old lighthouse on the northern cape had not guided a ship for nearly forty years, yet the "
+        "people of the village still climbed the spiral stairs every autumn to clean the great lens.")
+PROMPTS = [
+    f"Repeat the following text exactly.\n\n{TEXT}\n\nRepeated text:\n",
+    "def add(a, b):\n    return a + b\n\n# The same function, renamed to plus:\ndef plus(a, b):\n",
+    f"Extract the first sentence of: {TEXT}\nAnswer:",
+    "What is the capital of France?",
+    "List the numbers from one to ten, in words:",
+]
+GREEDY = SamplingParams(temperature=0.0, max_tokens=48, ignore_eos=True)
+NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+SUFFIX = {"method": "suffix", "num_speculative_tokens": 8}
+
+
+def _ids(llm, params=GREEDY, prompts=PROMPTS) -> list[list[int]]:
+    return [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+
+
+def _spec_stats(llm):
+    return llm.llm_engine.engine_core.make_stats().spec_decoding
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_llm) -> list[list[int]]:
+    return _ids(smollm2_llm)
+
+
+@pytest.fixture(scope="module", params=["ngram", "suffix"])
+def spec_llm(request, make_smollm2_llm):
+    return make_smollm2_llm(speculative_config=NGRAM if request.param == "ngram" else SUFFIX)
+
+
+def test_greedy_outputs_equal_without_speculation(spec_llm, reference):
+    before = _spec_stats(spec_llm).num_accepted_tokens
+    assert _ids(spec_llm) == reference  # a batch of many
+    assert [_ids(spec_llm, prompts=[p])[0] for p in PROMPTS] == reference  # one at a time
+    stats = _spec_stats(spec_llm)
+    assert stats.num_accepted_tokens > before  # the copying prompts do get drafts accepted
+    spec_llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+@pytest.mark.parametrize("engine_kwargs", [
+    dict(num_gpu_blocks_override=12),  # forced preemption
+    dict(max_num_batched_tokens=8),  # prompts in tiny chunks; drafts cut by the budget
+    dict(enable_prefix_caching=False),
+], ids=["preemption", "tiny-chunks", "no-prefix-cache"])
+def test_scheduling_does_not_change_outputs(make_smollm2_llm, reference, engine_kwargs):
+    llm = make_smollm2_llm(speculative_config=NGRAM, **engine_kwargs)
+    assert _ids(llm) == reference
+    assert _ids(llm) == reference  # again: prefix hits on the cached prompts and outputs
+    if "num_gpu_blocks_override" in engine_kwargs:
+        assert llm.llm_engine.scheduler.num_preemptions > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_seeded_sampling_equals_the_plain_decode(smollm2_llm, make_smollm2_llm):
+    """Each position draws the noise a step-by-step decode draws, so seeded requests give the
+    same tokens with and without speculation, in any batch."""
+    params = [SamplingParams(temperature=0.8, top_p=0.95, top_k=50, seed=100 + i, max_tokens=32, ignore_eos=True,
+                             repetition_penalty=1.1 if i % 2 else 1.0) for i in range(len(PROMPTS))]
+    plain = [o.outputs[0].token_ids for o in smollm2_llm.generate(PROMPTS, params, use_tqdm=False)]
+    llm = make_smollm2_llm(speculative_config=NGRAM)
+    assert [o.outputs[0].token_ids for o in llm.generate(PROMPTS, params, use_tqdm=False)] == plain
+    alone = [llm.generate([p], q, use_tqdm=False)[0].outputs[0].token_ids for p, q in zip(PROMPTS, params)]
+    assert alone == plain
+
+
+def test_logprobs_n_and_prompt_logprobs_as_without_speculation(smollm2_llm, spec_llm):
+    params = SamplingParams(temperature=0.0, max_tokens=24, logprobs=3, prompt_logprobs=2, n=2, ignore_eos=True)
+    plain = smollm2_llm.generate(PROMPTS[:2], params, use_tqdm=False)
+    spec = spec_llm.generate(PROMPTS[:2], params, use_tqdm=False)
+    for a, b in zip(plain, spec):
+        assert len(b.outputs) == 2
+        for x, y in zip(a.outputs, b.outputs):
+            assert x.token_ids == y.token_ids
+            assert len(y.logprobs) == len(y.token_ids)
+            for pa, pb in zip(x.logprobs, y.logprobs):
+                assert list(pa) == list(pb)
+                assert all(pa[t].logprob == pytest.approx(pb[t].logprob, abs=1e-4) for t in pa)
+            assert y.cumulative_logprob == pytest.approx(x.cumulative_logprob, abs=1e-3)
+        assert len(b.prompt_logprobs) == len(a.prompt_logprobs)
+
+
+def test_stop_strings_and_max_tokens_inside_an_accepted_run(smollm2_llm, spec_llm):
+    stop = SamplingParams(temperature=0.0, max_tokens=64, stop=["guided"])
+    [plain] = smollm2_llm.generate(PROMPTS[:1], stop, use_tqdm=False)
+    [spec] = spec_llm.generate(PROMPTS[:1], stop, use_tqdm=False)
+    assert plain.outputs[0].finish_reason == spec.outputs[0].finish_reason == "stop"
+    assert spec.outputs[0].text == plain.outputs[0].text and spec.outputs[0].token_ids == plain.outputs[0].token_ids
+    for max_tokens in (1, 2, 7, 13):
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+        assert _ids(spec_llm, params, PROMPTS[:1]) == _ids(smollm2_llm, params, PROMPTS[:1])
+
+
+def _streamed_lengths(llm, prompt: str, params: SamplingParams) -> list[int]:
+    """Tokens per engine step for one request."""
+    engine = llm.llm_engine
+    engine.add_request("probe", prompt, params)
+    lengths = []
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            lengths.append(len(out.outputs[0].token_ids))
+    return lengths
+
+
+@pytest.mark.parametrize("method, k", [("oracle", 4), ("oracle_wrong", 4), ("oracle", 1)])
+def test_always_right_drafts_give_k_plus_1_tokens_always_wrong_one(smollm2_llm, make_smollm2_llm, method, k):
+    tokenizer = smollm2_llm.get_tokenizer()
+    prompt = PROMPTS[3]
+    max_tokens = 1 + 6 * (k + 1)  # the first token, then six whole runs
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True,
+                            output_kind=RequestOutputKind.DELTA)
+    [ref] = smollm2_llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True),
+                                 use_tqdm=False)
+    prompt_ids = tuple(tokenizer(prompt).input_ids)
+    with oracle_methods({prompt_ids: list(ref.outputs[0].token_ids)}):
+        llm = make_smollm2_llm(speculative_config={"method": method, "num_speculative_tokens": k})
+        lengths = _streamed_lengths(llm, prompt, params)
+        [out] = llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True),
+                             use_tqdm=False)
+    assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+    stats = _spec_stats(llm)
+    if method == "oracle":
+        assert lengths == [1] + [k + 1] * 6
+        assert stats.num_accepted_tokens == stats.num_draft_tokens > 0
+        assert stats.mean_acceptance_length == k + 1
+    else:
+        assert lengths == [1] * max_tokens
+        # every step but the first and the last (no draft fits before max_tokens) checks one draft
+        assert stats.num_accepted_tokens == 0 and stats.num_drafts == 2 * (max_tokens - 2)
+
+
+def test_metrics(spec_llm):
+    names = {m.name: m for m in spec_llm.get_metrics()}
+    assert names["pagedllm:spec_decode_num_drafts"].value > 0
+    assert names["pagedllm:spec_decode_num_draft_tokens"].value >= names["pagedllm:spec_decode_num_accepted_tokens"].value
+    assert len(names["pagedllm:spec_decode_num_accepted_tokens_per_pos"].values) >= 1

@@ -50,3 +50,20 @@ def test_chunked_prefill_and_preemption_equal_hf(tiny, tiny_hf_model, smollm2_to
         assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 12, set())
     assert llm.llm_engine.scheduler.num_preemptions > 0
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+@pytest.mark.parametrize("method", ["ngram", "suffix"])
+def test_speculative_decoding_equals_hf(tiny, smollm2_tokenizer_dir, method):
+    """Random weights repeat themselves, so drafts are found and mostly accepted; the tokens stay HF's."""
+    model, _ = tiny
+    spec = {"method": method, "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
+    if method == "suffix":
+        spec = {"method": "suffix", "num_speculative_tokens": 6}
+    llm = LLM(model.folder, tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256,
+              num_gpu_blocks_override=128, block_size=16, speculative_config=spec)
+    prompts = _prompts(3, n=4)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        SamplingParams(temperature=0, max_tokens=40, ignore_eos=True), use_tqdm=False)
+    for ids, out in zip(prompts, outs):
+        assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 40, set())
+    assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_accepted_tokens > 0

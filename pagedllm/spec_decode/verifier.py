@@ -71,7 +71,7 @@ class VerifiedBatch:
 
     def __init__(self, batch: SampledBatch, drafts: list[list[int]]) -> None:
         self._batch = batch
-        self._drafts = drafts
+        self.drafts = drafts  # [num_reqs] the drafts checked
         self._result: VerifiedOutput | None = None
 
     @property
@@ -84,7 +84,7 @@ class VerifiedBatch:
             out = self._batch.result()
             tokens, logprobs = out.sampled_token_ids, out.logprobs
             runs, run_logprobs = [], []
-            for start, n in accepted_runs(tokens, self._drafts):
+            for start, n in accepted_runs(tokens, self.drafts):
                 runs.append(tokens[start:start + n])
                 run_logprobs.append(_join(logprobs[start:start + n]))
             self._result = VerifiedOutput(runs, run_logprobs)

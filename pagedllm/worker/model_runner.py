@@ -1,7 +1,6 @@
 """Runs one step: update request states from the scheduler's diff, build inputs, forward, sample."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,8 +11,7 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
-from pagedllm.spec_decode.proposer import DraftRequest
-from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
+from pagedllm.spec_decode.verifier import VerifiedBatch
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
@@ -22,11 +20,7 @@ from pagedllm.worker.request_states import RequestStates, RowState
 
 if TYPE_CHECKING:
     from pagedllm.models.common import DecoderForCausalLM
-    from pagedllm.spec_decode.config import SpeculativeConfig
-    from pagedllm.spec_decode.proposer import Proposer
-
-# Drafts for the requests whose tokens a step produced (speculative decoding).
-ProposeFn = Callable[[list[RowState]], dict[str, list[int]]]
+    from pagedllm.spec_decode.speculator import Speculator
 
 _PROMPT_LOGITS_CHUNK = 256
 
@@ -34,18 +28,18 @@ _PROMPT_LOGITS_CHUNK = 256
 class RunnerStep:
     """One launched step; `result()` waits for its sampled tokens, records them in the runner's
     request states (rows still owned by the same request) and returns the step's output, with
-    the next drafts when a proposer is set."""
+    the next drafts when a speculator is given."""
 
     def __init__(self, states: RequestStates | None, output: ModelRunnerOutput, sample_states: list[RowState],
                  batch: SampledBatch | VerifiedBatch | None, has_penalties: bool,
-                 propose: ProposeFn | None = None) -> None:
+                 speculator: Speculator | None = None) -> None:
         self._states = states
         self._output = output
         self._sample_states = sample_states
         self._batch = batch
         self.has_penalties = has_penalties
         self.done = batch is None
-        self._propose = propose
+        self._speculator = speculator
 
     @classmethod
     def empty(cls) -> RunnerStep:
@@ -65,10 +59,14 @@ class RunnerStep:
             self._record_runs(self._batch)
         else:
             self._record_tokens(self._batch)
-        if self._propose is not None:
-            current = [s for s in self._sample_states if self._states.is_current(s)]
-            self._output.spec_token_ids = self._propose(current)
+        if self._speculator is not None:
+            self._propose(self._speculator, self._states)
         return self._output
+
+    def _propose(self, speculator: Speculator, states: RequestStates) -> None:
+        current = [s for s in self._sample_states if states.is_current(s)]
+        self._output.spec_token_ids = speculator.propose(
+            [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current])
 
     def _record_tokens(self, batch: SampledBatch) -> None:
         sampled = batch.result()
@@ -97,6 +95,8 @@ class RunnerStep:
             output.sampled_token_ids[index[state.req_id]] = run
             if logprobs is not None:
                 output.logprobs[state.req_id] = logprobs
+        if self._speculator is not None:
+            self._speculator.observe([s.req_id for s in self._sample_states], batch.drafts, verified.token_runs)
 
 
 class ModelRunner:
@@ -116,14 +116,13 @@ class ModelRunner:
         buffers: InputBuffers | None = None,
         graphs: CudaGraphRunner | None = None,
         piecewise: PiecewiseGraphRunner | None = None,
-        proposer: Proposer | None = None,
-        speculative_config: SpeculativeConfig | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
         graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
         All None on the CPU, where tensors are built per step. `sampler`: the platform's (with its
-        fused stage); None: one with torch ops. `proposer` (with its `speculative_config`):
-        speculative decoding's drafts, proposed after each step and checked in the next."""
+        fused stage); None: one with torch ops. `speculator`: speculative decoding's drafts,
+        proposed after each step and checked in the next."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -138,9 +137,7 @@ class ModelRunner:
         self.graphs = graphs
         self.piecewise = piecewise
         self._last_step: RunnerStep | None = None  # the latest step that sampled
-        self.proposer = proposer
-        self.speculative_config = speculative_config
-        self.verifier = DraftVerifier(self.sampler) if proposer is not None else None
+        self.speculator = speculator
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         self.states.remove(sched.finished_req_ids | sched.preempted_req_ids)
@@ -150,8 +147,8 @@ class ModelRunner:
         self.states.update_cached(sched.scheduled_cached_reqs)
         for req_id, drafts in sched.scheduled_spec_decode_tokens.items():
             self.states.write_drafts(req_id, drafts)
-        if self.proposer is not None and sched.finished_req_ids:
-            self.proposer.finish_requests(sched.finished_req_ids)
+        if self.speculator is not None and sched.finished_req_ids:
+            self.speculator.finish_requests(sched.finished_req_ids)
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.execute_model_async(sched).result()
@@ -178,7 +175,7 @@ class ModelRunner:
         hidden = self._forward(inp)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
-        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._proposer_fn())
+        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._speculator_now())
         self._last_step = step if inp.sample_states else None
         return step
 
@@ -205,19 +202,11 @@ class ModelRunner:
         with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
             return self.model(inp.input_ids, inp.positions)
 
-    def _proposer_fn(self) -> ProposeFn | None:
+    def _speculator_now(self) -> Speculator | None:
         """What proposes the next drafts after this step; None without speculation or when the
         batch is too large for it (the scheduler would drop the drafts)."""
-        if self.proposer is None:
-            return None
-        assert self.speculative_config is not None
-        return self._propose if self.speculative_config.speculates(len(self.states)) else None
-
-    def _propose(self, states: list[RowState]) -> dict[str, list[int]]:
-        assert self.proposer is not None
-        sequence = self.states.sequence
-        drafts = self.proposer.propose([DraftRequest(s.req_id, sequence(s), s.num_prompt_tokens) for s in states])
-        return {s.req_id: d for s, d in zip(states, drafts) if d}
+        spec = self.speculator
+        return spec if spec is not None and spec.speculates(len(self.states)) else None
 
     def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | VerifiedBatch | None, bool]:
         """Launch sampling of the rows that get a token; (their batch or None, any penalties)."""
@@ -231,8 +220,8 @@ class ModelRunner:
         ]
         self.states.mark_sampled(inp.sample_states)
         if inp.drafts is not None:
-            assert self.verifier is not None
-            return self.verifier.launch(logits, rows, inp.drafts), any(has_penalty(r.params) for r in rows)
+            assert self.speculator is not None
+            return self.speculator.verify(logits, rows, inp.drafts), any(has_penalty(r.params) for r in rows)
         metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
         return self.sampler.launch(logits, metadata), metadata.penalties is not None
 

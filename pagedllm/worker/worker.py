@@ -19,7 +19,7 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
-from pagedllm.spec_decode.proposer import Proposer, make_proposer
+from pagedllm.spec_decode.speculator import Speculator
 from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches, determine_num_blocks
@@ -213,18 +213,17 @@ class Worker:
             buffers=buffers,
             graphs=graphs,
             piecewise=piecewise,
-            proposer=self._make_proposer(),
-            speculative_config=cfg.speculative_config,
+            speculator=self._make_speculator(),
         )
 
-    def _make_proposer(self) -> Proposer | None:
+    def _make_speculator(self) -> Speculator | None:
         spec = self.config.speculative_config
         if spec is None:
             return None
         logger.info("Speculative decoding: %s, up to %d draft tokens a step%s", spec.method,
                     spec.num_speculative_tokens, "" if spec.disable_by_batch_size is None else
                     f", off at {spec.disable_by_batch_size}+ running requests")
-        return make_proposer(spec)
+        return Speculator(spec, self.sampler)
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"

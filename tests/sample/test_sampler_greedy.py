@@ -54,3 +54,16 @@ def test_forward_does_not_modify_logits(make_row, make_metadata):
 def test_sampled_tokens_are_python_ints(make_row, make_metadata):
     out = Sampler().forward(torch.randn(2, 20), make_metadata([make_row(), make_row(temperature=0)], 20))
     assert all(type(t) is int for t in out.sampled_token_ids)
+
+
+def test_greedy_tokens_take_the_first_of_tied_maxima():
+    import torch
+
+    from pagedllm.sample.sampler import greedy_tokens
+
+    logits = torch.randn(6, 1000)
+    logits[1, [7, 300, 999]] = 50.0
+    logits[2, :] = 0.0
+    logits[3, [0, 5]] = float("inf")
+    assert torch.equal(greedy_tokens(logits), logits.argmax(dim=-1))
+    assert greedy_tokens(logits)[1:4].tolist() == [7, 0, 0]

@@ -1,0 +1,43 @@
+"""The speculator's backoff: drafts rejected whole make a request wait, longer each time in a row;
+an accepted draft token ends the wait."""
+from __future__ import annotations
+
+import numpy as np
+
+from pagedllm.sample.sampler import Sampler
+from pagedllm.spec_decode.config import SpeculativeConfig
+from pagedllm.spec_decode.speculator import Speculator
+
+
+def _speculator() -> Speculator:
+    return Speculator(SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2,
+                                                   "prompt_lookup_min": 1, "prompt_lookup_max": 2}), Sampler())
+
+
+SEQ = np.array([1, 2, 3, 1, 2], dtype=np.int64)  # always proposes [3, 1]
+
+
+def _drafted_steps(spec: Speculator, steps: int, accept_at: set[int] = frozenset()) -> list[int]:
+    drafted = []
+    for step in range(steps):
+        drafts = spec.propose(["r"], [SEQ], [1])
+        if "r" in drafts:
+            drafted.append(step)
+            run = [3, 1, 9] if step in accept_at else [8]
+            spec.observe(["r"], [drafts["r"]], [run])
+    return drafted
+
+
+def test_whole_rejections_back_off_exponentially():
+    assert _drafted_steps(_speculator(), 40) == [0, 1, 3, 7, 15, 31]
+
+
+def test_an_accepted_token_ends_the_backoff():
+    assert _drafted_steps(_speculator(), 12, accept_at={3}) == [0, 1, 3, 4, 5, 7, 11]
+
+
+def test_finished_requests_are_forgotten():
+    spec = _speculator()
+    _drafted_steps(spec, 4)
+    spec.finish_requests(["r"])
+    assert "r" in spec.propose(["r"], [SEQ], [1])

@@ -103,6 +103,19 @@ def _kernel_arg_names() -> list[str]:
     return [f.name for f in dataclasses.fields(KernelConfig)]
 
 
+def spec_decoding_summary(llm: Any) -> dict[str, Any]:
+    """{"spec_decoding": acceptance so far} for an engine with speculative decoding, else {}."""
+    stats = llm.llm_engine.engine_core.make_stats().spec_decoding
+    if stats is None:
+        return {}
+    return {"spec_decoding": {
+        "num_drafts": stats.num_drafts, "num_draft_tokens": stats.num_draft_tokens,
+        "num_accepted_tokens": stats.num_accepted_tokens, "acceptance_rate": round(stats.acceptance_rate, 4),
+        "mean_acceptance_length": round(stats.mean_acceptance_length, 4),
+        "per_position_acceptance": [round(x, 4) for x in stats.per_position_acceptance()],
+    }}
+
+
 def write_json(path: str | None, result: dict[str, Any]) -> None:
     if path:
         with open(path, "w") as f:

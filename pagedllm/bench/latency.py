@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from pagedllm.bench.common import add_engine_args, engine_kwargs, random_prompts, write_json
+from pagedllm.bench.common import add_engine_args, engine_kwargs, random_prompts, spec_decoding_summary, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,9 +47,12 @@ def run(args: argparse.Namespace) -> dict:
         "ms_per_output_token": float(1e3 * lat.mean() / args.output_len),
         "batch_size": args.batch_size, "input_len": args.input_len, "output_len": args.output_len,
         "step_times": llm.llm_engine.step_times.summary(),
+        **spec_decoding_summary(llm),
     }
     print(f"Avg latency: {result['avg_latency_s']:.3f} s; {result['ms_per_output_token']:.2f} ms per output token "
           f"(batch {args.batch_size}, {args.input_len} in, {args.output_len} out)")
     print("Per step (ms):", {k: round(v, 3) for k, v in result["step_times"].items()})
+    if "spec_decoding" in result:
+        print("Speculative decoding:", result["spec_decoding"])
     write_json(args.output_json, result)
     return result

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pagedllm.bench.common import add_engine_args, engine_kwargs, random_prompts, write_json
+from pagedllm.bench.common import add_engine_args, engine_kwargs, random_prompts, spec_decoding_summary, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +43,12 @@ def run(args: argparse.Namespace) -> dict:
         "total_tokens_per_s": (num_in + num_out) / elapsed,
         "num_prompts": len(prompts), "input_len": args.input_len, "output_len": args.output_len,
         "step_times": llm.llm_engine.step_times.summary(),
+        **spec_decoding_summary(llm),
     }
     print(f"Throughput: {result['requests_per_s']:.2f} requests/s, {result['total_tokens_per_s']:.1f} total tokens/s, "
           f"{result['output_tokens_per_s']:.1f} output tokens/s ({elapsed:.1f} s)")
     print("Per step (ms):", {k: round(v, 3) for k, v in result["step_times"].items()})
+    if "spec_decoding" in result:
+        print("Speculative decoding:", result["spec_decoding"])
     write_json(args.output_json, result)
     return result

@@ -1,12 +1,17 @@
 """The runner's one door to speculative decoding: proposals after a step, verification in the
-next, and the gate that stops drafting for requests whose drafts keep failing.
+next, and a gate that sizes each request's drafts by how its last ones fared.
 
 Why a gate: checking a draft token is not free on every device. A verify row costs about an
 eighth of a batch-1 step on the CPU (quantized SmolLM2: 5.9 ms for one row, +0.8 ms per row), so
 drafts that are always rejected (free text, sampled output) slow decoding down, while on copying
-tasks they are mostly right. After a draft is rejected whole, a request waits before its next
-draft, twice as long each time it happens again in a row (0, 1, 3, 7, then 15 steps); one accepted
-token ends the backoff. What is generated never depends on it, only how fast.
+tasks they are mostly right. Per request:
+
+- a draft accepted whole: the next may be num_speculative_tokens long;
+- accepted in part (a of its tokens): the next is at most a + 1 long;
+- rejected whole: the next is one token, after a wait that doubles each time it happens again in
+  a row (0, 1, 3, 7, then 15 steps).
+
+What is generated never depends on it, only how fast.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ _MAX_BACKOFF_EXPONENT = 4  # at most 2**4 - 1 = 15 steps without drafts
 
 @dataclass(slots=True)
 class _Backoff:
+    limit: int  # the most draft tokens the next draft may have
     misses: int = 0  # drafts rejected whole in a row
     wait: int = 0  # steps left without drafts
 
@@ -52,13 +58,18 @@ class Speculator:
         for req_id, d, run in zip(req_ids, drafts, runs):
             if not d:
                 continue
+            accepted = len(run) - 1
             state = backoff.get(req_id)
-            if len(run) > 1:  # something accepted
+            if accepted == len(d):
                 if state is not None:
                     del backoff[req_id]
                 continue
             if state is None:
-                state = backoff[req_id] = _Backoff()
+                state = backoff[req_id] = _Backoff(limit=1)
+            state.limit = accepted + 1
+            if accepted:
+                state.misses = 0
+                continue
             state.wait = (1 << min(state.misses, _MAX_BACKOFF_EXPONENT)) - 1
             state.misses += 1
 
@@ -76,7 +87,12 @@ class Speculator:
         if not asked:
             return {}
         drafts = self.proposer.propose(asked)
-        return {r.req_id: d for r, d in zip(asked, drafts) if d}
+        out = {}
+        for r, d in zip(asked, drafts):
+            if d:
+                state = backoff.get(r.req_id)
+                out[r.req_id] = d if state is None else d[:state.limit]
+        return out
 
     def finish_requests(self, req_ids: Iterable[str]) -> None:
         for req_id in req_ids:

@@ -137,3 +137,15 @@ def test_piecewise_graphs_equal_eager(model_and_reference, monkeypatch):
         for g, w in zip(got[1:], want[1:]):  # position 0 has no logprobs
             assert sorted(g) == sorted(w)
             assert max(abs(g[t].logprob - w[t].logprob) for t in g) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["ngram", "suffix"])
+def test_speculative_decoding(attention_backend, model_and_reference, method):
+    """Verify steps (several tokens per request, through the piecewise graphs) give HF's tokens."""
+    model, reference = model_and_reference
+    spec = ({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
+            if method == "ngram" else {"method": "suffix", "num_speculative_tokens": 6})
+    llm, outs = _generate(model.folder, speculative_config=spec)
+    assert outs == reference
+    assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_drafts > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

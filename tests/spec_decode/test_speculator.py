@@ -24,7 +24,7 @@ def _drafted_steps(spec: Speculator, steps: int, accept_at: set[int] = frozenset
         if "r" in drafts:
             drafted.append(step)
             run = [3, 1, 9] if step in accept_at else [8]
-            spec.observe(["r"], [drafts["r"]], [run])
+            spec.observe(["r"], [drafts["r"]], [run[:len(drafts["r"]) + 1]])
     return drafted
 
 
@@ -41,3 +41,20 @@ def test_finished_requests_are_forgotten():
     _drafted_steps(spec, 4)
     spec.finish_requests(["r"])
     assert "r" in spec.propose(["r"], [SEQ], [1])
+
+
+def test_draft_length_follows_the_last_outcome():
+    spec = Speculator(SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 4,
+                                                   "prompt_lookup_min": 1, "prompt_lookup_max": 1}), Sampler())
+    seq = np.array([5, 1, 2, 3, 4, 6, 5], dtype=np.int64)  # always proposes [1, 2, 3, 4]
+
+    def step(run: list[int]) -> list[int]:
+        drafts = spec.propose(["r"], [seq], [1])["r"]
+        spec.observe(["r"], [drafts], [run])
+        return drafts
+
+    assert step([1, 2, 9]) == [1, 2, 3, 4]  # two accepted: the next may be three long
+    assert step([1, 2, 3, 4]) == [1, 2, 3]  # all three accepted: back to four
+    assert step([7]) == [1, 2, 3, 4]  # rejected whole: a one-token probe, at once the first time
+    assert step([1, 8]) == [1]
+    assert spec.propose(["r"], [seq], [1])["r"] == [1, 2, 3, 4]

@@ -84,11 +84,14 @@ class KVCacheManager:
         num_new_tokens: int,
         new_computed_blocks: list[KVCacheBlock] | None = None,
         num_new_computed_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
     ) -> list[int] | None:
         """Make room for `num_new_tokens` more tokens after the computed (and newly hit) ones.
 
         `new_computed_blocks` / `num_new_computed_tokens` are a prefix hit from
         `get_computed_blocks`, not yet counted in `request.num_computed_tokens`.
+        `num_lookahead_tokens`: slots past those that a draft model writes (they hold no token of
+        the request yet, so no block is cached on their account).
         Returns the ids of the blocks appended to the request's table (hit blocks first), or
         None, changing nothing, when the pool lacks free blocks.
         """
@@ -96,7 +99,7 @@ class KVCacheManager:
         req_blocks = self.req_to_blocks.get(req_id)
         num_old_blocks = len(req_blocks) if req_blocks is not None else 0
         num_total_tokens = request.num_computed_tokens + num_new_computed_tokens + num_new_tokens
-        num_required = -(-num_total_tokens // self.block_size)
+        num_required = -(-(num_total_tokens + num_lookahead_tokens) // self.block_size)
         num_new_blocks = num_required - num_old_blocks
         new_block_ids: list[int] = []
         if num_new_blocks > 0 or new_computed_blocks:

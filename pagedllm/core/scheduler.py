@@ -82,6 +82,8 @@ class Scheduler:
         self._num_preemptions = 0
         self.speculative_config = speculative_config
         self.spec_decoding_stats = SpecDecodingStats() if speculative_config is not None else None
+        # KV slots past a request's scheduled tokens that a draft model writes before the next step
+        self.num_lookahead_tokens = speculative_config.num_lookahead_tokens if speculative_config else 0
 
     # ---- queries --------------------------------------------------------------------------------
 
@@ -213,6 +215,9 @@ class Scheduler:
         max_model_len = self.max_model_len
         spec_config = self.speculative_config
         speculate = spec_config is not None and spec_config.speculates(len(running))
+        # Always, even in a step without drafts: the runner decides by its own count whether to
+        # propose after this step, and a draft model must never write outside a request's blocks.
+        lookahead = self.num_lookahead_tokens
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
@@ -231,7 +236,8 @@ class Scheduler:
             if n <= 0:  # nothing new to compute (no sampled token came back for it)
                 i += 1
                 continue
-            new_block_ids = allocate_slots(request, n)
+            ahead = min(lookahead, max_model_len - num_computed - n)
+            new_block_ids = allocate_slots(request, n, num_lookahead_tokens=ahead)
             while new_block_ids is None:
                 # Victims come from the end, at index >= i: never a request already scheduled
                 # this step, so nothing needs to be taken back out of this step's output.
@@ -244,7 +250,7 @@ class Scheduler:
                 preempted_req_ids.add(victim.request_id)
                 if victim is request:
                     return budget
-                new_block_ids = allocate_slots(request, n)
+                new_block_ids = allocate_slots(request, n, num_lookahead_tokens=ahead)
             req_id = request.request_id
             num_scheduled_tokens[req_id] = n
             if drafts and num_computed + n > num_tokens:  # the budget or max_model_len may cut them
@@ -283,7 +289,8 @@ class Scheduler:
             request = waiting[0]
             hit_blocks, num_hit_tokens = kv_cache_manager.get_computed_blocks(request)
             n = min(request.num_tokens - num_hit_tokens, budget, self.max_model_len - num_hit_tokens)
-            if kv_cache_manager.allocate_slots(request, n, hit_blocks, num_hit_tokens) is None:
+            ahead = min(self.num_lookahead_tokens, self.max_model_len - num_hit_tokens - n)
+            if kv_cache_manager.allocate_slots(request, n, hit_blocks, num_hit_tokens, ahead) is None:
                 break  # out of blocks: stop admitting rather than let later arrivals jump ahead
             waiting.popleft()
             running.append(request)

@@ -131,7 +131,8 @@ class EngineArgs(VllmCompatArgs):
                 cuda_graph_mode=self.cuda_graph_mode,
             ),
             kernel_config=kernel_config,
-            speculative_config=SpeculativeConfig.from_user(self.speculative_config),
+            speculative_config=_resolve_draft(SpeculativeConfig.from_user(self.speculative_config), model_config,
+                                              platform.device_name),
         )
 
     def _async_scheduling(self, device: str) -> bool:
@@ -170,6 +171,31 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
 
 
 QUANTIZATIONS = ("gguf", "none")
+
+
+def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:
+    """For a draft model: its ModelConfig (the target's dtype and context), after checking that
+    it can load and speaks the target's vocabulary."""
+    if spec is None or spec.model is None:
+        return spec
+    from pagedllm.models.loader import check_loadable, load_hf_config
+
+    source = resolve_model_source(spec.model)
+    hf_config = load_hf_config(source)
+    check_loadable(source, hf_config)
+    draft_vocab, target_vocab = hf_config.vocab_size, target.hf_config.vocab_size
+    if draft_vocab != target_vocab:
+        raise ValueError(f"speculative_config: the draft model {source.display_name} has a vocabulary of "
+                         f"{draft_vocab} tokens and the target {target_vocab}; a draft must share the target's "
+                         "tokenizer.")
+    draft_context = getattr(hf_config, "max_position_embeddings", None) or target.max_model_len
+    if draft_context < target.max_model_len:
+        raise ValueError(f"speculative_config: the draft model's context ({draft_context} tokens) is shorter than "
+                         f"max_model_len ({target.max_model_len}); lower max_model_len.")
+    draft = ModelConfig(model=source.path, gguf_file=source.gguf_file, tokenizer=None, hf_config=hf_config,
+                        dtype=target.dtype, max_model_len=target.max_model_len, seed=target.seed,
+                        quantization=_resolve_quantization(spec.quantization, source, device))
+    return dataclasses.replace(spec, draft_model_config=draft)
 
 
 def _resolve_quantization(requested: str | None, source: ModelSource, device: str) -> str | None:

@@ -17,8 +17,12 @@ from pagedllm.registry import LazyRegistry
 PROPOSERS: LazyRegistry[Any] = LazyRegistry("speculative decoding method", {
     "ngram": "pagedllm.spec_decode.ngram:NgramProposer",
     "suffix": "pagedllm.spec_decode.suffix:SuffixProposer",
+    "draft_model": "pagedllm.spec_decode.draft_model:DraftModelProposer",
 })
-_VLLM_METHODS_NOT_YET = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
+_VLLM_METHODS_NOT_YET = ("eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
+# Methods that run a model of their own over the request's tokens: they need `model`, and KV slots
+# for the positions they draft ahead (the scheduler's lookahead).
+MODEL_METHODS = ("draft_model",)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class SpeculativeConfig:
     # Steps with at least this many running requests run without speculation (vLLM's name);
     # None: always speculate.
     disable_by_batch_size: int | None = None
+    # draft_model: the draft's folder, .gguf file or Hub id (same vocabulary as the target), and how
+    # a GGUF draft's weights run (as quantization= for the target; None: its own types on the CPU)
+    model: str | None = None
+    quantization: str | None = None
+    # The draft's resolved ModelConfig (pagedllm.config), filled in by EngineArgs; never given.
+    draft_model_config: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.num_speculative_tokens < 1:
@@ -59,6 +69,18 @@ class SpeculativeConfig:
         if self.disable_by_batch_size is not None and self.disable_by_batch_size < 2:
             raise ValueError(f"speculative_config: disable_by_batch_size must be at least 2, got "
                              f"{self.disable_by_batch_size}.")
+        if self.method in MODEL_METHODS and not self.model:
+            raise ValueError(f"speculative_config: method {self.method!r} needs \"model\": the draft model's "
+                             "folder, .gguf file or Hub id.")
+        if self.method not in MODEL_METHODS and (self.model is not None or self.quantization is not None):
+            raise ValueError(f"speculative_config: \"model\" and \"quantization\" are for "
+                             f"{', '.join(MODEL_METHODS)}, not {self.method!r}.")
+
+    @property
+    def num_lookahead_tokens(self) -> int:
+        """KV slots a request needs past its scheduled tokens: a draft model writes the KV of the
+        last sampled token and of its first k - 1 drafts before the next step checks them."""
+        return self.num_speculative_tokens if self.method in MODEL_METHODS else 0
 
     def speculates(self, num_running: int) -> bool:
         """Whether a step with this many running requests speculates."""
@@ -83,7 +105,7 @@ class SpeculativeConfig:
             method = "ngram"
             given.pop("model")
         _check_method(method)
-        known = {f.name for f in dataclasses.fields(cls)} - {"method"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"method", "draft_model_config"}
         unknown = sorted(set(given) - known)
         if unknown:
             raise ValueError(f"speculative_config: unknown key(s) {', '.join(map(repr, unknown))} for method "
@@ -97,6 +119,9 @@ class SpeculativeConfig:
         if "num_speculative_tokens" not in given or given["num_speculative_tokens"] is None:
             given["num_speculative_tokens"] = (given.get("suffix_decoding_max_tree_depth", 24)
                                                if method == "suffix" else 3)
+        if "quantization" in given and given["quantization"] not in (None, "gguf", "none"):
+            raise ValueError(f"speculative_config: quantization must be \"gguf\" or \"none\", got "
+                             f"{given['quantization']!r}.")
         return cls(method=method, **given)
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pagedllm.spec_decode.config import PROPOSERS, SpeculativeConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from pagedllm.attention.base import AttentionBackend
+    from pagedllm.worker.request_states import RequestStates
 
 
 @dataclass(slots=True)
@@ -24,6 +31,23 @@ class DraftRequest:
     # during propose() and not keep
     token_ids: np.ndarray
     num_prompt_tokens: int
+    row: int  # its row in the runner's RequestStates (block table, token ids)
+
+
+@dataclass
+class ProposerRuntime:
+    """What the worker gives a proposer that runs a model of its own over the requests' tokens."""
+
+    device: torch.device
+    backend: AttentionBackend
+    states: RequestStates | None  # the runner's rows: block tables (shared with the target) and tokens
+    block_size: int
+    max_model_len: int
+    max_num_batched_tokens: int  # the most tokens one of its forward passes may take
+    draft_model: Any = None  # models.common.DecoderForCausalLM
+    # one per draft layer, the same block layout as the target's (a block id means the same
+    # positions in both caches, so the scheduler's block tables serve both)
+    draft_kv_caches: list[torch.Tensor] | None = None
 
 
 class Proposer(ABC):
@@ -35,10 +59,17 @@ class Proposer(ABC):
     def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
         """Draft tokens for each request: at most num_speculative_tokens each, maybe none."""
 
+    def bind(self, runtime: ProposerRuntime) -> None:
+        """The worker's device, cache and rows, before the first step (proposers that run no model
+        ignore it)."""
+
     def finish_requests(self, req_ids: Iterable[str]) -> None:
         """These requests ended (finished or aborted); a proposer that keeps per-request state drops
-        it here (and may keep their outputs to draw from). Preempted requests are not reported:
-        they come back with the same tokens."""
+        it here (and may keep their outputs to draw from)."""
+
+    def reset_requests(self, req_ids: Iterable[str]) -> None:
+        """These requests were preempted: their KV blocks are gone, and they come back later as
+        new requests with the same tokens. A proposer with a cache of its own over them starts over."""
 
 
 def make_proposer(config: SpeculativeConfig) -> Proposer:

@@ -15,8 +15,10 @@ What is generated never depends on it, only how fast.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,8 +26,11 @@ import torch
 from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.sampling_metadata import SamplingRequest
 from pagedllm.spec_decode.config import SpeculativeConfig
-from pagedllm.spec_decode.proposer import DraftRequest, make_proposer
+from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime, make_proposer
 from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
+
+if TYPE_CHECKING:
+    from pagedllm.worker.request_states import RequestStates
 
 _MAX_BACKOFF_EXPONENT = 4  # at most 2**4 - 1 = 15 steps without drafts
 
@@ -38,11 +43,19 @@ class _Backoff:
 
 
 class Speculator:
-    def __init__(self, config: SpeculativeConfig, sampler: Sampler) -> None:
+    def __init__(self, config: SpeculativeConfig, sampler: Sampler, runtime: ProposerRuntime | None = None) -> None:
+        """`runtime`: the worker's device and caches for proposers that run a model; its `states`
+        are the runner's, given by attach()."""
         self.config = config
         self.proposer = make_proposer(config)
+        self._runtime = runtime
         self.verifier = DraftVerifier(sampler)
         self._backoff: dict[str, _Backoff] = {}
+
+    def attach(self, states: RequestStates) -> None:
+        """The runner's request rows (block tables, tokens), once it has built them."""
+        if self._runtime is not None:
+            self.proposer.bind(dataclasses.replace(self._runtime, states=states))
 
     def speculates(self, num_running: int) -> bool:
         """Whether a step with this many running requests proposes drafts at all."""
@@ -73,8 +86,8 @@ class Speculator:
             state.wait = (1 << min(state.misses, _MAX_BACKOFF_EXPONENT)) - 1
             state.misses += 1
 
-    def propose(self, req_ids: list[str], sequences: list[np.ndarray],
-                num_prompt_tokens: list[int]) -> dict[str, list[int]]:
+    def propose(self, req_ids: list[str], sequences: list[np.ndarray], num_prompt_tokens: list[int],
+                rows: list[int]) -> dict[str, list[int]]:
         """Drafts for the requests not waiting out a backoff (those with none are left out)."""
         backoff = self._backoff
         asked = []
@@ -83,7 +96,7 @@ class Speculator:
             if state is not None and state.wait > 0:
                 state.wait -= 1
                 continue
-            asked.append(DraftRequest(req_id, sequences[i], num_prompt_tokens[i]))
+            asked.append(DraftRequest(req_id, sequences[i], num_prompt_tokens[i], rows[i]))
         if not asked:
             return {}
         drafts = self.proposer.propose(asked)
@@ -98,3 +111,7 @@ class Speculator:
         for req_id in req_ids:
             self._backoff.pop(req_id, None)
         self.proposer.finish_requests(req_ids)
+
+    def reset_requests(self, req_ids: Iterable[str]) -> None:
+        """Preempted: they lost their KV blocks (the drafting state based on them goes too)."""
+        self.proposer.reset_requests(req_ids)

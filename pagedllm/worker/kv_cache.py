@@ -25,11 +25,15 @@ class KVCacheSpec:
     head_size: int
     dtype: str
     block_size: int
+    # A draft model's cache shares the block table (spec_decode/draft_model.py): its bytes per
+    # block are spent on every block too.
+    extra_bytes_per_block: int = 0
 
     @property
     def bytes_per_block(self) -> int:
         # K and V, all layers
-        return 2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_size * _DTYPE_BYTES[self.dtype]
+        return (2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_size * _DTYPE_BYTES[self.dtype]
+                + self.extra_bytes_per_block)
 
     @staticmethod
     def from_configs(model_config: ModelConfig, cache_config: CacheConfig) -> KVCacheSpec:

@@ -66,7 +66,8 @@ class RunnerStep:
     def _propose(self, speculator: Speculator, states: RequestStates) -> None:
         current = [s for s in self._sample_states if states.is_current(s)]
         self._output.spec_token_ids = speculator.propose(
-            [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current])
+            [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current],
+            [s.row for s in current])
 
     def _record_tokens(self, batch: SampledBatch) -> None:
         sampled = batch.result()
@@ -138,6 +139,8 @@ class ModelRunner:
         self.piecewise = piecewise
         self._last_step: RunnerStep | None = None  # the latest step that sampled
         self.speculator = speculator
+        if speculator is not None:
+            speculator.attach(self.states)
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         self.states.remove(sched.finished_req_ids | sched.preempted_req_ids)
@@ -147,8 +150,11 @@ class ModelRunner:
         self.states.update_cached(sched.scheduled_cached_reqs)
         for req_id, drafts in sched.scheduled_spec_decode_tokens.items():
             self.states.write_drafts(req_id, drafts)
-        if self.speculator is not None and sched.finished_req_ids:
-            self.speculator.finish_requests(sched.finished_req_ids)
+        if self.speculator is not None:
+            if sched.finished_req_ids:
+                self.speculator.finish_requests(sched.finished_req_ids)
+            if sched.preempted_req_ids:
+                self.speculator.reset_requests(sched.preempted_req_ids)
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.execute_model_async(sched).result()

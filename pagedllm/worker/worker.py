@@ -7,6 +7,7 @@ as graphs of the pieces between attention calls (worker/piecewise_graphs.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -14,11 +15,12 @@ from collections import Counter
 import torch
 
 from pagedllm.attention.base import AttentionBackendOptions
-from pagedllm.config import EngineConfig
+from pagedllm.config import EngineConfig, ModelConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
+from pagedllm.spec_decode.proposer import ProposerRuntime
 from pagedllm.spec_decode.speculator import Speculator
 from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
 from pagedllm.worker.input_buffers import InputBuffers
@@ -55,6 +57,7 @@ class Worker:
         self.layer_kernels = self.platform.layer_kernels(kernel_config, self.backend.capabilities)
         self.sampler = Sampler(inverse_cdf=self.platform.inverse_cdf_stage(kernel_config))
         self.runner: ModelRunner | None = None
+        self.draft_model: torch.nn.Module | None = None  # speculative decoding's draft_model method
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
         self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
@@ -69,6 +72,9 @@ class Worker:
         before = torch.cuda.memory_allocated(self.device) if self.is_cuda else 0
         start = time.perf_counter()
         self.model = load_model(self.config.model_config, self.platform.device_name, self.layer_kernels)
+        draft_config = self._draft_model_config()
+        if draft_config is not None:
+            self.draft_model = load_model(draft_config, self.platform.device_name, self.layer_kernels)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
             self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
@@ -77,8 +83,21 @@ class Worker:
             logger.info("Weights take %.0f MiB on %s", self.weights_bytes / 2**20, self.device)
         logger.info("Linear layers: %s", _linear_methods(self.model))
 
+    def _draft_model_config(self) -> ModelConfig | None:
+        spec = self.config.speculative_config
+        return spec.draft_model_config if spec is not None else None
+
     def _spec(self) -> KVCacheSpec:
-        return KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
+        """The target's KV layout; a draft model's cache, on the same blocks, adds its bytes."""
+        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
+        draft = self._draft_spec()
+        if draft is None:
+            return spec
+        return dataclasses.replace(spec, extra_bytes_per_block=draft.bytes_per_block)
+
+    def _draft_spec(self) -> KVCacheSpec | None:
+        draft_config = self._draft_model_config()
+        return None if draft_config is None else KVCacheSpec.from_configs(draft_config, self.config.cache_config)
 
     def determine_kv_cache(self) -> KVCachePlan:
         """How many KV blocks this device holds and the context they fit: from the override or
@@ -213,17 +232,26 @@ class Worker:
             buffers=buffers,
             graphs=graphs,
             piecewise=piecewise,
-            speculator=self._make_speculator(),
+            speculator=self._make_speculator(num_blocks),
         )
 
-    def _make_speculator(self) -> Speculator | None:
-        spec = self.config.speculative_config
+    def _make_speculator(self, num_blocks: int) -> Speculator | None:
+        cfg, spec = self.config, self.config.speculative_config
         if spec is None:
             return None
         logger.info("Speculative decoding: %s, up to %d draft tokens a step%s", spec.method,
                     spec.num_speculative_tokens, "" if spec.disable_by_batch_size is None else
                     f", off at {spec.disable_by_batch_size}+ running requests")
-        return Speculator(spec, self.sampler)
+        draft_spec = self._draft_spec()
+        draft_caches = None
+        if draft_spec is not None:
+            draft_caches = allocate_kv_caches(draft_spec, num_blocks, self.backend, self.device)
+            logger.info("Draft model KV cache: %.1f MiB on the target's %d blocks",
+                        num_blocks * draft_spec.bytes_per_block / 2**20, num_blocks)
+        runtime = ProposerRuntime(self.device, self.backend, None, cfg.cache_config.block_size,
+                                  cfg.model_config.max_model_len, cfg.scheduler_config.max_num_batched_tokens,
+                                  self.draft_model, draft_caches)
+        return Speculator(spec, self.sampler, runtime)
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"

@@ -120,3 +120,18 @@ def test_big_batches_run_without_drafts():
     assert not out.scheduled_spec_decode_tokens
     assert out.num_scheduled_tokens == {r.request_id: 1 for r in reqs}
     assert all(r.spec_token_ids == [] for r in reqs)
+
+
+def test_a_draft_model_gets_lookahead_slots_that_no_block_is_cached_for():
+    config = SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "num_speculative_tokens": 3})
+    sched = Scheduler(SchedulerConfig(16, 6, 128), CacheConfig(block_size=BS), 64, config)
+    r = make_request(list(range(10, 20)), max_tokens=20)  # 10 tokens in chunks of 6
+    sched.add_request(r)
+    out = sched.schedule()
+    # 6 tokens + 3 lookahead slots: 3 blocks, but only block 0 (tokens 0..3) is complete and computed
+    assert len(out.scheduled_new_reqs[0].block_ids) == 3
+    assert len(sched.kv_cache_manager.block_pool.cached_block_hash_to_block) == 1
+    _run(sched, out, {})
+    out = sched.schedule()  # the last 4 prompt tokens, + 3 slots: positions up to 12, 4 blocks
+    assert out.scheduled_cached_reqs.new_block_ids == [[3]]
+    assert len(sched.kv_cache_manager.block_pool.cached_block_hash_to_block) == 2  # tokens 0..7

@@ -148,3 +148,40 @@ def test_metrics(spec_llm):
     assert names["pagedllm:spec_decode_num_drafts"].value > 0
     assert names["pagedllm:spec_decode_num_draft_tokens"].value >= names["pagedllm:spec_decode_num_accepted_tokens"].value
     assert len(names["pagedllm:spec_decode_num_accepted_tokens_per_pos"].values) >= 1
+
+
+def _draft(gguf: str, k: int = 4, **extra) -> dict:
+    return {"method": "draft_model", "model": gguf, "num_speculative_tokens": k, **extra}
+
+
+def test_the_target_as_its_own_draft_gives_k_plus_1_tokens_a_step(make_smollm2_llm, smollm2_gguf):
+    """A draft model that is the target (same weights, same numerics): every draft is accepted."""
+    k = 3
+    llm = make_smollm2_llm(speculative_config=_draft(smollm2_gguf, k, quantization="none"))
+    max_tokens = 1 + 5 * (k + 1)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True,
+                            output_kind=RequestOutputKind.DELTA)
+    assert _streamed_lengths(llm, PROMPTS[3], params) == [1] + [k + 1] * 5
+    stats = _spec_stats(llm)
+    assert stats.num_accepted_tokens == stats.num_draft_tokens == 5 * k
+
+
+@pytest.mark.parametrize("engine_kwargs", [
+    {}, dict(num_gpu_blocks_override=14), dict(max_num_batched_tokens=8),
+], ids=["plain", "preemption", "tiny-chunks"])
+def test_quantized_draft_for_the_float32_target(make_smollm2_llm, smollm2_gguf, reference, engine_kwargs):
+    """The default GGUF's own quantized types draft for its float32 dequantization (the issue's
+    CPU pairing): outputs are the float32 model's, and most drafts are accepted."""
+    llm = make_smollm2_llm(speculative_config=_draft(smollm2_gguf), **engine_kwargs)
+    assert _ids(llm) == reference
+    stats = _spec_stats(llm)
+    assert stats.acceptance_rate > 0.5, stats
+    if engine_kwargs.get("num_gpu_blocks_override"):
+        assert llm.llm_engine.scheduler.num_preemptions > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_a_draft_with_another_vocabulary_is_refused(make_smollm2_llm, tiny_hf_model):
+    tiny = tiny_hf_model("llama")
+    with pytest.raises(ValueError, match="vocabulary of 384 tokens and the target 49152"):
+        make_smollm2_llm(speculative_config=_draft(tiny.folder))

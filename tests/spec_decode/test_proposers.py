@@ -42,7 +42,7 @@ def test_ngram_proposer_caps_at_k():
     proposer = make_proposer(SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2,
                                                           "prompt_lookup_min": 1, "prompt_lookup_max": 3}))
     seq = a(1, 2, 3, 4, 5, 1, 2)
-    assert proposer.propose([DraftRequest("r", seq, 3)]) == [[3, 4]]
+    assert proposer.propose([DraftRequest("r", seq, 3, 0)]) == [[3, 4]]
 
 
 def test_frequent_path_follows_counts_until_the_probability_drops():
@@ -66,25 +66,25 @@ def test_suffix_proposes_from_the_request_itself():
     proposer = _suffix()
     seq = a(9, 1, 2, 3, 4, 5, 6, 8, 1, 2, 3)
     # match "1 2 3" (3 tokens): at most 3 drafts (max_spec_factor 1.0)
-    assert proposer.propose([DraftRequest("r", seq, 2)]) == [[4, 5, 6]]
+    assert proposer.propose([DraftRequest("r", seq, 2, 0)]) == [[4, 5, 6]]
 
 
 def test_suffix_draws_on_finished_requests_outputs():
     proposer = _suffix()
-    proposer.propose([DraftRequest("old", a(100, 101, 1, 2, 3, 4, 5, 6, 7, 8), 2)])
+    proposer.propose([DraftRequest("old", a(100, 101, 1, 2, 3, 4, 5, 6, 7, 8), 2, 0)])
     proposer.finish_requests(["old"])
     new = a(200, 201, 202, 1, 2, 3, 4)
-    assert proposer.propose([DraftRequest("new", new, 3)]) == [[5, 6, 7, 8]]
+    assert proposer.propose([DraftRequest("new", new, 3, 0)]) == [[5, 6, 7, 8]]
     none = _suffix(suffix_decoding_max_cached_requests=0)
-    none.propose([DraftRequest("old", a(100, 101, 1, 2, 3, 4, 5, 6, 7, 8), 2)])
+    none.propose([DraftRequest("old", a(100, 101, 1, 2, 3, 4, 5, 6, 7, 8), 2, 0)])
     none.finish_requests(["old"])
-    assert none.propose([DraftRequest("new", new, 3)]) == [[]]
+    assert none.propose([DraftRequest("new", new, 3, 0)]) == [[]]
 
 
 def test_suffix_cache_keeps_the_latest_requests():
     proposer = _suffix(suffix_decoding_max_cached_requests=1)
-    proposer.propose([DraftRequest("a", a(0, 1, 2, 3, 4), 1)])
-    proposer.propose([DraftRequest("b", a(0, 1, 2, 5, 6), 1)])
+    proposer.propose([DraftRequest("a", a(0, 1, 2, 3, 4), 1, 0)])
+    proposer.propose([DraftRequest("b", a(0, 1, 2, 5, 6), 1, 0)])
     proposer.finish_requests(["a"])
     proposer.finish_requests(["b"])
-    assert proposer.propose([DraftRequest("c", a(9, 1, 2), 1)]) == [[5, 6]]
+    assert proposer.propose([DraftRequest("c", a(9, 1, 2), 1, 0)]) == [[5, 6]]

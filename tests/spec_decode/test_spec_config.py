@@ -28,10 +28,9 @@ def test_vllm_defaults():
 @pytest.mark.parametrize("value, message", [
     ({"method": "ngram", "num_speculative_tokens": 0}, "num_speculative_tokens must be at least 1"),
     ({"method": "ngram", "num_speculative_tokens": -2}, "num_speculative_tokens must be at least 1"),
-    ({"method": "nope"}, "unknown method 'nope'; supported: ngram, suffix"),
+    ({"method": "nope"}, "unknown method 'nope'; supported: draft_model, ngram, suffix"),
     ({"num_speculative_tokens": 3}, "unknown method None"),
-    ({"method": "eagle3", "model": "x"}, "method 'eagle3' is not supported yet; supported: ngram, suffix"),
-    ({"method": "draft_model", "model": "x"}, "'draft_model' is not supported yet"),
+    ({"method": "eagle3", "model": "x"}, "method 'eagle3' is not supported yet; supported: draft_model, ngram, suffix"),
     ({"method": "ngram", "lookahead": 3}, "unknown key(s) 'lookahead'"),
     ({"method": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
     ({"method": "ngram", "num_speculative_tokens": "3"}, "num_speculative_tokens must be an integer"),
@@ -67,3 +66,15 @@ def test_speculation_switches_off_at_the_batch_size():
     c = SpeculativeConfig.from_user({"method": "ngram", "disable_by_batch_size": 4})
     assert c.speculates(3) and not c.speculates(4)
     assert SpeculativeConfig.from_user({"method": "ngram"}).speculates(10_000)
+
+
+def test_draft_model_keys():
+    c = SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "num_speculative_tokens": 4})
+    assert c.model == "/m" and c.num_lookahead_tokens == 4
+    assert SpeculativeConfig.from_user({"method": "ngram"}).num_lookahead_tokens == 0
+    with pytest.raises(ValueError, match="needs \"model\""):
+        SpeculativeConfig.from_user({"method": "draft_model"})
+    with pytest.raises(ValueError, match="are for draft_model, not 'ngram'"):
+        SpeculativeConfig.from_user({"method": "ngram", "model": "/m"})
+    with pytest.raises(ValueError, match="quantization must be"):
+        SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "quantization": "awq"})

@@ -27,6 +27,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "none": None,
     "ngram": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 5},
     "ngram8": {"method": "ngram", "num_speculative_tokens": 8, "prompt_lookup_min": 2, "prompt_lookup_max": 5},
+    "ngram8m3": {"method": "ngram", "num_speculative_tokens": 8, "prompt_lookup_min": 3, "prompt_lookup_max": 6},
     "suffix": {"method": "suffix"},
     # the default GGUF's own quantized types drafting (run the target with --quantization none)
     "draft": {"method": "draft_model", "model": "", "num_speculative_tokens": 4},
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--sets", nargs="+", default=["copy", "no-hit"], choices=["copy", "no-hit"])
     parser.add_argument("--output-json", default=None)
     args = parser.parse_args()
     def config(method: str) -> dict[str, Any] | None:
@@ -89,10 +91,11 @@ def main() -> None:
         return engines
 
     probe = LLM(args.model, quantization=args.quantization, max_model_len=2048, kv_cache_memory=64 << 20)
-    sets = {
+    all_sets = {
         "copy": (_copy_prompts(probe), None),
         "no-hit": (_random_prompts(probe, 8, 64), 1.0),
     }
+    sets = {name: all_sets[name] for name in args.sets}
     warm = [{"prompt_token_ids": _random_prompts(probe, 1, 16)[0]}]
     del probe
     results: dict[str, dict[str, list[float]]] = {s: {m: [] for m in args.methods} for s in sets}

@@ -149,3 +149,14 @@ def test_speculative_decoding(attention_backend, model_and_reference, method):
     assert outs == reference
     assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_drafts > 0
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_draft_model_is_its_own_draft(attention_backend, model_and_reference):
+    """The checkpoint drafting for itself on the GPU: HF's tokens, nearly every draft accepted."""
+    model, reference = model_and_reference
+    llm, outs = _generate(model.folder, speculative_config={"method": "draft_model", "model": model.folder,
+                                                             "num_speculative_tokens": 3})
+    assert outs == reference
+    stats = llm.llm_engine.engine_core.make_stats().spec_decoding
+    assert stats.num_drafts > 0 and stats.acceptance_rate > 0.9
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

@@ -48,8 +48,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                         help="a GGUF file's quantized weights: run as stored by the CPU kernels (gguf, the "
                              "default for GGUF files on the CPU) or dequantized at load to --dtype (none)")
     parser.add_argument("--speculative-config", default=None, metavar="JSON",
-                        help='speculative decoding, vLLM\'s JSON: e.g. \'{"method": "ngram", '
-                             '"num_speculative_tokens": 4, "prompt_lookup_min": 2}\'; methods: ngram, suffix, draft_model')
+                        help='speculative decoding, vLLM\'s JSON, e.g. \'{"method": "ngram", '
+                             '"num_speculative_tokens": 4}\'; methods: ngram, suffix, draft_model')
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 

@@ -110,6 +110,21 @@ class Sampler:
         assert md.greedy_mask is not None
         return torch.where(md.greedy_mask, greedy, sampled)
 
+    def distribution(self, logits: torch.Tensor, md: SamplingMetadata) -> torch.Tensor:
+        """[N, V] float32: the distribution each row of `logits` is sampled from (processed
+        logits, temperature, top-k, top-p, min-p, softmax; a greedy row is one-hot at its argmax).
+        Speculative decoding's rejection rule compares these."""
+        logits = process_logits(logits, md)
+        if md.all_greedy:
+            return _one_hot(greedy_tokens(logits), logits.shape[-1])
+        assert md.temperature is not None
+        scaled = logits / md.temperature.unsqueeze(1)
+        _truncate(scaled, md)
+        probs = scaled.softmax(dim=-1)
+        if md.greedy_mask is not None:
+            probs = torch.where(md.greedy_mask.unsqueeze(1), _one_hot(greedy_tokens(logits), logits.shape[-1]), probs)
+        return probs
+
     def _random_sample(self, logits: torch.Tensor, md: SamplingMetadata,
                        fused: Callable[..., torch.Tensor] | None) -> torch.Tensor:
         """Inverse-CDF sampling: one uniform draw per row, so a row's randomness is one number
@@ -154,6 +169,10 @@ def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
     if logits.is_cuda:
         return logits.argmax(dim=-1)
     return logits.max(dim=-1).indices
+
+
+def _one_hot(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(tokens, vocab_size).float()
 
 
 def _truncates(md: SamplingMetadata) -> bool:

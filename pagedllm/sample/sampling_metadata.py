@@ -94,7 +94,7 @@ class SamplingMetadata:
 def make_sampling_metadata(rows: list[SamplingRequest], vocab_size: int, device: torch.device) -> SamplingMetadata:
     """Batch the rows' parameters into tensors on `device` (one Python pass, one tensor per field)."""
     n = len(rows)
-    greedy = [_is_greedy(r.params) for r in rows]
+    greedy = [is_greedy(r.params) for r in rows]
     all_greedy = all(greedy)
     all_random = not any(greedy)
     num_logprobs = [r.params.logprobs for r in rows]
@@ -128,7 +128,8 @@ def _move(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def _is_greedy(p: SamplingParams) -> bool:
+def is_greedy(p: SamplingParams) -> bool:
+    """Whether a row with these parameters takes the argmax (temperature 0, or top_k 1)."""
     # top_k == 1 keeps only the argmax, so it is greedy; treating it so makes it exactly equal
     # to the argmax even with tied logits, and skips the sampling work.
     return p.temperature < _SAMPLING_EPS or p.top_k == 1

@@ -21,11 +21,14 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def position_seed(seed: int, output_index: int) -> int:
-    """A 64-bit seed for the noise of output token `output_index` of a request seeded with `seed`."""
-    return _splitmix64((_splitmix64(seed & _MASK64) + output_index) & _MASK64)
+def position_seed(seed: int, output_index: int, stream: int = 0) -> int:
+    """A 64-bit seed for the noise of output token `output_index` of a request seeded with `seed`.
+    `stream` > 0 gives independent noise for the same position (speculative decoding's draft
+    sampling and acceptance draws, apart from the token's own)."""
+    base = _splitmix64((_splitmix64(seed & _MASK64) + output_index) & _MASK64)
+    return base if stream == 0 else _splitmix64((base + stream) & _MASK64)
 
 
-def position_generator(seed: int, output_index: int, device: torch.device) -> torch.Generator:
+def position_generator(seed: int, output_index: int, device: torch.device, stream: int = 0) -> torch.Generator:
     """A fresh generator on `device` for output token `output_index` of a request seeded with `seed`."""
-    return torch.Generator(device=device).manual_seed(position_seed(seed, output_index))
+    return torch.Generator(device=device).manual_seed(position_seed(seed, output_index, stream))

@@ -14,11 +14,16 @@ each propose():
                  written after the sequence (and written again by the next catch-up where the
                  target disagreed)
 
-Greedy drafts are deterministic, so the verifier checks them exactly (verifier.py): the output is
-the target's whatever the draft.
+A greedy request gets the draft's argmax: deterministic, checked exactly (verifier.py). A sampled
+request gets tokens sampled from the draft's own distribution q under the request's temperature,
+top-k, top-p and min-p (penalties and biases left out: q only has to be what the draft sampled
+from); the verifier applies the rejection rule with q, so the output follows the target's
+distribution whatever the draft. A seeded request's draft draws come from its (seed, position)
+generators on their own stream.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -26,9 +31,14 @@ import torch
 
 from pagedllm.attention.base import AttentionMetadata
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
-from pagedllm.sample.sampler import greedy_tokens
+from pagedllm.sample.sampler import Sampler, greedy_tokens
+from pagedllm.sample.sampling_metadata import SamplingRequest, is_greedy, make_sampling_metadata, to_device
+from pagedllm.sample.seeding import position_generator
+from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.proposer import DraftRequest, Proposer, ProposerRuntime
+
+_DRAFT_STREAM = 2  # seeded draws of the draft's own samples (seeding.position_seed's stream)
 
 
 class DraftModelProposer(Proposer):
@@ -36,6 +46,13 @@ class DraftModelProposer(Proposer):
         super().__init__(config)
         self._runtime: ProposerRuntime | None = None
         self._computed: dict[str, int] = {}  # request -> its leading tokens held in the draft's cache
+        # sampled request -> the distributions its last drafts were drawn from, one [V] row each
+        self._probs: dict[str, list[torch.Tensor]] = {}
+        self._sampler = Sampler()  # its distribution() only: temperature and truncation
+
+    def draft_probs(self, req_id: str) -> torch.Tensor | None:
+        rows = self._probs.get(req_id)
+        return torch.stack(rows) if rows else None
 
     def bind(self, runtime: ProposerRuntime) -> None:
         if runtime.draft_model is None or runtime.draft_kv_caches is None or runtime.states is None:
@@ -45,6 +62,7 @@ class DraftModelProposer(Proposer):
     def finish_requests(self, req_ids: Iterable[str]) -> None:
         for req_id in req_ids:
             self._computed.pop(req_id, None)
+            self._probs.pop(req_id, None)
 
     def reset_requests(self, req_ids: Iterable[str]) -> None:
         self.finish_requests(req_ids)
@@ -58,7 +76,10 @@ class DraftModelProposer(Proposer):
         num_drafts = [min(self.num_speculative_tokens, rt.max_model_len - n) for n in lengths]
         live = [i for i, n in enumerate(num_drafts) if n > 0]
         drafts: list[list[int]] = [[] for _ in requests]
-        for i, token in zip(live, self._catch_up([requests[i] for i in live], [lengths[i] for i in live])):
+        for r in requests:
+            self._probs.pop(r.req_id, None)
+        logits = self._catch_up([requests[i] for i in live], [lengths[i] for i in live])
+        for i, token in zip(live, self._pick(logits, [requests[i] for i in live], [lengths[i] for i in live])):
             drafts[i].append(token)
         for j in range(1, self.num_speculative_tokens):
             step = [i for i in live if num_drafts[i] > j]
@@ -67,19 +88,49 @@ class DraftModelProposer(Proposer):
             # draft j (0-based) is input at position lengths + j - 1, after the sequence
             positions = np.array([lengths[i] + j - 1 for i in step], dtype=np.int64)
             tokens = np.array([drafts[i][-1] for i in step], dtype=np.int64)
-            for i, token in zip(step, self._forward([requests[i].row for i in step], positions, positions + 1, tokens)):
+            logits = self._forward([requests[i].row for i in step], positions, positions + 1, tokens)
+            for i, token in zip(step, self._pick(logits, [requests[i] for i in step], [lengths[i] + j for i in step])):
                 drafts[i].append(token)
         for r, n in zip(requests, lengths):
             self._computed[r.req_id] = n
         return drafts
 
-    def _catch_up(self, requests: list[DraftRequest], lengths: list[int]) -> list[int]:
+    def _pick(self, logits: torch.Tensor, requests: list[DraftRequest], positions: list[int]) -> list[int]:
+        """Each request's draft from its row of the draft's logits [R, V]: the argmax, or for a
+        sampled request a draw from q (kept for the verifier). positions[i]: the sequence position
+        the draft is for."""
+        tokens: list[int] = greedy_tokens(logits).tolist()
+        sampled = [i for i, r in enumerate(requests) if r.sampling_params is not None
+                   and not is_greedy(r.sampling_params)]
+        if not sampled:
+            return tokens
+        device = logits.device
+        rows = [SamplingRequest(_draft_params(requests[i].sampling_params), [], [], None) for i in sampled]
+        q = self._sampler.distribution(logits.index_select(0, to_device(sampled, torch.int64, device)),
+                                       make_sampling_metadata(rows, logits.shape[-1], device))  # [S, V]
+        u = torch.empty(len(sampled), dtype=torch.float32, device=device).uniform_()
+        for k, i in enumerate(sampled):
+            r = requests[i]
+            assert r.sampling_params is not None
+            if r.sampling_params.seed is not None:
+                output_index = positions[i] - r.num_prompt_tokens
+                u[k : k + 1].uniform_(generator=position_generator(r.sampling_params.seed, output_index, device,
+                                                                   _DRAFT_STREAM))
+        cdf = q.cumsum(dim=-1)
+        index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        drawn: list[int] = index.clamp_(max=q.shape[1] - 1).tolist()
+        for k, i in enumerate(sampled):
+            tokens[i] = drawn[k]
+            self._probs.setdefault(requests[i].req_id, []).append(q[k])
+        return tokens
+
+    def _catch_up(self, requests: list[DraftRequest], lengths: list[int]) -> torch.Tensor:
         """Run each request's tokens the draft's cache lacks (at least its last one); the draft's
-        next token after each. Passes of at most max_num_batched_tokens tokens."""
+        logits after each [R, V]. Passes of at most max_num_batched_tokens tokens."""
         rt = self._runtime
         assert rt is not None
         starts = [min(self._computed.get(r.req_id, 0), n - 1) for r, n in zip(requests, lengths)]
-        first: dict[int, int] = {}
+        first: dict[int, torch.Tensor] = {}
         pending = list(range(len(requests)))
         while pending:
             budget = rt.max_num_batched_tokens
@@ -99,16 +150,16 @@ class DraftModelProposer(Proposer):
             positions = np.repeat(b - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
             assert rt.states is not None
             tokens = rt.states.token_ids[token_rows, positions]
-            for i, token, stop in zip(chunk, self._forward(rows, b, e, tokens), e.tolist()):
+            for i, row_logits, stop in zip(chunk, self._forward(rows, b, e, tokens), e.tolist()):
                 starts[i] = stop
                 if stop == lengths[i]:
-                    first[i] = token
+                    first[i] = row_logits
             pending = [i for i in pending if starts[i] < lengths[i]]
-        return [first[i] for i in range(len(requests))]
+        return torch.stack([first[i] for i in range(len(requests))])
 
-    def _forward(self, rows: list[int], begin: np.ndarray, end: np.ndarray, input_ids: np.ndarray) -> list[int]:
+    def _forward(self, rows: list[int], begin: np.ndarray, end: np.ndarray, input_ids: np.ndarray) -> torch.Tensor:
         """One draft pass: row i's tokens at positions begin[i]..end[i]-1 (input_ids, flattened),
-        attending to positions [0, end[i]); the draft's greedy token after each row's last."""
+        attending to positions [0, end[i]); the draft's logits after each row's last [rows, V]."""
         rt = self._runtime
         assert rt is not None
         bs, states = rt.block_size, rt.states
@@ -137,6 +188,13 @@ class DraftModelProposer(Proposer):
         assert caches is not None
         with set_forward_context(ForwardContext(metadata, caches, rt.backend)):
             hidden = model(dev(input_ids.astype(np.int64)), dev(positions))  # [total, hidden]
-        logits = model.compute_logits(hidden[dev(cu - 1)])  # [rows, vocab]
-        tokens: list[int] = greedy_tokens(logits).tolist()
-        return tokens
+        logits: torch.Tensor = model.compute_logits(hidden[dev(cu - 1)])  # [rows, vocab]
+        return logits
+
+
+def _draft_params(params: SamplingParams | None) -> SamplingParams:
+    """The request's sampling without what depends on its history (penalties, bias, min_tokens)
+    or its seed (the draft's draws are seeded here, on their own stream)."""
+    assert params is not None
+    return dataclasses.replace(params, presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0,
+                               logit_bias=None, min_tokens=0, seed=None, logprobs=None, prompt_logprobs=None)

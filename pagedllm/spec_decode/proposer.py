@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import PROPOSERS, SpeculativeConfig
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class DraftRequest:
     token_ids: np.ndarray
     num_prompt_tokens: int
     row: int  # its row in the runner's RequestStates (block table, token ids)
+    sampling_params: SamplingParams | None = None  # for proposers that sample like the request
 
 
 @dataclass
@@ -58,6 +60,11 @@ class Proposer(ABC):
     @abstractmethod
     def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
         """Draft tokens for each request: at most num_speculative_tokens each, maybe none."""
+
+    def draft_probs(self, req_id: str) -> torch.Tensor | None:
+        """[num drafts proposed, V] the distribution each of the request's last drafts was sampled
+        from; None for drafts that are fixed tokens (the default), checked exactly."""
+        return None
 
     def bind(self, runtime: ProposerRuntime) -> None:
         """The worker's device, cache and rows, before the first step (proposers that run no model

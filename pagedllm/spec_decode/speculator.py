@@ -25,6 +25,7 @@ import torch
 
 from pagedllm.sample.sampler import Sampler
 from pagedllm.sample.sampling_metadata import SamplingRequest
+from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime, make_proposer
 from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
@@ -61,9 +62,11 @@ class Speculator:
         """Whether a step with this many running requests proposes drafts at all."""
         return self.config.speculates(num_running)
 
-    def verify(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]]) -> VerifiedBatch:
+    def verify(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]],
+               req_ids: list[str]) -> VerifiedBatch:
         """The target's tokens at the drafted positions (logits [sum(len(d) + 1), V]), run-cut on result()."""
-        return self.verifier.launch(logits, rows, drafts)
+        draft_probs = [self.proposer.draft_probs(r) if d else None for r, d in zip(req_ids, drafts)]
+        return self.verifier.launch(logits, rows, drafts, draft_probs)
 
     def observe(self, req_ids: list[str], drafts: list[list[int]], runs: list[list[int]]) -> None:
         """A verify step's outcome: how many of each request's drafts were accepted."""
@@ -87,7 +90,7 @@ class Speculator:
             state.misses += 1
 
     def propose(self, req_ids: list[str], sequences: list[np.ndarray], num_prompt_tokens: list[int],
-                rows: list[int]) -> dict[str, list[int]]:
+                rows: list[int], params: list[SamplingParams]) -> dict[str, list[int]]:
         """Drafts for the requests not waiting out a backoff (those with none are left out)."""
         backoff = self._backoff
         asked = []
@@ -96,7 +99,7 @@ class Speculator:
             if state is not None and state.wait > 0:
                 state.wait -= 1
                 continue
-            asked.append(DraftRequest(req_id, sequences[i], num_prompt_tokens[i], rows[i]))
+            asked.append(DraftRequest(req_id, sequences[i], num_prompt_tokens[i], rows[i], params[i]))
         if not asked:
             return {}
         drafts = self.proposer.propose(asked)

@@ -11,11 +11,17 @@ token that differs, or the one after the last draft, ends the run:
     target's tokens   t0   t1   t2   t3         t0 == d1, t1 == d2, t2 != d3
     run               t0   t1   t2              (2 drafts accepted, t2 is the target's own)
 
-For drafts that are fixed tokens (n-gram, suffix: no draft distribution q), this is the standard
-rejection rule exactly: d is accepted with probability p(d) = min(1, p(d)/q(d)) for q = one-hot(d),
-and when it is not, the token comes from p restricted to tokens other than d, which is
-norm(max(0, p - q)). The run is then the very sequence a step-by-step decode would produce with
+For drafts that are fixed tokens (n-gram, suffix, greedy drafts: no draft distribution q), this is
+the standard rejection rule exactly: d is accepted with probability p(d) = min(1, p(d)/q(d)) for
+q = one-hot(d), and when it is not, the token comes from p restricted to tokens other than d, which
+is norm(max(0, p - q)). The run is then the very sequence a step-by-step decode would produce with
 the same noise, so greedy output is unchanged and seeded output too (float numerics aside).
+
+Drafts sampled from a draft distribution q (a draft model's, for sampled requests) go through the
+rule itself (rejection.py): each is accepted with probability min(1, p/q) and the first rejected
+one is replaced by a draw from norm(max(0, p - q)); after a run accepted whole, the next token is
+the plain sample of that position. Its draws come from the request's (seed, position) generators
+on their own stream, so a seeded request still gives the same tokens in any batch.
 """
 from __future__ import annotations
 
@@ -24,8 +30,15 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm.outputs import LogprobsLists
+from pagedllm.sample.host_copy import HostCopy
+from pagedllm.sample.logprobs import compute_token_logprobs
 from pagedllm.sample.sampler import SampledBatch, Sampler
-from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
+from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata, to_device
+from pagedllm.sample.seeding import position_generator
+from pagedllm.spec_decode.rejection import rejection_sample
+
+# The seeded stream of the acceptance and recovery draws (0 is the token's own sample).
+ACCEPT_STREAM = 1
 
 
 @dataclass(slots=True)
@@ -66,12 +79,24 @@ def accepted_runs(tokens: list[int], drafts: list[list[int]]) -> list[tuple[int,
     return runs
 
 
+@dataclass(slots=True)
+class _Rejections:
+    """The rejection rule's outcome for the requests whose drafts came with a distribution."""
+
+    requests: list[int]  # request indices, in the order of their drafted positions below
+    copy: HostCopy  # of accepted [R] bool and recovered [R] int64, per drafted position
+
+
 class VerifiedBatch:
     """A verifying step's tokens as queued on the device; `result()` reads them and cuts the runs."""
 
-    def __init__(self, batch: SampledBatch, drafts: list[list[int]]) -> None:
+    def __init__(self, batch: SampledBatch, drafts: list[list[int]], rows: list[SamplingRequest],
+                 logits: torch.Tensor, rejections: _Rejections | None = None) -> None:
         self._batch = batch
         self.drafts = drafts  # [num_reqs] the drafts checked
+        self._rows = rows
+        self._logits = logits
+        self._rejections = rejections
         self._result: VerifiedOutput | None = None
 
     @property
@@ -87,8 +112,33 @@ class VerifiedBatch:
             for start, n in accepted_runs(tokens, self.drafts):
                 runs.append(tokens[start:start + n])
                 run_logprobs.append(_join(logprobs[start:start + n]))
+            if self._rejections is not None:
+                self._apply_rejections(tokens, runs, run_logprobs)
             self._result = VerifiedOutput(runs, run_logprobs)
         return self._result
+
+    def _apply_rejections(self, tokens: list[int], runs: list[list[int]],
+                          run_logprobs: list[LogprobsLists | None]) -> None:
+        """Runs of drafts sampled from q: the rejection rule's, in place of the exact match's."""
+        assert self._rejections is not None
+        accepted_t, recovered_t = self._rejections.copy.wait()
+        accepted, recovered = accepted_t.tolist(), recovered_t.tolist()
+        starts = [0]
+        for d in self.drafts:
+            starts.append(starts[-1] + len(d) + 1)
+        pos = 0
+        for i in self._rejections.requests:
+            d = self.drafts[i]
+            n = 0
+            while n < len(d) and accepted[pos + n]:
+                n += 1
+            end_token = recovered[pos + n] if n < len(d) else tokens[starts[i] + len(d)]
+            runs[i] = [*d[:n], end_token]
+            pos += len(d)
+            k = self._rows[i].params.logprobs
+            if k is not None:  # of the run's own tokens, which the plain samples' columns are not
+                rows = self._logits[starts[i]: starts[i] + n + 1]
+                run_logprobs[i] = compute_token_logprobs(rows, to_device(runs[i], torch.int64, rows.device), k)
 
 
 def _join(rows: list[LogprobsLists | None]) -> LogprobsLists | None:
@@ -107,8 +157,44 @@ class DraftVerifier:
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
 
-    def launch(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]]) -> VerifiedBatch:
-        """logits [sum(len(d) + 1), V]: request i's len(drafts[i]) + 1 positions, in order."""
+    def launch(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]],
+               draft_probs: list[torch.Tensor | None] | None = None) -> VerifiedBatch:
+        """logits [sum(len(d) + 1), V]: request i's len(drafts[i]) + 1 positions, in order.
+        draft_probs[i]: [>= len(drafts[i]), V] the distribution request i's drafts were sampled
+        from, or None for drafts that are fixed tokens."""
         expanded = expand_rows(rows, drafts)
         metadata = make_sampling_metadata(expanded, logits.shape[-1], logits.device)
-        return VerifiedBatch(self.sampler.launch(logits, metadata), drafts)
+        batch = self.sampler.launch(logits, metadata)
+        rejections = None
+        if draft_probs is not None and any(q is not None and d for q, d in zip(draft_probs, drafts)):
+            rejections = self._reject(logits, expanded, drafts, draft_probs)
+        return VerifiedBatch(batch, drafts, rows, logits, rejections)
+
+    def _reject(self, logits: torch.Tensor, expanded: list[SamplingRequest], drafts: list[list[int]],
+                draft_probs: list[torch.Tensor | None]) -> _Rejections:
+        requests: list[int] = []
+        positions: list[int] = []
+        qs: list[torch.Tensor] = []
+        ids: list[int] = []
+        start = 0
+        for i, (d, q) in enumerate(zip(drafts, draft_probs)):
+            if q is not None and d:
+                requests.append(i)
+                positions.extend(range(start, start + len(d)))
+                qs.append(q[:len(d)])
+                ids.extend(d)
+            start += len(d) + 1
+        device = logits.device
+        index = to_device(positions, torch.int64, device)
+        sub_rows = [expanded[r] for r in positions]
+        target = self.sampler.distribution(logits.index_select(0, index),
+                                           make_sampling_metadata(sub_rows, logits.shape[-1], device))
+        u = torch.empty((len(positions), 2), dtype=torch.float32, device=device)
+        u.uniform_(generator=self.sampler.generator)
+        for r, row in enumerate(sub_rows):
+            if row.params.seed is not None:
+                u[r].uniform_(generator=position_generator(row.params.seed, row.num_output_tokens, device,
+                                                           ACCEPT_STREAM))
+        accepted, recovered = rejection_sample(target, torch.cat(qs), to_device(ids, torch.int64, device),
+                                               u[:, 0], u[:, 1])
+        return _Rejections(requests, HostCopy([accepted, recovered]))

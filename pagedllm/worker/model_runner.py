@@ -67,7 +67,7 @@ class RunnerStep:
         current = [s for s in self._sample_states if states.is_current(s)]
         self._output.spec_token_ids = speculator.propose(
             [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current],
-            [s.row for s in current])
+            [s.row for s in current], [s.sampling_params for s in current])
 
     def _record_tokens(self, batch: SampledBatch) -> None:
         sampled = batch.result()
@@ -227,7 +227,8 @@ class ModelRunner:
         self.states.mark_sampled(inp.sample_states)
         if inp.drafts is not None:
             assert self.speculator is not None
-            return self.speculator.verify(logits, rows, inp.drafts), any(has_penalty(r.params) for r in rows)
+            verified = self.speculator.verify(logits, rows, inp.drafts, [s.req_id for s in inp.sample_states])
+            return verified, any(has_penalty(r.params) for r in rows)
         metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
         return self.sampler.launch(logits, metadata), metadata.penalties is not None
 

@@ -166,14 +166,18 @@ def test_the_target_as_its_own_draft_gives_k_plus_1_tokens_a_step(make_smollm2_l
     assert stats.num_accepted_tokens == stats.num_draft_tokens == 5 * k
 
 
+SHORT = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+
+
 @pytest.mark.parametrize("engine_kwargs", [
-    {}, dict(num_gpu_blocks_override=14), dict(max_num_batched_tokens=8),
-], ids=["plain", "preemption", "tiny-chunks"])
-def test_quantized_draft_for_the_float32_target(make_smollm2_llm, smollm2_gguf, reference, engine_kwargs):
+    dict(num_gpu_blocks_override=8), dict(max_num_batched_tokens=8),
+], ids=["preemption", "tiny-chunks"])
+def test_quantized_draft_for_the_float32_target(make_smollm2_llm, smollm2_llm, smollm2_gguf, engine_kwargs):
     """The default GGUF's own quantized types draft for its float32 dequantization (the issue's
-    CPU pairing): outputs are the float32 model's, and most drafts are accepted."""
+    CPU pairing): outputs are the float32 model's, and most drafts are accepted; under preemption
+    (the draft's state starts over) and with its catch-up cut into tiny chunks."""
     llm = make_smollm2_llm(speculative_config=_draft(smollm2_gguf), **engine_kwargs)
-    assert _ids(llm) == reference
+    assert _ids(llm, SHORT, PROMPTS[:3]) == _ids(smollm2_llm, SHORT, PROMPTS[:3])
     stats = _spec_stats(llm)
     assert stats.acceptance_rate > 0.5, stats
     if engine_kwargs.get("num_gpu_blocks_override"):
@@ -185,3 +189,18 @@ def test_a_draft_with_another_vocabulary_is_refused(make_smollm2_llm, tiny_hf_mo
     tiny = tiny_hf_model("llama")
     with pytest.raises(ValueError, match="vocabulary of 384 tokens and the target 49152"):
         make_smollm2_llm(speculative_config=_draft(tiny.folder))
+
+
+def test_sampled_drafts_of_a_draft_model(make_smollm2_llm, smollm2_gguf):
+    """Sampled requests get drafts sampled from the draft's distribution, checked by the rejection
+    rule: most are accepted, and seeded requests give the same tokens alone and in a batch."""
+    llm = make_smollm2_llm(speculative_config=_draft(smollm2_gguf))
+    params = [SamplingParams(temperature=1.0, top_p=0.95, seed=i, max_tokens=16, ignore_eos=True, logprobs=1)
+              for i in range(3)]
+    batch = llm.generate(PROMPTS[:3], params, use_tqdm=False)
+    alone = [llm.generate([p], q, use_tqdm=False)[0] for p, q in zip(PROMPTS[:3], params)]
+    assert [o.outputs[0].token_ids for o in batch] == [o.outputs[0].token_ids for o in alone]
+    for out in batch:
+        seq = out.outputs[0]
+        assert [next(iter(lp)) for lp in seq.logprobs] == seq.token_ids  # logprobs of the run's own tokens
+    assert _spec_stats(llm).acceptance_rate > 0.5

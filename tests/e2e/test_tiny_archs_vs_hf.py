@@ -67,3 +67,30 @@ def test_speculative_decoding_equals_hf(tiny, smollm2_tokenizer_dir, method):
     for ids, out in zip(prompts, outs):
         assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 40, set())
     assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_drafts > 0
+
+
+def test_sampled_drafts_keep_the_targets_distribution(tiny_hf_model, smollm2_tokenizer_dir):
+    """Another architecture's random weights draft for the llama checkpoint (the same 384-token
+    vocabulary, a different distribution). The sampled tokens' joint distribution over the first two
+    positions (the second one drafted) is the plain engine's: a two-sample chi-square test."""
+    from scipy.stats import chi2_contingency
+
+    target, draft = tiny_hf_model("llama"), tiny_hf_model("qwen2")
+    common = dict(tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256, num_gpu_blocks_override=512,
+                  block_size=16)
+    plain = LLM(target.folder, **common)
+    spec = LLM(target.folder, speculative_config={"method": "draft_model", "model": draft.folder,
+                                                  "num_speculative_tokens": 2}, **common)
+    prompt = {"prompt_token_ids": [11, 57, 200, 31, 9]}
+    n = 800
+    params = [SamplingParams(temperature=1.0, top_k=3, seed=s, max_tokens=3, ignore_eos=True) for s in range(n)]
+
+    def pairs(llm) -> list[tuple[int, int]]:
+        return [tuple(o.outputs[0].token_ids[1:3]) for o in llm.generate([prompt] * n, params, use_tqdm=False)]
+
+    a, b = pairs(plain), pairs(spec)
+    cells = sorted(set(a) | set(b))
+    table = [[a.count(c) for c in cells], [b.count(c) for c in cells]]
+    assert chi2_contingency(table).pvalue > 1e-3, table
+    stats = spec.llm_engine.engine_core.make_stats().spec_decoding
+    assert stats.num_drafts > 0 and 0 < stats.num_accepted_tokens < stats.num_draft_tokens  # q differs from p

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pagedllm.sample.sampler import Sampler
+from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.speculator import Speculator
 
@@ -14,13 +15,14 @@ def _speculator() -> Speculator:
                                                    "prompt_lookup_min": 1, "prompt_lookup_max": 2}), Sampler())
 
 
+P = SamplingParams()
 SEQ = np.array([1, 2, 3, 1, 2], dtype=np.int64)  # always proposes [3, 1]
 
 
 def _drafted_steps(spec: Speculator, steps: int, accept_at: set[int] = frozenset()) -> list[int]:
     drafted = []
     for step in range(steps):
-        drafts = spec.propose(["r"], [SEQ], [1], [0])
+        drafts = spec.propose(["r"], [SEQ], [1], [0], [P])
         if "r" in drafts:
             drafted.append(step)
             run = [3, 1, 9] if step in accept_at else [8]
@@ -40,7 +42,7 @@ def test_finished_requests_are_forgotten():
     spec = _speculator()
     _drafted_steps(spec, 4)
     spec.finish_requests(["r"])
-    assert "r" in spec.propose(["r"], [SEQ], [1], [0])
+    assert "r" in spec.propose(["r"], [SEQ], [1], [0], [P])
 
 
 def test_draft_length_follows_the_last_outcome():
@@ -49,7 +51,7 @@ def test_draft_length_follows_the_last_outcome():
     seq = np.array([5, 1, 2, 3, 4, 6, 5], dtype=np.int64)  # always proposes [1, 2, 3, 4]
 
     def step(run: list[int]) -> list[int]:
-        drafts = spec.propose(["r"], [seq], [1], [0])["r"]
+        drafts = spec.propose(["r"], [seq], [1], [0], [P])["r"]
         spec.observe(["r"], [drafts], [run])
         return drafts
 
@@ -57,4 +59,4 @@ def test_draft_length_follows_the_last_outcome():
     assert step([1, 2, 3, 4]) == [1, 2, 3]  # all three accepted: back to four
     assert step([7]) == [1, 2, 3, 4]  # rejected whole: a one-token probe, at once the first time
     assert step([1, 8]) == [1]
-    assert spec.propose(["r"], [seq], [1], [0])["r"] == [1, 2, 3, 4]
+    assert spec.propose(["r"], [seq], [1], [0], [P])["r"] == [1, 2, 3, 4]

@@ -99,3 +99,41 @@ def test_distribution_is_the_targets_whatever_the_drafts():
 def _check(counts: np.ndarray, probs: np.ndarray) -> None:
     p_value = chisquare(counts, probs / probs.sum() * counts.sum()).pvalue
     assert p_value > 1e-3, (counts, probs, p_value)
+
+
+def test_drafts_sampled_from_q_keep_the_targets_distribution():
+    """The rejection rule for drafts drawn from a draft distribution q far from p: the first token
+    follows p0, and after an accepted draft the next follows p1 (chi-square, p > 0.001)."""
+    vocab, n = 6, 20000
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -0.5, -1.0], [0.0, 1.5, -1.0, 0.5, 0.2, 1.0]])
+    p0, p1 = torch.softmax(logits.double(), -1).numpy()
+    q = torch.tensor([0.05, 0.05, 0.1, 0.2, 0.3, 0.3])  # favours what p0 does not
+    drafts = torch.multinomial(q, n, replacement=True, generator=torch.Generator().manual_seed(3)).tolist()
+    rows = [SamplingRequest(SamplingParams(temperature=1.0), [0], [], None)] * n
+    out = DraftVerifier(Sampler(generator=torch.Generator().manual_seed(4))).launch(
+        logits.repeat(n, 1), rows, [[d] for d in drafts], [q.unsqueeze(0)] * n).result()
+    first = np.array([r[0] for r in out.token_runs])
+    _check(np.bincount(first, minlength=vocab), p0)
+    accepted = [r for r, d in zip(out.token_runs, drafts) if len(r) == 2]
+    assert all(r[0] == d for r, d in zip(out.token_runs, drafts) if len(r) == 2)
+    # acceptance rate: sum over x of min(p0(x), q(x))
+    expected_rate = float(np.minimum(p0, q.double().numpy()).sum())
+    assert abs(len(accepted) / n - expected_rate) < 0.02
+    _check(np.bincount([r[1] for r in accepted], minlength=vocab), p1)
+
+
+def test_sampled_drafts_seeded_requests_reproduce_in_any_batch():
+    vocab = 16
+    torch.manual_seed(0)
+    logits = torch.randn(3, vocab)
+    q = torch.softmax(torch.randn(2, vocab), -1)
+    request = SamplingRequest(SamplingParams(temperature=1.0, seed=7, logprobs=1), [1], [4], None)
+    other = SamplingRequest(SamplingParams(temperature=1.0), [1], [], None)
+    verifier = DraftVerifier(Sampler())
+    alone = verifier.launch(logits, [request], [[3, 5]], [q]).result()
+    batched = verifier.launch(torch.cat([torch.randn(2, vocab), logits]), [other, request], [[2], [3, 5]],
+                              [q[:1], q]).result()
+    assert batched.token_runs[1] == alone.token_runs[0]
+    lists = alone.logprobs[0]
+    assert lists is not None and len(lists) == len(alone.token_runs[0])
+    assert [row[0] for row in lists.token_ids] == alone.token_runs[0]

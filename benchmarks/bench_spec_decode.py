@@ -6,8 +6,10 @@ Two prompt sets:
 - copy: answers that copy from the prompt (editing, extraction, code rewriting;
   benchmarks/data/spec_decode_prompts.json), greedy, chat template, up to --max-tokens;
 - no-hit: random-token prompts answered by seeded sampling at temperature 1, where drafts are
-  rarely right: what speculation costs when it does not help. Seeded sampling gives the same
-  tokens with and without speculation, so every method generates the very same text.
+  rarely right for fixed-token drafts (n-gram, suffix): what speculation costs when it does not
+  help. Seeded sampling gives the same tokens with and without those, so the methods generate the
+  very same text; a draft model's sampled drafts go through the rejection rule instead, whose
+  tokens follow the same distribution but are not the same draws (the script notes it).
 
     python benchmarks/bench_spec_decode.py --rounds 3
 """

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # sample_from_logits(logits [N, V] float32, u [N], inv_temperature [N] | None) -> [N] int64
 InverseCdfStage = Callable[..., "torch.Tensor"]
+# rejection_sample(target_probs, draft_probs, draft_ids, u_accept, u_recover) -> (accepted, recovered)
+RejectionStage = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
 
 
 class Platform(ABC):
@@ -49,6 +51,11 @@ class Platform(ABC):
 
     def inverse_cdf_stage(self, kernel_config: KernelConfig) -> InverseCdfStage | None:
         """The sampler's fused inverse-CDF kernel on this device, or None for its torch ops."""
+        return None
+
+    def rejection_stage(self, kernel_config: KernelConfig) -> RejectionStage | None:
+        """Speculative decoding's rejection rule as one kernel on this device (the signature of
+        spec_decode/rejection.py's torch reference), or None for the reference."""
         return None
 
     @abstractmethod

@@ -13,7 +13,7 @@ from pagedllm.config import KernelConfig
 from pagedllm.kernels.triton import triton_available
 from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
 from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
-from pagedllm.platforms.base import InverseCdfStage, Platform, backend_capabilities
+from pagedllm.platforms.base import InverseCdfStage, Platform, RejectionStage, backend_capabilities
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ class CudaPlatform(Platform):
         from pagedllm.kernels.triton.sampling import sample_from_logits
 
         return sample_from_logits
+
+    def rejection_stage(self, kernel_config: KernelConfig) -> RejectionStage | None:
+        if not _use_triton(kernel_config):
+            return None
+        from pagedllm.kernels.triton.rejection import rejection_sample
+
+        return rejection_sample
 
     def available_memory_bytes(self) -> int:
         free, _ = torch.cuda.mem_get_info()

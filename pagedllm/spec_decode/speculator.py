@@ -28,7 +28,7 @@ from pagedllm.sample.sampling_metadata import SamplingRequest
 from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime, make_proposer
-from pagedllm.spec_decode.verifier import DraftVerifier, VerifiedBatch
+from pagedllm.spec_decode.verifier import DraftVerifier, RejectionFn, VerifiedBatch
 
 if TYPE_CHECKING:
     from pagedllm.worker.request_states import RequestStates
@@ -44,13 +44,15 @@ class _Backoff:
 
 
 class Speculator:
-    def __init__(self, config: SpeculativeConfig, sampler: Sampler, runtime: ProposerRuntime | None = None) -> None:
+    def __init__(self, config: SpeculativeConfig, sampler: Sampler, runtime: ProposerRuntime | None = None,
+                 rejection: RejectionFn | None = None) -> None:
         """`runtime`: the worker's device and caches for proposers that run a model; its `states`
-        are the runner's, given by attach()."""
+        are the runner's, given by attach(). `rejection`: the platform's kernel of the rejection
+        rule (None: the torch reference)."""
         self.config = config
         self.proposer = make_proposer(config)
         self._runtime = runtime
-        self.verifier = DraftVerifier(sampler)
+        self.verifier = DraftVerifier(sampler, rejection)
         self._backoff: dict[str, _Backoff] = {}
 
     def attach(self, states: RequestStates) -> None:

@@ -25,6 +25,7 @@ on their own stream, so a seeded request still gives the same tokens in any batc
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,8 @@ from pagedllm.spec_decode.rejection import rejection_sample
 
 # The seeded stream of the acceptance and recovery draws (0 is the token's own sample).
 ACCEPT_STREAM = 1
+# (target_probs, draft_probs, draft_ids, u_accept, u_recover) -> (accepted, recovered): rejection.py's
+RejectionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(slots=True)
@@ -154,8 +157,11 @@ def _join(rows: list[LogprobsLists | None]) -> LogprobsLists | None:
 class DraftVerifier:
     """Scores drafted positions with the runner's sampler (its stage, generators and all)."""
 
-    def __init__(self, sampler: Sampler) -> None:
+    def __init__(self, sampler: Sampler, rejection: RejectionFn | None = None) -> None:
+        """`rejection`: the platform's kernel of the rejection rule (Platform.rejection_stage: the
+        Triton one on CUDA); None: the torch reference."""
         self.sampler = sampler
+        self.rejection: RejectionFn = rejection or rejection_sample
 
     def launch(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]],
                draft_probs: list[torch.Tensor | None] | None = None) -> VerifiedBatch:
@@ -195,6 +201,6 @@ class DraftVerifier:
             if row.params.seed is not None:
                 u[r].uniform_(generator=position_generator(row.params.seed, row.num_output_tokens, device,
                                                            ACCEPT_STREAM))
-        accepted, recovered = rejection_sample(target, torch.cat(qs), to_device(ids, torch.int64, device),
-                                               u[:, 0], u[:, 1])
+        accepted, recovered = self.rejection(target, torch.cat(qs), to_device(ids, torch.int64, device),
+                                             u[:, 0], u[:, 1])
         return _Rejections(requests, HostCopy([accepted, recovered]))

@@ -251,7 +251,7 @@ class Worker:
         runtime = ProposerRuntime(self.device, self.backend, None, cfg.cache_config.block_size,
                                   cfg.model_config.max_model_len, cfg.scheduler_config.max_num_batched_tokens,
                                   self.draft_model, draft_caches)
-        return Speculator(spec, self.sampler, runtime)
+        return Speculator(spec, self.sampler, runtime, self.platform.rejection_stage(cfg.kernel_config))
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         assert self.runner is not None, "initialize_cache() must run before execute_model()"

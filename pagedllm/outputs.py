@@ -104,6 +104,14 @@ class SpecDecodingStats:
         """[k] the fraction of drafts whose token at each position was accepted."""
         return [n / self.num_drafts for n in self.num_accepted_tokens_per_pos] if self.num_drafts else []
 
+    def since(self, earlier: SpecDecodingStats) -> SpecDecodingStats:
+        """What happened between `earlier` and these totals."""
+        before = earlier.num_accepted_tokens_per_pos
+        return SpecDecodingStats(
+            self.num_drafts - earlier.num_drafts, self.num_draft_tokens - earlier.num_draft_tokens,
+            self.num_accepted_tokens - earlier.num_accepted_tokens,
+            [n - (before[i] if i < len(before) else 0) for i, n in enumerate(self.num_accepted_tokens_per_pos)])
+
     def copy(self) -> SpecDecodingStats:
         return SpecDecodingStats(self.num_drafts, self.num_draft_tokens, self.num_accepted_tokens,
                                  list(self.num_accepted_tokens_per_pos))

@@ -48,13 +48,8 @@ class LoggingStatLogger:
 
     def _log_spec_decoding(self, totals: SpecDecodingStats, elapsed: float) -> None:
         """vLLM's line: the interval's acceptance, from the differences of the running totals."""
-        last = self._last_spec
+        interval = totals.since(self._last_spec)
         self._last_spec = totals.copy()
-        per_pos = [n - (last.num_accepted_tokens_per_pos[i] if i < len(last.num_accepted_tokens_per_pos) else 0)
-                   for i, n in enumerate(totals.num_accepted_tokens_per_pos)]
-        interval = SpecDecodingStats(totals.num_drafts - last.num_drafts,
-                                     totals.num_draft_tokens - last.num_draft_tokens,
-                                     totals.num_accepted_tokens - last.num_accepted_tokens, per_pos)
         if not interval.num_drafts:
             return
         logger.info("SpecDecoding metrics: Mean acceptance length: %.2f, Accepted throughput: %.2f tokens/s, "

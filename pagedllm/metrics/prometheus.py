@@ -114,13 +114,11 @@ class _SpecDecodingCounters:
         self._last = SpecDecodingStats()
 
     def record(self, stats: SpecDecodingStats) -> None:
+        interval = stats.since(self._last)
         for field, counter in self._counters.items():
-            delta = getattr(stats, field) - getattr(self._last, field)
-            if delta > 0:
-                counter.inc(delta)
-        last_per_pos = self._last.num_accepted_tokens_per_pos
-        for pos, total in enumerate(stats.num_accepted_tokens_per_pos):
-            delta = total - (last_per_pos[pos] if pos < len(last_per_pos) else 0)
-            if delta > 0:
-                self._per_pos.labels(model_name=self._model_name, position=str(pos)).inc(delta)
+            if getattr(interval, field) > 0:
+                counter.inc(getattr(interval, field))
+        for pos, n in enumerate(interval.num_accepted_tokens_per_pos):
+            if n > 0:
+                self._per_pos.labels(model_name=self._model_name, position=str(pos)).inc(n)
         self._last = stats.copy()

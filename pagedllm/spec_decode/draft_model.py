@@ -145,21 +145,18 @@ class DraftModelProposer(Proposer):
                 chunk.append(i)
                 budget -= take
             b, e = np.array(begin, dtype=np.int64), np.array(end, dtype=np.int64)
-            counts = e - b
-            token_rows = np.repeat(np.array(rows, dtype=np.int64), counts)
-            positions = np.repeat(b - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
-            assert rt.states is not None
-            tokens = rt.states.token_ids[token_rows, positions]
-            for i, row_logits, stop in zip(chunk, self._forward(rows, b, e, tokens), e.tolist()):
+            for i, row_logits, stop in zip(chunk, self._forward(rows, b, e), e.tolist()):
                 starts[i] = stop
                 if stop == lengths[i]:
                     first[i] = row_logits
             pending = [i for i in pending if starts[i] < lengths[i]]
         return torch.stack([first[i] for i in range(len(requests))])
 
-    def _forward(self, rows: list[int], begin: np.ndarray, end: np.ndarray, input_ids: np.ndarray) -> torch.Tensor:
-        """One draft pass: row i's tokens at positions begin[i]..end[i]-1 (input_ids, flattened),
-        attending to positions [0, end[i]); the draft's logits after each row's last [rows, V]."""
+    def _forward(self, rows: list[int], begin: np.ndarray, end: np.ndarray,
+                 input_ids: np.ndarray | None = None) -> torch.Tensor:
+        """One draft pass: row i's tokens at positions begin[i]..end[i]-1 (`input_ids`, flattened;
+        None: the rows' own tokens there), attending to positions [0, end[i]); the draft's logits
+        after each row's last [rows, V]."""
         rt = self._runtime
         assert rt is not None
         bs, states = rt.block_size, rt.states
@@ -170,6 +167,8 @@ class DraftModelProposer(Proposer):
         total = int(cu[-1])
         positions = np.repeat(begin - (cu - counts), counts) + np.arange(total)
         token_rows = np.repeat(row_ids, counts)
+        if input_ids is None:
+            input_ids = states.token_ids[token_rows, positions]
         slots = states.block_table[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
         max_blocks = -(-int(end.max()) // bs)
         query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)

@@ -55,10 +55,15 @@ class RunnerStep:
             return self._output
         self.done = True
         assert self._batch is not None and self._states is not None
-        if isinstance(self._batch, VerifiedBatch):
-            self._record_runs(self._batch)
+        batch = self._batch
+        if isinstance(batch, VerifiedBatch):  # a step that checked drafts: several tokens per request
+            verified = batch.result()
+            self._record(verified.token_runs, verified.logprobs)
+            if self._speculator is not None:
+                self._speculator.observe([s.req_id for s in self._sample_states], batch.drafts, verified.token_runs)
         else:
-            self._record_tokens(self._batch)
+            sampled = batch.result()
+            self._record([[t] for t in sampled.sampled_token_ids], sampled.logprobs)
         if self._speculator is not None:
             self._propose(self._speculator, self._states)
         return self._output
@@ -69,35 +74,20 @@ class RunnerStep:
             [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current],
             [s.row for s in current], [s.sampling_params for s in current])
 
-    def _record_tokens(self, batch: SampledBatch) -> None:
-        sampled = batch.result()
+    def _record(self, runs: list[list[int]], logprobs: list[LogprobsLists | None]) -> None:
+        """Each sampled row's new tokens into the runner's states (rows still owned by their
+        request) and the step's output."""
         states, output = self._states, self._output
         assert states is not None
         index = {req_id: i for i, req_id in enumerate(output.req_ids)}
-        for state, token_id, logprobs in zip(self._sample_states, sampled.sampled_token_ids, sampled.logprobs):
-            if states.is_current(state):
-                state.num_pending -= 1
-                states.append_sampled(state, token_id)
-            output.sampled_token_ids[index[state.req_id]] = [token_id]
-            if logprobs is not None:
-                output.logprobs[state.req_id] = logprobs
-
-    def _record_runs(self, batch: VerifiedBatch) -> None:
-        """A step that checked drafts: several tokens per request."""
-        verified = batch.result()
-        states, output = self._states, self._output
-        assert states is not None
-        index = {req_id: i for i, req_id in enumerate(output.req_ids)}
-        for state, run, logprobs in zip(self._sample_states, verified.token_runs, verified.logprobs):
+        for state, run, row_logprobs in zip(self._sample_states, runs, logprobs):
             if states.is_current(state):
                 state.num_pending -= 1
                 for token_id in run:
                     states.append_sampled(state, token_id)
             output.sampled_token_ids[index[state.req_id]] = run
-            if logprobs is not None:
-                output.logprobs[state.req_id] = logprobs
-        if self._speculator is not None:
-            self._speculator.observe([s.req_id for s in self._sample_states], batch.drafts, verified.token_runs)
+            if row_logprobs is not None:
+                output.logprobs[state.req_id] = row_logprobs
 
 
 class ModelRunner:

@@ -21,6 +21,16 @@ BLOCK = 1024
 
 
 @triton.jit
+def _load_block(p_ptr, q_ptr, base, start, V, BLOCK: tl.constexpr):
+    """p and q of tokens start..start+BLOCK-1 of a row (0 past V), their offsets and mask."""
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < V
+    p = tl.load(p_ptr + base + offs, mask=mask, other=0.0)
+    q = tl.load(q_ptr + base + offs, mask=mask, other=0.0)
+    return p, q, offs, mask
+
+
+@triton.jit
 def _rejection_kernel(p_ptr, q_ptr, ids_ptr, ua_ptr, ur_ptr, accepted_ptr, recovered_ptr, V,
                       BLOCK: tl.constexpr):
     row = tl.program_id(0)
@@ -32,10 +42,7 @@ def _rejection_kernel(p_ptr, q_ptr, ids_ptr, ua_ptr, ur_ptr, accepted_ptr, recov
     total = 0.0
     total_p = 0.0
     for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < V
-        p = tl.load(p_ptr + base + offs, mask=mask, other=0.0)
-        q = tl.load(q_ptr + base + offs, mask=mask, other=0.0)
+        p, q, offs, mask = _load_block(p_ptr, q_ptr, base, start, V, BLOCK)
         total += tl.sum(tl.maximum(p - q, 0.0))
         total_p += tl.sum(p)
     use_p = total <= 0.0  # p == q: no residual; the row always accepts, draw from p to stay valid
@@ -44,10 +51,7 @@ def _rejection_kernel(p_ptr, q_ptr, ids_ptr, ua_ptr, ur_ptr, accepted_ptr, recov
     found = V  # the answer; V while not found
     last_positive = 0
     for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < V
-        p = tl.load(p_ptr + base + offs, mask=mask, other=0.0)
-        q = tl.load(q_ptr + base + offs, mask=mask, other=0.0)
+        p, q, offs, mask = _load_block(p_ptr, q_ptr, base, start, V, BLOCK)
         w = tl.where(use_p, p, tl.maximum(p - q, 0.0))
         running = carry + tl.cumsum(w, axis=0)
         hit = (running > target) & (w > 0) & mask

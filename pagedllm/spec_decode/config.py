@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ _VLLM_METHODS_NOT_YET = ("eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
 # Methods that run a model of their own over the request's tokens: they need `model`, and KV slots
 # for the positions they draft ahead (the scheduler's lookahead).
 MODEL_METHODS = ("draft_model",)
+REJECTION_METHODS = ("probabilistic", "strict", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,18 @@ class SpeculativeConfig:
     # a GGUF draft's weights run (as quantization= for the target; None: its own types on the CPU)
     model: str | None = None
     quantization: str | None = None
+    # How drafts are checked (vLLM's name and values): "probabilistic" (the default) applies the
+    # rejection rule with the draft's distribution where the proposer sampled from one, and an exact
+    # match where its drafts are fixed tokens; "strict" always checks by exact match (lossless
+    # too, lower acceptance for sampled drafts); "synthetic" is for benchmarks only: each draft is
+    # accepted with a forced probability whatever the tokens (the output is NOT the target's),
+    # so the mechanism's speed can be measured at any acceptance rate.
+    rejection_sample_method: str = "probabilistic"
+    # synthetic: per-position acceptance rates (position j accepted with probability rates[j],
+    # drafts 1..j all accepted; non-increasing, one per speculative token), or the mean tokens per
+    # verify step (1 + expected accepted drafts) from which equal conditional rates are derived
+    synthetic_acceptance_rates: tuple[float, ...] | None = None
+    synthetic_acceptance_length: float | None = None
     # The draft's resolved ModelConfig (pagedllm.config), filled in by EngineArgs; never given.
     draft_model_config: Any = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -69,12 +83,54 @@ class SpeculativeConfig:
         if self.disable_by_batch_size is not None and self.disable_by_batch_size < 2:
             raise ValueError(f"speculative_config: disable_by_batch_size must be at least 2, got "
                              f"{self.disable_by_batch_size}.")
+        self._check_rejection_method()
         if self.method in MODEL_METHODS and not self.model:
             raise ValueError(f"speculative_config: method {self.method!r} needs \"model\": the draft model's "
                              "folder, .gguf file or Hub id.")
         if self.method not in MODEL_METHODS and (self.model is not None or self.quantization is not None):
             raise ValueError(f"speculative_config: \"model\" and \"quantization\" are for "
                              f"{', '.join(MODEL_METHODS)}, not {self.method!r}.")
+
+    def _check_rejection_method(self) -> None:
+        if self.rejection_sample_method not in REJECTION_METHODS:
+            raise ValueError(f"speculative_config: rejection_sample_method must be one of "
+                             f"{', '.join(REJECTION_METHODS)}, got {self.rejection_sample_method!r}.")
+        rates, length = self.synthetic_acceptance_rates, self.synthetic_acceptance_length
+        k = self.num_speculative_tokens
+        if self.rejection_sample_method != "synthetic":
+            if rates is not None or length is not None:
+                raise ValueError("speculative_config: synthetic_acceptance_rates and synthetic_acceptance_length "
+                                 "need \"rejection_sample_method\": \"synthetic\".")
+            return
+        if (rates is None) == (length is None):
+            raise ValueError("speculative_config: the synthetic rejection method needs exactly one of "
+                             "synthetic_acceptance_rates and synthetic_acceptance_length.")
+        if rates is not None:
+            if len(rates) != k:
+                raise ValueError(f"speculative_config: synthetic_acceptance_rates needs one rate per speculative "
+                                 f"token ({k}), got {len(rates)}.")
+            if any(not 0.0 <= r <= 1.0 for r in rates) or any(b > a for a, b in itertools.pairwise(rates)):
+                raise ValueError("speculative_config: synthetic_acceptance_rates must lie in [0, 1] and never "
+                                 f"increase (a draft is accepted only after the ones before it), got {list(rates)}.")
+        elif length is not None and not 1.0 <= length <= k + 1:
+            raise ValueError(f"speculative_config: synthetic_acceptance_length must be in [1, "
+                             f"num_speculative_tokens + 1 = {k + 1}], got {length}.")
+
+    def synthetic_conditional_rates(self) -> list[float]:
+        """Per position j, the probability that draft j is accepted once drafts 1..j-1 were (the
+        synthetic method's draws): rates[j] / rates[j - 1], or for a mean length L the one rate a
+        with 1 + a + a^2 + ... + a^k = L."""
+        k = self.num_speculative_tokens
+        if self.synthetic_acceptance_rates is not None:
+            rates = [1.0, *self.synthetic_acceptance_rates]
+            return [b / a if a > 0 else 0.0 for a, b in itertools.pairwise(rates)]
+        assert self.synthetic_acceptance_length is not None
+        target = self.synthetic_acceptance_length
+        lo, hi = 0.0, 1.0
+        for _ in range(60):  # bisection: the mean length grows with a
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if sum(mid ** j for j in range(k + 1)) < target else (lo, mid)
+        return [lo] * k
 
     @property
     def num_lookahead_tokens(self) -> int:
@@ -116,6 +172,7 @@ class SpeculativeConfig:
                                                               isinstance(given[key], bool)):
                 raise ValueError(f"speculative_config: {key} must be an integer, got {given[key]!r}.")
         _fill_lookup_defaults(given)
+        _read_synthetic(given)
         if "num_speculative_tokens" not in given or given["num_speculative_tokens"] is None:
             given["num_speculative_tokens"] = (given.get("suffix_decoding_max_tree_depth", 24)
                                                if method == "suffix" else 3)
@@ -132,6 +189,19 @@ def _check_method(method: object) -> None:
     if method in _VLLM_METHODS_NOT_YET:
         raise ValueError(f"speculative_config: method {method!r} is not supported yet; supported: {supported}.")
     raise ValueError(f"speculative_config: unknown method {method!r}; supported: {supported}.")
+
+
+def _read_synthetic(given: dict[str, Any]) -> None:
+    rates = given.get("synthetic_acceptance_rates")
+    if rates is not None:
+        if not isinstance(rates, (list, tuple)) or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) for r in rates):
+            raise ValueError(f"speculative_config: synthetic_acceptance_rates must be a list of numbers, "
+                             f"got {rates!r}.")
+        given["synthetic_acceptance_rates"] = tuple(float(r) for r in rates)
+    length = given.get("synthetic_acceptance_length")
+    if length is not None and (not isinstance(length, (int, float)) or isinstance(length, bool)):
+        raise ValueError(f"speculative_config: synthetic_acceptance_length must be a number, got {length!r}.")
 
 
 def _fill_lookup_defaults(given: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ tasks they are mostly right. Per request:
 - rejected whole: the next is one token, after a wait that doubles each time it happens again in
   a row (0, 1, 3, 7, then 15 steps).
 
-What is generated never depends on it, only how fast.
+What is generated never depends on it, only how fast. Under forced (synthetic) acceptance there
+is no gate: every request drafts as much as its proposer offers.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pagedllm.sample.sampling_metadata import SamplingRequest
 from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime, make_proposer
+from pagedllm.spec_decode.synthetic import SyntheticAcceptance
 from pagedllm.spec_decode.verifier import DraftVerifier, RejectionFn, VerifiedBatch
 
 if TYPE_CHECKING:
@@ -52,8 +54,15 @@ class Speculator:
         self.config = config
         self.proposer = make_proposer(config)
         self._runtime = runtime
-        self.verifier = DraftVerifier(sampler, rejection)
+        synthetic = (SyntheticAcceptance(config.synthetic_conditional_rates())
+                     if config.rejection_sample_method == "synthetic" else None)
+        self.verifier = DraftVerifier(sampler, rejection, synthetic)
+        # "strict": drafts checked by exact match even where the proposer sampled them from q
+        self._use_draft_probs = config.rejection_sample_method == "probabilistic"
         self._backoff: dict[str, _Backoff] = {}
+        # Forced acceptance (synthetic) draws are independent of the drafts: their history
+        # predicts nothing, and the gate would only shorten the drafts the benchmark asked for.
+        self._gated = synthetic is None
 
     def attach(self, states: RequestStates) -> None:
         """The runner's request rows (block tables, tokens), once it has built them."""
@@ -67,11 +76,14 @@ class Speculator:
     def verify(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]],
                req_ids: list[str]) -> VerifiedBatch:
         """The target's tokens at the drafted positions (logits [sum(len(d) + 1), V]), run-cut on result()."""
-        draft_probs = [self.proposer.draft_probs(r) if d else None for r, d in zip(req_ids, drafts)]
+        draft_probs = ([self.proposer.draft_probs(r) if d else None for r, d in zip(req_ids, drafts)]
+                       if self._use_draft_probs else None)
         return self.verifier.launch(logits, rows, drafts, draft_probs)
 
     def observe(self, req_ids: list[str], drafts: list[list[int]], runs: list[list[int]]) -> None:
         """A verify step's outcome: how many of each request's drafts were accepted."""
+        if not self._gated:
+            return
         backoff = self._backoff
         for req_id, d, run in zip(req_ids, drafts, runs):
             if not d:

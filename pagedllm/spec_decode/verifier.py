@@ -37,6 +37,7 @@ from pagedllm.sample.sampler import SampledBatch, Sampler
 from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata, to_device
 from pagedllm.sample.seeding import position_generator
 from pagedllm.spec_decode.rejection import rejection_sample
+from pagedllm.spec_decode.synthetic import SyntheticAcceptance
 
 # The seeded stream of the acceptance and recovery draws (0 is the token's own sample).
 ACCEPT_STREAM = 1
@@ -94,12 +95,14 @@ class VerifiedBatch:
     """A verifying step's tokens as queued on the device; `result()` reads them and cuts the runs."""
 
     def __init__(self, batch: SampledBatch, drafts: list[list[int]], rows: list[SamplingRequest],
-                 logits: torch.Tensor, rejections: _Rejections | None = None) -> None:
+                 logits: torch.Tensor, rejections: _Rejections | None = None,
+                 synthetic: SyntheticAcceptance | None = None) -> None:
         self._batch = batch
         self.drafts = drafts  # [num_reqs] the drafts checked
         self._rows = rows
         self._logits = logits
         self._rejections = rejections
+        self._synthetic = synthetic
         self._result: VerifiedOutput | None = None
 
     @property
@@ -111,6 +114,9 @@ class VerifiedBatch:
         if self._result is None:
             out = self._batch.result()
             tokens, logprobs = out.sampled_token_ids, out.logprobs
+            if self._synthetic is not None:
+                self._result = self._synthetic_runs(self._synthetic, tokens)
+                return self._result
             runs, run_logprobs = [], []
             for start, n in accepted_runs(tokens, self.drafts):
                 runs.append(tokens[start:start + n])
@@ -119,6 +125,21 @@ class VerifiedBatch:
                 self._apply_rejections(tokens, runs, run_logprobs)
             self._result = VerifiedOutput(runs, run_logprobs)
         return self._result
+
+    def _synthetic_runs(self, synthetic: SyntheticAcceptance, tokens: list[int]) -> VerifiedOutput:
+        """Runs cut where the forced draws say (synthetic.py), not where the tokens disagree."""
+        runs: list[list[int]] = []
+        run_logprobs: list[LogprobsLists | None] = []
+        start = 0
+        for d, n, row in zip(self.drafts, synthetic.num_accepted(self.drafts), self._rows):
+            run = [*d[:n], tokens[start + n]]
+            runs.append(run)
+            k = row.params.logprobs
+            logits = self._logits[start: start + n + 1]
+            run_logprobs.append(None if k is None else
+                                compute_token_logprobs(logits, to_device(run, torch.int64, logits.device), k))
+            start += len(d) + 1
+        return VerifiedOutput(runs, run_logprobs)
 
     def _apply_rejections(self, tokens: list[int], runs: list[list[int]],
                           run_logprobs: list[LogprobsLists | None]) -> None:
@@ -157,11 +178,14 @@ def _join(rows: list[LogprobsLists | None]) -> LogprobsLists | None:
 class DraftVerifier:
     """Scores drafted positions with the runner's sampler (its stage, generators and all)."""
 
-    def __init__(self, sampler: Sampler, rejection: RejectionFn | None = None) -> None:
+    def __init__(self, sampler: Sampler, rejection: RejectionFn | None = None,
+                 synthetic: SyntheticAcceptance | None = None) -> None:
         """`rejection`: the platform's kernel of the rejection rule (Platform.rejection_stage: the
-        Triton one on CUDA); None: the torch reference."""
+        Triton one on CUDA); None: the torch reference. `synthetic`: forced acceptance instead of
+        checking (benchmarks only; synthetic.py)."""
         self.sampler = sampler
         self.rejection: RejectionFn = rejection or rejection_sample
+        self.synthetic = synthetic
 
     def launch(self, logits: torch.Tensor, rows: list[SamplingRequest], drafts: list[list[int]],
                draft_probs: list[torch.Tensor | None] | None = None) -> VerifiedBatch:
@@ -172,9 +196,10 @@ class DraftVerifier:
         metadata = make_sampling_metadata(expanded, logits.shape[-1], logits.device)
         batch = self.sampler.launch(logits, metadata)
         rejections = None
-        if draft_probs is not None and any(q is not None and d for q, d in zip(draft_probs, drafts)):
+        if (self.synthetic is None and draft_probs is not None
+                and any(q is not None and d for q, d in zip(draft_probs, drafts))):
             rejections = self._reject(logits, expanded, drafts, draft_probs)
-        return VerifiedBatch(batch, drafts, rows, logits, rejections)
+        return VerifiedBatch(batch, drafts, rows, logits, rejections, self.synthetic)
 
     def _reject(self, logits: torch.Tensor, expanded: list[SamplingRequest], drafts: list[list[int]],
                 draft_probs: list[torch.Tensor | None]) -> _Rejections:

@@ -143,6 +143,24 @@ def test_always_right_drafts_give_k_plus_1_tokens_always_wrong_one(smollm2_llm, 
         assert stats.num_accepted_tokens == 0 and stats.num_drafts == 2 * 5
 
 
+def test_synthetic_acceptance_forces_whole_runs_of_wrong_drafts(smollm2_llm, make_smollm2_llm):
+    """The benchmark mode: drafts accepted whatever they are (here all wrong), k + 1 tokens a step."""
+    k, prompt = 3, PROMPTS[3]
+    max_tokens = 1 + 4 * (k + 1)
+    greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    [ref] = smollm2_llm.generate([prompt], greedy, use_tqdm=False)
+    prompt_ids = tuple(smollm2_llm.get_tokenizer()(prompt).input_ids)
+    with oracle_methods({prompt_ids: list(ref.outputs[0].token_ids)}):
+        llm = make_smollm2_llm(speculative_config={
+            "method": "oracle_wrong", "num_speculative_tokens": k, "rejection_sample_method": "synthetic",
+            "synthetic_acceptance_rates": [1.0] * k})
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True,
+                                output_kind=RequestOutputKind.DELTA)
+        assert _streamed_lengths(llm, prompt, params) == [1] + [k + 1] * 4
+    stats = _spec_stats(llm)
+    assert stats.num_accepted_tokens == stats.num_draft_tokens == 4 * k
+
+
 def test_metrics(spec_llm):
     names = {m.name: m for m in spec_llm.get_metrics()}
     assert names["pagedllm:spec_decode_num_drafts"].value > 0

@@ -78,3 +78,33 @@ def test_draft_model_keys():
         SpeculativeConfig.from_user({"method": "ngram", "model": "/m"})
     with pytest.raises(ValueError, match="quantization must be"):
         SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "quantization": "awq"})
+
+
+def test_rejection_methods_and_synthetic_rates():
+    assert SpeculativeConfig.from_user({"method": "ngram"}).rejection_sample_method == "probabilistic"
+    c = SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 3,
+                                     "rejection_sample_method": "synthetic",
+                                     "synthetic_acceptance_rates": [0.8, 0.4, 0.4]})
+    assert c.synthetic_conditional_rates() == pytest.approx([0.8, 0.5, 1.0])
+    by_length = SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 4,
+                                             "rejection_sample_method": "synthetic",
+                                             "synthetic_acceptance_length": 1 + 0.5 + 0.25 + 0.125 + 0.0625})
+    assert by_length.synthetic_conditional_rates() == pytest.approx([0.5] * 4)
+    full = SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2,
+                                        "rejection_sample_method": "synthetic", "synthetic_acceptance_length": 3})
+    assert full.synthetic_conditional_rates() == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"rejection_sample_method": "typical"}, "rejection_sample_method must be one of probabilistic, strict, synthetic"),
+    ({"synthetic_acceptance_length": 2.0}, "need \"rejection_sample_method\": \"synthetic\""),
+    ({"rejection_sample_method": "synthetic"}, "exactly one of synthetic_acceptance_rates and"),
+    ({"rejection_sample_method": "synthetic", "synthetic_acceptance_rates": [0.5]}, "one rate per speculative token (2)"),
+    ({"rejection_sample_method": "synthetic", "synthetic_acceptance_rates": [0.5, 0.7]}, "never increase"),
+    ({"rejection_sample_method": "synthetic", "synthetic_acceptance_rates": "0.5"}, "must be a list of numbers"),
+    ({"rejection_sample_method": "synthetic", "synthetic_acceptance_length": 3.5}, "must be in [1, "),
+])
+def test_bad_rejection_settings(extra, message):
+    with pytest.raises(ValueError) as e:
+        SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2, **extra})
+    assert message in str(e.value)

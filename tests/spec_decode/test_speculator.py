@@ -60,3 +60,25 @@ def test_draft_length_follows_the_last_outcome():
     assert step([7]) == [1, 2, 3, 4]  # rejected whole: a one-token probe, at once the first time
     assert step([1, 8]) == [1]
     assert spec.propose(["r"], [seq], [1], [0], [P])["r"] == [1, 2, 3, 4]
+
+
+def test_no_gate_under_forced_acceptance():
+    spec = Speculator(SpeculativeConfig.from_user({"method": "ngram", "num_speculative_tokens": 2,
+                                                   "prompt_lookup_min": 1, "prompt_lookup_max": 2,
+                                                   "rejection_sample_method": "synthetic",
+                                                   "synthetic_acceptance_rates": [0.5, 0.25]}), Sampler())
+    assert _drafted_steps(spec, 10) == list(range(10))  # whole rejections make no request wait
+
+
+def test_strict_checks_sampled_drafts_by_exact_match(monkeypatch):
+    import torch
+
+    config = {"method": "ngram", "num_speculative_tokens": 2}
+    seen = []
+    for method in ("probabilistic", "strict"):
+        spec = Speculator(SpeculativeConfig.from_user({**config, "rejection_sample_method": method}), Sampler())
+        monkeypatch.setattr(spec.proposer, "draft_probs", lambda req_id: torch.ones(2, 8) / 8)
+        monkeypatch.setattr(spec.verifier, "launch", lambda logits, rows, drafts, probs: seen.append(probs))
+        spec.verify(torch.zeros(3, 8), [], [[1, 2]], ["r"])
+    assert seen[0] is not None and seen[0][0] is not None
+    assert seen[1] is None

@@ -137,3 +137,26 @@ def test_sampled_drafts_seeded_requests_reproduce_in_any_batch():
     lists = alone.logprobs[0]
     assert lists is not None and len(lists) == len(alone.token_runs[0])
     assert [row[0] for row in lists.token_ids] == alone.token_runs[0]
+
+
+@pytest.mark.parametrize("rates, expected", [([1.0, 1.0, 1.0], 3), ([0.0, 0.0, 0.0], 0), ([1.0, 0.0, 0.0], 1)])
+def test_synthetic_acceptance_cuts_where_forced(rates, expected):
+    from pagedllm.spec_decode.synthetic import SyntheticAcceptance
+
+    vocab = 16
+    logits = torch.randn(4, vocab)
+    target = logits.argmax(-1).tolist()
+    drafts = [(t + 1) % vocab for t in target[:3]]  # all wrong: only the forced draws accept them
+    request = SamplingRequest(SamplingParams(temperature=0.0, logprobs=1), [1], [], None)
+    out = DraftVerifier(Sampler(), synthetic=SyntheticAcceptance(rates)).launch(logits, [request], [drafts]).result()
+    assert out.token_runs == [[*drafts[:expected], target[expected]]]
+    lists = out.logprobs[0]
+    assert lists is not None and [row[0] for row in lists.token_ids] == out.token_runs[0]
+
+
+def test_synthetic_acceptance_rates_are_what_was_asked():
+    from pagedllm.spec_decode.synthetic import SyntheticAcceptance
+
+    counts = np.array(SyntheticAcceptance([0.7] * 4, seed=3).num_accepted([[1, 2, 3, 4]] * 20000))
+    for j in range(1, 5):  # draft j accepted with probability 0.7 ** j
+        assert (counts >= j).mean() == pytest.approx(0.7 ** j, abs=0.015)

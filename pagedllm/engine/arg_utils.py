@@ -175,14 +175,15 @@ QUANTIZATIONS = ("gguf", "none")
 
 def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:
     """For a draft model: its ModelConfig (the target's dtype and context), after checking that
-    it can load and speaks the target's vocabulary."""
+    it can load and speaks the target's vocabulary. It loads as the target does (load_format:
+    random weights for both with "dummy", as vLLM's draft shares the target's load config)."""
     if spec is None or spec.model is None:
         return spec
     from pagedllm.models.loader import check_loadable, load_hf_config
 
     source = resolve_model_source(spec.model)
     hf_config = load_hf_config(source)
-    check_loadable(source, hf_config)
+    check_loadable(source, hf_config, target.load_format)
     draft_vocab, target_vocab = hf_config.vocab_size, target.hf_config.vocab_size
     if draft_vocab != target_vocab:
         raise ValueError(f"speculative_config: the draft model {source.display_name} has a vocabulary of "
@@ -194,7 +195,8 @@ def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: 
                          f"max_model_len ({target.max_model_len}); lower max_model_len.")
     draft = ModelConfig(model=source.path, gguf_file=source.gguf_file, tokenizer=None, hf_config=hf_config,
                         dtype=target.dtype, max_model_len=target.max_model_len, seed=target.seed,
-                        quantization=_resolve_quantization(spec.quantization, source, device))
+                        quantization=_resolve_quantization(spec.quantization, source, device),
+                        load_format=target.load_format)
     return dataclasses.replace(spec, draft_model_config=draft)
 
 

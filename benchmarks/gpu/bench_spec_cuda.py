@@ -102,7 +102,7 @@ def main() -> None:
     PROPOSERS.register("repeat", f"{__name__}:RepeatProposer" if __name__ != "__main__"
                        else "benchmarks.gpu.bench_spec_cuda:RepeatProposer")
     target = write_model_folder(tempfile.mkdtemp(prefix="llama3-8b"), TINY if args.tiny else LLAMA3_8B)
-    common = dict(load_format="dummy", max_model_len=1024, max_num_seqs=64, gpu_memory_utilization=0.4)
+    common = dict(load_format="dummy", max_model_len=1024, max_num_seqs=64, kv_cache_memory=8 << 30)
     if args.tiny:
         common = dict(load_format="dummy", max_model_len=1024, max_num_seqs=64, kv_cache_memory=64 << 20)
     il, ol, it = args.input_len, args.output_len, args.iters

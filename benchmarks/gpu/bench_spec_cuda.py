@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--skip-draft", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="a tiny shape (checks the script on the CPU)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the host during the batch-64 run")
     parser.add_argument("--output-json")
     args = parser.parse_args()
     from pagedllm import LLM
@@ -125,6 +126,15 @@ def main() -> None:
     report("none b64", base64)
     _set_rate(spec, 0.5)
     report("a=0.5 b64", _run(spec, 64, il, ol, 1), base64)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.enable()
+        _run(spec, 64, il, ol, 1)
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     del spec
     if not args.skip_draft:
         draft = write_model_folder(tempfile.mkdtemp(prefix="llama3.2-1b"), TINY if args.tiny else LLAMA3_2_1B)

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from pagedllm.attention.base import AttentionMetadata
-from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.sample.sampler import Sampler, greedy_tokens
 from pagedllm.sample.sampling_metadata import SamplingRequest, is_greedy, make_sampling_metadata, to_device
 from pagedllm.sample.seeding import position_generator
 from pagedllm.sampling_params import SamplingParams
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.proposer import DraftRequest, Proposer, ProposerRuntime
+from pagedllm.worker.graphed_forward import graph_sizes, run_forward
+from pagedllm.worker.input_buffers import StepTensors
 
 _DRAFT_STREAM = 2  # seeded draws of the draft's own samples (seeding.position_seed's stream)
 
@@ -75,38 +76,50 @@ class DraftModelProposer(Proposer):
         # The drafts' positions (lengths[i] onwards) must stay inside the context.
         num_drafts = [min(self.num_speculative_tokens, rt.max_model_len - n) for n in lengths]
         live = [i for i, n in enumerate(num_drafts) if n > 0]
-        drafts: list[list[int]] = [[] for _ in requests]
         for r in requests:
             self._probs.pop(r.req_id, None)
+        drafts: list[list[int]] = [[] for _ in requests]
+        if not live:
+            return drafts
         logits = self._catch_up([requests[i] for i in live], [lengths[i] for i in live])
-        for i, token in zip(live, self._pick(logits, [requests[i] for i in live], [lengths[i] for i in live])):
-            drafts[i].append(token)
+        # Each pass's tokens stay on the device, fed to the next pass there; one copy at the end.
+        step, tokens = live, self._pick(logits, [requests[i] for i in live], [lengths[i] for i in live])
+        passes = [(step, tokens)]
         for j in range(1, self.num_speculative_tokens):
-            step = [i for i in live if num_drafts[i] > j]
-            if not step:
+            kept = [k for k, i in enumerate(step) if num_drafts[i] > j]
+            if not kept:
                 break
+            if len(kept) < len(step):  # requests at the end of the context drop out
+                tokens = tokens.index_select(0, to_device(kept, torch.int64, tokens.device))
+                step = [step[k] for k in kept]
             # draft j (0-based) is input at position lengths + j - 1, after the sequence
             positions = np.array([lengths[i] + j - 1 for i in step], dtype=np.int64)
-            tokens = np.array([drafts[i][-1] for i in step], dtype=np.int64)
             logits = self._forward([requests[i].row for i in step], positions, positions + 1, tokens)
-            for i, token in zip(step, self._pick(logits, [requests[i] for i in step], [lengths[i] + j for i in step])):
-                drafts[i].append(token)
+            tokens = self._pick(logits, [requests[i] for i in step], [lengths[i] + j for i in step])
+            passes.append((step, tokens))
+        flat: list[int] = torch.cat([t for _, t in passes]).tolist()
+        at = 0
+        for step, _ in passes:
+            for i in step:
+                drafts[i].append(flat[at])
+                at += 1
         for r, n in zip(requests, lengths):
             self._computed[r.req_id] = n
         return drafts
 
-    def _pick(self, logits: torch.Tensor, requests: list[DraftRequest], positions: list[int]) -> list[int]:
-        """Each request's draft from its row of the draft's logits [R, V]: the argmax, or for a
-        sampled request a draw from q (kept for the verifier). positions[i]: the sequence position
-        the draft is for."""
-        tokens: list[int] = greedy_tokens(logits).tolist()
+    def _pick(self, logits: torch.Tensor, requests: list[DraftRequest], positions: list[int]) -> torch.Tensor:
+        """Each request's draft [R] (on the device) from its row of the draft's logits [R, V]: the
+        argmax, or for a sampled request a draw from q (kept for the verifier). positions[i]: the
+        sequence position the draft is for."""
+        tokens = greedy_tokens(logits)
         sampled = [i for i, r in enumerate(requests) if r.sampling_params is not None
                    and not is_greedy(r.sampling_params)]
         if not sampled:
             return tokens
         device = logits.device
+        index = to_device(sampled, torch.int64, device)
         rows = [SamplingRequest(_draft_params(requests[i].sampling_params), [], [], None) for i in sampled]
-        q = self._sampler.distribution(logits.index_select(0, to_device(sampled, torch.int64, device)),
+        q = self._sampler.distribution(logits.index_select(0, index),
                                        make_sampling_metadata(rows, logits.shape[-1], device))  # [S, V]
         u = torch.empty(len(sampled), dtype=torch.float32, device=device).uniform_()
         for k, i in enumerate(sampled):
@@ -117,10 +130,9 @@ class DraftModelProposer(Proposer):
                 u[k : k + 1].uniform_(generator=position_generator(r.sampling_params.seed, output_index, device,
                                                                    _DRAFT_STREAM))
         cdf = q.cumsum(dim=-1)
-        index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-        drawn: list[int] = index.clamp_(max=q.shape[1] - 1).tolist()
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        tokens = tokens.index_copy(0, index, drawn.clamp_(max=q.shape[1] - 1).to(tokens.dtype))
         for k, i in enumerate(sampled):
-            tokens[i] = drawn[k]
             self._probs.setdefault(requests[i].req_id, []).append(q[k])
         return tokens
 
@@ -153,10 +165,11 @@ class DraftModelProposer(Proposer):
         return torch.stack([first[i] for i in range(len(requests))])
 
     def _forward(self, rows: list[int], begin: np.ndarray, end: np.ndarray,
-                 input_ids: np.ndarray | None = None) -> torch.Tensor:
-        """One draft pass: row i's tokens at positions begin[i]..end[i]-1 (`input_ids`, flattened;
-        None: the rows' own tokens there), attending to positions [0, end[i]); the draft's logits
-        after each row's last [rows, V]."""
+                 input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """One draft pass: row i's tokens at positions begin[i]..end[i]-1 (`input_ids` [R] on the
+        device, one token a row; None: the rows' own tokens there), attending to positions
+        [0, end[i]); the draft's logits after each row's last [rows, V]. On CUDA a pass of one
+        token a row replays the draft's decode graph, others its piecewise graphs."""
         rt = self._runtime
         assert rt is not None
         bs, states = rt.block_size, rt.states
@@ -167,27 +180,33 @@ class DraftModelProposer(Proposer):
         total = int(cu[-1])
         positions = np.repeat(begin - (cu - counts), counts) + np.arange(total)
         token_rows = np.repeat(row_ids, counts)
-        if input_ids is None:
-            input_ids = states.token_ids[token_rows, positions]
+        ids = states.token_ids[token_rows, positions] if input_ids is None else np.zeros(total, dtype=np.int64)
         slots = states.block_table[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
-        max_blocks = -(-int(end.max()) // bs)
         query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
         query_start_loc[1:] = cu
         seq_lens = end.astype(np.int32)
-
-        def dev(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a)).to(rt.device)
-
+        decode_size, piecewise_size = graph_sizes(rt.draft_graphs, rt.draft_piecewise, total, total == len(rows))
+        if decode_size is not None:
+            block_table = states.block_table[row_ids]  # the graphs' full width
+        else:
+            block_table = np.ascontiguousarray(states.block_table[row_ids, : -(-int(end.max()) // bs)])
+        arrays = (ids, positions, slots, cu - 1, query_start_loc, seq_lens, block_table)
+        if rt.buffers is not None:
+            dev = rt.buffers.upload(*arrays, decode_size, piecewise_size)
+        else:
+            dev = StepTensors(*(torch.from_numpy(np.ascontiguousarray(a)).to(rt.device) for a in arrays))
+        if input_ids is not None:
+            dev.input_ids[:total].copy_(input_ids)
         metadata = AttentionMetadata(
-            num_actual_tokens=total, num_reqs=len(rows), query_start_loc=dev(query_start_loc),
-            seq_lens=dev(seq_lens), block_table=dev(states.block_table[row_ids, :max_blocks]),
-            slot_mapping=dev(slots), max_query_len=int(counts.max()), max_seq_len=int(end.max()), block_size=bs,
+            num_actual_tokens=total, num_reqs=len(rows), query_start_loc=dev.query_start_loc,
+            seq_lens=dev.seq_lens, block_table=dev.block_table, slot_mapping=dev.slot_mapping,
+            max_query_len=int(counts.max()), max_seq_len=int(end.max()), block_size=bs,
             query_start_loc_cpu=query_start_loc.tolist(), seq_lens_cpu=seq_lens.tolist())
         model, caches = rt.draft_model, rt.draft_kv_caches
         assert caches is not None
-        with set_forward_context(ForwardContext(metadata, caches, rt.backend)):
-            hidden = model(dev(input_ids.astype(np.int64)), dev(positions))  # [total, hidden]
-        logits: torch.Tensor = model.compute_logits(hidden[dev(cu - 1)])  # [rows, vocab]
+        hidden = run_forward(model, rt.backend, caches, rt.draft_graphs, rt.draft_piecewise, dev.input_ids,
+                             dev.positions, metadata, decode_size, piecewise_size)  # [total, hidden]
+        logits: torch.Tensor = model.compute_logits(hidden[dev.logits_indices])  # [rows, vocab]
         return logits
 
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
     from pagedllm.attention.base import AttentionBackend
+    from pagedllm.worker.cuda_graphs import CudaGraphRunner
+    from pagedllm.worker.input_buffers import InputBuffers
+    from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
     from pagedllm.worker.request_states import RequestStates
 
 
@@ -41,7 +44,7 @@ class ProposerRuntime:
     """What the worker gives a proposer that runs a model of its own over the requests' tokens."""
 
     device: torch.device
-    backend: AttentionBackend
+    backend: AttentionBackend  # the draft's own instance (its workspace is shaped for its heads)
     states: RequestStates | None  # the runner's rows: block tables (shared with the target) and tokens
     block_size: int
     max_model_len: int
@@ -50,6 +53,12 @@ class ProposerRuntime:
     # one per draft layer, the same block layout as the target's (a block id means the same
     # positions in both caches, so the scheduler's block tables serve both)
     draft_kv_caches: list[torch.Tensor] | None = None
+    # CUDA: the runner's persistent input buffers (the draft's passes fill them between the
+    # target's steps, on the same stream) and the draft's captured graphs reading them
+    # (worker/cuda_graphs.py, worker/piecewise_graphs.py); None: eager passes, inputs built per pass
+    buffers: InputBuffers | None = None
+    draft_graphs: CudaGraphRunner | None = None
+    draft_piecewise: PiecewiseGraphRunner | None = None
 
 
 class Proposer(ABC):

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from pagedllm.attention.base import AttentionBackend
-from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
 from pagedllm.spec_decode.verifier import VerifiedBatch
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
+from pagedllm.worker.graphed_forward import graph_sizes, run_forward
 from pagedllm.worker.input_buffers import InputBuffers
 from pagedllm.worker.input_builder import ModelInput, build_model_input
 from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
@@ -176,27 +176,12 @@ class ModelRunner:
         return step
 
     def _graph_sizes(self, sched: SchedulerOutput) -> tuple[int | None, int | None]:
-        """(padded batch of the decode graph, padded token count of the piecewise graphs) the step
-        runs at; at most one is set, neither for an eager step."""
         num_tokens = sched.total_num_scheduled_tokens
-        if self.graphs is not None and num_tokens == len(sched.num_scheduled_tokens):
-            size = self.graphs.padded_size(num_tokens)
-            if size is not None:
-                return size, None
-        if self.piecewise is not None:
-            return None, self.piecewise.padded_size(num_tokens)
-        return None, None
+        return graph_sizes(self.graphs, self.piecewise, num_tokens, num_tokens == len(sched.num_scheduled_tokens))
 
     def _forward(self, inp: ModelInput) -> torch.Tensor:
-        n = inp.attn_metadata.num_actual_tokens
-        if inp.padded_num_tokens is not None:
-            assert self.graphs is not None
-            return self.graphs.replay(inp.padded_num_tokens)[:n]
-        if inp.piecewise_num_tokens is not None:
-            assert self.piecewise is not None
-            return self.piecewise.run(inp.piecewise_num_tokens, inp.attn_metadata)[:n]
-        with set_forward_context(ForwardContext(inp.attn_metadata, self.kv_caches, self.backend)):
-            return self.model(inp.input_ids, inp.positions)
+        return run_forward(self.model, self.backend, self.kv_caches, self.graphs, self.piecewise, inp.input_ids,
+                           inp.positions, inp.attn_metadata, inp.padded_num_tokens, inp.piecewise_num_tokens)
 
     def _speculator_now(self) -> Speculator | None:
         """What proposes the next drafts after this step; None without speculation or when the

@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 import torch
 
-from pagedllm.attention.base import AttentionBackendOptions
+from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions
 from pagedllm.config import EngineConfig, ModelConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
@@ -54,6 +55,10 @@ class Worker:
         options = AttentionBackendOptions(max_num_seqs=config.scheduler_config.max_num_seqs,
                                           max_model_len=config.model_config.max_model_len)
         self.backend = self.platform.make_attention_backend(kernel_config, options)
+        # A draft model's own instance: a backend keeps per-shape state (the split-K workspace)
+        # that the target's captured graphs hold on to.
+        self.draft_backend = (self.platform.make_attention_backend(kernel_config, options)
+                              if self._draft_model_config() is not None else None)
         self.layer_kernels = self.platform.layer_kernels(kernel_config, self.backend.capabilities)
         self.sampler = Sampler(inverse_cdf=self.platform.inverse_cdf_stage(kernel_config))
         self.runner: ModelRunner | None = None
@@ -174,12 +179,18 @@ class Worker:
         return default_piecewise_sizes(self.config.scheduler_config.max_num_batched_tokens)
 
     def _piecewise_buffer_bytes(self, max_tokens: int) -> int:
+        """The static q/k/v buffers of the piecewise graphs: the target's, and a draft model's own."""
         from pagedllm.models.common import head_dim_of, to_torch_dtype
 
-        hf = self.config.model_config.hf_config
-        num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
-        return static_buffer_bytes(max_tokens, hf.num_attention_heads, num_kv_heads, head_dim_of(hf),
-                                   to_torch_dtype(self.config.model_config.dtype))
+        total = 0
+        for config in (self.config.model_config, self._draft_model_config()):
+            if config is None:
+                continue
+            hf = config.hf_config
+            num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+            total += static_buffer_bytes(max_tokens, hf.num_attention_heads, num_kv_heads, head_dim_of(hf),
+                                         to_torch_dtype(config.dtype))
+        return total
 
     def initialize_cache(self, config: EngineConfig) -> None:
         """Allocate the KV cache and capture the graphs under the engine's final config (built from
@@ -198,6 +209,8 @@ class Worker:
         max_num_reqs = cfg.scheduler_config.max_num_seqs
         max_blocks = -(-max_model_len // spec.block_size)
         buffers = graphs = piecewise = None
+        draft_caches = self._allocate_draft_caches(num_blocks)
+        draft_graphs: tuple[CudaGraphRunner | None, PiecewiseGraphRunner | None] = (None, None)
         if self.is_cuda:
             buffers = InputBuffers(cfg.scheduler_config.max_num_batched_tokens, max_num_reqs, max_blocks, self.device)
             sizes = self._graph_sizes()
@@ -205,18 +218,16 @@ class Worker:
                 pool = torch.cuda.graph_pool_handle()
                 torch.cuda.empty_cache()  # so the count below is the pool, not the warm-ups' cached blocks
                 reserved = torch.cuda.memory_reserved(self.device)
-                elapsed = 0.0
                 piecewise_sizes = self._piecewise_sizes()
                 logger.info("Capturing CUDA graphs: decode batch sizes %d..%d%s", sizes[0], sizes[-1],
                             f", prompt steps of {piecewise_sizes[0]}..{piecewise_sizes[-1]} tokens in pieces"
                             if piecewise_sizes else "")
-                if piecewise_sizes:  # first: its largest size frees the most memory for the rest
-                    piecewise = PiecewiseGraphRunner(self.model, self.backend, kv_caches, buffers, piecewise_sizes,
-                                                     block_size=spec.block_size)
-                    elapsed += piecewise.capture(pool)
-                graphs = CudaGraphRunner(self.model, self.backend, kv_caches, buffers, sizes,
-                                         max_model_len=max_model_len, block_size=spec.block_size)
-                self.startup_times["cuda_graphs"] = elapsed + graphs.capture(pool)
+                start = time.perf_counter()
+                graphs, piecewise = self._capture(self.model, self.backend, kv_caches, buffers, pool)
+                if draft_caches is not None:  # the draft's passes, after the target's (the pool's largest)
+                    assert self.draft_model is not None and self.draft_backend is not None
+                    draft_graphs = self._capture(self.draft_model, self.draft_backend, draft_caches, buffers, pool)
+                self.startup_times["cuda_graphs"] = time.perf_counter() - start
                 torch.cuda.empty_cache()
                 self.graph_pool_bytes = torch.cuda.memory_reserved(self.device) - reserved
                 logger.info("CUDA graphs hold %.0f MiB", self.graph_pool_bytes / 2**20)
@@ -232,25 +243,49 @@ class Worker:
             buffers=buffers,
             graphs=graphs,
             piecewise=piecewise,
-            speculator=self._make_speculator(num_blocks),
+            speculator=self._make_speculator(draft_caches, buffers, *draft_graphs),
         )
 
-    def _make_speculator(self, num_blocks: int) -> Speculator | None:
+    def _capture(self, model: torch.nn.Module, backend: AttentionBackend, kv_caches: list[torch.Tensor],
+                 buffers: InputBuffers, pool: Any) -> tuple[CudaGraphRunner, PiecewiseGraphRunner | None]:
+        """A model's decode graphs and (first: its largest size frees the most memory for the
+        rest) piecewise graphs, captured into `pool`."""
+        cfg = self.config
+        block_size = cfg.cache_config.block_size
+        piecewise = None
+        piecewise_sizes = self._piecewise_sizes()
+        if piecewise_sizes:
+            piecewise = PiecewiseGraphRunner(model, backend, kv_caches, buffers, piecewise_sizes, block_size=block_size)
+            piecewise.capture(pool)
+        graphs = CudaGraphRunner(model, backend, kv_caches, buffers, self._graph_sizes(),
+                                 max_model_len=cfg.model_config.max_model_len, block_size=block_size)
+        graphs.capture(pool)
+        return graphs, piecewise
+
+    def _allocate_draft_caches(self, num_blocks: int) -> list[torch.Tensor] | None:
+        """A draft model's KV cache, on the target's block ids."""
+        draft_spec = self._draft_spec()
+        if draft_spec is None:
+            return None
+        assert self.draft_backend is not None
+        self.draft_backend.configure(self.config.scheduler_config.max_num_seqs, self.config.model_config.max_model_len)
+        caches = allocate_kv_caches(draft_spec, num_blocks, self.draft_backend, self.device)
+        logger.info("Draft model KV cache: %.1f MiB on the target's %d blocks",
+                    num_blocks * draft_spec.bytes_per_block / 2**20, num_blocks)
+        return caches
+
+    def _make_speculator(self, draft_caches: list[torch.Tensor] | None, buffers: InputBuffers | None,
+                         draft_graphs: CudaGraphRunner | None,
+                         draft_piecewise: PiecewiseGraphRunner | None) -> Speculator | None:
         cfg, spec = self.config, self.config.speculative_config
         if spec is None:
             return None
         logger.info("Speculative decoding: %s, up to %d draft tokens a step%s", spec.method,
                     spec.num_speculative_tokens, "" if spec.disable_by_batch_size is None else
                     f", off at {spec.disable_by_batch_size}+ running requests")
-        draft_spec = self._draft_spec()
-        draft_caches = None
-        if draft_spec is not None:
-            draft_caches = allocate_kv_caches(draft_spec, num_blocks, self.backend, self.device)
-            logger.info("Draft model KV cache: %.1f MiB on the target's %d blocks",
-                        num_blocks * draft_spec.bytes_per_block / 2**20, num_blocks)
-        runtime = ProposerRuntime(self.device, self.backend, None, cfg.cache_config.block_size,
+        runtime = ProposerRuntime(self.device, self.draft_backend or self.backend, None, cfg.cache_config.block_size,
                                   cfg.model_config.max_model_len, cfg.scheduler_config.max_num_batched_tokens,
-                                  self.draft_model, draft_caches)
+                                  self.draft_model, draft_caches, buffers, draft_graphs, draft_piecewise)
         return Speculator(spec, self.sampler, runtime, self.platform.rejection_stage(cfg.kernel_config))
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

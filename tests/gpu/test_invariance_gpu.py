@@ -160,3 +160,35 @@ def test_draft_model_is_its_own_draft(attention_backend, model_and_reference):
     stats = llm.llm_engine.engine_core.make_stats().spec_decoding
     assert stats.num_drafts > 0 and stats.acceptance_rate > 0.9
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+@pytest.mark.parametrize("enforce_eager", [False, True], ids=["graphs", "eager"])
+def test_draft_model_passes_in_graphs(model_and_reference, enforce_eager):
+    """The draft's passes replay its own captured graphs (decode passes and the catch-up in
+    pieces): as its own draft the model still gets nearly every draft accepted, which it only
+    does if those passes compute what the target computes."""
+    model, reference = model_and_reference
+    llm, outs = _generate(model.folder, enforce_eager=enforce_eager, max_num_batched_tokens=256,
+                          speculative_config={"method": "draft_model", "model": model.folder,
+                                              "num_speculative_tokens": 4})
+    assert outs == reference
+    stats = llm.llm_engine.engine_core.make_stats().spec_decoding
+    assert stats.num_drafts > 0 and stats.acceptance_rate > 0.9
+    runtime = llm.llm_engine.executor.worker.runner.speculator.proposer._runtime
+    if enforce_eager:
+        assert runtime.draft_graphs is None
+    else:
+        assert runtime.draft_graphs.num_replays > 0 and runtime.draft_piecewise.num_replays > 0
+        assert runtime.backend is not llm.llm_engine.executor.worker.backend
+
+
+def test_a_draft_of_another_shape(model_and_reference, tiny_gpu_model):
+    """A llama drafting for the qwen3 target (other head size: its own attention workspace, so the
+    target's captured graphs keep theirs): the target's tokens."""
+    model, reference = model_and_reference
+    draft = tiny_gpu_model("llama")
+    llm, outs = _generate(model.folder, speculative_config={"method": "draft_model", "model": draft.folder,
+                                                             "num_speculative_tokens": 3})
+    assert outs == reference
+    assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_drafts > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

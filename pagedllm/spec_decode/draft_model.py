@@ -185,7 +185,7 @@ class DraftModelProposer(Proposer):
         query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
         query_start_loc[1:] = cu
         seq_lens = end.astype(np.int32)
-        decode_size, piecewise_size = graph_sizes(rt.draft_graphs, rt.draft_piecewise, total, total == len(rows))
+        decode_size, piecewise_size = graph_sizes(rt.draft_graphs, rt.draft_piecewise, total, len(rows))
         if decode_size is not None:
             block_table = states.block_table[row_ids]  # the graphs' full width
         else:

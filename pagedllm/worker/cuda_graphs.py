@@ -50,10 +50,17 @@ def graph_pool_estimate(decode_peak_bytes: int) -> int:
 
 class CudaGraphRunner:
     def __init__(self, model: torch.nn.Module, backend: AttentionBackend, kv_caches: list[torch.Tensor],
-                 buffers: InputBuffers, sizes: list[int], *, max_model_len: int, block_size: int) -> None:
+                 buffers: InputBuffers, sizes: list[int], *, max_model_len: int, block_size: int,
+                 query_len: int = 1) -> None:
+        """`query_len`: the tokens of every request of the steps captured: 1 for decode steps,
+        k + 1 for the verify steps of speculative decoding (each request's last token and its k
+        drafts), whose attention takes the mixed kernel (its grid too depends only on the token
+        and request counts)."""
         self.model, self.backend, self.kv_caches, self.buffers = model, backend, kv_caches, buffers
         self.sizes = sorted(set(sizes))
-        assert self.sizes[-1] <= min(buffers.max_num_tokens, buffers.max_num_reqs), self.sizes
+        self.query_len = query_len
+        assert self.sizes[-1] * query_len <= buffers.max_num_tokens, self.sizes
+        assert self.sizes[-1] <= buffers.max_num_reqs, self.sizes
         self.max_model_len, self.block_size = max_model_len, block_size
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # size -> (graph, hidden)
         self.num_replays = 0
@@ -78,12 +85,13 @@ class CudaGraphRunner:
             self.graphs[size] = self._capture_one(size, pool)
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        logger.info("Captured %d CUDA graphs (decode batch sizes %d..%d) in %.1f s",
-                    len(self.sizes), self.sizes[0], self.sizes[-1], elapsed)
+        logger.info("Captured %d CUDA graphs (%s batch sizes %d..%d) in %.1f s", len(self.sizes),
+                    "decode" if self.query_len == 1 else f"verify, {self.query_len} tokens a request,",
+                    self.sizes[0], self.sizes[-1], elapsed)
         return elapsed
 
     def replay(self, size: int) -> torch.Tensor:
-        """Run the graph of `size` on what the buffers hold; returns its hidden states [size, H]
+        """Run the graph of `size` on what the buffers hold; returns its hidden states [size * query_len, H]
         (the graph's own tensor: valid until the next replay)."""
         graph, hidden = self.graphs[size]
         graph.replay()
@@ -91,7 +99,8 @@ class CudaGraphRunner:
         return hidden
 
     def _capture_one(self, size: int, pool: _POOL_HANDLE) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        ids, positions = self.buffers.input_ids[:size], self.buffers.positions[:size]
+        tokens = size * self.query_len
+        ids, positions = self.buffers.input_ids[:tokens], self.buffers.positions[:tokens]
         ctx = ForwardContext(self._metadata(size), self.kv_caches, self.backend)
         with set_forward_context(ctx):
             # One eager run first: Triton compiles, cuBLAS picks its kernels and backends allocate
@@ -107,15 +116,15 @@ class CudaGraphRunner:
         """What the graph of `size` is captured with: every row a decode request, the device
         tensors the buffers' prefixes. max_seq_len is max_model_len: the split-K partitioning
         baked into the graph must serve any length a replay brings."""
-        b = self.buffers
+        b, q = self.buffers, self.query_len
         return AttentionMetadata(
-            num_actual_tokens=size, num_reqs=size,
+            num_actual_tokens=size * q, num_reqs=size,
             query_start_loc=b.query_start_loc[: size + 1],
             seq_lens=b.seq_lens[:size],
             block_table=b.block_table_view(size, b.max_blocks_per_req),
-            slot_mapping=b.slot_mapping[:size],
-            max_query_len=1, max_seq_len=self.max_model_len, block_size=self.block_size,
-            query_start_loc_cpu=list(range(size + 1)), seq_lens_cpu=[1] * size,
+            slot_mapping=b.slot_mapping[: size * q],
+            max_query_len=q, max_seq_len=self.max_model_len, block_size=self.block_size,
+            query_start_loc_cpu=list(range(0, size * q + 1, q)), seq_lens_cpu=[q] * size,
         )
 
     def _fill_padding(self) -> None:
@@ -124,6 +133,7 @@ class CudaGraphRunner:
         b.input_ids.zero_()
         b.positions.zero_()
         b.slot_mapping.fill_(-1)
-        b.seq_lens.fill_(1)
+        b.seq_lens.fill_(self.query_len)
         b.block_table.zero_()
-        b.query_start_loc.copy_(torch.arange(b.query_start_loc.numel(), dtype=torch.int32, device=b.i32.device))
+        b.query_start_loc.copy_(self.query_len * torch.arange(b.query_start_loc.numel(), dtype=torch.int32,
+                                                              device=b.i32.device))

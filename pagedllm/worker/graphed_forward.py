@@ -12,12 +12,13 @@ from pagedllm.worker.piecewise_graphs import PiecewiseGraphRunner
 
 
 def graph_sizes(graphs: CudaGraphRunner | None, piecewise: PiecewiseGraphRunner | None, num_tokens: int,
-                decode_only: bool) -> tuple[int | None, int | None]:
-    """(padded batch of the decode graph, padded token count of the piecewise graphs) a step of
-    `num_tokens` runs at (decode_only: one token per request); at most one is set, neither for an
-    eager step."""
-    if graphs is not None and decode_only:
-        size = graphs.padded_size(num_tokens)
+                num_reqs: int) -> tuple[int | None, int | None]:
+    """(padded batch of the full graphs `graphs`, padded token count of the piecewise graphs) a
+    step of `num_tokens` tokens in `num_reqs` requests runs at: the full graph when every request
+    has the graphs' query_len tokens (the caller picks the runner: decode or verify); at most one
+    is set, neither for an eager step."""
+    if graphs is not None and num_tokens == num_reqs * graphs.query_len:
+        size = graphs.padded_size(num_reqs)
         if size is not None:
             return size, None
     if piecewise is not None:

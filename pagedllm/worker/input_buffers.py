@@ -63,16 +63,18 @@ class InputBuffers:
 
     def upload(self, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
                logits_indices: np.ndarray, query_start_loc: np.ndarray, seq_lens: np.ndarray,
-               block_table: np.ndarray, pad_to: int | None, pad_tokens_to: int | None = None) -> StepTensors:
+               block_table: np.ndarray, pad_to: int | None, pad_tokens_to: int | None = None,
+               query_len: int = 1) -> StepTensors:
         """Write the step's arrays (block_table [R, W'] already gathered) and send them.
-        pad_to: a decode-only step padded to that many one-token requests for a CUDA graph:
-        token 0, slot -1 (no K/V write), seq_len 1, block table rows 0.
+        pad_to: a step of `query_len` tokens per request (decode: 1; a verify step: k + 1) padded
+        to that many requests for a CUDA graph: padding requests of query_len tokens, token 0 at
+        position 0, slot -1 (no K/V write), seq_len query_len, block table rows 0.
         pad_tokens_to: a step run by piecewise graphs; only input_ids and positions get padding
         rows (token 0 at position 0), the attention metadata stays the step's own."""
         if self._pending:
             self._uploaded.synchronize()
         n, num_reqs, num_logits = len(input_ids), len(seq_lens), len(logits_indices)
-        rows = pad_to or pad_tokens_to or n
+        rows = pad_to * query_len if pad_to is not None else pad_tokens_to or n
         self.ids_np[:n], self.pos_np[:n], self.slots_np[:n] = input_ids, positions, slot_mapping
         self.logits_np[:num_logits] = logits_indices
         self.qsl_np[: num_reqs + 1], self.seq_lens_np[:num_reqs] = query_start_loc, seq_lens
@@ -80,7 +82,7 @@ class InputBuffers:
         table = self.table_np[: (num_reqs if pad_to is None else pad_to) * width].reshape(-1, width)
         table[:num_reqs] = block_table
         if pad_to is not None:
-            self._pad(n, pad_to, table)
+            self._pad(n, num_reqs, pad_to, query_len, table)
         elif pad_tokens_to is not None:
             self.ids_np[n:rows] = 0
             self.pos_np[n:rows] = 0
@@ -110,10 +112,12 @@ class InputBuffers:
         return (tensors, (self.i64[:used64], self.i64_host[:used64]),
                 (self.i32[:used32], self.i32_host[:used32]))
 
-    def _pad(self, n: int, size: int, table: np.ndarray) -> None:
-        self.ids_np[n:size] = 0
-        self.pos_np[n:size] = 0
-        self.slots_np[n:size] = -1
-        self.seq_lens_np[n:size] = 1
-        self.qsl_np[n + 1: size + 1] = np.arange(n + 1, size + 1, dtype=np.int32)
-        table[n:] = 0
+    def _pad(self, n: int, num_reqs: int, size: int, query_len: int, table: np.ndarray) -> None:
+        """Requests num_reqs..size-1 (tokens n.. size * query_len - 1) as padding."""
+        end = size * query_len
+        self.ids_np[n:end] = 0
+        self.pos_np[n:end] = 0
+        self.slots_np[n:end] = -1
+        self.seq_lens_np[num_reqs:size] = query_len
+        self.qsl_np[num_reqs + 1: size + 1] = n + query_len * np.arange(1, size - num_reqs + 1, dtype=np.int32)
+        table[num_reqs:] = 0

@@ -59,11 +59,13 @@ def build_model_input(
     prev_sampled: torch.Tensor | None = None,
     pad_tokens_to: int | None = None,
     drafts: dict[str, list[int]] | None = None,
+    pad_query_len: int = 1,
 ) -> ModelInput:
     """The step's flattened input. With `buffers` (CUDA) the tensors are views of its persistent
     device buffers; `pad_to` (a CUDA-graph batch size, decode-only steps) also fills the rows past
     the real requests with padding the graph can run on (see InputBuffers.upload); `pad_tokens_to`
-    (a piecewise-graph token count) pads input_ids and positions only.
+    (a piecewise-graph token count) pads input_ids and positions only. `pad_query_len`: the tokens
+    of every request of a `pad_to` step (1: decode; k + 1: a verify graph's step).
 
     `prev_sampled`: the sampled tokens [S] of the previous step, still on the device when that
     step's result has not reached the host (asynchronous scheduling). A request that sampled there
@@ -106,7 +108,7 @@ def build_model_input(
         dev = StepTensors(*(torch.from_numpy(a).to(device) for a in arrays))  # zero-copy on the CPU
     else:
         dev = buffers.upload(input_ids, positions, slot_mapping, logits_indices, query_start_loc, seq_lens,
-                             block_table, pad_to, pad_tokens_to)
+                             block_table, pad_to, pad_tokens_to, pad_query_len)
     if prev_sampled is not None:
         _copy_pending_tokens(dev.input_ids, states.prev_sample_index[rows], starts, prev_sampled)
     metadata = AttentionMetadata(

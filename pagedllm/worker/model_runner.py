@@ -108,12 +108,14 @@ class ModelRunner:
         graphs: CudaGraphRunner | None = None,
         piecewise: PiecewiseGraphRunner | None = None,
         speculator: Speculator | None = None,
+        verify_graphs: CudaGraphRunner | None = None,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
         graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
         All None on the CPU, where tensors are built per step. `sampler`: the platform's (with its
         fused stage); None: one with torch ops. `speculator`: speculative decoding's drafts,
-        proposed after each step and checked in the next."""
+        proposed after each step and checked in the next; `verify_graphs`: its verify steps
+        captured whole (every request with k + 1 tokens), as `graphs` captures decode steps."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -127,6 +129,7 @@ class ModelRunner:
         self.buffers = buffers
         self.graphs = graphs
         self.piecewise = piecewise
+        self.verify_graphs = verify_graphs
         self._last_step: RunnerStep | None = None  # the latest step that sampled
         self.speculator = speculator
         if speculator is not None:
@@ -164,24 +167,31 @@ class ModelRunner:
             return RunnerStep.empty()
         prev_sampled = last.sampled if last is not None and not last.done else None
         req_ids = list(sched.num_scheduled_tokens)
-        decode_size, piecewise_size = self._graph_sizes(sched)
+        full, full_size, piecewise_size = self._graph_choice(sched)
         inp = build_model_input(self.states, req_ids, list(sched.num_scheduled_tokens.values()),
-                                self.block_size, self.device, self.buffers, decode_size, prev_sampled,
-                                piecewise_size, sched.scheduled_spec_decode_tokens or None)
-        hidden = self._forward(inp)  # [num_tokens, hidden]
+                                self.block_size, self.device, self.buffers, full_size, prev_sampled,
+                                piecewise_size, sched.scheduled_spec_decode_tokens or None,
+                                full.query_len if full is not None else 1)
+        hidden = run_forward(self.model, self.backend, self.kv_caches, full, self.piecewise, inp.input_ids,
+                             inp.positions, inp.attn_metadata, full_size, piecewise_size)  # [num_tokens, hidden]
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
         step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._speculator_now())
         self._last_step = step if inp.sample_states else None
         return step
 
-    def _graph_sizes(self, sched: SchedulerOutput) -> tuple[int | None, int | None]:
-        num_tokens = sched.total_num_scheduled_tokens
-        return graph_sizes(self.graphs, self.piecewise, num_tokens, num_tokens == len(sched.num_scheduled_tokens))
-
-    def _forward(self, inp: ModelInput) -> torch.Tensor:
-        return run_forward(self.model, self.backend, self.kv_caches, self.graphs, self.piecewise, inp.input_ids,
-                           inp.positions, inp.attn_metadata, inp.padded_num_tokens, inp.piecewise_num_tokens)
+    def _graph_choice(self, sched: SchedulerOutput) -> tuple[CudaGraphRunner | None, int | None, int | None]:
+        """(the full graphs the step replays, their padded batch, or the piecewise graphs' padded
+        token count): decode graphs for one token a request, verify graphs for a step whose every
+        request checks k drafts."""
+        num_tokens, num_reqs = sched.total_num_scheduled_tokens, len(sched.num_scheduled_tokens)
+        full = self.graphs
+        if sched.scheduled_spec_decode_tokens and num_tokens > num_reqs:
+            verify = self.verify_graphs
+            uniform = verify is not None and all(n == verify.query_len for n in sched.num_scheduled_tokens.values())
+            full = verify if uniform else None
+        size, piecewise_size = graph_sizes(full, self.piecewise, num_tokens, num_reqs)
+        return (full if size is not None else None), size, piecewise_size
 
     def _speculator_now(self) -> Speculator | None:
         """What proposes the next drafts after this step; None without speculation or when the

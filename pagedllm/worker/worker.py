@@ -137,6 +137,11 @@ class Worker:
                     self.model, self.backend, spec, max_num_batched_tokens=max(piecewise_sizes), sample=False,
                     **common))
                 graph_bytes += self._piecewise_buffer_bytes(max(piecewise_sizes))
+            verify_sizes = self._verify_graph_sizes()
+            if verify_sizes and not piecewise_sizes:  # else the piecewise profile covered more tokens
+                graph_peak = max(graph_peak, profile_step_memory(
+                    self.model, self.backend, spec, max_num_batched_tokens=max(verify_sizes) * self._verify_len(),
+                    sample=False, **common))
             graph_bytes += graph_pool_estimate(graph_peak)
         profile = MemoryProfile(self.platform.total_memory_bytes(), in_use_bytes(self.device), self.weights_bytes,
                                 peak, graph_bytes)
@@ -171,6 +176,19 @@ class Worker:
         limit = min(sc.max_num_seqs, sc.max_num_batched_tokens)
         sizes = cfg.device_config.cuda_graph_sizes or default_graph_sizes(limit)
         return sorted({s for s in sizes if s <= limit})
+
+    def _verify_len(self) -> int:
+        """Tokens a request checks in a verify step: its last token and k drafts."""
+        spec = self.config.speculative_config
+        return 1 if spec is None else spec.num_speculative_tokens + 1
+
+    def _verify_graph_sizes(self) -> list[int]:
+        """Batch sizes of speculative decoding's verify steps to capture whole: the decode sizes
+        whose k + 1 tokens a request fit a step; empty without speculation or graphs."""
+        q = self._verify_len()
+        if q == 1:
+            return []
+        return [s for s in self._graph_sizes() if s * q <= self.config.scheduler_config.max_num_batched_tokens]
 
     def _piecewise_sizes(self) -> list[int]:
         """Token counts of steps with prompt tokens to capture in pieces; empty when they run eagerly."""
@@ -208,7 +226,7 @@ class Worker:
                     self.device, num_tokens / max_model_len, max_model_len)
         max_num_reqs = cfg.scheduler_config.max_num_seqs
         max_blocks = -(-max_model_len // spec.block_size)
-        buffers = graphs = piecewise = None
+        buffers = graphs = piecewise = verify_graphs = None
         draft_caches = self._allocate_draft_caches(num_blocks)
         draft_graphs: tuple[CudaGraphRunner | None, PiecewiseGraphRunner | None] = (None, None)
         if self.is_cuda:
@@ -224,6 +242,12 @@ class Worker:
                             if piecewise_sizes else "")
                 start = time.perf_counter()
                 graphs, piecewise = self._capture(self.model, self.backend, kv_caches, buffers, pool)
+                verify_sizes = self._verify_graph_sizes()
+                if verify_sizes:
+                    verify_graphs = CudaGraphRunner(self.model, self.backend, kv_caches, buffers, verify_sizes,
+                                                    max_model_len=max_model_len, block_size=spec.block_size,
+                                                    query_len=self._verify_len())
+                    verify_graphs.capture(pool)
                 if draft_caches is not None:  # the draft's passes, after the target's (the pool's largest)
                     assert self.draft_model is not None and self.draft_backend is not None
                     draft_graphs = self._capture(self.draft_model, self.draft_backend, draft_caches, buffers, pool)
@@ -244,6 +268,7 @@ class Worker:
             graphs=graphs,
             piecewise=piecewise,
             speculator=self._make_speculator(draft_caches, buffers, *draft_graphs),
+            verify_graphs=verify_graphs,
         )
 
     def _capture(self, model: torch.nn.Module, backend: AttentionBackend, kv_caches: list[torch.Tensor],

@@ -56,3 +56,21 @@ def test_prompt_step_padded_for_piecewise_graphs():
     assert md.num_actual_tokens == 7 and md.num_reqs == 2  # attention sees the real step only
     for name in ("query_start_loc", "seq_lens", "block_table", "slot_mapping"):
         assert torch.equal(getattr(md, name), getattr(want, name)), name
+
+
+def test_verify_step_padded_for_a_graph():
+    """Two requests of 3 tokens each (a token and 2 drafts) padded to a verify graph of 4."""
+    buffers = InputBuffers(64, 8, 8, CUDA)
+    ids = np.array([5, 6, 7, 8, 9, 10], dtype=np.int64)
+    positions = np.array([3, 4, 5, 1, 2, 3], dtype=np.int64)
+    slots = np.array([3, 4, 5, 17, 18, 19], dtype=np.int64)
+    table = np.zeros((2, 8), dtype=np.int32)
+    table[0, 0], table[1, 0] = 0, 1
+    dev = buffers.upload(ids, positions, slots, np.arange(6), np.array([0, 3, 6], dtype=np.int32),
+                         np.array([6, 4], dtype=np.int32), table, 4, None, query_len=3)
+    assert dev.input_ids.tolist() == [5, 6, 7, 8, 9, 10] + [0] * 6
+    assert dev.positions.tolist() == [3, 4, 5, 1, 2, 3] + [0] * 6
+    assert dev.slot_mapping.tolist() == [3, 4, 5, 17, 18, 19] + [-1] * 6
+    assert dev.seq_lens.tolist() == [6, 4, 3, 3]  # padding requests see only their own 3 tokens
+    assert dev.query_start_loc.tolist() == [0, 3, 6, 9, 12]
+    assert dev.block_table.shape == (4, 8) and not dev.block_table[2:].any()

@@ -192,3 +192,21 @@ def test_a_draft_of_another_shape(model_and_reference, tiny_gpu_model):
     assert outs == reference
     assert llm.llm_engine.engine_core.make_stats().spec_decoding.num_drafts > 0
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_verify_steps_replay_their_graphs(model_and_reference):
+    """Steps whose every request checks k drafts replay a captured verify graph (k + 1 tokens a
+    request, mixed attention inside): drafts that are always right still give HF's tokens."""
+    from tests.helpers.spec_oracle import oracle_methods
+
+    model, reference = model_and_reference
+    k = 3
+    with oracle_methods({tuple(p): list(r) for p, r in zip(_prompts(), reference)}):
+        llm, outs = _generate(model.folder, speculative_config={"method": "oracle", "num_speculative_tokens": k})
+    assert outs == reference
+    runner = llm.llm_engine.executor.worker.runner
+    assert runner.verify_graphs is not None and runner.verify_graphs.query_len == k + 1
+    assert runner.verify_graphs.num_replays > 0
+    stats = llm.llm_engine.engine_core.make_stats().spec_decoding
+    assert stats.num_accepted_tokens == stats.num_draft_tokens > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

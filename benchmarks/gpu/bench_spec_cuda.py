@@ -61,6 +61,16 @@ def _set_rate(llm: Any, rate: float) -> None:
     verifier.synthetic.rates = np.full(K, rate)
 
 
+def _without_verify_graphs(llm: Any, name: str, report: Any, *run_args: Any) -> None:
+    """The same run with the verify steps in pieces instead of whole graphs (an A/B on one engine)."""
+    runner = llm.llm_engine.executor.worker.runner
+    graphs, runner.verify_graphs = runner.verify_graphs, None
+    try:
+        report(f"{name} pw", _run(llm, *run_args[:-1]), run_args[-1])
+    finally:
+        runner.verify_graphs = graphs
+
+
 def _run(llm: Any, batch: int, input_len: int, output_len: int, iters: int) -> dict[str, float]:
     from pagedllm import SamplingParams
 
@@ -120,12 +130,14 @@ def main() -> None:
     base1 = _run(plain, 1, il, ol, it)
     report("none b1", base1)
     report("self b1", _run(spec, 1, il, ol, it), base1)
+    _without_verify_graphs(spec, "self b1", report, 1, il, ol, it, base1)
     _set_rate(spec, 0.7)
     report("a=0.7 b1", _run(spec, 1, il, ol, it), base1)
     base64 = _run(plain, 64, il, ol, 1)
     report("none b64", base64)
     _set_rate(spec, 0.5)
     report("a=0.5 b64", _run(spec, 64, il, ol, 1), base64)
+    _without_verify_graphs(spec, "a=0.5 b64", report, 64, il, ol, 1, base64)
     if args.profile:
         import cProfile
         import pstats
@@ -140,6 +152,7 @@ def main() -> None:
         draft = write_model_folder(tempfile.mkdtemp(prefix="llama3.2-1b"), TINY if args.tiny else LLAMA3_2_1B)
         with_draft = LLM(target, speculative_config=_synthetic(0.7, "draft_model", model=draft), **common)
         report("draft a=0.7 b1", _run(with_draft, 1, il, ol, it), base1)
+        _without_verify_graphs(with_draft, "draft a=0.7 b1", report, 1, il, ol, it, base1)
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump(results, f, indent=2)

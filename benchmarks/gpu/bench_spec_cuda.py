@@ -50,9 +50,9 @@ class RepeatProposer(Proposer):
         return [[int(r.token_ids[-1])] * self.num_speculative_tokens for r in requests]
 
 
-def _synthetic(rate: float, method: str = "repeat", **extra: Any) -> dict[str, Any]:
-    return {"method": method, "num_speculative_tokens": K, "rejection_sample_method": "synthetic",
-            "synthetic_acceptance_rates": [rate ** j for j in range(1, K + 1)], **extra}
+def _synthetic(rate: float, method: str = "repeat", k: int = K, **extra: Any) -> dict[str, Any]:
+    return {"method": method, "num_speculative_tokens": k, "rejection_sample_method": "synthetic",
+            "synthetic_acceptance_rates": [rate ** j for j in range(1, k + 1)], **extra}
 
 
 def _set_rate(llm: Any, rate: float) -> None:
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=256)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--skip-draft", action="store_true")
+    parser.add_argument("--b64-k", type=int, nargs="*", default=[],
+                        help="also batch 64 at acceptance 0.5 with these smaller k (an engine each)")
     parser.add_argument("--tiny", action="store_true", help="a tiny shape (checks the script on the CPU)")
     parser.add_argument("--profile", action="store_true", help="cProfile the host during the batch-64 run")
     parser.add_argument("--output-json")
@@ -148,6 +150,10 @@ def main() -> None:
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     del spec
+    for k in args.b64_k:
+        small = LLM(target, speculative_config=_synthetic(0.5, k=k), **common)
+        report(f"k={k} a=0.5 b64", _run(small, 64, il, ol, 1), base64)
+        del small
     if not args.skip_draft:
         draft = write_model_folder(tempfile.mkdtemp(prefix="llama3.2-1b"), TINY if args.tiny else LLAMA3_2_1B)
         with_draft = LLM(target, speculative_config=_synthetic(0.7, "draft_model", model=draft), **common)

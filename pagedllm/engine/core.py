@@ -35,6 +35,10 @@ class EngineCore:
                                    config.speculative_config)
         self.step_times = StepTimes()
         self.async_scheduling = config.scheduler_config.async_scheduling
+        # Speculative decoding on a GPU: scheduling stays synchronous (each step's drafts come from
+        # the tokens of the step before), but the caller's output stage overlaps the next step.
+        self.pipelined = (not self.async_scheduling and config.speculative_config is not None
+                          and config.device_config.device == "cuda")
         # Steps launched and not yet read back, oldest first (at most two: asynchronous scheduling).
         self._in_flight: deque[tuple[SchedulerOutput, ModelRunnerOutputFuture]] = deque()
         self.num_requests_received = 0
@@ -58,6 +62,8 @@ class EngineCore:
     def step(self) -> EngineCoreOutputs:
         if self.async_scheduling:
             return self._step_async()
+        if self.pipelined:
+            return self._step_pipelined()
         t0 = time.perf_counter()
         sched_out = self.scheduler.schedule()
         t1 = time.perf_counter()
@@ -94,6 +100,35 @@ class EngineCore:
         t4 = time.perf_counter()
         # "execute" is launching step N+1 plus waiting for step N; "update" applies step N's result.
         self.step_times.record(len(prev_out.num_scheduled_tokens), t0, t1, t3, t4, t4)
+        return EngineCoreOutputs(outputs)
+
+    def _step_pipelined(self) -> EngineCoreOutputs:
+        """Synchronous scheduling one step ahead of the output stage: read step N's result and
+        apply it, schedule and launch step N+1 at once, and only then hand step N's outputs to the
+        caller, whose output stage (detokenising, streaming, the server's messages) runs while the
+        device works on step N+1. What is scheduled is exactly what synchronous stepping schedules."""
+        t0 = t1 = t2 = time.perf_counter()
+        outputs = []
+        read = self._in_flight.popleft() if self._in_flight else None
+        if read is not None:
+            runner_out = read[1].result()
+            t1 = time.perf_counter()
+            outputs = self.scheduler.update_from_output(read[0], runner_out)
+            t2 = time.perf_counter()
+        if self.scheduler.has_unfinished_requests():
+            t3 = time.perf_counter()
+            sched_out = self.scheduler.schedule()
+            t4 = time.perf_counter()
+            future = self.executor.execute_model_async(sched_out)
+            self.step_times.schedule += t4 - t3
+            self.step_times.execute += time.perf_counter() - t4
+            if sched_out.is_empty:  # nothing runs: its pending outputs (if any) go out now
+                outputs += self.scheduler.update_from_output(sched_out, future.result())
+            else:
+                self._in_flight.append((sched_out, future))
+        if read is not None:
+            # "execute" is the wait for step N; "update" applies its result.
+            self.step_times.record(len(read[0].num_scheduled_tokens), t0, t0, t1, t2, t2)
         return EngineCoreOutputs(outputs)
 
     def set_async_scheduling(self, enabled: bool) -> None:

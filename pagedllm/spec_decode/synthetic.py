@@ -18,13 +18,12 @@ class SyntheticAcceptance:
         self._rng = np.random.default_rng(seed)
 
     def num_accepted(self, drafts: list[list[int]]) -> list[int]:
-        """Per request, how many of its drafts count as accepted."""
-        counts = []
-        for d in drafts:
-            n = len(d)
-            if n == 0:
-                counts.append(0)
-                continue
-            rejected = np.flatnonzero(self._rng.random(n) >= self.rates[:n])
-            counts.append(int(rejected[0]) if rejected.size else n)
+        """Per request, how many of its drafts count as accepted: the first position whose draw
+        fails its rate (one draw per position, all requests at once)."""
+        k = len(self.rates)
+        lengths = np.fromiter((len(d) for d in drafts), dtype=np.int64, count=len(drafts))
+        # a position past a request's drafts fails, so a run never goes beyond them
+        passed = (self._rng.random((len(drafts), k)) < self.rates) & (np.arange(k) < lengths[:, None])
+        first_fail = np.where(passed.all(axis=1), k, passed.argmin(axis=1))
+        counts: list[int] = np.minimum(first_fail, lengths).tolist()
         return counts

@@ -161,6 +161,29 @@ def test_synthetic_acceptance_forces_whole_runs_of_wrong_drafts(smollm2_llm, mak
     assert stats.num_accepted_tokens == stats.num_draft_tokens == 4 * k
 
 
+def test_pipelined_stepping_gives_the_same_outputs(make_smollm2_llm, reference):
+    """The GPU's stepping with speculation (each step launched before the last one's outputs go
+    out), forced on here: the same tokens, and an abort between steps loses nothing else."""
+    llm = make_smollm2_llm(speculative_config=NGRAM)
+    core = llm.llm_engine.engine_core
+    core.pipelined = True
+    assert _ids(llm) == reference
+    engine = llm.llm_engine
+    engine.add_request("gone", PROMPTS[0], GREEDY)
+    engine.add_request("kept", PROMPTS[1], GREEDY)
+    tokens: dict[str, list[int]] = {"gone": [], "kept": []}
+    steps = 0
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            tokens[out.request_id] = out.outputs[0].token_ids
+        steps += 1
+        if steps == 3:
+            engine.abort_request(["gone"])
+    assert tokens["kept"] == reference[1]
+    assert len(tokens["gone"]) < GREEDY.max_tokens
+    engine.scheduler.kv_cache_manager.check_all_free()
+
+
 def test_metrics(spec_llm):
     names = {m.name: m for m in spec_llm.get_metrics()}
     assert names["pagedllm:spec_decode_num_drafts"].value > 0

@@ -10,8 +10,9 @@ from pagedllm import envs
 from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
 from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.generation_config import load_sampling_defaults
+from pagedllm.models.registry import DRAFT_HEAD_ARCHITECTURES
 from pagedllm.models.source import ModelSource, resolve_model_source, resolve_tokenizer_folder
-from pagedllm.spec_decode.config import SpeculativeConfig
+from pagedllm.spec_decode.config import HEAD_METHODS, SpeculativeConfig
 
 logger = logging.getLogger(__name__)
 # The KernelConfig fields, each also an engine argument (None: from PAGEDLLM_<FIELD>, else the default).
@@ -183,6 +184,9 @@ def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: 
 
     source = resolve_model_source(spec.model)
     hf_config = load_hf_config(source)
+    if spec.method in HEAD_METHODS:
+        _check_head(spec.method, source, hf_config, target)
+        hf_config.architectures = [DRAFT_HEAD_ARCHITECTURES[spec.method]]
     check_loadable(source, hf_config, target.load_format)
     draft_vocab, target_vocab = hf_config.vocab_size, target.hf_config.vocab_size
     if draft_vocab != target_vocab:
@@ -198,6 +202,19 @@ def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: 
                         quantization=_resolve_quantization(spec.quantization, source, device),
                         load_format=target.load_format)
     return dataclasses.replace(spec, draft_model_config=draft)
+
+
+def _check_head(method: str, source: ModelSource, hf_config: object, target: ModelConfig) -> None:
+    """An EAGLE head drafts for a Llama-family target of its hidden size (its fc reads it)."""
+    if source.is_gguf:
+        raise ValueError(f"speculative_config: an {method} head loads from a folder of safetensors, not a GGUF file.")
+    if target.architecture not in ("LlamaForCausalLM", "MistralForCausalLM"):
+        raise ValueError(f"speculative_config: the {method} method drafts for Llama-family targets "
+                         f"(LlamaForCausalLM, MistralForCausalLM), not {target.architecture}.")
+    want = getattr(hf_config, "target_hidden_size", None) or getattr(hf_config, "hidden_size", None)
+    if want != target.hf_config.hidden_size:
+        raise ValueError(f"speculative_config: the {method} head {source.display_name} reads hidden states of "
+                         f"{want} features; the target's have {target.hf_config.hidden_size}.")
 
 
 def _resolve_quantization(requested: str | None, source: ModelSource, device: str) -> str | None:

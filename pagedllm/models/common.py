@@ -47,15 +47,17 @@ def head_dim_of(cfg: Any) -> int:
 
 
 class DecoderAttention(nn.Module):
-    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "") -> None:
+    def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "",
+                 input_size: int | None = None) -> None:
         """prefix: the HF name of this block ("model.layers.3.self_attn"), which the checkpoint's
-        per-weight formats are looked up by (a quantized GGUF's types)."""
+        per-weight formats are looked up by (a quantized GGUF's types). input_size: the width q/k/v
+        are projected from (default hidden_size; an EAGLE-3 head reads two hidden states side by side)."""
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = head_dim_of(cfg)
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.qkv_proj = MergedLinear(cfg.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size},
+        self.qkv_proj = MergedLinear(input_size or cfg.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size},
                                      bias=opts.qkv_bias, dtype=dtype,
                                      prefixes={s: f"{prefix}.{s}_proj" for s in ("q", "k", "v")})
         self.o_proj = Linear(q_size, cfg.hidden_size, bias=opts.o_bias, dtype=dtype, prefix=f"{prefix}.o_proj")

@@ -21,11 +21,17 @@ MODELS: LazyRegistry[ModelClass] = LazyRegistry("model architecture", {
     "MistralForCausalLM": "pagedllm.models.llama:MistralForCausalLM",
     "Qwen2ForCausalLM": "pagedllm.models.qwen2:Qwen2ForCausalLM",
     "Qwen3ForCausalLM": "pagedllm.models.qwen3:Qwen3ForCausalLM",
+    # Draft heads of speculative decoding, loaded only as a speculative_config's "model" (whose
+    # config's architecture EngineArgs sets by the method: a published EAGLE head says LlamaForCausalLM)
+    "EagleLlamaForCausalLM": "pagedllm.models.eagle:EagleLlamaForCausalLM",
+    "Eagle3LlamaForCausalLM": "pagedllm.models.eagle:Eagle3LlamaForCausalLM",
 })
+DRAFT_HEAD_ARCHITECTURES = {"eagle": "EagleLlamaForCausalLM", "eagle3": "Eagle3LlamaForCausalLM"}
 
 
 def supported_architectures() -> list[str]:
-    return MODELS.names()
+    """Target architectures (the draft heads are not models of their own)."""
+    return [n for n in MODELS.names() if n not in DRAFT_HEAD_ARCHITECTURES.values()]
 
 
 def get_model_class(architecture: str) -> ModelClass:

@@ -19,11 +19,15 @@ PROPOSERS: LazyRegistry[Any] = LazyRegistry("speculative decoding method", {
     "ngram": "pagedllm.spec_decode.ngram:NgramProposer",
     "suffix": "pagedllm.spec_decode.suffix:SuffixProposer",
     "draft_model": "pagedllm.spec_decode.draft_model:DraftModelProposer",
+    "eagle": "pagedllm.spec_decode.eagle:EagleProposer",
+    "eagle3": "pagedllm.spec_decode.eagle:EagleProposer",
 })
-_VLLM_METHODS_NOT_YET = ("eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
+_VLLM_METHODS_NOT_YET = ("medusa", "mlp_speculator", "mtp")
 # Methods that run a model of their own over the request's tokens: they need `model`, and KV slots
 # for the positions they draft ahead (the scheduler's lookahead).
-MODEL_METHODS = ("draft_model",)
+MODEL_METHODS = ("draft_model", "eagle", "eagle3")
+# Methods whose model is a head reading the target's hidden states (models/eagle.py)
+HEAD_METHODS = ("eagle", "eagle3")
 REJECTION_METHODS = ("probabilistic", "strict", "synthetic")
 
 
@@ -47,7 +51,8 @@ class SpeculativeConfig:
     # None: always speculate.
     disable_by_batch_size: int | None = None
     # draft_model: the draft's folder, .gguf file or Hub id (same vocabulary as the target), and how
-    # a GGUF draft's weights run (as quantization= for the target; None: its own types on the CPU)
+    # a GGUF draft's weights run (as quantization= for the target; None: its own types on the CPU);
+    # eagle / eagle3: the head's folder (its published layout, models/eagle.py)
     model: str | None = None
     quantization: str | None = None
     # How drafts are checked (vLLM's name and values): "probabilistic" (the default) applies the

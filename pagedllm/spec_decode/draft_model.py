@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -171,6 +172,21 @@ class DraftModelProposer(Proposer):
         [0, end[i]); the draft's logits after each row's last [rows, V]. On CUDA a pass of one
         token a row replays the draft's decode graph, others its piecewise graphs."""
         rt = self._runtime
+        assert rt is not None and rt.draft_kv_caches is not None
+        pass_in = self._pass_inputs(rows, begin, end, input_ids, token_offset=0, graphs=True)
+        hidden = run_forward(rt.draft_model, rt.backend, rt.draft_kv_caches, rt.draft_graphs, rt.draft_piecewise,
+                             pass_in.tensors.input_ids, pass_in.tensors.positions, pass_in.metadata,
+                             pass_in.decode_size, pass_in.piecewise_size)  # [total, hidden]
+        logits: torch.Tensor = rt.draft_model.compute_logits(hidden[pass_in.tensors.logits_indices])  # [rows, V]
+        return logits
+
+    def _pass_inputs(self, rows: list[int], begin: np.ndarray, end: np.ndarray, input_ids: torch.Tensor | None,
+                     token_offset: int, graphs: bool) -> DraftPassInputs:
+        """A pass's inputs on the device: row i's entries at positions begin[i]..end[i]-1, reading
+        the token `token_offset` positions on (0: a model's own tokens; 1: an EAGLE head's entry p
+        holds token p + 1), or `input_ids` [R] (one entry a row); padded for the draft's graphs
+        where `graphs` and one is captured for the pass."""
+        rt = self._runtime
         assert rt is not None
         bs, states = rt.block_size, rt.states
         assert states is not None
@@ -180,12 +196,14 @@ class DraftModelProposer(Proposer):
         total = int(cu[-1])
         positions = np.repeat(begin - (cu - counts), counts) + np.arange(total)
         token_rows = np.repeat(row_ids, counts)
-        ids = states.token_ids[token_rows, positions] if input_ids is None else np.zeros(total, dtype=np.int64)
+        ids = (states.token_ids[token_rows, positions + token_offset] if input_ids is None
+               else np.zeros(total, dtype=np.int64))
         slots = states.block_table[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
         query_start_loc = np.zeros(len(rows) + 1, dtype=np.int32)
         query_start_loc[1:] = cu
         seq_lens = end.astype(np.int32)
-        decode_size, piecewise_size = graph_sizes(rt.draft_graphs, rt.draft_piecewise, total, len(rows))
+        decode_size, piecewise_size = (graph_sizes(rt.draft_graphs, rt.draft_piecewise, total, len(rows)) if graphs
+                                       else (None, None))
         if decode_size is not None:
             block_table = states.block_table[row_ids]  # the graphs' full width
         else:
@@ -202,12 +220,15 @@ class DraftModelProposer(Proposer):
             seq_lens=dev.seq_lens, block_table=dev.block_table, slot_mapping=dev.slot_mapping,
             max_query_len=int(counts.max()), max_seq_len=int(end.max()), block_size=bs,
             query_start_loc_cpu=query_start_loc.tolist(), seq_lens_cpu=seq_lens.tolist())
-        model, caches = rt.draft_model, rt.draft_kv_caches
-        assert caches is not None
-        hidden = run_forward(model, rt.backend, caches, rt.draft_graphs, rt.draft_piecewise, dev.input_ids,
-                             dev.positions, metadata, decode_size, piecewise_size)  # [total, hidden]
-        logits: torch.Tensor = model.compute_logits(hidden[dev.logits_indices])  # [rows, vocab]
-        return logits
+        return DraftPassInputs(dev, metadata, decode_size, piecewise_size)
+
+
+@dataclass(slots=True)
+class DraftPassInputs:
+    tensors: StepTensors  # device views (the runner's buffers on CUDA)
+    metadata: AttentionMetadata
+    decode_size: int | None  # the draft's decode graph to replay, or
+    piecewise_size: int | None  # its piecewise graphs' token count (neither: eager)
 
 
 def _draft_params(params: SamplingParams | None) -> SamplingParams:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -59,9 +59,15 @@ class ProposerRuntime:
     buffers: InputBuffers | None = None
     draft_graphs: CudaGraphRunner | None = None
     draft_piecewise: PiecewiseGraphRunner | None = None
+    # EAGLE-3: the persistent [max tokens, 3H] rows the target's layer taps write each step
+    # (spec_decode/hidden_taps.py); None: a head reads the target's last hidden state
+    aux_hidden: torch.Tensor | None = None
 
 
 class Proposer(ABC):
+    # Whether the runner hands it the target's hidden states of every step (observe_target)
+    reads_target_hidden: ClassVar[bool] = False
+
     def __init__(self, config: SpeculativeConfig) -> None:
         self.config = config
         self.num_speculative_tokens = config.num_speculative_tokens
@@ -74,6 +80,12 @@ class Proposer(ABC):
         """[num drafts proposed, V] the distribution each of the request's last drafts was sampled
         from; None for drafts that are fixed tokens (the default), checked exactly."""
         return None
+
+    def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int],
+                       hidden: torch.Tensor) -> None:
+        """A step's target hidden states [num_tokens, H] (only for reads_target_hidden): request
+        i's counts[i] rows follow the rows of the requests before it, the first at position
+        starts[i]. The rows are the step's own tensor, valid until the next step: keep copies."""
 
     def bind(self, runtime: ProposerRuntime) -> None:
         """The worker's device, cache and rows, before the first step (proposers that run no model

@@ -69,6 +69,14 @@ class Speculator:
         if self._runtime is not None:
             self.proposer.bind(dataclasses.replace(self._runtime, states=states))
 
+    @property
+    def reads_target_hidden(self) -> bool:
+        return self.proposer.reads_target_hidden
+
+    def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int], hidden: torch.Tensor) -> None:
+        """A step's target hidden states, for a proposer that drafts from them (EAGLE)."""
+        self.proposer.observe_target(req_ids, starts, counts, hidden)
+
     def speculates(self, num_running: int) -> bool:
         """Whether a step with this many running requests proposes drafts at all."""
         return self.config.speculates(num_running)

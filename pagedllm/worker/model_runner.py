@@ -174,6 +174,10 @@ class ModelRunner:
                                 full.query_len if full is not None else 1)
         hidden = run_forward(self.model, self.backend, self.kv_caches, full, self.piecewise, inp.input_ids,
                              inp.positions, inp.attn_metadata, full_size, piecewise_size)  # [num_tokens, hidden]
+        if self.speculator is not None and self.speculator.reads_target_hidden:
+            md = inp.attn_metadata
+            counts = list(sched.num_scheduled_tokens.values())
+            self.speculator.observe_target(req_ids, [s - c for s, c in zip(md.seq_lens_cpu, counts)], counts, hidden)
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
         step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._speculator_now())

@@ -21,6 +21,7 @@ from pagedllm.core.scheduler_output import SchedulerOutput
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
+from pagedllm.spec_decode.hidden_taps import tap_layer_inputs
 from pagedllm.spec_decode.proposer import ProposerRuntime
 from pagedllm.spec_decode.speculator import Speculator
 from pagedllm.worker.cuda_graphs import CudaGraphRunner, default_graph_sizes, graph_pool_estimate
@@ -62,7 +63,8 @@ class Worker:
         self.layer_kernels = self.platform.layer_kernels(kernel_config, self.backend.capabilities)
         self.sampler = Sampler(inverse_cdf=self.platform.inverse_cdf_stage(kernel_config))
         self.runner: ModelRunner | None = None
-        self.draft_model: torch.nn.Module | None = None  # speculative decoding's draft_model method
+        self.draft_model: torch.nn.Module | None = None  # speculative decoding's draft model or head
+        self.aux_hidden: torch.Tensor | None = None  # EAGLE-3: the target layers' inputs (hidden_taps.py)
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
         self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
@@ -80,6 +82,7 @@ class Worker:
         draft_config = self._draft_model_config()
         if draft_config is not None:
             self.draft_model = load_model(draft_config, self.platform.device_name, self.layer_kernels)
+            self._bind_draft_head(draft_config)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
             self.weights_bytes = torch.cuda.memory_allocated(self.device) - before
@@ -87,6 +90,21 @@ class Worker:
         if self.is_cuda:  # the loader logged the weights' size; this is what they take on the card
             logger.info("Weights take %.0f MiB on %s", self.weights_bytes / 2**20, self.device)
         logger.info("Linear layers: %s", _linear_methods(self.model))
+
+    def _bind_draft_head(self, draft_config: ModelConfig) -> None:
+        """An EAGLE head reads the target: its embedding (and lm_head), and for EAGLE-3 the inputs
+        of three of its layers, tapped into a buffer every forward writes (before any capture)."""
+        from pagedllm.models.eagle import DraftHead, eagle3_aux_layers
+
+        if not isinstance(self.draft_model, DraftHead):
+            return
+        self.draft_model.bind_target(self.model)
+        spec = self.config.speculative_config
+        assert spec is not None
+        if spec.method == "eagle3":
+            layers = eagle3_aux_layers(draft_config.hf_config, self.config.model_config.hf_config)
+            self.aux_hidden = tap_layer_inputs(self.model, layers, self.config.scheduler_config.max_num_batched_tokens)
+            logger.info("EAGLE-3 reads the inputs of target layers %s", list(layers))
 
     def _draft_model_config(self) -> ModelConfig | None:
         spec = self.config.speculative_config
@@ -248,7 +266,7 @@ class Worker:
                                                     max_model_len=max_model_len, block_size=spec.block_size,
                                                     query_len=self._verify_len())
                     verify_graphs.capture(pool)
-                if draft_caches is not None:  # the draft's passes, after the target's (the pool's largest)
+                if draft_caches is not None and not self._draft_is_head():  # after the target's (the pool's largest)
                     assert self.draft_model is not None and self.draft_backend is not None
                     draft_graphs = self._capture(self.draft_model, self.draft_backend, draft_caches, buffers, pool)
                 self.startup_times["cuda_graphs"] = time.perf_counter() - start
@@ -287,6 +305,12 @@ class Worker:
         graphs.capture(pool)
         return graphs, piecewise
 
+    def _draft_is_head(self) -> bool:
+        """An EAGLE head runs eagerly (its forward reads the target's hidden states)."""
+        from pagedllm.models.eagle import DraftHead
+
+        return isinstance(self.draft_model, DraftHead)
+
     def _allocate_draft_caches(self, num_blocks: int) -> list[torch.Tensor] | None:
         """A draft model's KV cache, on the target's block ids."""
         draft_spec = self._draft_spec()
@@ -310,7 +334,8 @@ class Worker:
                     f", off at {spec.disable_by_batch_size}+ running requests")
         runtime = ProposerRuntime(self.device, self.draft_backend or self.backend, None, cfg.cache_config.block_size,
                                   cfg.model_config.max_model_len, cfg.scheduler_config.max_num_batched_tokens,
-                                  self.draft_model, draft_caches, buffers, draft_graphs, draft_piecewise)
+                                  self.draft_model, draft_caches, buffers, draft_graphs, draft_piecewise,
+                                  self.aux_hidden)
         return Speculator(spec, self.sampler, runtime, self.platform.rejection_stage(cfg.kernel_config))
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

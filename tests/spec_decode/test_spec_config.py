@@ -28,9 +28,10 @@ def test_vllm_defaults():
 @pytest.mark.parametrize("value, message", [
     ({"method": "ngram", "num_speculative_tokens": 0}, "num_speculative_tokens must be at least 1"),
     ({"method": "ngram", "num_speculative_tokens": -2}, "num_speculative_tokens must be at least 1"),
-    ({"method": "nope"}, "unknown method 'nope'; supported: draft_model, ngram, suffix"),
+    ({"method": "nope"}, "unknown method 'nope'; supported: draft_model, eagle, eagle3, ngram, suffix"),
     ({"num_speculative_tokens": 3}, "unknown method None"),
-    ({"method": "eagle3", "model": "x"}, "method 'eagle3' is not supported yet; supported: draft_model, ngram, suffix"),
+    ({"method": "medusa", "model": "x"}, "method 'medusa' is not supported yet; supported: draft_model, eagle"),
+    ({"method": "eagle3"}, "method 'eagle3' needs \"model\""),
     ({"method": "ngram", "lookahead": 3}, "unknown key(s) 'lookahead'"),
     ({"method": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
     ({"method": "ngram", "num_speculative_tokens": "3"}, "num_speculative_tokens must be an integer"),
@@ -74,7 +75,7 @@ def test_draft_model_keys():
     assert SpeculativeConfig.from_user({"method": "ngram"}).num_lookahead_tokens == 0
     with pytest.raises(ValueError, match="needs \"model\""):
         SpeculativeConfig.from_user({"method": "draft_model"})
-    with pytest.raises(ValueError, match="are for draft_model, not 'ngram'"):
+    with pytest.raises(ValueError, match="are for draft_model, eagle, eagle3, not 'ngram'"):
         SpeculativeConfig.from_user({"method": "ngram", "model": "/m"})
     with pytest.raises(ValueError, match="quantization must be"):
         SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "quantization": "awq"})

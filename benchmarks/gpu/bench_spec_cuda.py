@@ -13,6 +13,8 @@ asked probability:
   b64 a=0.5  k = 4, conditional acceptance 0.5, batch 64 (target: no slower)
   draft      a draft model of the Llama-3.2-1B shape (same vocabulary) proposing k = 4 for real,
              acceptance forced to 0.7, batch 1: what drafting with a model costs
+  eagle3     an EAGLE-3 head of the 8B shape (draft vocabulary 32000) proposing k = 4 for real,
+             acceptance forced to 0.7, batch 1
 
     python benchmarks/gpu/bench_spec_cuda.py [--output-len 256] [--skip-draft]
 """
@@ -41,6 +43,21 @@ LLAMA3_2_1B: dict[str, Any] = {**LLAMA3_8B, "hidden_size": 2048, "intermediate_s
                                "tie_word_embeddings": True}
 TINY: dict[str, Any] = {**LLAMA3_8B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512}
+
+
+def _eagle3_head_folder(target: dict[str, Any]) -> str:
+    """An EAGLE-3 head's config for the target's shape (random weights: load_format dummy)."""
+    folder = tempfile.mkdtemp(prefix="eagle3")
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "vocab_size",
+            "max_position_embeddings", "rms_norm_eps", "rope_theta", "bos_token_id", "eos_token_id")
+    config = {k: target[k] for k in keys if k in target}
+    config.update(architectures=["LlamaForCausalLMEagle3"], model_type="llama", num_hidden_layers=1,
+                  draft_vocab_size=min(32000, target["vocab_size"]))
+    if target["num_hidden_layers"] < 6:
+        config["eagle_aux_hidden_state_layer_ids"] = [0, 1, 1]
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    return folder
 
 
 class RepeatProposer(Proposer):
@@ -104,6 +121,7 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=256)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--skip-draft", action="store_true")
+    parser.add_argument("--skip-eagle", action="store_true")
     parser.add_argument("--b64-k", type=int, nargs="*", default=[],
                         help="also batch 64 at acceptance 0.5 with these smaller k (an engine each)")
     parser.add_argument("--tiny", action="store_true", help="a tiny shape (checks the script on the CPU)")
@@ -159,6 +177,12 @@ def main() -> None:
         with_draft = LLM(target, speculative_config=_synthetic(0.7, "draft_model", model=draft), **common)
         report("draft a=0.7 b1", _run(with_draft, 1, il, ol, it), base1)
         _without_verify_graphs(with_draft, "draft a=0.7 b1", report, 1, il, ol, it, base1)
+    if not args.skip_eagle:
+        head = _eagle3_head_folder(TINY if args.tiny else LLAMA3_8B)
+        with_head = LLM(target, speculative_config=_synthetic(0.7, "eagle3", model=head), **common)
+        report("eagle3 a=0.7 b1", _run(with_head, 1, il, ol, it), base1)
+        _without_verify_graphs(with_head, "eagle3 a=0.7 b1", report, 1, il, ol, it, base1)
+        del with_head
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump(results, f, indent=2)

@@ -189,3 +189,19 @@ class Eagle3LlamaForCausalLM(nn.Module):
             else:
                 rest.append((name, tensor))
         load_named_weights(self, rest, _STACKED, skip_modules=set())
+
+
+class HeadStep(nn.Module):
+    """A head as a model of the runner's contract, forward(input_ids, positions) -> hidden, its
+    features read from a persistent buffer the proposer fills first: what the CUDA graphs capture
+    (worker/cuda_graphs.py, worker/piecewise_graphs.py) and what runs eagerly alike."""
+
+    def __init__(self, head: EagleLlamaForCausalLM | Eagle3LlamaForCausalLM, max_tokens: int) -> None:
+        super().__init__()
+        self.head = head
+        weight = next(head.parameters())
+        self.features = torch.zeros(max_tokens, head.config.hidden_size, dtype=weight.dtype, device=weight.device)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(input_ids, positions, self.features[: input_ids.shape[0]])
+        return out

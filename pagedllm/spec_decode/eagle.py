@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.spec_decode.config import SpeculativeConfig
 from pagedllm.spec_decode.draft_model import DraftModelProposer
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime
+from pagedllm.worker.graphed_forward import run_forward
 
 # Features held unread for at most this many steps' worth of tokens a request: past it (speculation
 # switched off for large batches, disable_by_batch_size) the head restarts at the newest step; its
@@ -181,10 +181,12 @@ class EagleProposer(DraftModelProposer):
         [total, H] and the tokens one position on (or `input_ids` [R], one entry a row);
         (logits [R, V], the head's output [R, H]) at each row's last entry."""
         rt = self._runtime
-        assert rt is not None and rt.draft_kv_caches is not None
-        pass_in = self._pass_inputs(rows, begin, end, input_ids, token_offset=1, graphs=False)
+        assert rt is not None and rt.draft_kv_caches is not None and rt.head_step is not None
+        pass_in = self._pass_inputs(rows, begin, end, input_ids, token_offset=1, graphs=True)
         t = pass_in.tensors
-        with set_forward_context(ForwardContext(pass_in.metadata, rt.draft_kv_caches, rt.backend)):
-            out = rt.draft_model(t.input_ids, t.positions, hidden)  # [total, H]
-        last = out[t.logits_indices]
+        rt.head_step.features[: hidden.shape[0]].copy_(hidden)
+        out = run_forward(rt.head_step, rt.backend, rt.draft_kv_caches, rt.draft_graphs, rt.draft_piecewise,
+                          t.input_ids, t.positions, pass_in.metadata, pass_in.decode_size,
+                          pass_in.piecewise_size)  # [total, H]
+        last = out[t.logits_indices]  # a copy: the graphs' output is rewritten by the next pass
         return rt.draft_model.compute_logits(last), last

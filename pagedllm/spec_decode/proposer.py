@@ -62,6 +62,9 @@ class ProposerRuntime:
     # EAGLE-3: the persistent [max tokens, 3H] rows the target's layer taps write each step
     # (spec_decode/hidden_taps.py); None: a head reads the target's last hidden state
     aux_hidden: torch.Tensor | None = None
+    # EAGLE: the head as a model of the runner's contract (models/eagle.py HeadStep), which the
+    # draft graphs captured; its features buffer is filled before each pass
+    head_step: Any = None
 
 
 class Proposer(ABC):

@@ -65,6 +65,7 @@ class Worker:
         self.runner: ModelRunner | None = None
         self.draft_model: torch.nn.Module | None = None  # speculative decoding's draft model or head
         self.aux_hidden: torch.Tensor | None = None  # EAGLE-3: the target layers' inputs (hidden_taps.py)
+        self.head_step: torch.nn.Module | None = None  # EAGLE: the head as the draft graphs run it
         self.weights_bytes = 0
         self.startup_times: dict[str, float] = {}  # stage -> seconds (load, profile, graphs)
         self.graph_pool_bytes = 0  # memory the captured graphs hold (all share one pool)
@@ -94,11 +95,12 @@ class Worker:
     def _bind_draft_head(self, draft_config: ModelConfig) -> None:
         """An EAGLE head reads the target: its embedding (and lm_head), and for EAGLE-3 the inputs
         of three of its layers, tapped into a buffer every forward writes (before any capture)."""
-        from pagedllm.models.eagle import DraftHead, eagle3_aux_layers
+        from pagedllm.models.eagle import Eagle3LlamaForCausalLM, EagleLlamaForCausalLM, HeadStep, eagle3_aux_layers
 
-        if not isinstance(self.draft_model, DraftHead):
+        if not isinstance(self.draft_model, (EagleLlamaForCausalLM, Eagle3LlamaForCausalLM)):
             return
         self.draft_model.bind_target(self.model)
+        self.head_step = HeadStep(self.draft_model, self.config.scheduler_config.max_num_batched_tokens)
         spec = self.config.speculative_config
         assert spec is not None
         if spec.method == "eagle3":
@@ -266,9 +268,10 @@ class Worker:
                                                     max_model_len=max_model_len, block_size=spec.block_size,
                                                     query_len=self._verify_len())
                     verify_graphs.capture(pool)
-                if draft_caches is not None and not self._draft_is_head():  # after the target's (the pool's largest)
-                    assert self.draft_model is not None and self.draft_backend is not None
-                    draft_graphs = self._capture(self.draft_model, self.draft_backend, draft_caches, buffers, pool)
+                if draft_caches is not None:  # the draft's passes, after the target's (the pool's largest)
+                    draft = self.head_step or self.draft_model
+                    assert draft is not None and self.draft_backend is not None
+                    draft_graphs = self._capture(draft, self.draft_backend, draft_caches, buffers, pool)
                 self.startup_times["cuda_graphs"] = time.perf_counter() - start
                 torch.cuda.empty_cache()
                 self.graph_pool_bytes = torch.cuda.memory_reserved(self.device) - reserved
@@ -305,12 +308,6 @@ class Worker:
         graphs.capture(pool)
         return graphs, piecewise
 
-    def _draft_is_head(self) -> bool:
-        """An EAGLE head runs eagerly (its forward reads the target's hidden states)."""
-        from pagedllm.models.eagle import DraftHead
-
-        return isinstance(self.draft_model, DraftHead)
-
     def _allocate_draft_caches(self, num_blocks: int) -> list[torch.Tensor] | None:
         """A draft model's KV cache, on the target's block ids."""
         draft_spec = self._draft_spec()
@@ -335,7 +332,7 @@ class Worker:
         runtime = ProposerRuntime(self.device, self.draft_backend or self.backend, None, cfg.cache_config.block_size,
                                   cfg.model_config.max_model_len, cfg.scheduler_config.max_num_batched_tokens,
                                   self.draft_model, draft_caches, buffers, draft_graphs, draft_piecewise,
-                                  self.aux_hidden)
+                                  self.aux_hidden, self.head_step)
         return Speculator(spec, self.sampler, runtime, self.platform.rejection_stage(cfg.kernel_config))
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

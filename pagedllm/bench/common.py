@@ -49,7 +49,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "default for GGUF files on the CPU) or dequantized at load to --dtype (none)")
     parser.add_argument("--speculative-config", default=None, metavar="JSON",
                         help='speculative decoding, vLLM\'s JSON, e.g. \'{"method": "ngram", '
-                             '"num_speculative_tokens": 4}\'; methods: ngram, suffix, draft_model')
+                             '"num_speculative_tokens": 4}\'; methods: ngram, suffix, draft_model, eagle, eagle3')
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 

@@ -98,7 +98,9 @@ class EagleLlamaForCausalLM(nn.Module):
         self._target[:] = [target]
 
     def combine_hidden_states(self, features: torch.Tensor) -> torch.Tensor:
-        return features
+        """The target's last hidden states [T, H], copied: a CUDA graph's output is rewritten by
+        its next replay, and the proposer keeps them until the step's outcome is known."""
+        return features.clone()
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         embeds = self._target[0].model.embed_tokens(input_ids)

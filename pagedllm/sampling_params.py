@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 _SAMPLING_EPS = 1e-5
 
@@ -11,6 +12,45 @@ class RequestOutputKind(IntEnum):
     CUMULATIVE = 0  # every output carries all text so far
     DELTA = 1  # every output carries only what is new
     FINAL_ONLY = 2  # only the finished output is returned
+
+
+@dataclass
+class StructuredOutputsParams:
+    """Constrain a request's output (vLLM's shape): exactly one of a JSON schema (`json`, as a dict
+    or its JSON text), any JSON object (`json_object=True`), a regular expression, one of a list of
+    strings (`choice`) or an EBNF grammar (xgrammar's dialect, GBNF-like). Each sampled token is one
+    the constraint allows; the request stops when the constraint is complete."""
+
+    json: str | dict[str, Any] | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    # JSON: no whitespace between tokens of the structure (vLLM's flag; it also keeps small models
+    # from padding their output with endless spaces)
+    disable_any_whitespace: bool = False
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("json", "regex", "choice", "grammar", "json_object")
+                 if getattr(self, name) not in (None, False)]
+        _check(len(given) == 1, "structured_outputs needs exactly one of json, regex, choice, grammar and "
+               f"json_object, got {given or 'none'}.")
+        if self.choice is not None:
+            _check(isinstance(self.choice, list) and len(self.choice) > 0
+                   and all(isinstance(c, str) and c for c in self.choice),
+                   "structured_outputs.choice must be a non-empty list of non-empty strings.")
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, str) and value != ""),
+                   f"structured_outputs.{name} must be a non-empty string.")
+
+    @property
+    def kind(self) -> str:
+        """Which constraint: json, json_object, regex, choice or grammar."""
+        for name in ("json", "regex", "choice", "grammar"):
+            if getattr(self, name) is not None:
+                return name
+        return "json_object"
 
 
 @dataclass
@@ -37,6 +77,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     detokenize: bool = True
     output_kind: RequestOutputKind = RequestOutputKind.FINAL_ONLY
+    structured_outputs: StructuredOutputsParams | None = None
     # Filled in by the engine from the model's generation config; not part of the user API.
     all_stop_token_ids: set[int] = field(default_factory=set, repr=False)
 
@@ -52,6 +93,8 @@ class SamplingParams:
             self.top_k = 0
         if self.logit_bias is not None:
             self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
+        if isinstance(self.structured_outputs, dict):  # as a decoded message or a plain dict gives it
+            self.structured_outputs = StructuredOutputsParams(**self.structured_outputs)
         self._verify()
         self.all_stop_token_ids = set(self.stop_token_ids)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pagedllm.sampling_params import SamplingParams
 
@@ -61,6 +62,9 @@ class Request:
     # Draft tokens a proposer offered for the positions after all_token_ids (speculative
     # decoding); the next schedule() checks them (or drops them) and empties the list.
     spec_token_ids: list[int] = field(default_factory=list)
+    # Structured outputs: the request's grammar state (its compile, its matcher), owned by the
+    # engine core's manager (structured_output/manager.py); None when unconstrained.
+    structured: Any = None
 
     def __post_init__(self) -> None:
         if not self.all_token_ids:

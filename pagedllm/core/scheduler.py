@@ -36,6 +36,7 @@ from collections.abc import Iterable
 
 from pagedllm.config import CacheConfig, SchedulerConfig
 from pagedllm.core.block_hash import update_block_hashes
+from pagedllm.core.grammar_hooks import GrammarHooks
 from pagedllm.core.kv_cache_manager import KVCacheManager
 from pagedllm.core.preemption import preempt
 from pagedllm.core.request import Request, RequestStatus
@@ -56,7 +57,9 @@ class Scheduler:
     """
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_blocks: int,
-                 speculative_config: SpeculativeConfig | None = None) -> None:
+                 speculative_config: SpeculativeConfig | None = None, grammars: GrammarHooks | None = None) -> None:
+        """`grammars`: structured outputs' grammar state of constrained requests (the engine core's
+        manager); a constrained request is admitted once its grammar is compiled."""
         self.scheduler_config = scheduler_config
         self.cache_config = cache_config
         self.max_num_seqs = scheduler_config.max_num_seqs
@@ -84,6 +87,7 @@ class Scheduler:
         self.spec_decoding_stats = SpecDecodingStats() if speculative_config is not None else None
         # KV slots past a request's scheduled tokens that a draft model writes before the next step
         self.num_lookahead_tokens = speculative_config.num_lookahead_tokens if speculative_config else 0
+        self.grammars = grammars
 
     # ---- queries --------------------------------------------------------------------------------
 
@@ -161,6 +165,9 @@ class Scheduler:
         if known_to_runner:
             self.finished_req_ids.add(request.request_id)
         self.kv_cache_manager.free(request)
+        if request.structured is not None:
+            assert self.grammars is not None
+            self.grammars.release(request)
         del self.requests[request.request_id]
         self._num_prompt_logprobs_sent.pop(request.request_id, None)
 
@@ -230,8 +237,10 @@ class Scheduler:
             drafts = request.spec_token_ids
             if drafts:
                 request.spec_token_ids = []
-                # No use checking drafts past max_tokens: the run would be cut there.
-                drafts = drafts[:request.max_tokens - len(request.output_token_ids) - 1] if speculate else []
+                # No use checking drafts past max_tokens: the run would be cut there. A constrained
+                # request gets none (its drafts are not checked against its grammar yet).
+                drafts = (drafts[:request.max_tokens - len(request.output_token_ids) - 1]
+                          if speculate and request.structured is None else [])
             n = min(num_tokens + placeholders + len(drafts) - num_computed, budget, max_model_len - num_computed)
             if n <= 0:  # nothing new to compute (no sampled token came back for it)
                 i += 1
@@ -285,8 +294,14 @@ class Scheduler:
         """Admit waiting requests (FCFS) while tokens, seats and blocks last; returns budget left."""
         kv_cache_manager = self.kv_cache_manager
         waiting, running = self.waiting, self.running
+        compiling: list[Request] = []  # constrained requests whose grammar is not ready: they keep their place
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             request = waiting[0]
+            if request.structured is not None and not self._grammar_ready(request):
+                waiting.popleft()
+                if not request.is_finished():
+                    compiling.append(request)
+                continue
             hit_blocks, num_hit_tokens = kv_cache_manager.get_computed_blocks(request)
             n = min(request.num_tokens - num_hit_tokens, budget, self.max_model_len - num_hit_tokens)
             ahead = min(self.num_lookahead_tokens, self.max_model_len - num_hit_tokens - n)
@@ -309,7 +324,23 @@ class Scheduler:
             if self.async_scheduling and request.num_computed_tokens == request.num_tokens:
                 request.num_output_placeholders = 1
             budget -= n
+        waiting.extendleft(reversed(compiling))
         return budget
+
+    def _grammar_ready(self, request: Request) -> bool:
+        """Whether a constrained (waiting) request may start: its grammar compiled. One that failed
+        to compile is finished here ("abort", the reason logged), its output sent by the next update."""
+        grammars = self.grammars
+        assert grammars is not None
+        if not grammars.ready(request):
+            return False
+        if grammars.failure(request) is None:
+            return True
+        request.status = RequestStatus.FINISHED_ABORTED
+        self._free_request(request, known_to_runner=False)
+        self._pending_outputs.append(EngineCoreOutput(request.request_id, [],
+                                                      finish_reason=request.get_finish_reason()))
+        return False
 
     @staticmethod
     def _start_running(request: Request, num_hit_tokens: int) -> None:
@@ -349,6 +380,10 @@ class Scheduler:
                 if request.num_output_placeholders:
                     request.num_output_placeholders -= len(sampled)
                 sampled = self._append_tokens(request, sampled)
+                if request.structured is not None and sampled:
+                    assert self.grammars is not None
+                    if self.grammars.accept(request, sampled) and request.status == _RUNNING:
+                        request.status = RequestStatus.FINISHED_STOPPED  # its grammar is complete
             elif new_logprobs is None and new_prompt_logprobs is None:
                 continue  # a prefill chunk with nothing to report
             output = EngineCoreOutput(req_id, sampled, new_logprobs, new_prompt_logprobs,

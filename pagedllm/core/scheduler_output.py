@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pagedllm.sampling_params import SamplingParams
 
 
@@ -39,6 +41,15 @@ class CachedRequestData:
 
 
 @dataclass(slots=True)
+class GrammarOutput:
+    """Structured outputs' constraint on the step's sampling: for each listed request, the tokens
+    it may sample next (bit t of row i's word t // 32)."""
+
+    req_ids: list[str]
+    bitmask: np.ndarray  # [len(req_ids), ceil(vocab / 32)] int32
+
+
+@dataclass(slots=True)
 class SchedulerOutput:
     scheduled_new_reqs: list[NewRequestData]
     scheduled_cached_reqs: CachedRequestData
@@ -53,6 +64,8 @@ class SchedulerOutput:
     # req_id -> the draft tokens (speculative decoding) among its scheduled tokens: the last
     # len(drafts) of them. The runner checks them against the target's own tokens.
     scheduled_spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
+    # structured outputs: the allowed next tokens of the constrained requests that sample this step
+    grammar: GrammarOutput | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -1,4 +1,5 @@
-"""EngineCore: the scheduler and the executor, one step at a time. No tokenizer, no text.
+"""EngineCore: the scheduler and the executor, one step at a time. No text: the tokenizer is loaded
+only for structured outputs' grammars (their token masks), on the first constrained request.
 
 It runs in the caller's process for the offline `LLM` and in its own process behind the server
 (engine/core_proc.py). Everything it takes and gives is a plain data type: Requests in,
@@ -14,11 +15,17 @@ from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
 from pagedllm.core.scheduler import Scheduler
 from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.engine.frontend import load_model_tokenizer
 from pagedllm.executor.base import get_executor_class
 from pagedllm.metrics.stats import StepTimes
 from pagedllm.outputs import EngineCoreOutputs, ModelRunnerOutputFuture, SchedulerStats
+from pagedllm.structured_output.manager import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
+
+# The longest a step with nothing to run waits for a grammar's compile before looking again (new
+# requests, aborts): short against a step, long against a spin.
+_COMPILE_POLL_S = 0.02
 
 
 class EngineCore:
@@ -31,8 +38,11 @@ class EngineCore:
         self.config = config = config.with_kv_cache(plan.num_blocks, plan.max_model_len)
         self.num_blocks = plan.num_blocks
         self.executor.initialize_cache(config)
+        model_config = config.model_config
+        self.grammars = StructuredOutputManager(lambda: load_model_tokenizer(model_config),
+                                                model_config.hf_config.vocab_size)
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks,
-                                   config.speculative_config)
+                                   config.speculative_config, self.grammars)
         self.step_times = StepTimes()
         self.async_scheduling = config.scheduler_config.async_scheduling
         # Speculative decoding on a GPU: scheduling stays synchronous (each step's drafts come from
@@ -49,7 +59,14 @@ class EngineCore:
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""
         self.num_requests_received += 1  # refused or not, it is no longer in transit
-        self.scheduler.add_request(request)
+        if request.sampling_params.structured_outputs is not None:
+            self.grammars.add_request(request)  # compiles meanwhile; the request waits for it
+        try:
+            self.scheduler.add_request(request)
+        except ValueError:
+            if request.structured is not None:
+                self.grammars.release(request)
+            raise
 
     def abort_requests(self, request_ids: list[str],
                        status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> None:
@@ -61,11 +78,14 @@ class EngineCore:
 
     def step(self) -> EngineCoreOutputs:
         if self.async_scheduling:
-            return self._step_async()
+            if not self.grammars.num_active:
+                return self._step_async()
+            if self._in_flight:  # constrained requests step synchronously: drain first
+                return self._read_in_flight()
         if self.pipelined:
             return self._step_pipelined()
         t0 = time.perf_counter()
-        sched_out = self.scheduler.schedule()
+        sched_out = self._schedule()
         t1 = time.perf_counter()
         runner_out = self.executor.execute_model(sched_out)
         t2 = time.perf_counter()
@@ -74,6 +94,21 @@ class EngineCore:
         # The output stage is timed by whoever turns these outputs into text.
         self.step_times.record(len(sched_out.num_scheduled_tokens), t0, t1, t2, t3, t3)
         return EngineCoreOutputs(outputs)
+
+    def _schedule(self) -> SchedulerOutput:
+        """The scheduler's next step, with the token masks of its constrained requests. (Their
+        matchers need the previous step's tokens, so constrained requests step synchronously.)"""
+        sched_out = self.scheduler.schedule()
+        if self.grammars.num_active:
+            if sched_out.is_empty:  # only constrained requests waiting for their grammars
+                self.grammars.wait_for_compile(_COMPILE_POLL_S)
+            sched_out.grammar = self.grammars.bitmask_for(sched_out, self.scheduler.requests)
+        return sched_out
+
+    def _read_in_flight(self) -> EngineCoreOutputs:
+        """The oldest step in flight, read and applied (asynchronous steps drained one by one)."""
+        prev_out, future = self._in_flight.popleft()
+        return EngineCoreOutputs(self.scheduler.update_from_output(prev_out, future.result()))
 
     def _step_async(self) -> EngineCoreOutputs:
         """Launch step N+1, then read step N's result: the host schedules and prepares step N+1
@@ -117,7 +152,7 @@ class EngineCore:
             t2 = time.perf_counter()
         if self.scheduler.has_unfinished_requests():
             t3 = time.perf_counter()
-            sched_out = self.scheduler.schedule()
+            sched_out = self._schedule()
             t4 = time.perf_counter()
             future = self.executor.execute_model_async(sched_out)
             self.step_times.schedule += t4 - t3
@@ -157,4 +192,5 @@ class EngineCore:
         )
 
     def shutdown(self) -> None:
+        self.grammars.shutdown()
         self.executor.shutdown()

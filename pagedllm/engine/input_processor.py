@@ -56,6 +56,10 @@ class InputProcessor:
             bad = [t for t in params.logit_bias if not 0 <= t < self.vocab_size]
             if bad:
                 raise ValueError(f"logit_bias has token ids outside the vocabulary: {bad[:5]}.")
+        if params.structured_outputs is not None:
+            from pagedllm.structured_output.grammars import grammar_spec, validate
+
+            validate(grammar_spec(params.structured_outputs))  # a bad schema is the caller's error, now
         stop_ids = set(params.stop_token_ids or [])
         if not params.ignore_eos:
             stop_ids.update(self.generation_eos_ids)

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from pagedllm.attention.base import AttentionBackend
-from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.core.scheduler_output import GrammarOutput, SchedulerOutput
 from pagedllm.outputs import LogprobsLists, ModelRunnerOutput
 from pagedllm.sample.sampler import SampledBatch, Sampler, compute_prompt_logprobs
 from pagedllm.sample.sampling_metadata import SamplingRequest, has_penalty, make_sampling_metadata
+from pagedllm.sample.token_bitmask import apply_token_bitmask_
 from pagedllm.spec_decode.verifier import VerifiedBatch
 from pagedllm.worker.cuda_graphs import CudaGraphRunner
 from pagedllm.worker.graphed_forward import graph_sizes, run_forward
@@ -180,7 +181,8 @@ class ModelRunner:
             self.speculator.observe_target(req_ids, [s - c for s, c in zip(md.seq_lens_cpu, counts)], counts, hidden)
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
-        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden), self._speculator_now())
+        step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden, sched.grammar),
+                          self._speculator_now())
         self._last_step = step if inp.sample_states else None
         return step
 
@@ -203,11 +205,15 @@ class ModelRunner:
         spec = self.speculator
         return spec if spec is not None and spec.speculates(len(self.states)) else None
 
-    def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> tuple[SampledBatch | VerifiedBatch | None, bool]:
-        """Launch sampling of the rows that get a token; (their batch or None, any penalties)."""
+    def _sample(self, inp: ModelInput, hidden: torch.Tensor,
+                grammar: GrammarOutput | None) -> tuple[SampledBatch | VerifiedBatch | None, bool]:
+        """Launch sampling of the rows that get a token; (their batch or None, any penalties).
+        `grammar`: structured outputs' masks of the constrained rows, applied to their logits first."""
         if not inp.sample_states:
             return None, False
         logits = self.model.compute_logits(hidden[inp.logits_indices])  # [num_sampled, vocab]
+        if grammar is not None:
+            apply_token_bitmask_(logits, grammar.bitmask, self._logit_rows(inp, grammar.req_ids))
         rows = [
             SamplingRequest(s.sampling_params, s.prompt_token_ids, s.output_token_ids, self.eos_token_id,
                             s.num_pending)
@@ -220,6 +226,16 @@ class ModelRunner:
             return verified, any(has_penalty(r.params) for r in rows)
         metadata = make_sampling_metadata(rows, logits.shape[-1], self.device)
         return self.sampler.launch(logits, metadata), metadata.penalties is not None
+
+    @staticmethod
+    def _logit_rows(inp: ModelInput, req_ids: list[str]) -> list[int]:
+        """The logits row each request samples from (the first of its rows in a verify step; a
+        constrained request has no drafts)."""
+        first, row = {}, 0
+        for i, state in enumerate(inp.sample_states):
+            first[state.req_id] = row
+            row += 1 + (len(inp.drafts[i]) if inp.drafts is not None else 0)
+        return [first[r] for r in req_ids]
 
     def _compute_prompt_logprobs(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         for piece in inp.prompt_logprobs:

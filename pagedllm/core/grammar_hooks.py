@@ -1,0 +1,21 @@
+"""What the scheduler asks of structured outputs' grammar state (no torch, no xgrammar here: the
+engine core's StructuredOutputManager implements it)."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from pagedllm.core.request import Request
+
+
+class GrammarHooks(Protocol):
+    def ready(self, request: Request) -> bool:
+        """Whether the request's grammar is compiled (or failed to: see failure)."""
+
+    def failure(self, request: Request) -> str | None:
+        """Why the request's grammar could not compile; None if it compiled."""
+
+    def accept(self, request: Request, token_ids: list[int]) -> bool:
+        """Advance the request's grammar by the tokens it kept; True when the grammar is complete."""
+
+    def release(self, request: Request) -> None:
+        """The request finished: drop its grammar state."""

@@ -1,0 +1,1 @@
+"""Structured outputs: constrained decoding by grammars (xgrammar), managed beside the scheduler."""

@@ -1,0 +1,136 @@
+"""The engine core's structured-output manager, beside the scheduler.
+
+- Compiling: a request's grammar compiles on a worker thread (compiled grammars cached by their
+  spec), so a new schema never stalls the step loop; until it is compiled the request waits in the
+  queue while the others run (the scheduler asks `ready`).
+- Matching: each request has its own matcher, advanced by the tokens the scheduler keeps
+  (`accept`); a matcher that reaches the end of its grammar ends the request ("stop").
+- Masking: after each schedule, one token bitmask [rows, ceil(V / 32)] for the scheduled requests
+  that sample in the step (`bitmask_for`), which the runner applies to their logits.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from pagedllm.core.request import Request
+from pagedllm.core.scheduler_output import GrammarOutput, SchedulerOutput
+from pagedllm.structured_output.grammars import GrammarCompiler, GrammarSpec, grammar_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _RequestGrammar:
+    compiled: Future[Any]
+    matcher: Any = None  # xgrammar.GrammarMatcher once compiled
+    failed: str | None = None  # why it could not compile
+
+
+class StructuredOutputManager:
+    def __init__(self, load_tokenizer: Callable[[], Any], vocab_size: int) -> None:
+        """`load_tokenizer`: the model's tokenizer, loaded on the first constrained request (xgrammar
+        reads its whole vocabulary once)."""
+        self._load_tokenizer = load_tokenizer
+        self.vocab_size = vocab_size
+        self._compiler: GrammarCompiler | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache: dict[GrammarSpec, Future[Any]] = {}
+        self.num_active = 0  # constrained requests not finished
+        self._compiling: set[Future[Any]] = set()  # compiles requests wait for
+
+    def add_request(self, request: Request) -> None:
+        params = request.sampling_params.structured_outputs
+        assert params is not None
+        spec = grammar_spec(params)
+        future = self._cache.get(spec)
+        if future is None or (future.done() and future.exception() is not None):
+            future = self._cache[spec] = self._executor().submit(self._compile, spec)
+        request.structured = _RequestGrammar(future)
+        self.num_active += 1
+        if not future.done():
+            self._compiling.add(future)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
+        return self._pool
+
+    def _compile(self, spec: GrammarSpec) -> Any:
+        if self._compiler is None:
+            self._compiler = GrammarCompiler(self._load_tokenizer(), self.vocab_size)
+        return self._compiler.compile(spec)
+
+    def ready(self, request: Request) -> bool:
+        """Whether the request's grammar is compiled (its matcher made); False while compiling. A
+        grammar that failed to compile counts as ready: `failure` then says why."""
+        state: _RequestGrammar = request.structured
+        if state.matcher is not None or state.failed is not None:
+            return True
+        if not state.compiled.done():
+            return False
+        try:
+            compiled = state.compiled.result()
+        except ValueError as e:
+            state.failed = str(e)
+            logger.error("Request %s: %s", request.request_id, e)
+            return True
+        state.matcher = _new_matcher(compiled, sorted(request.sampling_params.all_stop_token_ids))
+        return True
+
+    @staticmethod
+    def failure(request: Request) -> str | None:
+        state: _RequestGrammar = request.structured
+        return state.failed
+
+    def accept(self, request: Request, token_ids: list[int]) -> bool:
+        """Advance the request's matcher by the tokens it kept; True when its grammar is complete."""
+        matcher = request.structured.matcher
+        for token in token_ids:
+            if not matcher.accept_token(token):
+                logger.warning("Request %s: token %d is outside its grammar", request.request_id, token)
+                break
+        return bool(matcher.is_terminated())
+
+    def release(self, request: Request) -> None:
+        request.structured = None
+        self.num_active -= 1
+
+    def bitmask_for(self, sched: SchedulerOutput, requests: dict[str, Request]) -> GrammarOutput | None:
+        """The allowed next tokens of every scheduled constrained request that samples this step."""
+        import xgrammar as xgr
+
+        rows = []
+        for req_id in sched.num_scheduled_tokens:
+            request = requests.get(req_id)
+            if request is not None and request.structured is not None and request.structured.matcher is not None \
+                    and request.num_computed_tokens >= request.num_tokens:
+                rows.append(request)
+        if not rows:
+            return None
+        bitmask = xgr.allocate_token_bitmask(len(rows), self.vocab_size)  # [R, ceil(V / 32)] int32, all allowed
+        for i, request in enumerate(rows):
+            request.structured.matcher.fill_next_token_bitmask(bitmask, i)
+        return GrammarOutput([r.request_id for r in rows], bitmask.numpy())
+
+    def wait_for_compile(self, timeout: float) -> None:
+        """Block until a pending compile finishes (or `timeout` seconds): what the step loop does
+        when nothing else can run, instead of spinning (the compile needs the interpreter too)."""
+        self._compiling = {f for f in self._compiling if not f.done()}
+        if self._compiling:
+            wait(self._compiling, timeout=timeout, return_when=FIRST_COMPLETED)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _new_matcher(compiled: Any, stop_token_ids: list[int]) -> Any:
+    import xgrammar as xgr
+
+    # Without stop tokens (ignore_eos) the grammar's end is its termination: the request stops there.
+    return xgr.GrammarMatcher(compiled, override_stop_tokens=stop_token_ids or None,
+                              terminate_without_stop_token=not stop_token_ids)

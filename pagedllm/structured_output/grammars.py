@@ -2,7 +2,7 @@
 key), its validation before anything is scheduled, and its compilation against the tokenizer.
 
     json         a JSON schema (dict or text)        -> xgrammar's JSON-schema grammar
-    json_object  any JSON object                      -> xgrammar's built-in JSON grammar
+    json_object  any JSON object                      -> the schema {"type": "object"}
     regex        a regular expression                 -> xgrammar's regex grammar
     choice       one of a list of strings             -> an EBNF alternation of the literals
     grammar      an EBNF grammar (xgrammar's dialect)  -> itself
@@ -20,7 +20,7 @@ from pagedllm.sampling_params import StructuredOutputsParams
 class GrammarSpec:
     """A constraint reduced to a hashable key: the compile cache's and the compile call's input."""
 
-    kind: str  # json, json_object, regex or grammar (a choice becomes a grammar)
+    kind: str  # json, regex or grammar (a choice becomes a grammar, json_object a schema)
     text: str  # the schema as canonical JSON, the regex, or the EBNF
     any_whitespace: bool = True
 
@@ -38,8 +38,8 @@ def grammar_spec(params: StructuredOutputsParams) -> GrammarSpec:
         if not isinstance(schema, dict):
             raise ValueError("structured_outputs.json must be a JSON schema object.")
         return GrammarSpec("json", json.dumps(schema), any_whitespace)  # property order is output order
-    if kind == "json_object":
-        return GrammarSpec("json_object", "", any_whitespace)
+    if kind == "json_object":  # an object, as OpenAI's json_object mode (xgrammar's built-in JSON allows any value)
+        return GrammarSpec("json", '{"type": "object"}', any_whitespace)
     if kind == "regex":
         assert params.regex is not None
         return GrammarSpec("regex", params.regex)
@@ -87,8 +87,6 @@ class GrammarCompiler:
         try:
             if spec.kind == "json":
                 return self._compiler.compile_json_schema(spec.text, any_whitespace=spec.any_whitespace)
-            if spec.kind == "json_object":
-                return self._compiler.compile_builtin_json_grammar()
             if spec.kind == "regex":
                 return self._compiler.compile_regex(spec.text)
             return self._compiler.compile_grammar(spec.text)

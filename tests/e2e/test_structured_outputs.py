@@ -1,0 +1,100 @@
+"""Structured outputs on the default model: JSON schemas of many features, any JSON object, regexes,
+choices and grammars always give text that parses and validates (jsonschema, re), batched with
+unconstrained requests that are not affected; bad constraints are clear errors before any work."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import jsonschema
+import pytest
+
+from pagedllm import SamplingParams
+from pagedllm.sampling_params import StructuredOutputsParams
+
+SCHEMAS = json.load(open(os.path.join(os.path.dirname(__file__), "..", "data", "json_schemas.json")))
+
+
+def _chat(llm, text: str) -> str:
+    return llm.get_tokenizer().apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                   add_generation_prompt=True)
+
+
+def _params(so: StructuredOutputsParams, **kwargs) -> SamplingParams:
+    kwargs.setdefault("temperature", 0.0)
+    kwargs.setdefault("max_tokens", 200)
+    return SamplingParams(structured_outputs=so, **kwargs)
+
+
+def test_json_schemas_always_validate(smollm2_quantized_llm):
+    llm = smollm2_quantized_llm
+    prompts = [_chat(llm, f"Answer with a JSON object following this schema: {json.dumps(s)}") for s in SCHEMAS]
+    params = [_params(StructuredOutputsParams(json=s)) for s in SCHEMAS]
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    for schema, out in zip(SCHEMAS, outs):
+        completion = out.outputs[0]
+        assert completion.finish_reason == "stop", (schema, completion.text)
+        jsonschema.validate(json.loads(completion.text), schema)
+
+
+def test_sampled_json_validates_too(smollm2_quantized_llm):
+    llm = smollm2_quantized_llm
+    schema = SCHEMAS[9]
+    params = _params(StructuredOutputsParams(json=json.dumps(schema)), temperature=1.0, seed=3, n=4)
+    [out] = llm.generate([_chat(llm, "Describe a film as JSON.")], params, use_tqdm=False)
+    for completion in out.outputs:
+        jsonschema.validate(json.loads(completion.text), schema)
+
+
+@pytest.mark.parametrize("so, check", [
+    (StructuredOutputsParams(json_object=True), lambda t: isinstance(json.loads(t), dict)),
+    (StructuredOutputsParams(regex=r"[0-9]{3}-[a-z]{2,4}"), lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2,4}", t)),
+    (StructuredOutputsParams(choice=["Paris", "London", "Rome"]), lambda t: t in ("Paris", "London", "Rome")),
+    (StructuredOutputsParams(grammar='root ::= "(" digit digit? ", " digit digit? ")"\ndigit ::= [0-9]'),
+     lambda t: re.fullmatch(r"\([0-9]{1,2}, [0-9]{1,2}\)", t)),
+], ids=["json_object", "regex", "choice", "grammar"])
+def test_other_constraints(smollm2_quantized_llm, so, check):
+    llm = smollm2_quantized_llm
+    question = ("Give the capital of France as a JSON object with one key, capital." if so.json_object
+                else "What is the capital of France?")
+    [out] = llm.generate([_chat(llm, question)], _params(so, max_tokens=100), use_tqdm=False)
+    completion = out.outputs[0]
+    assert completion.finish_reason == "stop" and check(completion.text), completion.text
+
+
+def test_unconstrained_requests_in_the_batch_are_unchanged(smollm2_quantized_llm):
+    llm = smollm2_quantized_llm
+    prompts = [_chat(llm, "Name a colour."), _chat(llm, "Count to five.")]
+    plain = SamplingParams(temperature=0.0, max_tokens=24)
+    alone = [o.outputs[0].token_ids for o in llm.generate(prompts, plain, use_tqdm=False)]
+    mixed = llm.generate([prompts[0], _chat(llm, "Pick one."), prompts[1]],
+                         [plain, _params(StructuredOutputsParams(choice=["a", "b"])), plain], use_tqdm=False)
+    assert [mixed[0].outputs[0].token_ids, mixed[2].outputs[0].token_ids] == alone
+    assert mixed[1].outputs[0].text in ("a", "b")
+
+
+def test_logprobs_are_of_the_constrained_distribution(smollm2_quantized_llm):
+    """Tokens the grammar forbids have no probability: every top token with a finite logprob at the
+    first position starts one of the choices."""
+    llm = smollm2_quantized_llm
+    [out] = llm.generate([_chat(llm, "Yes or no?")], _params(StructuredOutputsParams(choice=["yes", "no"]), logprobs=5),
+                         use_tqdm=False)
+    first = out.outputs[0].logprobs[0]
+    finite = [v.decoded_token for v in first.values() if v.logprob > float("-inf")]
+    assert finite and all(t and ("yes".startswith(t) or "no".startswith(t)) for t in finite), first
+
+
+@pytest.mark.parametrize("so, message", [
+    (dict(json={"type": "object", "properties": {"a": {"type": "nonsense"}}}), "invalid or unsupported JSON schema"),
+    (dict(json="{not json"), "structured_outputs.json is not valid JSON"),
+    (dict(regex="(unclosed"), "invalid or unsupported regex"),
+    (dict(grammar="root ::= "), "invalid or unsupported grammar"),
+    (dict(choice=[]), "non-empty list of non-empty strings"),
+    (dict(json={"type": "object"}, regex="a"), "exactly one of json, regex, choice, grammar and json_object"),
+])
+def test_bad_constraints_are_clear_errors(smollm2_quantized_llm, so, message):
+    with pytest.raises(ValueError) as e:
+        smollm2_quantized_llm.generate(["hi"], _params(StructuredOutputsParams(**so)), use_tqdm=False)
+    assert message in str(e.value)
+    assert not smollm2_quantized_llm.llm_engine.has_unfinished_requests()

@@ -1,7 +1,7 @@
 """Request fields the server does not declare: refused when they would change the answer, else logged.
 
 OpenAI's API and vLLM's extras name many fields this server does not implement. Ignoring one that
-changes what is generated (`guided_json`, `tools`, `response_format: json_object`, ...) would hand
+changes what is generated (`tools`, `use_beam_search`, `logits_processors`, ...) would hand
 the client a quietly wrong answer, so such a field is a 400 that names it, unless its value asks for
 nothing (null, false, an empty list, or what we do anyway). Any other unknown field is ignored with a
 warning in the log, as vLLM does, so clients written for other servers keep working.
@@ -58,15 +58,9 @@ FALSE_ONLY = Unsupported(_is_false, {"anyOf": [{"const": False}, _NULL]})
 
 # Both endpoints. vLLM's structured outputs, sampling extras and output options that we lack.
 SAMPLING_UNSUPPORTED: dict[str, Unsupported] = {
-    **dict.fromkeys(["guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
-                     "prompt_logprobs", "truncate_prompt_tokens", "logits_processors"], NULL_ONLY),
+    **dict.fromkeys(["prompt_logprobs", "truncate_prompt_tokens", "logits_processors"], NULL_ONLY),
     **dict.fromkeys(["allowed_token_ids", "bad_words"], EMPTY_LIST),
     **dict.fromkeys(["use_beam_search", "return_tokens_as_token_ids"], FALSE_ONLY),
-    "response_format": Unsupported(
-        lambda v: v is None or v == {"type": "text"},
-        {"anyOf": [{"type": "object", "properties": {"type": {"const": "text"}}, "required": ["type"],
-                    "additionalProperties": False}, _NULL]},
-        "; only {'type': 'text'} is"),
     "best_of": Unsupported(_one_of(1), {"anyOf": [{"const": 1}, _NULL]}, "; only 1 is"),
 }
 

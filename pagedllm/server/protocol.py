@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from pagedllm.generation_config import SamplingDefaults
-from pagedllm.sampling_params import RequestOutputKind, SamplingParams
+from pagedllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 from pagedllm.server.errors import OpenAIError, bad_request, context_length_exceeded
 from pagedllm.server.extra_fields import (
     CHAT_UNSUPPORTED,
@@ -122,6 +122,31 @@ class StreamOptions(StrictModel):
     include_usage: bool | None = False
 
 
+class JsonSchemaFormat(StrictModel):
+    name: str = Field(max_length=64)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(StrictModel):
+    """OpenAI's: text (no constraint), json_object (any JSON object) or json_schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputsRequest(StrictModel):
+    """vLLM's `structured_outputs` extra: one of these (SamplingParams' StructuredOutputsParams)."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+
+
 class _SamplingRequest(OpenAIRequest):
     """Fields shared by completions and chat completions."""
 
@@ -149,6 +174,13 @@ class _SamplingRequest(OpenAIRequest):
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older guided_*
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsRequest | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -188,10 +220,35 @@ class _SamplingRequest(OpenAIRequest):
                 logprobs=logprobs, skip_special_tokens=self.skip_special_tokens,
                 spaces_between_special_tokens=self.spaces_between_special_tokens,
                 include_stop_str_in_output=self.include_stop_str_in_output, logit_bias=logit_bias,
-                output_kind=kind,
+                output_kind=kind, structured_outputs=self._structured_outputs(),
             )
         except ValueError as e:
             raise bad_request(str(e)) from None
+
+    def _structured_outputs(self) -> StructuredOutputsParams | None:
+        """The constraint the request asks for, from whichever of its fields gives one (at most one)."""
+        given: dict[str, StructuredOutputsParams] = {}
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_object":
+            given["response_format"] = StructuredOutputsParams(json_object=True)
+        elif fmt is not None and fmt.type == "json_schema":
+            if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+                raise bad_request("response_format of type json_schema needs json_schema.schema.", "response_format")
+            given["response_format"] = StructuredOutputsParams(json=fmt.json_schema.schema_)
+        if self.structured_outputs is not None:
+            so = self.structured_outputs
+            given["structured_outputs"] = StructuredOutputsParams(
+                json=so.json_, regex=so.regex, choice=so.choice, grammar=so.grammar, json_object=so.json_object,
+                disable_any_whitespace=so.disable_any_whitespace)
+        for name, key in (("guided_json", "json"), ("guided_regex", "regex"), ("guided_choice", "choice"),
+                          ("guided_grammar", "grammar")):
+            value = getattr(self, name)
+            if value is not None:
+                given[name] = StructuredOutputsParams(**{key: value})
+        if len(given) > 1:
+            raise bad_request(f"Only one structured output constraint at a time, got {', '.join(given)}.",
+                              next(iter(given)))
+        return next(iter(given.values()), None)
 
 
 def _or(value: Any, default: Any) -> Any:

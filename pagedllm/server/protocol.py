@@ -122,9 +122,13 @@ class StreamOptions(StrictModel):
     include_usage: bool | None = False
 
 
+_CONSTRAINT = ("at most one structured output constraint a request (response_format, structured_outputs "
+               "or a guided_* field), a valid one")
+
+
 class JsonSchemaFormat(StrictModel):
     name: str = Field(max_length=64)
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: dict[str, Any] = Field(alias="schema", description="a valid JSON schema")
     strict: bool | None = None
     description: str | None = None
 
@@ -140,9 +144,9 @@ class StructuredOutputsRequest(StrictModel):
     """vLLM's `structured_outputs` extra: one of these (SamplingParams' StructuredOutputsParams)."""
 
     json_: dict[str, Any] | str | None = Field(None, alias="json")
-    regex: str | None = None
-    choice: list[str] | None = None
-    grammar: str | None = None
+    regex: NonEmptyText | None = None
+    choice: Annotated[list[NonEmptyText], Field(min_length=1)] | None = None
+    grammar: NonEmptyText | None = None
     json_object: bool | None = None
     disable_any_whitespace: bool = False
 
@@ -175,12 +179,12 @@ class _SamplingRequest(OpenAIRequest):
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     # Structured outputs: OpenAI's response_format, vLLM's structured_outputs and its older guided_*
-    response_format: ResponseFormat | None = None
-    structured_outputs: StructuredOutputsRequest | None = None
-    guided_json: dict[str, Any] | str | None = None
-    guided_regex: str | None = None
-    guided_choice: list[str] | None = None
-    guided_grammar: str | None = None
+    response_format: ResponseFormat | None = Field(None, description=_CONSTRAINT)
+    structured_outputs: StructuredOutputsRequest | None = Field(None, description=f"exactly one field; {_CONSTRAINT}")
+    guided_json: dict[str, Any] | str | None = Field(None, description=_CONSTRAINT)
+    guided_regex: NonEmptyText | None = Field(None, description=_CONSTRAINT)
+    guided_choice: Annotated[list[NonEmptyText], Field(min_length=1)] | None = Field(None, description=_CONSTRAINT)
+    guided_grammar: NonEmptyText | None = Field(None, description=_CONSTRAINT)
 
     @property
     def include_usage(self) -> bool:
@@ -232,7 +236,7 @@ class _SamplingRequest(OpenAIRequest):
         if fmt is not None and fmt.type == "json_object":
             given["response_format"] = StructuredOutputsParams(json_object=True)
         elif fmt is not None and fmt.type == "json_schema":
-            if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            if fmt.json_schema is None:
                 raise bad_request("response_format of type json_schema needs json_schema.schema.", "response_format")
             given["response_format"] = StructuredOutputsParams(json=fmt.json_schema.schema_)
         if self.structured_outputs is not None:

@@ -15,9 +15,6 @@ TOKENIZE = ("/tokenize", {"messages": [{"role": "user", "content": "Hi"}]})
 
 @pytest.mark.parametrize("endpoint,field,value", [
     *[(e, f, v) for e in (COMPLETION, CHAT) for f, v in [
-        ("guided_json", {"type": "object"}), ("guided_regex", "a+"), ("guided_choice", ["a", "b"]),
-        ("guided_grammar", "root ::= 'a'"), ("structured_outputs", {"json": {}}),
-        ("response_format", {"type": "json_object"}), ("response_format", {"type": "json_schema"}),
         ("best_of", 2), ("use_beam_search", True), ("prompt_logprobs", 1), ("truncate_prompt_tokens", 5),
         ("allowed_token_ids", [1, 2]), ("bad_words", ["x"]), ("logits_processors", ["mod.fn"]),
         ("return_tokens_as_token_ids", True)]],

@@ -100,7 +100,7 @@ def test_streamed_equals_non_streamed(client, model):
      "invalid or unsupported JSON schema"),
     ({"extra_body": {"guided_regex": "(unclosed"}}, "invalid or unsupported regex"),
     ({"extra_body": {"guided_choice": ["a"], "guided_regex": "a"}}, "Only one structured output constraint"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "needs json_schema.schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "json_schema.schema: Field required"),
 ])
 def test_bad_constraints_are_400(client, model, kwargs, message):
     with pytest.raises(openai.BadRequestError) as e:

@@ -98,3 +98,31 @@ def test_bad_constraints_are_clear_errors(smollm2_quantized_llm, so, message):
         smollm2_quantized_llm.generate(["hi"], _params(StructuredOutputsParams(**so)), use_tqdm=False)
     assert message in str(e.value)
     assert not smollm2_quantized_llm.llm_engine.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("engine_kwargs", [
+    {"num_gpu_blocks_override": 12, "max_num_seqs": 8},
+    {"async_scheduling": True},
+    {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2}},
+], ids=["preemption", "async-scheduling", "speculation"])
+def test_constraints_hold_under_engine_features(make_smollm2_llm, engine_kwargs):
+    """Preempted constrained requests resume their grammar where they were; asynchronous scheduling
+    steps synchronously while constrained requests run; speculation drafts only for the others.
+    Unconstrained neighbours give the tokens they give alone."""
+    llm = make_smollm2_llm(quantization="gguf", **engine_kwargs)
+    schemas = SCHEMAS[:6]
+    prompts = [_chat(llm, f"Answer as JSON following {json.dumps(s)}") for s in schemas]
+    plain_prompts = [_chat(llm, "Repeat: one two three one two three one two three"), _chat(llm, "Count to ten.")]
+    plain = SamplingParams(temperature=0.0, max_tokens=40)
+    alone = [o.outputs[0].token_ids for o in llm.generate(plain_prompts, plain, use_tqdm=False)]
+    outs = llm.generate(prompts + plain_prompts, [_params(StructuredOutputsParams(json=s)) for s in schemas] +
+                        [plain, plain], use_tqdm=False)
+    for schema, out in zip(schemas, outs):
+        jsonschema.validate(json.loads(out.outputs[0].text), schema)
+    assert [o.outputs[0].token_ids for o in outs[len(schemas):]] == alone
+    stats = llm.llm_engine.engine_core.make_stats()
+    if "num_gpu_blocks_override" in engine_kwargs:
+        assert stats.num_preemptions > 0
+    if "speculative_config" in engine_kwargs:
+        assert stats.spec_decoding.num_drafts > 0
+    llm.llm_engine.scheduler.kv_cache_manager.check_all_free()

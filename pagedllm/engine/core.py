@@ -7,9 +7,11 @@ EngineCoreOutputs out.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import deque
+from typing import Any
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.request import Request, RequestStatus
@@ -29,7 +31,10 @@ _COMPILE_POLL_S = 0.02
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc") -> None:
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc",
+                 tokenizer: Any = None) -> None:
+        """`tokenizer`: the caller's, when it has one loaded (the offline engine); else the core
+        loads its own for the first constrained request (warm_up_grammars() does it ahead)."""
         start = time.perf_counter()
         self.executor = get_executor_class(executor)(config, eos_token_id)
         plan = self.executor.determine_kv_cache()
@@ -39,8 +44,11 @@ class EngineCore:
         self.num_blocks = plan.num_blocks
         self.executor.initialize_cache(config)
         model_config = config.model_config
-        self.grammars = StructuredOutputManager(lambda: load_model_tokenizer(model_config),
-                                                model_config.hf_config.vocab_size)
+        # A copy of the caller's: xgrammar reads it on its own thread while the caller detokenizes.
+        def grammar_tokenizer() -> Any:
+            return copy.deepcopy(tokenizer) if tokenizer is not None else load_model_tokenizer(model_config)
+
+        self.grammars = StructuredOutputManager(grammar_tokenizer, model_config.hf_config.vocab_size)
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks,
                                    config.speculative_config, self.grammars)
         self.step_times = StepTimes()
@@ -55,6 +63,11 @@ class EngineCore:
         logger.info("Engine core ready in %.1f s: up to %d requests at once, %d tokens a step, max_model_len %d",
                     time.perf_counter() - start, config.scheduler_config.max_num_seqs,
                     config.scheduler_config.max_num_batched_tokens, config.model_config.max_model_len)
+
+    def warm_up_grammars(self) -> None:
+        """Prepare structured outputs' compiler in the background (the tokenizer's vocabulary read
+        once), so the first constrained request waits only for its own grammar (a long-running server)."""
+        self.grammars.warm_up()
 
     def add_request(self, request: Request) -> None:
         """Queue a validated request; raises ValueError if it can never fit."""

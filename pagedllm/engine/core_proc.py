@@ -131,6 +131,7 @@ def serve_engine_core(ctx: zmq.Context, config: EngineConfig, eos_token_id: int 
     started = False
     try:
         core = EngineCore(config, eos_token_id, executor)
+        core.warm_up_grammars()  # a server: the first constrained request should not load the tokenizer
         ready = ReadyMessage(num_blocks=core.num_blocks, pid=os.getpid(),
                              max_model_len=core.config.model_config.max_model_len)
         output_socket.send_multipart((FromCore.READY.value, encoder.encode(ready)))

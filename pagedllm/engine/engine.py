@@ -19,7 +19,7 @@ class LLMEngine:
 
     def __init__(self, config: EngineConfig, executor: str = "uniproc") -> None:
         self.tokenizer = load_model_tokenizer(config.model_config)
-        self.engine_core = EngineCore(config, self.tokenizer.eos_token_id, executor)
+        self.engine_core = EngineCore(config, self.tokenizer.eos_token_id, executor, tokenizer=self.tokenizer)
         self.config = self.engine_core.config  # the final one (KV cache sized)
         self.frontend = Frontend(self.config.model_config, self.tokenizer)
         self.output_processor = self.frontend.output_processor

@@ -60,9 +60,17 @@ class StructuredOutputManager:
         return self._pool
 
     def _compile(self, spec: GrammarSpec) -> Any:
+        return self._get_compiler().compile(spec)
+
+    def _get_compiler(self) -> GrammarCompiler:
+        # Only on the pool's single thread: the first call builds it, the others find it.
         if self._compiler is None:
             self._compiler = GrammarCompiler(self._load_tokenizer(), self.vocab_size)
-        return self._compiler.compile(spec)
+        return self._compiler
+
+    def warm_up(self) -> None:
+        """Build the compiler now, in the background (compiles queue behind it)."""
+        self._executor().submit(self._get_compiler)
 
     def ready(self, request: Request) -> bool:
         """Whether the request's grammar is compiled (its matcher made); False while compiling. A

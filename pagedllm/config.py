@@ -190,6 +190,7 @@ class EngineConfig:
     device_config: DeviceConfig
     kernel_config: KernelConfig = KernelConfig()
     speculative_config: SpeculativeConfig | None = None
+    reasoning_parser: str | None = None  # pagedllm/reasoning's name: structured outputs follow the thinking
 
     def with_kv_cache(self, num_blocks: int, max_model_len: int) -> EngineConfig:
         """The final config, from what start-up's KV-cache sizing found: its block count and the

@@ -50,6 +50,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speculative-config", default=None, metavar="JSON",
                         help='speculative decoding, vLLM\'s JSON, e.g. \'{"method": "ngram", '
                              '"num_speculative_tokens": 4}\'; methods: ngram, suffix, draft_model, eagle, eagle3')
+    parser.add_argument("--reasoning-parser", default=None, metavar="NAME",
+                        help="a reasoning model's thinking: qwen3 (<think>...</think> when the model thinks) or "
+                             "deepseek_r1 (thinking until </think>); structured outputs then constrain the "
+                             "answer only, and the server puts the thinking in reasoning_content")
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 
@@ -89,6 +93,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
         quantization=args.quantization, speculative_config=args.speculative_config,
+        reasoning_parser=args.reasoning_parser,
         **{name: getattr(args, name) for name in _kernel_arg_names()},
         **vllm_compat_kwargs(args),
         **({"generation_config": args.generation_config} if hasattr(args, "generation_config") else {}),

@@ -59,6 +59,9 @@ class EngineArgs(VllmCompatArgs):
     # vLLM's speculative_config: a dict (or its JSON text), e.g. {"method": "ngram",
     # "num_speculative_tokens": 4} (spec_decode/config.py); None: no speculation
     speculative_config: SpeculativeConfig | dict[str, Any] | str | None = None
+    # A reasoning model's parser (pagedllm/reasoning: qwen3, deepseek_r1): structured outputs then
+    # constrain only the answer, after the thinking; the server also splits it into reasoning_content.
+    reasoning_parser: str | None = None
     # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
     # PAGEDLLM_<NAME> when set, else KernelConfig's default.
     attention_backend: str | None = None
@@ -78,6 +81,10 @@ class EngineArgs(VllmCompatArgs):
             raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
                              f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
         self.speculative_config = SpeculativeConfig.from_user(self.speculative_config)
+        if self.reasoning_parser is not None:
+            from pagedllm.reasoning.parsers import REASONING_PARSERS
+
+            REASONING_PARSERS.check(self.reasoning_parser)
 
     def create_kernel_config(self) -> KernelConfig:
         """The kernel choices: these arguments where set, over the environment's, over the defaults."""
@@ -134,6 +141,7 @@ class EngineArgs(VllmCompatArgs):
             kernel_config=kernel_config,
             speculative_config=_resolve_draft(SpeculativeConfig.from_user(self.speculative_config), model_config,
                                               platform.device_name),
+            reasoning_parser=self.reasoning_parser,
         )
 
     def _async_scheduling(self, device: str) -> bool:

@@ -21,6 +21,7 @@ from pagedllm.engine.frontend import load_model_tokenizer
 from pagedllm.executor.base import get_executor_class
 from pagedllm.metrics.stats import StepTimes
 from pagedllm.outputs import EngineCoreOutputs, ModelRunnerOutputFuture, SchedulerStats
+from pagedllm.reasoning.parsers import reasoning_end_text
 from pagedllm.structured_output.manager import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class EngineCore:
         def grammar_tokenizer() -> Any:
             return copy.deepcopy(tokenizer) if tokenizer is not None else load_model_tokenizer(model_config)
 
-        self.grammars = StructuredOutputManager(grammar_tokenizer, model_config.hf_config.vocab_size)
+        self.grammars = StructuredOutputManager(grammar_tokenizer, model_config.hf_config.vocab_size,
+                                                reasoning_end_text(config.reasoning_parser))
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks,
                                    config.speculative_config, self.grammars)
         self.step_times = StepTimes()

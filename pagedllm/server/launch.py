@@ -81,7 +81,7 @@ def server_settings(args: argparse.Namespace, model_config: Any) -> Any:
                           max_waiting_requests=args.max_waiting_requests,
                           max_request_body_bytes=args.max_request_body_bytes,
                           request_body_timeout_s=args.request_body_timeout,
-                          sampling_defaults=model_config.sampling_defaults)
+                          sampling_defaults=model_config.sampling_defaults, reasoning_parser=args.reasoning_parser)
 
 
 def run_server(args: argparse.Namespace) -> int:

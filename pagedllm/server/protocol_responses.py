@@ -71,6 +71,14 @@ class ChatLogprobs(OpenAIBaseModel):
 class ChatResponseMessage(OpenAIBaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    reasoning_content: str | None = None  # with --reasoning-parser: the model's thinking (vLLM's field)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_reasoning(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("reasoning_content") is None:
+            body.pop("reasoning_content", None)  # only a reasoning parser's responses carry it
+        return body
 
 
 class ChatChoice(OpenAIBaseModel):
@@ -94,11 +102,13 @@ class ChatCompletionResponse(OpenAIBaseModel):
 class DeltaMessage(OpenAIBaseModel):
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
     @model_serializer
     def _drop_absent(self) -> dict[str, Any]:
         # OpenAI's deltas carry only what changed: {"role": ...} first, then {"content": ...}, then {}.
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+        return {k: v for k, v in (("role", self.role), ("content", self.content),
+                                  ("reasoning_content", self.reasoning_content)) if v is not None}
 
 
 class ChatStreamChoice(OpenAIBaseModel):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fastapi import Request, Response
 
 from pagedllm.outputs import CompletionOutput, RequestOutput
+from pagedllm.reasoning.parsers import REASONING_PARSERS, ReasoningParser
 from pagedllm.server.errors import from_engine_exception
 from pagedllm.server.logprobs import chat_logprobs
 from pagedllm.server.protocol import ChatCompletionRequest
@@ -75,9 +76,20 @@ class OpenAIServingChat(ServingBase):
             return None
         return chat_logprobs(out.token_ids, out.logprobs, job.request.top_logprobs or 0, self.tokenizer)
 
+    def _message(self, text: str) -> ChatResponseMessage:
+        parser = self._reasoning_parser()
+        if parser is None:
+            return ChatResponseMessage(content=text)
+        reasoning, content = parser.split(text)
+        return ChatResponseMessage(content=content, reasoning_content=reasoning)
+
+    def _reasoning_parser(self) -> ReasoningParser | None:
+        name = self.settings.reasoning_parser
+        return None if name is None else REASONING_PARSERS.get(name)()
+
     def _full_response(self, job: _Job, final: RequestOutput) -> Response:
         choices = [
-            ChatChoice(index=out.index, message=ChatResponseMessage(content=out.text),
+            ChatChoice(index=out.index, message=self._message(out.text),
                        logprobs=self._logprobs(job, out), finish_reason=out.finish_reason,
                        stop_reason=out.stop_reason)
             for out in sorted(final.outputs, key=lambda o: o.index)
@@ -91,6 +103,7 @@ class OpenAIServingChat(ServingBase):
         n = job.request.n
         num_tokens = [0] * n
         finished = [False] * n
+        parsers = [self._reasoning_parser() for _ in range(n)]
         try:
             for index in range(n):
                 role = DeltaMessage(role="assistant", content="")
@@ -102,7 +115,7 @@ class OpenAIServingChat(ServingBase):
                     num_tokens[out.index] += len(out.token_ids)
                     finished[out.index] = out.finish_reason is not None
                     if out.text or out.token_ids or finished[out.index]:
-                        yield job.chunk([self._delta_choice(job, out)])
+                        yield job.chunk([self._delta_choice(job, out, parsers[out.index])])
             if job.request.include_usage:
                 usage = UsageInfo.of(len(job.prompt.token_ids), sum(num_tokens))
                 yield job.chunk([], usage)
@@ -112,8 +125,15 @@ class OpenAIServingChat(ServingBase):
             await aclose_quietly(items)
         yield SSE_DONE
 
-    def _delta_choice(self, job: _Job, out: CompletionOutput) -> ChatStreamChoice:
+    def _delta_choice(self, job: _Job, out: CompletionOutput, parser: ReasoningParser | None) -> ChatStreamChoice:
         # The last chunk of a choice carries its finish_reason; content is left out when empty ({}).
-        delta = DeltaMessage(content=out.text or (None if out.finish_reason else ""))
+        if parser is None:
+            delta = DeltaMessage(content=out.text or (None if out.finish_reason else ""))
+        else:  # the thinking as reasoning_content deltas, then the answer as content ones
+            split = parser.feed(out.text)
+            if out.finish_reason is not None:
+                last = parser.finish()
+                split.reasoning, split.content = split.reasoning + last.reasoning, split.content + last.content
+            delta = DeltaMessage(content=split.content or None, reasoning_content=split.reasoning or None)
         return ChatStreamChoice(index=out.index, delta=delta, logprobs=self._logprobs(job, out),
                                 finish_reason=out.finish_reason, stop_reason=out.stop_reason)

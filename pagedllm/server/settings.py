@@ -25,6 +25,9 @@ class ServerSettings:
     # connection is closed: a client that announces more than it sends must not hold one for ever.
     # 60 s (nginx's client_body_timeout) reads a full 32 MiB body at 0.6 MB/s.
     request_body_timeout_s: float = 60.0
+    # Split chat completions' text into reasoning_content and content (pagedllm/reasoning: qwen3,
+    # deepseek_r1); None: all content.
+    reasoning_parser: str | None = None
 
     def __post_init__(self) -> None:
         if any(not name for name in self.served_model_names):
@@ -35,3 +38,7 @@ class ServerSettings:
             raise ValueError("max_request_body_bytes and request_body_timeout_s must be positive.")
         if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
             raise ValueError(f"max_waiting_requests must be >= 0, got {self.max_waiting_requests}.")
+        if self.reasoning_parser is not None:
+            from pagedllm.reasoning.parsers import REASONING_PARSERS
+
+            REASONING_PARSERS.check(self.reasoning_parser)

@@ -28,14 +28,22 @@ class _RequestGrammar:
     compiled: Future[Any]
     matcher: Any = None  # xgrammar.GrammarMatcher once compiled
     failed: str | None = None  # why it could not compile
+    # With a reasoning parser: whether the thinking has ended (the grammar applies from there), and
+    # the end of the text seen while it had not (the end marker may straddle tokens and steps)
+    answering: bool = True
+    tail: str = ""
 
 
 class StructuredOutputManager:
-    def __init__(self, load_tokenizer: Callable[[], Any], vocab_size: int) -> None:
+    def __init__(self, load_tokenizer: Callable[[], Any], vocab_size: int, reasoning_end: str | None = None) -> None:
         """`load_tokenizer`: the model's tokenizer, loaded on the first constrained request (xgrammar
-        reads its whole vocabulary once)."""
+        reads its whole vocabulary once). `reasoning_end`: a reasoning model's end-of-thinking text
+        ("</think>"): a constrained request's grammar applies only once it appears (in the prompt,
+        or the output), so the model thinks freely and only its answer is constrained."""
         self._load_tokenizer = load_tokenizer
         self.vocab_size = vocab_size
+        self._reasoning_end = reasoning_end
+        self._tokenizer: Any = None  # the compiler's, kept to read the thinking's end in the text
         self._compiler: GrammarCompiler | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._cache: dict[GrammarSpec, Future[Any]] = {}
@@ -65,7 +73,9 @@ class StructuredOutputManager:
     def _get_compiler(self) -> GrammarCompiler:
         # Only on the pool's single thread: the first call builds it, the others find it.
         if self._compiler is None:
-            self._compiler = GrammarCompiler(self._load_tokenizer(), self.vocab_size)
+            tokenizer = self._load_tokenizer()
+            self._compiler = GrammarCompiler(tokenizer, self.vocab_size)
+            self._tokenizer = tokenizer
         return self._compiler
 
     def warm_up(self) -> None:
@@ -87,6 +97,9 @@ class StructuredOutputManager:
             logger.error("Request %s: %s", request.request_id, e)
             return True
         state.matcher = _new_matcher(compiled, sorted(request.sampling_params.all_stop_token_ids))
+        if self._reasoning_end is not None:
+            # Text, not token ids: a tokenizer without the marker as one token splits it by context.
+            state.answering = self._reasoning_end in self._tokenizer.decode(request.all_token_ids)
         return True
 
     @staticmethod
@@ -96,7 +109,19 @@ class StructuredOutputManager:
 
     def accept(self, request: Request, token_ids: list[int]) -> bool:
         """Advance the request's matcher by the tokens it kept; True when its grammar is complete."""
-        matcher = request.structured.matcher
+        state: _RequestGrammar = request.structured
+        matcher = state.matcher
+        if not state.answering:  # still thinking: look for its end; what follows is constrained
+            end = self._reasoning_end
+            assert end is not None
+            for i, token in enumerate(token_ids):
+                state.tail = (state.tail + self._tokenizer.decode([token]))[-2 * len(end):]
+                if end in state.tail:
+                    state.answering = True
+                    token_ids = token_ids[i + 1:]
+                    break
+            else:
+                return False
         for token in token_ids:
             if not matcher.accept_token(token):
                 logger.warning("Request %s: token %d is outside its grammar", request.request_id, token)
@@ -115,7 +140,7 @@ class StructuredOutputManager:
         for req_id in sched.num_scheduled_tokens:
             request = requests.get(req_id)
             if request is not None and request.structured is not None and request.structured.matcher is not None \
-                    and request.num_computed_tokens >= request.num_tokens:
+                    and request.structured.answering and request.num_computed_tokens >= request.num_tokens:
                 rows.append(request)
         if not rows:
             return None

@@ -126,3 +126,41 @@ def test_constraints_hold_under_engine_features(make_smollm2_llm, engine_kwargs)
     if "speculative_config" in engine_kwargs:
         assert stats.spec_decoding.num_drafts > 0
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
+
+
+def test_grammar_waits_for_the_end_of_thinking(smollm2_tokenizer_dir):
+    """With a reasoning parser a constrained request is unmasked while it thinks; the grammar takes
+    over after </think> (even split across steps), or at once when the prompt already closed it."""
+    from transformers import AutoTokenizer
+
+    from pagedllm.core.request import Request
+    from pagedllm.core.scheduler_output import CachedRequestData, SchedulerOutput
+    from pagedllm.structured_output.manager import StructuredOutputManager
+
+    tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    manager = StructuredOutputManager(lambda: tok, 49152, reasoning_end="</think>")
+
+    def request(req_id: str, prompt: str) -> Request:
+        params = SamplingParams(structured_outputs=StructuredOutputsParams(choice=["yes", "no"]))
+        params.all_stop_token_ids = {tok.eos_token_id}
+        r = Request(req_id, tok.encode(prompt), params)
+        manager.add_request(r)
+        while not manager.ready(r):
+            manager.wait_for_compile(0.1)
+        r.num_computed_tokens = r.num_tokens  # as if scheduled to sample
+        return r
+
+    def masked(r: Request) -> bool:
+        r.num_computed_tokens = r.num_tokens  # scheduled to sample its next token
+        sched = SchedulerOutput([], CachedRequestData(), {r.request_id: 1}, 1, set())
+        return manager.bitmask_for(sched, {r.request_id: r}) is not None
+
+    thinking, closed = request("a", "Question? <think>"), request("b", "<think>\n\n</think>\n\n")
+    assert not masked(thinking) and masked(closed)
+    ids = tok.encode("Hmm, let me see. </think>", add_special_tokens=False)
+    for i in range(0, len(ids), 2):  # two tokens a step: the marker straddles steps
+        assert not manager.accept(thinking, ids[i:i + 2])
+        thinking.append_output_token_ids(ids[i:i + 2])
+    assert masked(thinking)
+    assert not manager.accept(thinking, tok.encode("yes", add_special_tokens=False))
+    assert manager.accept(thinking, [tok.eos_token_id])  # the grammar is complete

@@ -86,6 +86,7 @@ class FakeEngine:
     num_waiting: int = 0  # sequences waiting for a slot
     free_slots: int = 256  # slots new sequences take before they wait
     requests: list[tuple[str, Any, SamplingParams]] = field(default_factory=list)
+    reply: Any = None  # (sequence index) -> the text it generates; None: reply_for
     started: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
@@ -141,7 +142,8 @@ class _Run:
     def __init__(self, engine: FakeEngine, prompt_ids: list[int], params: SamplingParams, request_id: str) -> None:
         self.engine, self.prompt_ids, self.params, self.request_id = engine, prompt_ids, params, request_id
         tok = engine.tokenizer
-        self.scripts = [list(tok(reply_for(k), add_special_tokens=False).input_ids) + [engine.eos_token_id]
+        reply = engine.reply or reply_for
+        self.scripts = [list(tok(reply(k), add_special_tokens=False).input_ids) + [engine.eos_token_id]
                         for k in range(params.n)]
         self.detoks = [IncrementalDetokenizer(tok, prompt_ids, params.skip_special_tokens, True, list(params.stop or []),
                                               params.include_stop_str_in_output) for _ in range(params.n)]

@@ -1,0 +1,1 @@
+"""Reasoning models' output split into their thinking and their answer (`--reasoning-parser`)."""

@@ -128,6 +128,9 @@ class SamplingParams:
                "stop_token_ids must be non-negative integers.")
         if self.seed is not None:
             _check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}.")
+        # A grammar that is complete allows only the stop tokens, which min_tokens would forbid too.
+        _check(self.structured_outputs is None or self.min_tokens == 0,
+               "min_tokens cannot be combined with structured_outputs (the constraint decides the length).")
 
     @property
     def is_greedy(self) -> bool:

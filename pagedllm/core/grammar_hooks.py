@@ -2,9 +2,16 @@
 engine core's StructuredOutputManager implements it)."""
 from __future__ import annotations
 
+import enum
 from typing import Protocol
 
 from pagedllm.core.request import Request
+
+
+class GrammarState(enum.Enum):
+    GOING = 0  # more tokens to come
+    COMPLETE = 1  # the grammar is complete: the request stops
+    VIOLATED = 2  # a kept token is outside the grammar (nothing was allowed): the request is aborted
 
 
 class GrammarHooks(Protocol):
@@ -14,8 +21,8 @@ class GrammarHooks(Protocol):
     def failure(self, request: Request) -> str | None:
         """Why the request's grammar could not compile; None if it compiled."""
 
-    def accept(self, request: Request, token_ids: list[int]) -> bool:
-        """Advance the request's grammar by the tokens it kept; True when the grammar is complete."""
+    def accept(self, request: Request, token_ids: list[int]) -> GrammarState:
+        """Advance the request's grammar by the tokens it kept."""
 
     def release(self, request: Request) -> None:
         """The request finished: drop its grammar state."""

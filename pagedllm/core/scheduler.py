@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 from pagedllm.config import CacheConfig, SchedulerConfig
 from pagedllm.core.block_hash import update_block_hashes
-from pagedllm.core.grammar_hooks import GrammarHooks
+from pagedllm.core.grammar_hooks import GrammarHooks, GrammarState
 from pagedllm.core.kv_cache_manager import KVCacheManager
 from pagedllm.core.preemption import preempt
 from pagedllm.core.request import Request, RequestStatus
@@ -51,9 +51,10 @@ _RUNNING = RequestStatus.RUNNING
 class Scheduler:
     """Owns the waiting queue, the running list and the KV cache manager.
 
-    Invariant: `running` is in arrival order. Waiting is FCFS, a preempted request goes back to
-    its front and is never skipped, and victims are taken from the end of `running`, so the
-    order survives preemption and resumption; hence `running[-1]` is the latest arrival.
+    Invariant: `running` is in admission order. Waiting is FCFS (a preempted request goes back to
+    its front), except that a constrained request whose grammar is still compiling keeps its place
+    while the ones behind it are admitted; victims are taken from the end of `running`, so the
+    order survives preemption and resumption; hence `running[-1]` is the latest admitted.
     """
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_blocks: int,
@@ -382,8 +383,10 @@ class Scheduler:
                 sampled = self._append_tokens(request, sampled)
                 if request.structured is not None and sampled:
                     assert self.grammars is not None
-                    if self.grammars.accept(request, sampled) and request.status == _RUNNING:
-                        request.status = RequestStatus.FINISHED_STOPPED  # its grammar is complete
+                    state = self.grammars.accept(request, sampled)
+                    if state is not GrammarState.GOING and request.status == _RUNNING:
+                        request.status = (RequestStatus.FINISHED_STOPPED if state is GrammarState.COMPLETE
+                                          else RequestStatus.FINISHED_ABORTED)
             elif new_logprobs is None and new_prompt_logprobs is None:
                 continue  # a prefill chunk with nothing to report
             output = EngineCoreOutput(req_id, sampled, new_logprobs, new_prompt_logprobs,

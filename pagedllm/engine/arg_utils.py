@@ -195,6 +195,10 @@ def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: 
     if spec.method in HEAD_METHODS:
         _check_head(spec.method, source, hf_config, target)
         hf_config.architectures = [DRAFT_HEAD_ARCHITECTURES[spec.method]]
+        # Published heads state the context they were trained at (EAGLE-3 for Llama-3.1: 2048); a
+        # head reads the target's positions, so it runs over the target's context (as in vLLM).
+        hf_config.max_position_embeddings = max(getattr(hf_config, "max_position_embeddings", 0) or 0,
+                                                target.max_model_len)
     check_loadable(source, hf_config, target.load_format)
     draft_vocab, target_vocab = hf_config.vocab_size, target.hf_config.vocab_size
     if draft_vocab != target_vocab:

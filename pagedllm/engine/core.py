@@ -45,12 +45,14 @@ class EngineCore:
         self.num_blocks = plan.num_blocks
         self.executor.initialize_cache(config)
         model_config = config.model_config
-        # A copy of the caller's: xgrammar reads it on its own thread while the caller detokenizes.
+        # A copy of the caller's (taken on the caller's thread): xgrammar reads it on its own thread
+        # while the caller detokenizes with the original.
         def grammar_tokenizer() -> Any:
             return copy.deepcopy(tokenizer) if tokenizer is not None else load_model_tokenizer(model_config)
 
         self.grammars = StructuredOutputManager(grammar_tokenizer, model_config.hf_config.vocab_size,
-                                                reasoning_end_text(config.reasoning_parser))
+                                                reasoning_end_text(config.reasoning_parser),
+                                                load_on_caller=tokenizer is not None)
         self.scheduler = Scheduler(config.scheduler_config, config.cache_config, self.num_blocks,
                                    config.speculative_config, self.grammars)
         self.step_times = StepTimes()

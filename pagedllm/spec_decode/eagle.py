@@ -28,9 +28,10 @@ from pagedllm.spec_decode.draft_model import DraftModelProposer
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime
 from pagedllm.worker.graphed_forward import run_forward
 
-# Features held unread for at most this many steps' worth of tokens a request: past it (speculation
-# switched off for large batches, disable_by_batch_size) the head restarts at the newest step; its
-# entries in between are left stale, which only lowers acceptance.
+# Features held unread for at most this many steps' worth of tokens a request: past it (a prompt
+# longer than that, prefilled in chunks) the head restarts at the newest step; its entries in
+# between are left unwritten or stale, which only lowers acceptance. Steps after which speculation
+# is off for the batch (disable_by_batch_size) keep nothing at all.
 _HELD_STEPS = 4
 
 
@@ -62,9 +63,13 @@ class EagleProposer(DraftModelProposer):
 
     @torch.inference_mode()
     def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int],
-                       hidden: torch.Tensor) -> None:
+                       hidden: torch.Tensor, keep: bool = True) -> None:
         rt = self._runtime
         assert rt is not None
+        if not keep:  # speculation is off for the batch: hold nothing; the head restarts later
+            for req_id in req_ids:
+                self._features.pop(req_id, None)
+            return
         n = hidden.shape[0]
         raw = rt.aux_hidden[:n] if rt.aux_hidden is not None else hidden
         features = rt.draft_model.combine_hidden_states(raw)  # [n, H], a tensor of its own

@@ -85,10 +85,11 @@ class Proposer(ABC):
         return None
 
     def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int],
-                       hidden: torch.Tensor) -> None:
+                       hidden: torch.Tensor, keep: bool = True) -> None:
         """A step's target hidden states [num_tokens, H] (only for reads_target_hidden): request
         i's counts[i] rows follow the rows of the requests before it, the first at position
-        starts[i]. The rows are the step's own tensor, valid until the next step: keep copies."""
+        starts[i]. The rows are the step's own tensor, valid until the next step: keep copies.
+        keep=False: no proposal follows this step (speculation off for the batch)."""
 
     def bind(self, runtime: ProposerRuntime) -> None:
         """The worker's device, cache and rows, before the first step (proposers that run no model

@@ -73,9 +73,11 @@ class Speculator:
     def reads_target_hidden(self) -> bool:
         return self.proposer.reads_target_hidden
 
-    def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int], hidden: torch.Tensor) -> None:
-        """A step's target hidden states, for a proposer that drafts from them (EAGLE)."""
-        self.proposer.observe_target(req_ids, starts, counts, hidden)
+    def observe_target(self, req_ids: list[str], starts: list[int], counts: list[int], hidden: torch.Tensor,
+                       keep: bool = True) -> None:
+        """A step's target hidden states, for a proposer that drafts from them (EAGLE); keep=False:
+        nothing is proposed after this step, so the proposer drops what it holds of these requests."""
+        self.proposer.observe_target(req_ids, starts, counts, hidden, keep)
 
     def speculates(self, num_running: int) -> bool:
         """Whether a step with this many running requests proposes drafts at all."""

@@ -45,7 +45,9 @@ def grammar_spec(params: StructuredOutputsParams) -> GrammarSpec:
         return GrammarSpec("regex", params.regex)
     if kind == "choice":
         assert params.choice is not None
-        return GrammarSpec("grammar", "root ::= " + " | ".join(json.dumps(c) for c in params.choice))
+        # ensure_ascii=False: xgrammar reads a \uXXXX surrogate pair as two characters no token matches
+        literals = (json.dumps(c, ensure_ascii=False) for c in params.choice)
+        return GrammarSpec("grammar", "root ::= " + " | ".join(literals))
     assert params.grammar is not None
     return GrammarSpec("grammar", params.grammar)
 

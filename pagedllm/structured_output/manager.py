@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from pagedllm.core.grammar_hooks import GrammarState
 from pagedllm.core.request import Request
 from pagedllm.core.scheduler_output import GrammarOutput, SchedulerOutput
 from pagedllm.structured_output.grammars import GrammarCompiler, GrammarSpec, grammar_spec
@@ -35,12 +36,17 @@ class _RequestGrammar:
 
 
 class StructuredOutputManager:
-    def __init__(self, load_tokenizer: Callable[[], Any], vocab_size: int, reasoning_end: str | None = None) -> None:
+    def __init__(self, load_tokenizer: Callable[[], Any], vocab_size: int, reasoning_end: str | None = None,
+                 load_on_caller: bool = False) -> None:
         """`load_tokenizer`: the model's tokenizer, loaded on the first constrained request (xgrammar
         reads its whole vocabulary once). `reasoning_end`: a reasoning model's end-of-thinking text
         ("</think>"): a constrained request's grammar applies only once it appears (in the prompt,
-        or the output), so the model thinks freely and only its answer is constrained."""
+        or the output), so the model thinks freely and only its answer is constrained.
+        `load_on_caller`: call load_tokenizer on the thread that adds the first constrained request
+        (it copies a tokenizer that thread keeps using), not on the grammar thread."""
         self._load_tokenizer = load_tokenizer
+        self._load_on_caller = load_on_caller
+        self._loaded_tokenizer: Any = None
         self.vocab_size = vocab_size
         self._reasoning_end = reasoning_end
         self._tokenizer: Any = None  # the compiler's, kept to read the thinking's end in the text
@@ -54,6 +60,8 @@ class StructuredOutputManager:
         params = request.sampling_params.structured_outputs
         assert params is not None
         spec = grammar_spec(params)
+        if self._load_on_caller and self._loaded_tokenizer is None:
+            self._loaded_tokenizer = self._load_tokenizer()
         future = self._cache.get(spec)
         if future is None or (future.done() and future.exception() is not None):
             future = self._cache[spec] = self._executor().submit(self._compile, spec)
@@ -73,14 +81,15 @@ class StructuredOutputManager:
     def _get_compiler(self) -> GrammarCompiler:
         # Only on the pool's single thread: the first call builds it, the others find it.
         if self._compiler is None:
-            tokenizer = self._load_tokenizer()
+            tokenizer = self._loaded_tokenizer if self._loaded_tokenizer is not None else self._load_tokenizer()
             self._compiler = GrammarCompiler(tokenizer, self.vocab_size)
             self._tokenizer = tokenizer
         return self._compiler
 
     def warm_up(self) -> None:
         """Build the compiler now, in the background (compiles queue behind it)."""
-        self._executor().submit(self._get_compiler)
+        future = self._executor().submit(self._get_compiler)
+        future.add_done_callback(_log_failure)
 
     def ready(self, request: Request) -> bool:
         """Whether the request's grammar is compiled (its matcher made); False while compiling. A
@@ -92,11 +101,17 @@ class StructuredOutputManager:
             return False
         try:
             compiled = state.compiled.result()
-        except ValueError as e:
-            state.failed = str(e)
-            logger.error("Request %s: %s", request.request_id, e)
+            # The model's EOS always ends a complete grammar (even with ignore_eos: the constraint
+            # decides the length); without a stop token xgrammar would end at the first point the
+            # grammar could end ("\d+" after one digit).
+            stops = set(request.sampling_params.all_stop_token_ids)
+            if request.eos_token_id is not None:
+                stops.add(request.eos_token_id)
+            state.matcher = _new_matcher(compiled, sorted(stops))
+        except Exception as e:  # a failed compile, tokenizer or matcher: this request ends, not the core
+            state.failed = str(e) or type(e).__name__
+            logger.error("Request %s: its grammar is unusable: %s", request.request_id, state.failed)
             return True
-        state.matcher = _new_matcher(compiled, sorted(request.sampling_params.all_stop_token_ids))
         if self._reasoning_end is not None:
             # Text, not token ids: a tokenizer without the marker as one token splits it by context.
             state.answering = self._reasoning_end in self._tokenizer.decode(request.all_token_ids)
@@ -107,26 +122,28 @@ class StructuredOutputManager:
         state: _RequestGrammar = request.structured
         return state.failed
 
-    def accept(self, request: Request, token_ids: list[int]) -> bool:
-        """Advance the request's matcher by the tokens it kept; True when its grammar is complete."""
+    def accept(self, request: Request, token_ids: list[int]) -> GrammarState:
+        """Advance the request's matcher by the tokens it kept."""
         state: _RequestGrammar = request.structured
         matcher = state.matcher
         if not state.answering:  # still thinking: look for its end; what follows is constrained
             end = self._reasoning_end
             assert end is not None
             for i, token in enumerate(token_ids):
-                state.tail = (state.tail + self._tokenizer.decode([token]))[-2 * len(end):]
-                if end in state.tail:
+                text = state.tail + self._tokenizer.decode([token])
+                if end in text:
                     state.answering = True
                     token_ids = token_ids[i + 1:]
                     break
+                state.tail = text[-len(end):]
             else:
-                return False
+                return GrammarState.GOING
         for token in token_ids:
             if not matcher.accept_token(token):
-                logger.warning("Request %s: token %d is outside its grammar", request.request_id, token)
-                break
-        return bool(matcher.is_terminated())
+                logger.error("Request %s: token %d is outside its grammar; the request is aborted",
+                             request.request_id, token)
+                return GrammarState.VIOLATED
+        return GrammarState.COMPLETE if matcher.is_terminated() else GrammarState.GOING
 
     def release(self, request: Request) -> None:
         request.structured = None
@@ -159,6 +176,12 @@ class StructuredOutputManager:
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    error = future.exception()
+    if error is not None:
+        logger.error("Structured outputs' compiler could not be prepared: %s", error)
 
 
 def _new_matcher(compiled: Any, stop_token_ids: list[int]) -> Any:

@@ -6,7 +6,8 @@ graph reads its inputs from the persistent InputBuffers (worker/input_buffers.py
 fills in place, and writes its hidden states to a tensor owned by the graph's memory pool.
 
 A step of n decode requests runs the graph of the smallest captured size >= n; rows n.. are
-padding (token 0, slot -1 so nothing is written, seq_len 1), their outputs are dropped. All
+padding (token 0, slot -1 so nothing is written, seq_len 1; for verify graphs, query_len tokens
+each with seq_len query_len), their outputs are dropped. All
 graphs share one memory pool and are captured largest first, so smaller ones reuse its memory.
 Only backends whose decode path reads lengths from device memory and never syncs the host can
 be captured (BackendCapabilities.cuda_graphs): the torch backend sizes its gather from the step's

@@ -70,7 +70,9 @@ class RunnerStep:
         return self._output
 
     def _propose(self, speculator: Speculator, states: RequestStates) -> None:
-        current = [s for s in self._sample_states if states.is_current(s)]
+        # A constrained request's drafts would be dropped by the scheduler (not checked against its grammar)
+        current = [s for s in self._sample_states if states.is_current(s)
+                   and s.sampling_params.structured_outputs is None]
         self._output.spec_token_ids = speculator.propose(
             [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current],
             [s.row for s in current], [s.sampling_params for s in current])
@@ -178,7 +180,9 @@ class ModelRunner:
         if self.speculator is not None and self.speculator.reads_target_hidden:
             md = inp.attn_metadata
             counts = list(sched.num_scheduled_tokens.values())
-            self.speculator.observe_target(req_ids, [s - c for s, c in zip(md.seq_lens_cpu, counts)], counts, hidden)
+            starts = [s - c for s, c in zip(md.seq_lens_cpu, counts)]
+            # A step after which nothing is proposed (batch at disable_by_batch_size) keeps no features.
+            self.speculator.observe_target(req_ids, starts, counts, hidden, keep=self._speculator_now() is not None)
         output = ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=[[] for _ in req_ids])
         self._compute_prompt_logprobs(inp, hidden, output)
         step = RunnerStep(self.states, output, inp.sample_states, *self._sample(inp, hidden, sched.grammar),

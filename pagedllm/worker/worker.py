@@ -158,11 +158,11 @@ class Worker:
                     **common))
                 graph_bytes += self._piecewise_buffer_bytes(max(piecewise_sizes))
             verify_sizes = self._verify_graph_sizes()
-            if verify_sizes and not piecewise_sizes:  # else the piecewise profile covered more tokens
+            verify_tokens = max(verify_sizes) * self._verify_len() if verify_sizes else 0
+            if verify_tokens > max(piecewise_sizes, default=0):  # more than the piecewise profile covered
                 graph_peak = max(graph_peak, profile_step_memory(
-                    self.model, self.backend, spec, max_num_batched_tokens=max(verify_sizes) * self._verify_len(),
-                    sample=False, **common))
-            graph_bytes += graph_pool_estimate(graph_peak)
+                    self.model, self.backend, spec, max_num_batched_tokens=verify_tokens, sample=False, **common))
+            graph_bytes += graph_pool_estimate(graph_peak) + self._verify_output_bytes(verify_sizes)
         profile = MemoryProfile(self.platform.total_memory_bytes(), in_use_bytes(self.device), self.weights_bytes,
                                 peak, graph_bytes)
         budget = kv_cache_budget(profile, cfg.cache_config.gpu_memory_utilization)
@@ -196,6 +196,14 @@ class Worker:
         limit = min(sc.max_num_seqs, sc.max_num_batched_tokens)
         sizes = cfg.device_config.cuda_graph_sizes or default_graph_sizes(limit)
         return sorted({s for s in sizes if s <= limit})
+
+    def _verify_output_bytes(self, sizes: list[int]) -> int:
+        """The hidden states each verify graph keeps as its output, all sizes together."""
+        from pagedllm.models.common import to_torch_dtype
+
+        model_config = self.config.model_config
+        row = model_config.hf_config.hidden_size * to_torch_dtype(model_config.dtype).itemsize
+        return sum(sizes) * self._verify_len() * row
 
     def _verify_len(self) -> int:
         """Tokens a request checks in a verify step: its last token and k drafts."""

@@ -213,3 +213,26 @@ def test_heads_that_cannot_draft_for_the_target_are_refused(tiny_hf_model, head,
     llama = tiny_hf_model("llama")
     with pytest.raises(ValueError, match="reads hidden states of 128 features; the target's have 64"):
         LLM(llama.folder, tokenizer=smollm2_tokenizer_dir, speculative_config={"method": method, "model": str(wide)})
+
+
+def test_no_features_held_while_speculation_is_off(target, head, reference, smollm2_tokenizer_dir):
+    """At disable_by_batch_size nothing is proposed: the head holds no features of those steps, and
+    the outputs are still the target's."""
+    method, folder = head
+    llm = LLM(target.folder, tokenizer=smollm2_tokenizer_dir, dtype="float32", max_model_len=256, block_size=16,
+              num_gpu_blocks_override=128, speculative_config={"method": method, "model": folder,
+                                                               "num_speculative_tokens": 3, "disable_by_batch_size": 2})
+    proposer = llm.llm_engine.executor.worker.runner.speculator.proposer
+    held_while_off = []
+    observe = proposer.observe_target
+
+    def recording(req_ids, starts, counts, hidden, keep=True):
+        observe(req_ids, starts, counts, hidden, keep)
+        if not keep:
+            held_while_off.append(sum(f.num_rows for f in proposer._features.values()))
+
+    proposer.observe_target = recording
+    outs = llm.generate([{"prompt_token_ids": p} for p in _prompts(3)], SamplingParams(temperature=0, max_tokens=20),
+                        use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in outs] == reference
+    assert held_while_off and max(held_while_off) == 0

@@ -133,6 +133,7 @@ def test_grammar_waits_for_the_end_of_thinking(smollm2_tokenizer_dir):
     over after </think> (even split across steps), or at once when the prompt already closed it."""
     from transformers import AutoTokenizer
 
+    from pagedllm.core.grammar_hooks import GrammarState
     from pagedllm.core.request import Request
     from pagedllm.core.scheduler_output import CachedRequestData, SchedulerOutput
     from pagedllm.structured_output.manager import StructuredOutputManager
@@ -159,8 +160,24 @@ def test_grammar_waits_for_the_end_of_thinking(smollm2_tokenizer_dir):
     assert not masked(thinking) and masked(closed)
     ids = tok.encode("Hmm, let me see. </think>", add_special_tokens=False)
     for i in range(0, len(ids), 2):  # two tokens a step: the marker straddles steps
-        assert not manager.accept(thinking, ids[i:i + 2])
+        assert manager.accept(thinking, ids[i:i + 2]) is GrammarState.GOING
         thinking.append_output_token_ids(ids[i:i + 2])
     assert masked(thinking)
-    assert not manager.accept(thinking, tok.encode("yes", add_special_tokens=False))
-    assert manager.accept(thinking, [tok.eos_token_id])  # the grammar is complete
+    assert manager.accept(thinking, tok.encode("yes", add_special_tokens=False)) is GrammarState.GOING
+    assert manager.accept(thinking, [tok.eos_token_id]) is GrammarState.COMPLETE
+    assert manager.accept(closed, tok.encode("maybe", add_special_tokens=False)) is GrammarState.VIOLATED
+
+
+def test_edge_cases_of_constraints(smollm2_quantized_llm):
+    """An emoji choice is reachable; ignore_eos does not cut a regex at its first possible end;
+    min_tokens with a constraint is refused (it could forbid the only tokens a complete grammar allows)."""
+    llm = smollm2_quantized_llm
+    [emoji] = llm.generate([_chat(llm, "Thumbs up or down?")], _params(StructuredOutputsParams(choice=["👍", "👎"])),
+                           use_tqdm=False)
+    assert emoji.outputs[0].text in ("👍", "👎") and emoji.outputs[0].finish_reason == "stop"
+    [digits] = llm.generate([_chat(llm, "Write the number one hundred and twenty three in digits.")],
+                            _params(StructuredOutputsParams(regex=r"[0-9]{2,5}"), ignore_eos=True, max_tokens=12),
+                            use_tqdm=False)
+    assert re.fullmatch(r"[0-9]{2,5}", digits.outputs[0].text), digits.outputs[0].text
+    with pytest.raises(ValueError, match="min_tokens cannot be combined with structured_outputs"):
+        _params(StructuredOutputsParams(choice=["a"]), min_tokens=2)

@@ -1,8 +1,9 @@
 """The engine core's structured-output manager, beside the scheduler.
 
 - Compiling: a request's grammar compiles on a worker thread (compiled grammars cached by their
-  spec), so a new schema never stalls the step loop; until it is compiled the request waits in the
-  queue while the others run (the scheduler asks `ready`).
+  spec, the least recently used dropped past MAX_CACHED_GRAMMARS), so a new schema never stalls the
+  step loop; until it is compiled the request waits in the queue while the others run (the
+  scheduler asks `ready`); one still compiling after COMPILE_TIMEOUT_S fails its request.
 - Matching: each request has its own matcher, advanced by the tokens the scheduler keeps
   (`accept`); a matcher that reaches the end of its grammar ends the request ("stop").
 - Masking: after each schedule, one token bitmask [rows, ceil(V / 32)] for the scheduled requests
@@ -11,6 +12,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -24,9 +28,17 @@ from pagedllm.structured_output.grammars import GrammarCompiler, GrammarSpec, gr
 logger = logging.getLogger(__name__)
 
 
+# A grammar still compiling after this long fails its request (a pathological schema, e.g. huge
+# repetition counts, must not hold a request forever); the compile itself runs on to its end.
+COMPILE_TIMEOUT_S = 60.0
+# Compiled grammars kept for reuse (a server seeing a new schema per request must not grow without end)
+MAX_CACHED_GRAMMARS = 512
+
+
 @dataclass
 class _RequestGrammar:
     compiled: Future[Any]
+    submitted: float
     matcher: Any = None  # xgrammar.GrammarMatcher once compiled
     failed: str | None = None  # why it could not compile
     # With a reasoning parser: whether the thinking has ended (the grammar applies from there), and
@@ -51,8 +63,9 @@ class StructuredOutputManager:
         self._reasoning_end = reasoning_end
         self._tokenizer: Any = None  # the compiler's, kept to read the thinking's end in the text
         self._compiler: GrammarCompiler | None = None
+        self._compiler_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._cache: dict[GrammarSpec, Future[Any]] = {}
+        self._cache: OrderedDict[GrammarSpec, Future[Any]] = OrderedDict()  # least recently used first
         self.num_active = 0  # constrained requests not finished
         self._compiling: set[Future[Any]] = set()  # compiles requests wait for
 
@@ -65,21 +78,29 @@ class StructuredOutputManager:
         future = self._cache.get(spec)
         if future is None or (future.done() and future.exception() is not None):
             future = self._cache[spec] = self._executor().submit(self._compile, spec)
-        request.structured = _RequestGrammar(future)
+            while len(self._cache) > MAX_CACHED_GRAMMARS:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(spec)
+        request.structured = _RequestGrammar(future, time.monotonic())
         self.num_active += 1
         if not future.done():
             self._compiling.add(future)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
+            # Two: one slow grammar does not hold up every other new one.
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="grammar")
         return self._pool
 
     def _compile(self, spec: GrammarSpec) -> Any:
         return self._get_compiler().compile(spec)
 
     def _get_compiler(self) -> GrammarCompiler:
-        # Only on the pool's single thread: the first call builds it, the others find it.
+        with self._compiler_lock:  # the pool's threads: the first builds it, the others wait for it
+            return self._build_compiler()
+
+    def _build_compiler(self) -> GrammarCompiler:
         if self._compiler is None:
             tokenizer = self._loaded_tokenizer if self._loaded_tokenizer is not None else self._load_tokenizer()
             self._compiler = GrammarCompiler(tokenizer, self.vocab_size)
@@ -98,7 +119,11 @@ class StructuredOutputManager:
         if state.matcher is not None or state.failed is not None:
             return True
         if not state.compiled.done():
-            return False
+            if time.monotonic() - state.submitted < COMPILE_TIMEOUT_S:
+                return False
+            state.failed = f"its grammar did not compile within {COMPILE_TIMEOUT_S:.0f} s"
+            logger.error("Request %s: %s", request.request_id, state.failed)
+            return True
         try:
             compiled = state.compiled.result()
             # The model's EOS always ends a complete grammar (even with ignore_eos: the constraint

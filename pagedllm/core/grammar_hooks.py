@@ -24,5 +24,8 @@ class GrammarHooks(Protocol):
     def accept(self, request: Request, token_ids: list[int]) -> GrammarState:
         """Advance the request's grammar by the tokens it kept."""
 
+    def valid_prefix(self, request: Request, drafts: list[int]) -> list[int]:
+        """The longest prefix of the drafts that the request's grammar allows after its tokens."""
+
     def release(self, request: Request) -> None:
         """The request finished: drop its grammar state."""

@@ -238,10 +238,12 @@ class Scheduler:
             drafts = request.spec_token_ids
             if drafts:
                 request.spec_token_ids = []
-                # No use checking drafts past max_tokens: the run would be cut there. A constrained
-                # request gets none (its drafts are not checked against its grammar yet).
-                drafts = (drafts[:request.max_tokens - len(request.output_token_ids) - 1]
-                          if speculate and request.structured is None else [])
+                # No use checking drafts past max_tokens: the run would be cut there; nor, for a
+                # constrained request, past the first its grammar refuses.
+                drafts = drafts[:request.max_tokens - len(request.output_token_ids) - 1] if speculate else []
+                if drafts and request.structured is not None:
+                    assert self.grammars is not None
+                    drafts = self.grammars.valid_prefix(request, drafts)
             n = min(num_tokens + placeholders + len(drafts) - num_computed, budget, max_model_len - num_computed)
             if n <= 0:  # nothing new to compute (no sampled token came back for it)
                 i += 1

@@ -46,7 +46,8 @@ class GrammarOutput:
     it may sample next (bit t of row i's word t // 32)."""
 
     req_ids: list[str]
-    bitmask: np.ndarray  # [len(req_ids), ceil(vocab / 32)] int32
+    bitmask: np.ndarray  # [sum(rows_per_request), ceil(vocab / 32)] int32, request after request
+    rows_per_request: list[int]  # 1, or k + 1 for a request checking k drafts (one per sampled position)
 
 
 @dataclass(slots=True)

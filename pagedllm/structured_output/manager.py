@@ -170,6 +170,26 @@ class StructuredOutputManager:
                 return GrammarState.VIOLATED
         return GrammarState.COMPLETE if matcher.is_terminated() else GrammarState.GOING
 
+    def valid_prefix(self, request: Request, drafts: list[int]) -> list[int]:
+        """Speculative drafts the grammar allows, up to the first it refuses (checked on the matcher,
+        then rolled back: the verify step's masks and its accepted tokens advance it for real)."""
+        state: _RequestGrammar = request.structured
+        if state.matcher is None or not state.answering:
+            return drafts if state.matcher is not None else []
+        matcher = state.matcher
+        n = 0
+        for token in drafts:
+            if not matcher.accept_token(token):
+                break
+            n += 1
+            if matcher.is_terminated():  # a stop token: the grammar is complete, no position follows it
+                break
+        if n:
+            matcher.rollback(n)
+        if n and drafts[n - 1] in request.sampling_params.all_stop_token_ids | {request.eos_token_id}:
+            n -= 1  # the target samples the stop itself; every position checked then has a live grammar
+        return drafts[:n]
+
     def release(self, request: Request) -> None:
         request.structured = None
         self.num_active -= 1
@@ -178,18 +198,30 @@ class StructuredOutputManager:
         """The allowed next tokens of every scheduled constrained request that samples this step."""
         import xgrammar as xgr
 
-        rows = []
+        rows: list[tuple[Request, list[int]]] = []  # (request, its drafts this step)
+        drafted = sched.scheduled_spec_decode_tokens
         for req_id in sched.num_scheduled_tokens:
             request = requests.get(req_id)
             if request is not None and request.structured is not None and request.structured.matcher is not None \
                     and request.structured.answering and request.num_computed_tokens >= request.num_tokens:
-                rows.append(request)
+                rows.append((request, drafted.get(req_id, [])))
         if not rows:
             return None
-        bitmask = xgr.allocate_token_bitmask(len(rows), self.vocab_size)  # [R, ceil(V / 32)] int32, all allowed
-        for i, request in enumerate(rows):
-            request.structured.matcher.fill_next_token_bitmask(bitmask, i)
-        return GrammarOutput([r.request_id for r in rows], bitmask.numpy())
+        # One row per sampled position: a request checking k drafts samples k + 1 positions, the
+        # j-th after its drafts 1..j (walked on the matcher, then rolled back).
+        bitmask = xgr.allocate_token_bitmask(sum(len(d) + 1 for _, d in rows), self.vocab_size)
+        row = 0
+        for request, drafts in rows:
+            matcher = request.structured.matcher
+            for token in drafts:
+                matcher.fill_next_token_bitmask(bitmask, row)
+                row += 1
+                matcher.accept_token(token)  # allowed: the scheduler kept only drafts the grammar allows
+            matcher.fill_next_token_bitmask(bitmask, row)
+            row += 1
+            if drafts:
+                matcher.rollback(len(drafts))
+        return GrammarOutput([r.request_id for r, _ in rows], bitmask.numpy(), [len(d) + 1 for _, d in rows])
 
     def wait_for_compile(self, timeout: float) -> None:
         """Block until a pending compile finishes (or `timeout` seconds): what the step loop does

@@ -70,9 +70,7 @@ class RunnerStep:
         return self._output
 
     def _propose(self, speculator: Speculator, states: RequestStates) -> None:
-        # A constrained request's drafts would be dropped by the scheduler (not checked against its grammar)
-        current = [s for s in self._sample_states if states.is_current(s)
-                   and s.sampling_params.structured_outputs is None]
+        current = [s for s in self._sample_states if states.is_current(s)]
         self._output.spec_token_ids = speculator.propose(
             [s.req_id for s in current], [states.sequence(s) for s in current], [s.num_prompt_tokens for s in current],
             [s.row for s in current], [s.sampling_params for s in current])
@@ -217,7 +215,7 @@ class ModelRunner:
             return None, False
         logits = self.model.compute_logits(hidden[inp.logits_indices])  # [num_sampled, vocab]
         if grammar is not None:
-            apply_token_bitmask_(logits, grammar.bitmask, self._logit_rows(inp, grammar.req_ids))
+            apply_token_bitmask_(logits, grammar.bitmask, self._logit_rows(inp, grammar))
         rows = [
             SamplingRequest(s.sampling_params, s.prompt_token_ids, s.output_token_ids, self.eos_token_id,
                             s.num_pending)
@@ -232,14 +230,14 @@ class ModelRunner:
         return self.sampler.launch(logits, metadata), metadata.penalties is not None
 
     @staticmethod
-    def _logit_rows(inp: ModelInput, req_ids: list[str]) -> list[int]:
-        """The logits row each request samples from (the first of its rows in a verify step; a
-        constrained request has no drafts)."""
+    def _logit_rows(inp: ModelInput, grammar: GrammarOutput) -> list[int]:
+        """The logits rows the grammar's bitmask rows mask: each listed request's sampled positions
+        (k + 1 in a verify step), in the bitmask's order."""
         first, row = {}, 0
         for i, state in enumerate(inp.sample_states):
             first[state.req_id] = row
             row += 1 + (len(inp.drafts[i]) if inp.drafts is not None else 0)
-        return [first[r] for r in req_ids]
+        return [first[r] + j for r, n in zip(grammar.req_ids, grammar.rows_per_request) for j in range(n)]
 
     def _compute_prompt_logprobs(self, inp: ModelInput, hidden: torch.Tensor, output: ModelRunnerOutput) -> None:
         for piece in inp.prompt_logprobs:

@@ -163,7 +163,10 @@ def test_grammar_waits_for_the_end_of_thinking(smollm2_tokenizer_dir):
         assert manager.accept(thinking, ids[i:i + 2]) is GrammarState.GOING
         thinking.append_output_token_ids(ids[i:i + 2])
     assert masked(thinking)
-    assert manager.accept(thinking, tok.encode("yes", add_special_tokens=False)) is GrammarState.GOING
+    yes, maybe = tok.encode("yes", add_special_tokens=False), tok.encode("maybe", add_special_tokens=False)
+    assert manager.valid_prefix(thinking, maybe) == [] and manager.valid_prefix(thinking, yes) == yes
+    assert manager.valid_prefix(thinking, [*yes, tok.eos_token_id]) == yes  # the stop is the target's to sample
+    assert manager.accept(thinking, yes) is GrammarState.GOING  # valid_prefix left the matcher where it was
     assert manager.accept(thinking, [tok.eos_token_id]) is GrammarState.COMPLETE
     assert manager.accept(closed, tok.encode("maybe", add_special_tokens=False)) is GrammarState.VIOLATED
 
@@ -181,3 +184,28 @@ def test_edge_cases_of_constraints(smollm2_quantized_llm):
     assert re.fullmatch(r"[0-9]{2,5}", digits.outputs[0].text), digits.outputs[0].text
     with pytest.raises(ValueError, match="min_tokens cannot be combined with structured_outputs"):
         _params(StructuredOutputsParams(choice=["a"]), min_tokens=2)
+
+
+@pytest.mark.parametrize("method", ["oracle", "oracle_wrong"])
+def test_drafts_are_checked_against_the_grammar(smollm2_quantized_llm, make_smollm2_llm, method):
+    """Drafts of a constrained request go as far as its grammar allows and are verified under its
+    masks: drafts that are the constrained answer are accepted (several tokens a step), drafts
+    outside the grammar are never scheduled; the output is the one without speculation."""
+    from tests.helpers.spec_oracle import oracle_methods
+
+    llm = smollm2_quantized_llm
+    schema = SCHEMAS[0]
+    prompt = _chat(llm, f"Answer as JSON following {json.dumps(schema)}")
+    params = _params(StructuredOutputsParams(json=schema))
+    [ref] = llm.generate([prompt], params, use_tqdm=False)
+    prompt_ids = tuple(llm.get_tokenizer()(prompt, add_special_tokens=False).input_ids)
+    with oracle_methods({prompt_ids: list(ref.outputs[0].token_ids)}):
+        spec = make_smollm2_llm(quantization="gguf", speculative_config={"method": method,
+                                                                         "num_speculative_tokens": 4})
+        [out] = spec.generate([prompt], params, use_tqdm=False)
+    assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+    stats = spec.llm_engine.engine_core.make_stats().spec_decoding
+    if method == "oracle":
+        assert stats.num_accepted_tokens == stats.num_draft_tokens > 0
+    else:  # every draft is the answer's token plus one: never the target's, and cut where the grammar refuses
+        assert stats.num_accepted_tokens == 0 and stats.num_draft_tokens < 4 * stats.num_drafts

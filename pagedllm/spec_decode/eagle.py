@@ -28,10 +28,10 @@ from pagedllm.spec_decode.draft_model import DraftModelProposer
 from pagedllm.spec_decode.proposer import DraftRequest, ProposerRuntime
 from pagedllm.worker.graphed_forward import run_forward
 
-# Features held unread for at most this many steps' worth of tokens a request: past it (a prompt
-# longer than that, prefilled in chunks) the head restarts at the newest step; its entries in
-# between are left unwritten or stale, which only lowers acceptance. Steps after which speculation
-# is off for the batch (disable_by_batch_size) keep nothing at all.
+# Features held unread for at most this many steps' worth of tokens a request (prompt chunks are
+# read as they come; what remains is a request whose drafts the speculator's gate skips): past it
+# the head restarts at the newest step, its entries in between left stale (lower acceptance only).
+# Steps after which speculation is off for the batch (disable_by_batch_size) keep nothing at all.
 _HELD_STEPS = 4
 
 
@@ -89,6 +89,26 @@ class EagleProposer(DraftModelProposer):
                     self._computed[req_id] = start
             held.chunks.append(rows)
             held.num_rows += count
+        self._read_prefill_chunks(req_ids, starts, counts)
+
+    def _read_prefill_chunks(self, req_ids: list[str], starts: list[int], counts: list[int]) -> None:
+        """The head reads a prompt chunk by chunk, as the target computes it: an entry needs only
+        the next prompt token, known already, so the features of a chunk are not held until the
+        prompt's last chunk (a long prompt's would take memory the KV-cache plan never saw)."""
+        rt = self._runtime
+        assert rt is not None and rt.states is not None
+        requests, lengths = [], []
+        for req_id, start, count in zip(req_ids, starts, counts):
+            state = rt.states.reqs.get(req_id)
+            end = start + count  # positions < end computed; entry end - 1 reads the prompt token at end
+            if state is None or end >= state.num_prompt_tokens or self._computed.get(req_id) != \
+                    self._features[req_id].start:
+                continue
+            requests.append(DraftRequest(req_id, rt.states.token_ids[state.row, :0], state.num_prompt_tokens,
+                                         state.row))
+            lengths.append(end + 1)  # as if the sequence reached position end: entries up to end - 1
+        if requests:
+            self._catch_up_head(requests, lengths)
 
     @staticmethod
     def _cut(held: _Features, keep: int) -> None:

@@ -236,3 +236,23 @@ def test_no_features_held_while_speculation_is_off(target, head, reference, smol
                         use_tqdm=False)
     assert [o.outputs[0].token_ids for o in outs] == reference
     assert held_while_off and max(held_while_off) == 0
+
+
+def test_a_long_prompt_in_small_chunks_is_read_chunk_by_chunk(target, head, smollm2_tokenizer_dir):
+    """A prompt of many chunks (more than the features a request may hold): the head reads each
+    chunk as the target computes it, so its first drafts are still the dense reference's."""
+    method, folder = head
+    llm = _llm(target, head, smollm2_tokenizer_dir, k=3, max_num_batched_tokens=16)
+    engine = llm.llm_engine
+    prompt = [6 + (i * 37) % 370 for i in range(100)]
+    engine.add_request("long", {"prompt_token_ids": prompt}, SamplingParams(temperature=0, max_tokens=8))
+    request = None
+    while request is None or not request.output_token_ids:
+        engine.step()
+        request = engine.scheduler.get_request("long")
+    proposer = engine.executor.worker.runner.speculator.proposer
+    assert request.spec_token_ids == _reference_drafts(target, method, folder, prompt, request.output_token_ids[0], 3)
+    assert max(f.num_rows for f in proposer._features.values()) <= 16
+    engine.abort_request("long")
+    while engine.has_unfinished_requests():
+        engine.step()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import signal
 import sys
 from types import FrameType
@@ -22,24 +23,40 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--sampling-seed", type=int, default=None, help="per-request sampling seed")
+    p.add_argument("--structured-outputs", default=None, metavar="JSON",
+                   help='constrain the output, vLLM\'s structured_outputs as JSON: {"json": SCHEMA}, '
+                        '{"regex": "..."}, {"choice": [...]}, {"grammar": "..."} or {"json_object": true}')
 
 
 def _params(args: argparse.Namespace, **extra: Any) -> Any:
-    from pagedllm.sampling_params import SamplingParams
+    from pagedllm.sampling_params import SamplingParams, StructuredOutputsParams
 
+    structured = None
+    if args.structured_outputs is not None:
+        try:
+            given = json.loads(args.structured_outputs)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--structured-outputs is not valid JSON: {e}.") from None
+        if not isinstance(given, dict):
+            raise ValueError("--structured-outputs must be a JSON object, e.g. '{\"regex\": \"[0-9]+\"}'.")
+        try:
+            structured = StructuredOutputsParams(**given)
+        except TypeError as e:  # an unknown key
+            raise ValueError(f"--structured-outputs: {e}.") from None
     return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                          top_k=args.top_k, seed=args.sampling_seed, **extra)
+                          top_k=args.top_k, seed=args.sampling_seed, structured_outputs=structured, **extra)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from pagedllm import LLM
 
+    params = _params(args)  # bad sampling arguments fail before the model loads
     llm = LLM(args.model, **engine_kwargs(args))
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if args.chat_template:
-        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], _params(args), use_tqdm=False)
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
     else:
-        outputs = llm.generate(prompts, _params(args), use_tqdm=False)
+        outputs = llm.generate(prompts, params, use_tqdm=False)
     for out in outputs:
         print(out.outputs[0].text)
 
@@ -49,6 +66,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from pagedllm.engine.engine import LLMEngine
     from pagedllm.sampling_params import RequestOutputKind
 
+    _params(args)  # bad sampling arguments fail before the model loads
     _enable_line_editing()
     engine = LLMEngine.from_engine_args(EngineArgs(model=args.model, **engine_kwargs(args)))
     tokenizer = engine.get_tokenizer()

@@ -143,3 +143,19 @@ def test_cli_chat_ctrl_c_stops_the_reply_and_returns_to_the_prompt(tiny_hf_model
     assert tokens_per_turn[0] == 1  # the first reply stopped after the step that Ctrl-C interrupted
     assert "readline" in sys.modules  # line editing and history for input()
     assert out.count("\n") >= 2
+
+
+def test_cli_generate_with_structured_outputs(smollm2_gguf, smollm2_tokenizer_dir, capsys):
+    main(["generate", "--model", smollm2_gguf, "--tokenizer", smollm2_tokenizer_dir, "--max-model-len", "256",
+          "--kv-cache-memory", str(64 << 20), "--chat-template", "--max-tokens", "8",
+          "--structured-outputs", '{"choice": ["yes", "no"]}', "Is water wet?"])
+    assert capsys.readouterr().out.strip() in ("yes", "no")
+
+
+@pytest.mark.parametrize("value, message", [("{not json", "is not valid JSON"), ('["a"]', "must be a JSON object"),
+                                            ('{"jsn": {}}', "unexpected keyword argument 'jsn'")])
+def test_cli_structured_outputs_errors_are_clear(smollm2_gguf, capsys, value, message):
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", smollm2_gguf, "--max-model-len", "256", "--kv-cache-memory", str(64 << 20),
+              "--structured-outputs", value, "hi"])
+    assert message in capsys.readouterr().err

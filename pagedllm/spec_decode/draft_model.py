@@ -24,8 +24,9 @@ generators on their own stream.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,11 +80,27 @@ class DraftModelProposer(Proposer):
         live = [i for i, n in enumerate(num_drafts) if n > 0]
         for r in requests:
             self._probs.pop(r.req_id, None)
-        drafts: list[list[int]] = [[] for _ in requests]
         if not live:
-            return drafts
+            return [[] for _ in requests]
         logits = self._catch_up([requests[i] for i in live], [lengths[i] for i in live])
-        # Each pass's tokens stay on the device, fed to the next pass there; one copy at the end.
+
+        def next_pass(step: list[int], j: int, tokens: torch.Tensor, carry: None) -> tuple[torch.Tensor, None]:
+            # draft j (0-based) is input at position lengths + j - 1, after the sequence
+            positions = np.array([lengths[i] + j - 1 for i in step], dtype=np.int64)
+            return self._forward([requests[i].row for i in step], positions, positions + 1, tokens), None
+
+        drafts = self._run_passes(requests, lengths, num_drafts, live, logits, None, next_pass)
+        for r, n in zip(requests, lengths):
+            self._computed[r.req_id] = n
+        return drafts
+
+    def _run_passes(self, requests: list[DraftRequest], lengths: list[int], num_drafts: list[int], live: list[int],
+                    logits: torch.Tensor, carry: torch.Tensor | None,
+                    next_pass: Callable[..., tuple[torch.Tensor, Any]]) -> list[list[int]]:
+        """Drafts of the `live` requests: the first picked from `logits` [L, V], each next one from
+        next_pass(step, j, tokens, carry) -> (logits, carry) over the requests still drafting (`carry`:
+        per-row state a pass hands the next, e.g. an EAGLE head's output). The tokens stay on the
+        device, fed from pass to pass there, and reach the host in one copy at the end."""
         step, tokens = live, self._pick(logits, [requests[i] for i in live], [lengths[i] for i in live])
         passes = [(step, tokens)]
         for j in range(1, self.num_speculative_tokens):
@@ -91,21 +108,20 @@ class DraftModelProposer(Proposer):
             if not kept:
                 break
             if len(kept) < len(step):  # requests at the end of the context drop out
-                tokens = tokens.index_select(0, to_device(kept, torch.int64, tokens.device))
+                index = to_device(kept, torch.int64, tokens.device)
+                tokens = tokens.index_select(0, index)
+                carry = None if carry is None else carry.index_select(0, index)
                 step = [step[k] for k in kept]
-            # draft j (0-based) is input at position lengths + j - 1, after the sequence
-            positions = np.array([lengths[i] + j - 1 for i in step], dtype=np.int64)
-            logits = self._forward([requests[i].row for i in step], positions, positions + 1, tokens)
+            logits, carry = next_pass(step, j, tokens, carry)
             tokens = self._pick(logits, [requests[i] for i in step], [lengths[i] + j for i in step])
             passes.append((step, tokens))
         flat: list[int] = torch.cat([t for _, t in passes]).tolist()
+        drafts: list[list[int]] = [[] for _ in requests]
         at = 0
         for step, _ in passes:
             for i in step:
                 drafts[i].append(flat[at])
                 at += 1
-        for r, n in zip(requests, lengths):
-            self._computed[r.req_id] = n
         return drafts
 
     def _pick(self, logits: torch.Tensor, requests: list[DraftRequest], positions: list[int]) -> torch.Tensor:

@@ -120,7 +120,6 @@ class EagleProposer(DraftModelProposer):
     def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
         rt = self._runtime
         assert rt is not None, "bind() comes first"
-        drafts: list[list[int]] = [[] for _ in requests]
         for r in requests:
             self._probs.pop(r.req_id, None)
         lengths = [len(r.token_ids) for r in requests]
@@ -129,30 +128,16 @@ class EagleProposer(DraftModelProposer):
         num_drafts = [min(self.num_speculative_tokens, rt.max_model_len - n) for n in lengths]
         live = [i for i, r in enumerate(requests) if num_drafts[i] > 0 and self._ready(r.req_id, lengths[i])]
         if not live:
-            return drafts
+            return [[] for _ in requests]
         logits, last = self._catch_up_head([requests[i] for i in live], [lengths[i] for i in live])
-        step, tokens = live, self._pick(logits, [requests[i] for i in live], [lengths[i] for i in live])
-        passes = [(step, tokens)]
-        for j in range(1, self.num_speculative_tokens):
-            kept = [k for k, i in enumerate(step) if num_drafts[i] > j]
-            if not kept:
-                break
-            if len(kept) < len(step):
-                index = torch.tensor(kept, dtype=torch.int64, device=tokens.device)
-                tokens, last = tokens.index_select(0, index), last.index_select(0, index)
-                step = [step[k] for k in kept]
-            # entry lengths + j - 2 takes draft j and the head's output of the entry before
+
+        def next_pass(step: list[int], j: int, tokens: torch.Tensor,
+                      carry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # entry lengths + j - 2 takes draft j and the head's output of the entry before (carry)
             positions = np.array([lengths[i] + j - 2 for i in step], dtype=np.int64)
-            logits, last = self._head_pass([requests[i].row for i in step], positions, positions + 1, last, tokens)
-            tokens = self._pick(logits, [requests[i] for i in step], [lengths[i] + j for i in step])
-            passes.append((step, tokens))
-        flat: list[int] = torch.cat([t for _, t in passes]).tolist()
-        at = 0
-        for step, _ in passes:
-            for i in step:
-                drafts[i].append(flat[at])
-                at += 1
-        return drafts
+            return self._head_pass([requests[i].row for i in step], positions, positions + 1, carry, tokens)
+
+        return self._run_passes(requests, lengths, num_drafts, live, logits, last, next_pass)
 
     def _ready(self, req_id: str, length: int) -> bool:
         """Whether the features of every position the head lacks, up to length - 2, are held."""

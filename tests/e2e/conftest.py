@@ -56,3 +56,22 @@ def smollm2_quantized_llm(make_smollm2_llm):
 def hf_smollm2_model(hf_smollm2):
     """HF transformers' own model of the GGUF (built by the root conftest without accelerate)."""
     return hf_smollm2
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
+    """The real server over the default model, one per module (a module that needs other flags
+    defines its own `server`, which `client` then uses)."""
+    from tests.helpers.server_checks import server_args
+    from tests.helpers.server_process import ServerProcess
+
+    with ServerProcess(server_args(smollm2_gguf, smollm2_tokenizer_dir)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The official openai client of the module's server."""
+    import openai
+
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)

@@ -15,20 +15,8 @@ import pytest
 from pagedllm import LLM
 from tests.helpers.server_checks import (MODEL, PROMPTS, check_greedy_completions_equal_offline_llm,
                                          check_n2_stream_matches_non_stream,
-                                         check_random_disconnects_free_every_block, check_stop_string,
-                                         server_args)
+                                         check_random_disconnects_free_every_block, check_stop_string)
 from tests.helpers.server_process import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
-    with ServerProcess(server_args(smollm2_gguf, smollm2_tokenizer_dir)) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")

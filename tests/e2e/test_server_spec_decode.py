@@ -22,11 +22,6 @@ def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
         yield s
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
-
-
 def test_greedy_completions_equal_offline_llm(client: openai.OpenAI, smollm2_quantized_llm: LLM) -> None:
     check_greedy_completions_equal_offline_llm(client, smollm2_quantized_llm)
 

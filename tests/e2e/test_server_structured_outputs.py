@@ -12,21 +12,8 @@ import openai
 import pydantic
 import pytest
 
-from tests.helpers.server_checks import server_args
-from tests.helpers.server_process import ServerProcess
 
 SCHEMAS = json.load(open(os.path.join(os.path.dirname(__file__), "..", "data", "json_schemas.json")))
-
-
-@pytest.fixture(scope="module")
-def server(smollm2_gguf: str, smollm2_tokenizer_dir: str):
-    with ServerProcess(server_args(smollm2_gguf, smollm2_tokenizer_dir)) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 InverseCdfStage = Callable[..., "torch.Tensor"]
 # rejection_sample(target_probs, draft_probs, draft_ids, u_accept, u_recover) -> (accepted, recovered)
 RejectionStage = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
+# apply_token_bitmask_(logits [S, V] float32, bitmask [R, W] int32 numpy, rows list[int]) -> None
+TokenMaskStage = Callable[..., None]
 
 
 class Platform(ABC):
@@ -57,6 +59,13 @@ class Platform(ABC):
         """Speculative decoding's rejection rule as one kernel on this device (the signature of
         spec_decode/rejection.py's torch reference), or None for the reference."""
         return None
+
+    def token_mask_stage(self, kernel_config: KernelConfig) -> TokenMaskStage:
+        """Structured outputs' token masks on the logits: xgrammar's kernel (vectorised C++ on the
+        CPU) unless the platform has its own."""
+        from pagedllm.sample.token_bitmask import apply_token_bitmask_
+
+        return apply_token_bitmask_
 
     @abstractmethod
     def available_memory_bytes(self) -> int:

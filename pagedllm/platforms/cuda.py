@@ -13,7 +13,13 @@ from pagedllm.config import KernelConfig
 from pagedllm.kernels.triton import triton_available
 from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
 from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
-from pagedllm.platforms.base import InverseCdfStage, Platform, RejectionStage, backend_capabilities
+from pagedllm.platforms.base import (
+    InverseCdfStage,
+    Platform,
+    RejectionStage,
+    TokenMaskStage,
+    backend_capabilities,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,13 @@ class CudaPlatform(Platform):
         from pagedllm.kernels.triton.rejection import rejection_sample
 
         return rejection_sample
+
+    def token_mask_stage(self, kernel_config: KernelConfig) -> TokenMaskStage:
+        if not _use_triton(kernel_config):
+            return super().token_mask_stage(kernel_config)
+        from pagedllm.kernels.triton.token_bitmask import apply_token_bitmask_triton_
+
+        return apply_token_bitmask_triton_
 
     def available_memory_bytes(self) -> int:
         free, _ = torch.cuda.mem_get_info()

@@ -21,6 +21,7 @@ from pagedllm.worker.request_states import RequestStates, RowState
 
 if TYPE_CHECKING:
     from pagedllm.models.common import DecoderForCausalLM
+    from pagedllm.platforms.base import TokenMaskStage
     from pagedllm.spec_decode.speculator import Speculator
 
 _PROMPT_LOGITS_CHUNK = 256
@@ -110,13 +111,15 @@ class ModelRunner:
         piecewise: PiecewiseGraphRunner | None = None,
         speculator: Speculator | None = None,
         verify_graphs: CudaGraphRunner | None = None,
+        token_mask: TokenMaskStage = apply_token_bitmask_,
     ) -> None:
         """`buffers` (CUDA): persistent pinned/device input tensors; `graphs`: captured decode
         graphs reading from them; `piecewise`: captured pieces for steps with prompt tokens.
         All None on the CPU, where tensors are built per step. `sampler`: the platform's (with its
         fused stage); None: one with torch ops. `speculator`: speculative decoding's drafts,
         proposed after each step and checked in the next; `verify_graphs`: its verify steps
-        captured whole (every request with k + 1 tokens), as `graphs` captures decode steps."""
+        captured whole (every request with k + 1 tokens), as `graphs` captures decode steps.
+        `token_mask`: the platform's kernel for structured outputs' masks (Platform.token_mask_stage)."""
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -131,6 +134,7 @@ class ModelRunner:
         self.graphs = graphs
         self.piecewise = piecewise
         self.verify_graphs = verify_graphs
+        self.token_mask = token_mask
         self._last_step: RunnerStep | None = None  # the latest step that sampled
         self.speculator = speculator
         if speculator is not None:
@@ -215,7 +219,7 @@ class ModelRunner:
             return None, False
         logits = self.model.compute_logits(hidden[inp.logits_indices])  # [num_sampled, vocab]
         if grammar is not None:
-            apply_token_bitmask_(logits, grammar.bitmask, self._logit_rows(inp, grammar))
+            self.token_mask(logits, grammar.bitmask, self._logit_rows(inp, grammar))
         rows = [
             SamplingRequest(s.sampling_params, s.prompt_token_ids, s.output_token_ids, self.eos_token_id,
                             s.num_pending)

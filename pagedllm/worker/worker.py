@@ -297,6 +297,7 @@ class Worker:
             graphs=graphs,
             piecewise=piecewise,
             speculator=self._make_speculator(draft_caches, buffers, *draft_graphs),
+            token_mask=self.platform.token_mask_stage(cfg.kernel_config),
             verify_graphs=verify_graphs,
         )
 

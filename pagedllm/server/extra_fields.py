@@ -1,7 +1,7 @@
 """Request fields the server does not declare: refused when they would change the answer, else logged.
 
 OpenAI's API and vLLM's extras name many fields this server does not implement. Ignoring one that
-changes what is generated (`tools`, `use_beam_search`, `logits_processors`, ...) would hand
+changes what is generated (`functions`, `use_beam_search`, `logits_processors`, ...) would hand
 the client a quietly wrong answer, so such a field is a 400 that names it, unless its value asks for
 nothing (null, false, an empty list, or what we do anyway). Any other unknown field is ignored with a
 warning in the log, as vLLM does, so clients written for other servers keep working.
@@ -72,16 +72,17 @@ COMPLETION_UNSUPPORTED: dict[str, Unsupported] = {
                                       "; prompts always get the tokenizer's special tokens"),
 }
 
-_TOOL_CHOICE = Unsupported(_one_of("none", "auto"), {"anyOf": [{"enum": ["none", "auto"]}, _NULL]},
-                           "; without tools only 'none' (or 'auto', which means none then) is")
+# OpenAI's deprecated forms of tools and tool_choice
+_FUNCTION_CALL = Unsupported(_one_of("none", "auto"), {"anyOf": [{"enum": ["none", "auto"]}, _NULL]},
+                             "; use tools and tool_choice")
 # A chat template's inputs: each of these changes the prompt the model sees.
 TEMPLATE_UNSUPPORTED: dict[str, Unsupported] = {
-    "tools": EMPTY_LIST, "chat_template": NULL_ONLY, "chat_template_kwargs": EMPTY_DICT, "documents": EMPTY_LIST,
+    "chat_template": NULL_ONLY, "chat_template_kwargs": EMPTY_DICT, "documents": EMPTY_LIST,
 }
 
 CHAT_UNSUPPORTED: dict[str, Unsupported] = {
     **SAMPLING_UNSUPPORTED, **TEMPLATE_UNSUPPORTED,
-    "functions": EMPTY_LIST, "tool_choice": _TOOL_CHOICE, "function_call": _TOOL_CHOICE,
+    "functions": Unsupported(_is_empty_list, EMPTY_LIST.schema, "; use tools"), "function_call": _FUNCTION_CALL,
     "echo": FALSE_ONLY, "audio": NULL_ONLY, "reasoning_effort": NULL_ONLY, "web_search_options": NULL_ONLY,
     "modalities": Unsupported(lambda v: v is None or v == ["text"],
                               {"anyOf": [{"type": "array", "items": {"const": "text"}, "minItems": 1,

@@ -37,6 +37,12 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", default=None,
                         help="a Jinja chat template (file path or the template itself) for models without one, "
                              "or to replace theirs")
+    parser.add_argument("--enable-auto-tool-choice", action="store_true",
+                        help="parse tool calls out of chat completions whose tool_choice is 'auto' (the default "
+                             "when tools are given); needs --tool-call-parser")
+    parser.add_argument("--tool-call-parser", default=None, choices=_tool_parser_names(),
+                        help="the format of the model's tool calls: hermes (<tool_call> JSON: Qwen2.5/3, Hermes, "
+                             "SmolLM3), llama3_json, mistral, pythonic")
     parser.add_argument("--generation-config", default="auto",
                         help="default sampling parameters of requests that do not set them: 'auto' takes the "
                              "model's generation_config.json (temperature, top_p, top_k, min_p, "
@@ -57,6 +63,12 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="run the engine core in a thread of the server instead of its own process "
                              "(for comparison: HTTP and tokenizer work then share the engine's GIL)")
     add_engine_args(parser)
+
+
+def _tool_parser_names() -> list[str]:
+    from pagedllm.tool_calls import TOOL_PARSERS
+
+    return TOOL_PARSERS.names()
 
 
 def served_names(args: argparse.Namespace) -> list[str]:
@@ -81,7 +93,8 @@ def server_settings(args: argparse.Namespace, model_config: Any) -> Any:
                           max_waiting_requests=args.max_waiting_requests,
                           max_request_body_bytes=args.max_request_body_bytes,
                           request_body_timeout_s=args.request_body_timeout,
-                          sampling_defaults=model_config.sampling_defaults, reasoning_parser=args.reasoning_parser)
+                          sampling_defaults=model_config.sampling_defaults, reasoning_parser=args.reasoning_parser,
+                          tool_call_parser=args.tool_call_parser, enable_auto_tool_choice=args.enable_auto_tool_choice)
 
 
 def run_server(args: argparse.Namespace) -> int:

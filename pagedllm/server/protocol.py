@@ -9,9 +9,10 @@ handlers and put in the OpenAPI document by `openapi.py`.
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pagedllm.generation_config import SamplingDefaults
 from pagedllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
@@ -122,8 +123,8 @@ class StreamOptions(StrictModel):
     include_usage: bool | None = False
 
 
-_CONSTRAINT = ("at most one structured output constraint a request (response_format, structured_outputs "
-               "or a guided_* field), a valid one")
+_CONSTRAINT = ("at most one structured output constraint a request (response_format, structured_outputs, "
+               "a guided_* field, or tool_choice 'required' or naming a function), a valid one")
 
 
 class JsonSchemaFormat(StrictModel):
@@ -205,7 +206,8 @@ class _SamplingRequest(OpenAIRequest):
         return {"min_tokens": self.min_tokens}
 
     def _make_params(self, max_tokens: int | None, logprobs: int | None, num_prompt_tokens: int,
-                     max_model_len: int, prompt_param: str, defaults: SamplingDefaults) -> SamplingParams:
+                     max_model_len: int, prompt_param: str, defaults: SamplingDefaults,
+                     tool_constraint: StructuredOutputsParams | None = None) -> SamplingParams:
         """`defaults` fill what the request leaves unset (the model's generation config, or neutral)."""
         max_tokens = _resolve_max_tokens(max_tokens, defaults.max_tokens, num_prompt_tokens, max_model_len,
                                          prompt_param)
@@ -224,14 +226,16 @@ class _SamplingRequest(OpenAIRequest):
                 logprobs=logprobs, skip_special_tokens=self.skip_special_tokens,
                 spaces_between_special_tokens=self.spaces_between_special_tokens,
                 include_stop_str_in_output=self.include_stop_str_in_output, logit_bias=logit_bias,
-                output_kind=kind, structured_outputs=self._structured_outputs(),
+                output_kind=kind, structured_outputs=self._structured_outputs(tool_constraint),
             )
         except ValueError as e:
             raise bad_request(str(e)) from None
 
-    def _structured_outputs(self) -> StructuredOutputsParams | None:
+    def _structured_outputs(self, tool_constraint: StructuredOutputsParams | None) -> StructuredOutputsParams | None:
         """The constraint the request asks for, from whichever of its fields gives one (at most one)."""
         given: dict[str, StructuredOutputsParams] = {}
+        if tool_constraint is not None:
+            given["tool_choice"] = tool_constraint
         fmt = self.response_format
         if fmt is not None and fmt.type == "json_object":
             given["response_format"] = StructuredOutputsParams(json_object=True)
@@ -322,16 +326,86 @@ class TextContentPart(StrictModel):
     text: Text
 
 
+class FunctionDefinition(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    description: Text | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a valid JSON schema of the arguments object")
+    strict: bool | None = None
+
+
+class ChatTool(StrictModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def to_template_dict(self) -> dict[str, Any]:
+        """What HF chat templates take in `tools`; no parameters is OpenAI's "takes no arguments",
+        written out for templates that print the parameters' schema."""
+        function = self.function.model_dump(exclude_none=True)
+        function.setdefault("parameters", {"type": "object", "properties": {}})
+        return {"type": "function", "function": function}
+
+
+class FunctionName(StrictModel):
+    name: str
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class MessageFunctionCall(StrictModel):
+    name: str
+    arguments: Text  # JSON text, as the response gave it
+
+
+class MessageToolCall(StrictModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: MessageFunctionCall
+
+    def to_template_dict(self) -> dict[str, Any]:
+        # Templates write the arguments out themselves (`| tojson`): they take them as an object.
+        try:
+            arguments: Any = json.loads(self.function.arguments)
+        except ValueError:
+            arguments = self.function.arguments
+        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": arguments}}
+
+
+# A tool turn answers a call (its id); only an assistant turn makes calls.
+_TOOL_TURN_RULES = (_never(role={"const": "tool"}, tool_call_id={"type": "null"}),
+                    _never(tool_calls={"type": "array", "minItems": 1}, role={"not": {"const": "assistant"}}))
+
+
 class ChatMessage(StrictModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    model_config = ConfigDict(json_schema_extra={"allOf": list(_TOOL_TURN_RULES)})
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn's answer to that call
 
-    def to_template_dict(self) -> dict[str, str]:
-        """The plain {role, content} a chat template expects; text parts are joined by newlines
-        (as vLLM does) and OpenAI's newer "developer" role is the templates' "system"."""
+    @model_validator(mode="after")
+    def _tool_fields_in_their_turns(self) -> ChatMessage:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a message with role 'tool' needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        return self
+
+    def to_template_dict(self) -> dict[str, Any]:
+        """The {role, content} a chat template expects, with the turn's tool calls or call id; text
+        parts are joined by newlines (as vLLM does), absent content is "" and OpenAI's newer
+        "developer" role is the templates' "system"."""
         text = "\n".join(part.text for part in self.content) if isinstance(self.content, list) else self.content or ""
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_template_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class _TemplateFlags(OpenAIRequest):
@@ -357,6 +431,11 @@ class ChatCompletionRequest(_SamplingRequest, _TemplateFlags):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
     top_logprobs: NumLogprobs | None = Field(None, description="needs logprobs true")
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="'required' or a named function need tools (the function among them); 'auto', the "
+                          "default with tools, needs a server started with --enable-auto-tool-choice")
+    parallel_tool_calls: bool | None = True
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -364,15 +443,29 @@ class ChatCompletionRequest(_SamplingRequest, _TemplateFlags):
             raise bad_request("top_logprobs needs logprobs set to true.", "top_logprobs")
         self.check_template_flags()
 
+    @property
+    def tool_choice_name(self) -> str:
+        """"none", "auto", "required" or the named function's name (tools given: "auto" by default)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.function.name
+        return choice or ("auto" if self.tools else "none")
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        return [tool.to_template_dict() for tool in self.tools] if self.tools else None
+
     def token_counts(self) -> dict[str, int | None]:
         return {**super().token_counts(), "max_tokens": self.max_tokens,
                 "max_completion_tokens": self.max_completion_tokens}
 
     def to_sampling_params(self, num_prompt_tokens: int, max_model_len: int,
-                           defaults: SamplingDefaults = NEUTRAL) -> SamplingParams:
+                           defaults: SamplingDefaults = NEUTRAL,
+                           tool_constraint: StructuredOutputsParams | None = None) -> SamplingParams:
+        """`tool_constraint`: the grammar tool_choice "required" or a named function asks for."""
         max_tokens = _or(self.max_completion_tokens, self.max_tokens)
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        return self._make_params(max_tokens, logprobs, num_prompt_tokens, max_model_len, "messages", defaults)
+        return self._make_params(max_tokens, logprobs, num_prompt_tokens, max_model_len, "messages", defaults,
+                                 tool_constraint)
 
 
 # ------------------------------------------------------------------------------------ tokenize
@@ -389,6 +482,7 @@ class TokenizeRequest(_TemplateFlags):
     model: str | None = None
     prompt: Text | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
+    tools: list[ChatTool] | None = None
     add_special_tokens: bool | None = None
     return_token_strs: bool = False
 

@@ -68,16 +68,31 @@ class ChatLogprobs(OpenAIBaseModel):
     content: list[ChatTokenLogprob] | None = None
 
 
+class FunctionCall(OpenAIBaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCall(OpenAIBaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatResponseMessage(OpenAIBaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     reasoning_content: str | None = None  # with --reasoning-parser: the model's thinking (vLLM's field)
+    tool_calls: list[ToolCall] | None = None
 
     @model_serializer(mode="wrap")
-    def _without_absent_reasoning(self, handler: Any) -> dict[str, Any]:
+    def _without_absent_parts(self, handler: Any) -> dict[str, Any]:
         body: dict[str, Any] = handler(self)
-        if body.get("reasoning_content") is None:
-            body.pop("reasoning_content", None)  # only a reasoning parser's responses carry it
+        # only a reasoning parser's responses carry reasoning_content, and OpenAI's carry tool_calls
+        # only when there are calls
+        for key in ("reasoning_content", "tool_calls"):
+            if not body.get(key):
+                body.pop(key, None)
         return body
 
 
@@ -99,16 +114,43 @@ class ChatCompletionResponse(OpenAIBaseModel):
     system_fingerprint: str | None = None
 
 
+class DeltaFunctionCall(OpenAIBaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(OpenAIBaseModel):
+    """A call's first delta has its id, type and name; the next ones argument fragments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall
+
+    @model_serializer
+    def _drop_absent(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            body.update(id=self.id, type="function")
+        function = {k: v for k, v in (("name", self.function.name), ("arguments", self.function.arguments))
+                    if v is not None}
+        return {**body, "function": function}
+
+
 class DeltaMessage(OpenAIBaseModel):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
     @model_serializer
     def _drop_absent(self) -> dict[str, Any]:
         # OpenAI's deltas carry only what changed: {"role": ...} first, then {"content": ...}, then {}.
-        return {k: v for k, v in (("role", self.role), ("content", self.content),
-                                  ("reasoning_content", self.reasoning_content)) if v is not None}
+        body: dict[str, Any] = {k: v for k, v in (("role", self.role), ("content", self.content),
+                                                  ("reasoning_content", self.reasoning_content)) if v is not None}
+        if self.tool_calls:
+            body["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        return body
 
 
 class ChatStreamChoice(OpenAIBaseModel):

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from fastapi import Request, Response
 
 from pagedllm.outputs import CompletionOutput, RequestOutput
-from pagedllm.reasoning.parsers import REASONING_PARSERS, ReasoningParser
+from pagedllm.reasoning.parsers import REASONING_PARSERS
+from pagedllm.server.chat_output import ChoiceReader
+from pagedllm.server.chat_tools import ToolPlan, plan_tools
 from pagedllm.server.errors import from_engine_exception
 from pagedllm.server.logprobs import chat_logprobs
 from pagedllm.server.protocol import ChatCompletionRequest
@@ -22,7 +24,6 @@ from pagedllm.server.protocol_responses import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
     ChatLogprobs,
-    ChatResponseMessage,
     ChatStreamChoice,
     DeltaMessage,
     UsageInfo,
@@ -44,6 +45,7 @@ class _Job:
     prompt: TokenizedPrompt
     request_id: str
     model: str
+    tools: ToolPlan
     created: int = field(default_factory=lambda: int(time.time()))
 
     def chunk(self, choices: list[ChatStreamChoice], usage: UsageInfo | None = None) -> str:
@@ -59,13 +61,16 @@ class OpenAIServingChat(ServingBase):
         self.check_runtime_bounds(request)
         model = self.resolve_model(request.model)
         self.check_admission(request.n)
+        tools = plan_tools(request, self.settings)
         prompt = await self.render_chat(request.messages, request.add_generation_prompt,
-                                        request.continue_final_message)
+                                        request.continue_final_message, tools=request.template_tools())
         check_prompt_not_empty(prompt, "messages")
         params = request.to_sampling_params(len(prompt.token_ids), self.engine.max_model_len,
-                                            self.settings.sampling_defaults)
+                                            self.settings.sampling_defaults, tools.constraint)
+        if tools.needs_special_tokens:  # the parser's markers are special tokens
+            params.skip_special_tokens = False
         self.check_admission(request.n)  # again: what was admitted while this one was rendered counts now
-        job = _Job(request, prompt, random_id("chatcmpl"), model)
+        job = _Job(request, prompt, random_id("chatcmpl"), model, tools)
         outputs = self.start([prompt], [params], job.request_id)
         return await respond(raw_request, outputs, 1, bool(request.stream),
                              lambda finals: self._full_response(job, finals[0]),
@@ -76,24 +81,16 @@ class OpenAIServingChat(ServingBase):
             return None
         return chat_logprobs(out.token_ids, out.logprobs, job.request.top_logprobs or 0, self.tokenizer)
 
-    def _message(self, text: str) -> ChatResponseMessage:
-        parser = self._reasoning_parser()
-        if parser is None:
-            return ChatResponseMessage(content=text)
-        reasoning, content = parser.split(text)
-        return ChatResponseMessage(content=content, reasoning_content=reasoning)
-
-    def _reasoning_parser(self) -> ReasoningParser | None:
+    def _reader(self, job: _Job) -> ChoiceReader:
         name = self.settings.reasoning_parser
-        return None if name is None else REASONING_PARSERS.get(name)()
+        return ChoiceReader(None if name is None else REASONING_PARSERS.get(name)(), job.tools)
 
     def _full_response(self, job: _Job, final: RequestOutput) -> Response:
-        choices = [
-            ChatChoice(index=out.index, message=self._message(out.text),
-                       logprobs=self._logprobs(job, out), finish_reason=out.finish_reason,
-                       stop_reason=out.stop_reason)
-            for out in sorted(final.outputs, key=lambda o: o.index)
-        ]
+        choices = []
+        for out in sorted(final.outputs, key=lambda o: o.index):
+            message, finish_reason = self._reader(job).message(out.text, out.finish_reason)
+            choices.append(ChatChoice(index=out.index, message=message, logprobs=self._logprobs(job, out),
+                                      finish_reason=finish_reason, stop_reason=out.stop_reason))
         num_generated = sum(len(out.token_ids) for out in final.outputs)
         body = ChatCompletionResponse(id=job.request_id, created=job.created, model=job.model, choices=choices,
                                       usage=UsageInfo.of(len(job.prompt.token_ids), num_generated))
@@ -103,7 +100,7 @@ class OpenAIServingChat(ServingBase):
         n = job.request.n
         num_tokens = [0] * n
         finished = [False] * n
-        parsers = [self._reasoning_parser() for _ in range(n)]
+        readers = [self._reader(job) for _ in range(n)]
         try:
             for index in range(n):
                 role = DeltaMessage(role="assistant", content="")
@@ -115,7 +112,7 @@ class OpenAIServingChat(ServingBase):
                     num_tokens[out.index] += len(out.token_ids)
                     finished[out.index] = out.finish_reason is not None
                     if out.text or out.token_ids or finished[out.index]:
-                        yield job.chunk([self._delta_choice(job, out, parsers[out.index])])
+                        yield job.chunk([self._delta_choice(job, out, readers[out.index])])
             if job.request.include_usage:
                 usage = UsageInfo.of(len(job.prompt.token_ids), sum(num_tokens))
                 yield job.chunk([], usage)
@@ -125,15 +122,7 @@ class OpenAIServingChat(ServingBase):
             await aclose_quietly(items)
         yield SSE_DONE
 
-    def _delta_choice(self, job: _Job, out: CompletionOutput, parser: ReasoningParser | None) -> ChatStreamChoice:
-        # The last chunk of a choice carries its finish_reason; content is left out when empty ({}).
-        if parser is None:
-            delta = DeltaMessage(content=out.text or (None if out.finish_reason else ""))
-        else:  # the thinking as reasoning_content deltas, then the answer as content ones
-            split = parser.feed(out.text)
-            if out.finish_reason is not None:
-                last = parser.finish()
-                split.reasoning, split.content = split.reasoning + last.reasoning, split.content + last.content
-            delta = DeltaMessage(content=split.content or None, reasoning_content=split.reasoning or None)
+    def _delta_choice(self, job: _Job, out: CompletionOutput, reader: ChoiceReader) -> ChatStreamChoice:
+        delta, finish_reason = reader.delta(out.text, out.finish_reason)
         return ChatStreamChoice(index=out.index, delta=delta, logprobs=self._logprobs(job, out),
-                                finish_reason=out.finish_reason, stop_reason=out.stop_reason)
+                                finish_reason=finish_reason, stop_reason=out.stop_reason)

@@ -106,14 +106,16 @@ class ServingBase:
         return self._fitted(text, encoded, param)
 
     async def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
-                          continue_final_message: bool, fit_context: bool = True) -> TokenizedPrompt:
-        """Apply the model's chat template, then tokenize without adding special tokens again
-        (the template already holds the BOS and role markers)."""
+                          continue_final_message: bool, fit_context: bool = True,
+                          tools: list[dict[str, Any]] | None = None) -> TokenizedPrompt:
+        """Apply the model's chat template (with the tools, for templates that show them), then
+        tokenize without adding special tokens again (the template already holds the BOS and role
+        markers)."""
         conversation = [m.to_template_dict() for m in messages]
         max_tokens = self.engine.max_model_len - 1 if fit_context else None
         try:
             text, encoded = await self.text.encode_chat(conversation, add_generation_prompt, continue_final_message,
-                                                        max_tokens)
+                                                        max_tokens, tools)
         except Exception as e:  # jinja errors (e.g. roles not alternating), a model without a template
             raise bad_request(f"The chat template cannot render these messages: {e}", "messages") from None
         return self._fitted(text, encoded, "messages")

@@ -24,8 +24,9 @@ class OpenAIServingTokenization(ServingBase):
 
     async def _token_ids(self, request: TokenizeRequest) -> list[int]:
         if request.messages is not None:
+            tools = [tool.to_template_dict() for tool in request.tools] if request.tools else None
             rendered = await self.render_chat(request.messages, request.add_generation_prompt,
-                                              request.continue_final_message, fit_context=False)
+                                              request.continue_final_message, fit_context=False, tools=tools)
             if not request.add_special_tokens:  # off by default: the template's text already holds them
                 return rendered.token_ids
             text, add_special = rendered.text or "", True

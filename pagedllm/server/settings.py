@@ -28,6 +28,10 @@ class ServerSettings:
     # Split chat completions' text into reasoning_content and content (pagedllm/reasoning: qwen3,
     # deepseek_r1); None: all content.
     reasoning_parser: str | None = None
+    # Tool calls in chat completions (pagedllm/tool_calls): the parser of the model's format, and
+    # whether tool_choice "auto" parses with it ("required" and named functions need neither).
+    tool_call_parser: str | None = None
+    enable_auto_tool_choice: bool = False
 
     def __post_init__(self) -> None:
         if any(not name for name in self.served_model_names):
@@ -42,3 +46,10 @@ class ServerSettings:
             from pagedllm.reasoning.parsers import REASONING_PARSERS
 
             REASONING_PARSERS.check(self.reasoning_parser)
+        if self.tool_call_parser is not None:
+            from pagedllm.tool_calls import TOOL_PARSERS
+
+            TOOL_PARSERS.check(self.tool_call_parser)
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("--enable-auto-tool-choice needs --tool-call-parser (supported: hermes, llama3_json, "
+                             "mistral, pythonic).")

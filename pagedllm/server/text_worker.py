@@ -51,12 +51,13 @@ class TextWorker:
         """Token ids of `text`; only the count if there are more than `max_tokens`."""
         return await self.run(len(text), _encode, self.tokenizer, text, add_special_tokens, max_tokens)
 
-    async def encode_chat(self, conversation: list[dict[str, str]], add_generation_prompt: bool,
-                          continue_final_message: bool, max_tokens: int | None = None) -> tuple[str, Encoded]:
+    async def encode_chat(self, conversation: list[dict[str, Any]], add_generation_prompt: bool,
+                          continue_final_message: bool, max_tokens: int | None = None,
+                          tools: list[dict[str, Any]] | None = None) -> tuple[str, Encoded]:
         """The chat template's text, and its token ids (the template already holds the special tokens)."""
         size = sum(len(m["content"]) for m in conversation)
         return await self.run(size, _encode_chat, self.tokenizer, conversation, add_generation_prompt,
-                               continue_final_message, max_tokens)
+                               continue_final_message, max_tokens, tools)
 
     async def decode(self, token_ids: Sequence[int]) -> str:
         return await self.run(len(token_ids), _decode, self.tokenizer, token_ids)
@@ -88,9 +89,11 @@ def _encode(tokenizer: Any, text: str, add_special_tokens: bool, max_tokens: int
     return Encoded(num_tokens, encoding.ids)
 
 
-def _encode_chat(tokenizer: Any, conversation: list[dict[str, str]], add_generation_prompt: bool,
-                 continue_final_message: bool, max_tokens: int | None) -> tuple[str, Encoded]:
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
+def _encode_chat(tokenizer: Any, conversation: list[dict[str, Any]], add_generation_prompt: bool,
+                 continue_final_message: bool, max_tokens: int | None,
+                 tools: list[dict[str, Any]] | None) -> tuple[str, Encoded]:
+    text = tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt,
                                          continue_final_message=continue_final_message)
     return text, _encode(tokenizer, text, False, max_tokens)
 

@@ -10,6 +10,7 @@ key), its validation before anything is scheduled, and its compilation against t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,10 @@ def grammar_spec(params: StructuredOutputsParams) -> GrammarSpec:
     return GrammarSpec("grammar", params.grammar)
 
 
-def validate(spec: GrammarSpec) -> None:
+def validate(spec: GrammarSpec, source: str = "structured_outputs") -> None:
     """ValueError saying what is wrong with the constraint (a malformed schema, an unsupported
-    regex feature, a grammar that does not parse), without the tokenizer: cheap, for the frontend."""
+    regex feature, a grammar that does not parse), without the tokenizer: cheap, for the frontend.
+    `source`: where the constraint came from, for the message."""
     import xgrammar as xgr
 
     try:
@@ -66,12 +68,14 @@ def validate(spec: GrammarSpec) -> None:
             xgr.Grammar.from_ebnf(spec.text)
     except Exception as e:  # xgrammar raises RuntimeError / its own errors with the parser's message
         what = {"json": "JSON schema", "regex": "regex", "grammar": "grammar"}[spec.kind]
-        raise ValueError(f"structured_outputs: invalid or unsupported {what}: {_first_line(e)}") from None
+        raise ValueError(f"{source}: invalid or unsupported {what}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
+    """The parser's message, without xgrammar's log prefix ("[12:00:00] /path/file.cc:123: ")."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    line = text.splitlines()[0] if text else type(e).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", line)
 
 
 class GrammarCompiler:

@@ -19,13 +19,12 @@ TOKENIZE = ("/tokenize", {"messages": [{"role": "user", "content": "Hi"}]})
         ("allowed_token_ids", [1, 2]), ("bad_words", ["x"]), ("logits_processors", ["mod.fn"]),
         ("return_tokens_as_token_ids", True)]],
     (COMPLETION, "suffix", "end"), (COMPLETION, "prompt_embeds", "AAAA"), (COMPLETION, "add_special_tokens", False),
-    (CHAT, "tools", [{"type": "function", "function": {"name": "f"}}]), (CHAT, "tool_choice", "required"),
-    (CHAT, "tool_choice", {"type": "function", "function": {"name": "f"}}), (CHAT, "functions", [{"name": "f"}]),
+    (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", "auto_x"), (CHAT, "chat_template", "{{ messages }}"),
     (CHAT, "chat_template_kwargs", {"enable_thinking": False}), (CHAT, "documents", [{"text": "d"}]),
     (CHAT, "echo", True), (CHAT, "modalities", ["text", "audio"]), (CHAT, "audio", {"voice": "x"}),
     (CHAT, "reasoning_effort", "low"), (CHAT, "add_special_tokens", True),
-    (TOKENIZE, "chat_template", "{{ messages }}"), (TOKENIZE, "tools", [{"type": "function"}]),
+    (TOKENIZE, "chat_template", "{{ messages }}"),
 ])
 def test_fields_that_change_the_answer_are_a_400_naming_them(client: TestClient, engine: FakeEngine, endpoint,
                                                               field, value):
@@ -41,8 +40,8 @@ def test_fields_that_change_the_answer_are_a_400_naming_them(client: TestClient,
     *[(e, f, v) for e in (COMPLETION, CHAT) for f, v in [
         ("guided_json", None), ("response_format", {"type": "text"}), ("best_of", 1), ("best_of", None),
         ("use_beam_search", False), ("allowed_token_ids", []), ("bad_words", None)]],
-    (COMPLETION, "suffix", ""), (COMPLETION, "add_special_tokens", True), (CHAT, "tools", []),
-    (CHAT, "tool_choice", "none"), (CHAT, "tool_choice", "auto"), (CHAT, "modalities", ["text"]),
+    (COMPLETION, "suffix", ""), (COMPLETION, "add_special_tokens", True), (CHAT, "functions", []),
+    (CHAT, "function_call", "none"), (CHAT, "function_call", "auto"), (CHAT, "modalities", ["text"]),
     (CHAT, "chat_template_kwargs", {}), (CHAT, "add_special_tokens", False),
 ])
 def test_values_that_ask_for_nothing_are_accepted(client: TestClient, endpoint, field, value):

@@ -27,10 +27,12 @@ def _inexpressible(context, failure, case, response) -> bool:
     return not (error["code"] == "context_length_exceeded" or error["message"].startswith(_INEXPRESSIBLE))
 
 
-# Rules the document states in words: min_tokens up to max_tokens, and one structured output
-# constraint a request whose schema / regex / grammar is itself valid.
+# Rules the document states in words: min_tokens up to max_tokens, one structured output
+# constraint a request whose schema / regex / grammar is itself valid, tools whose parameters are
+# valid schemas and whose names differ, a tool_choice naming one of them, "auto" (the default with
+# tools) only on a server started with --enable-auto-tool-choice.
 _INEXPRESSIBLE = ("min_tokens must be", "structured_outputs", "Only one structured output constraint",
-                  "response_format of type json_schema needs")
+                  "response_format of type json_schema needs", "tools[", "tool_choice ", '"auto" tool choice')
 
 
 @pytest.fixture(scope="module")

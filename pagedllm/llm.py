@@ -68,14 +68,21 @@ class LLM:
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
         continue_final_message: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> list[RequestOutput]:
+        """Generate replies to conversations rendered by the model's chat template (or
+        `chat_template`). `tools`: OpenAI-style function tools for templates that show them to
+        the model (the text is returned as is; the server's --tool-call-parser reads calls out of
+        it); `chat_template_kwargs`: further template variables (e.g. enable_thinking)."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         tokenizer = self.get_tokenizer()
         prompts: list[PromptType] = []
         for conversation in conversations:
             text = tokenizer.apply_chat_template(
                 conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
-                chat_template=chat_template, continue_final_message=continue_final_message,
+                chat_template=chat_template, continue_final_message=continue_final_message, tools=tools,
+                **(chat_template_kwargs or {}),
             )
             # The template already holds the special tokens; don't let the tokenizer add a BOS again.
             ids = tokenizer(text, add_special_tokens=False).input_ids

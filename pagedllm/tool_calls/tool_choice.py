@@ -51,9 +51,13 @@ def forced_constraint(tools: list[FunctionTool], choice: str | None,
 
     if choice in (None, "none", "auto"):
         return None
+    # JSON as json.dumps writes it, no free whitespace: small models otherwise pad calls with
+    # newlines until max_tokens
     if choice == "required":
-        return StructuredOutputsParams(json=required_schema(tools, parallel)), RequiredToolsParser()
+        return (StructuredOutputsParams(json=required_schema(tools, parallel), disable_any_whitespace=True),
+                RequiredToolsParser())
     named = next((tool for tool in tools if tool.name == choice), None)
     if named is None:
         raise ValueError(f"tool_choice names the function {choice!r}, which is not among the tools.")
-    return StructuredOutputsParams(json=arguments_schema(named)), NamedFunctionParser(named.name)
+    return (StructuredOutputsParams(json=arguments_schema(named), disable_any_whitespace=True),
+            NamedFunctionParser(named.name))

@@ -80,6 +80,8 @@ class Scheduler:
         # Outputs decided in schedule() (requests that outgrew the KV pool), sent by the next
         # update_from_output().
         self._pending_outputs: list[EngineCoreOutput] = []
+        # req_id -> why it failed before it ran (its grammar did not compile), for the client
+        self._errors: dict[str, str] = {}
         # req_id -> prompt positions whose prompt logprobs were already sent. A request preempted
         # during or after its prefill recomputes its prompt; those rows must not be sent twice.
         self._num_prompt_logprobs_sent: dict[str, int] = {}
@@ -332,18 +334,27 @@ class Scheduler:
 
     def _grammar_ready(self, request: Request) -> bool:
         """Whether a constrained (waiting) request may start: its grammar compiled. One that failed
-        to compile is finished here ("abort", the reason logged), its output sent by the next update."""
+        to compile is finished here ("abort"), its output sent by the next update and the reason by
+        take_errors()."""
         grammars = self.grammars
         assert grammars is not None
         if not grammars.ready(request):
             return False
-        if grammars.failure(request) is None:
+        failure = grammars.failure(request)
+        if failure is None:
             return True
+        self._errors[request.request_id] = f"The structured output constraint could not be compiled: {failure}"
         request.status = RequestStatus.FINISHED_ABORTED
         self._free_request(request, known_to_runner=False)
         self._pending_outputs.append(EngineCoreOutput(request.request_id, [],
                                                       finish_reason=request.get_finish_reason()))
         return False
+
+    def take_errors(self) -> dict[str, str]:
+        """Requests failed since the last call, with the reason (engine-core outputs carry them to
+        the frontend, which fails those requests with it)."""
+        errors, self._errors = self._errors, {}
+        return errors
 
     @staticmethod
     def _start_running(request: Request, num_hit_tokens: int) -> None:

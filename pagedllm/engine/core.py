@@ -94,6 +94,13 @@ class EngineCore:
         return self.scheduler.has_unfinished_requests() or bool(self._in_flight)
 
     def step(self) -> EngineCoreOutputs:
+        outputs = self._step()
+        errors = self.scheduler.take_errors()
+        if errors:
+            outputs.errors = {**(outputs.errors or {}), **errors}
+        return outputs
+
+    def _step(self) -> EngineCoreOutputs:
         if self.async_scheduling:
             if not self.grammars.num_active:
                 return self._step_async()

@@ -283,3 +283,27 @@ def test_several_tokens_are_cut_at_a_stop() -> None:
     out = sched.schedule()
     outs = sched.update_from_output(out, ModelRunnerOutput([request.request_id], [[5, 2, 6]]))
     assert outs[0].new_token_ids == [5, 2] and request.output_token_ids == [5, 2]
+
+
+class _FailedGrammars:
+    """Grammar hooks whose every grammar failed to compile."""
+
+    def ready(self, request): return True  # noqa: E704
+    def failure(self, request): return "no grammar for you"  # noqa: E704
+    def release(self, request): self.released = request.request_id  # noqa: E704
+
+
+def test_a_request_whose_grammar_failed_ends_with_the_reason_for_the_client() -> None:
+    grammars = _FailedGrammars()
+    sched = Scheduler(SchedulerConfig(16, 64, 128), CacheConfig(block_size=BS), 64, grammars=grammars)
+    constrained = make_request(list(range(6)), req_id="constrained")
+    constrained.structured = object()  # the manager's state of a constrained request
+    plain = make_request(list(range(6)), max_tokens=1, req_id="plain")
+    sched.add_request(constrained)
+    sched.add_request(plain)
+    out, outs = _step(sched, FakeRunner(BS))
+    assert list(out.num_scheduled_tokens) == ["plain"]  # the rest of the batch runs
+    assert {o.request_id: o.finish_reason for o in outs}["constrained"] == "abort"
+    assert sched.take_errors() == {
+        "constrained": "The structured output constraint could not be compiled: no grammar for you"}
+    assert sched.take_errors() == {} and grammars.released == "constrained"

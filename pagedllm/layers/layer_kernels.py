@@ -25,6 +25,7 @@ from pagedllm.scoped import Scoped
 if TYPE_CHECKING:
     from pagedllm.layers.embedding import EmbeddingMethod, EmbeddingSpec
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
+    from pagedllm.layers.moe_method import MoEMethod, MoESpec
 
 
 class OpImpl(enum.Enum):
@@ -48,6 +49,8 @@ class LayerKernels:
     fold_norms: bool = False
     # an EmbeddingSpec -> the method of the token embedding (None: the unquantized one)
     embedding_method: Callable[[EmbeddingSpec], EmbeddingMethod] | None = None
+    # a MoESpec -> the method of a mixture-of-experts layer's experts (None: grouped torch ops)
+    moe_method: Callable[[MoESpec], MoEMethod] | None = None
     # The checkpoint's weights that come quantized: HF weight name -> stored format (GGML type
     # names, "Q4_1"), under `quantization` ("gguf"); the loader fills it from the file's header.
     quantization: str | None = None

@@ -1,4 +1,5 @@
-"""Building blocks shared by the dense decoder-only architectures (llama, mistral, qwen2, qwen3).
+"""Building blocks shared by the decoder-only architectures (llama, mistral, qwen2, qwen3, and
+with a mixture of experts as the MLP, mixtral and the Qwen MoEs: models/moe.py).
 
 An architecture file picks options (biases, q/k norm) and inherits the rest; the module tree
 mirrors HF names (model.layers.N.self_attn...) so weights load by name, with q/k/v and gate/up
@@ -6,7 +7,7 @@ merged into one matmul each.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,14 +33,20 @@ def to_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+# (cfg, layer_idx, dtype, prefix) -> a layer's MLP: forward(x, residual, norm_scale) adds its output
+# into residual and returns it, like GatedMLP (a mixture of experts: models/moe.py)
+MlpFactory = Callable[[Any, int, torch.dtype, str], nn.Module]
+
+
 @dataclass(frozen=True)
 class DecoderOptions:
-    """What differs between the dense architectures."""
+    """What differs between the architectures."""
 
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
     qk_norm: bool = False  # qwen3: RMSNorm over each head of q and k before rotary
+    mlp: MlpFactory | None = None  # each layer's MLP; None: GatedMLP of intermediate_size
 
 
 def head_dim_of(cfg: Any) -> int:
@@ -106,7 +113,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype, prefix=f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype, prefix=f"{prefix}.mlp")
+        self.mlp = (opts.mlp(cfg, layer_idx, dtype, f"{prefix}.mlp") if opts.mlp is not None
+                    else GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype, prefix=f"{prefix}.mlp"))
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The layer on the hidden state [T, H] (the residual stream), updated in place: the o and

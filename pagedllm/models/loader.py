@@ -14,6 +14,7 @@ from torch import nn
 
 from pagedllm.config import ModelConfig
 from pagedllm.layers.embedding import VocabEmbedding
+from pagedllm.layers.fused_moe import FusedMoE
 from pagedllm.layers.gguf_weights import packed_bytes
 from pagedllm.layers.layer_kernels import LayerKernels, current_layer_kernels, use_layer_kernels
 from pagedllm.layers.linear import Linear
@@ -131,10 +132,10 @@ def parameter_bytes(model: nn.Module) -> int:
 
 
 def process_weights_after_loading(model: nn.Module) -> None:
-    """Let every linear layer's and embedding's method repack its loaded weight (the CPU's packed
-    GEMMs, quantized GGUF blocks)."""
+    """Let every linear layer's, embedding's and experts' method repack its loaded weight (the
+    CPU's packed GEMMs, quantized GGUF blocks)."""
     for module in model.modules():
-        if isinstance(module, (Linear, VocabEmbedding)):
+        if isinstance(module, (Linear, VocabEmbedding, FusedMoE)):
             module.process_weights_after_loading()
 
 

@@ -17,7 +17,8 @@ Rounding differs from the unfolded model by about one bf16 unit: W' is rounded o
 activations are scaled after the GEMM instead of before. Greedy outputs in float32 match HF's
 (tests/gpu); bf16 is held to vLLM's top-5 criterion like the rest of the CUDA path.
 
-A projection with a bias keeps its norm (the bias must not be scaled): Qwen2's qkv; so does one
+A mixture-of-experts layer keeps its post-attention norm (its router reads the norm's output as
+well as the experts). A projection with a bias keeps its norm (the bias must not be scaled): Qwen2's qkv; so does one
 whose linear method cannot scale its weight's input rows (a quantized format). Folding runs after
 the weights are loaded and before the linear methods repack them.
 """
@@ -28,7 +29,7 @@ from torch import nn
 
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.norm import NormScale, RMSNorm
-from pagedllm.models.common import DecoderForCausalLM, DecoderLayer
+from pagedllm.models.common import DecoderForCausalLM, DecoderLayer, GatedMLP
 
 
 class FoldedRMSNorm(nn.Module):
@@ -60,8 +61,11 @@ def fold_norms(model: DecoderForCausalLM) -> int:
     folded = 0
     for layer in layers:
         assert isinstance(layer, DecoderLayer)
-        for norm_name, proj in (("input_layernorm", layer.self_attn.qkv_proj),
-                                ("post_attention_layernorm", layer.mlp.gate_up_proj)):
+        # a mixture of experts keeps its norm: the router reads the normalised rows too
+        targets = [("input_layernorm", layer.self_attn.qkv_proj)]
+        if isinstance(layer.mlp, GatedMLP):
+            targets.append(("post_attention_layernorm", layer.mlp.gate_up_proj))
+        for norm_name, proj in targets:
             norm = getattr(layer, norm_name)
             if _fold(norm, proj):
                 setattr(layer, norm_name, FoldedRMSNorm(norm.eps))

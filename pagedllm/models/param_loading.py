@@ -2,6 +2,7 @@
 every required weight arrived."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import torch
@@ -13,8 +14,16 @@ from pagedllm.layers.loadable import HFWeightLoadable
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
 
 
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
+
+
 def _split_stacked(module_name: str, stacked: dict[str, tuple[str, str]]) -> tuple[str, str | None]:
-    """"...self_attn.k_proj" -> ("...self_attn.qkv_proj", "k"); other names pass through."""
+    """"...self_attn.k_proj" -> ("...self_attn.qkv_proj", "k"); an expert's
+    "...mlp.experts.3.up_proj" -> ("...mlp.experts", "3.up_proj") (the stacked experts, FusedMoE);
+    other names pass through."""
+    expert = _EXPERT.match(module_name)
+    if expert is not None:
+        return expert.group(1), f"{expert.group(2)}.{expert.group(3)}"
     parent, _, leaf = module_name.rpartition(".")
     if leaf in stacked:
         merged, shard = stacked[leaf]
@@ -23,6 +32,8 @@ def _split_stacked(module_name: str, stacked: dict[str, tuple[str, str]]) -> tup
 
 
 def _hf_name(module_name: str, attr: str, shard: str | None, stacked: dict[str, tuple[str, str]]) -> str:
+    if shard is not None and module_name.endswith(".experts"):
+        return f"{module_name}.{shard}.{attr}"
     if shard is not None:
         parent, _, merged = module_name.rpartition(".")
         leaf = next(hf for hf, (m, s) in stacked.items() if m == merged and s == shard)

@@ -21,6 +21,9 @@ MODELS: LazyRegistry[ModelClass] = LazyRegistry("model architecture", {
     "MistralForCausalLM": "pagedllm.models.llama:MistralForCausalLM",
     "Qwen2ForCausalLM": "pagedllm.models.qwen2:Qwen2ForCausalLM",
     "Qwen3ForCausalLM": "pagedllm.models.qwen3:Qwen3ForCausalLM",
+    "MixtralForCausalLM": "pagedllm.models.mixtral:MixtralForCausalLM",
+    "Qwen2MoeForCausalLM": "pagedllm.models.qwen_moe:Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM": "pagedllm.models.qwen_moe:Qwen3MoeForCausalLM",
     # Draft heads of speculative decoding, loaded only as a speculative_config's "model" (whose
     # config's architecture EngineArgs sets by the method: a published EAGLE head says LlamaForCausalLM)
     "EagleLlamaForCausalLM": "pagedllm.models.eagle:EagleLlamaForCausalLM",

@@ -17,8 +17,19 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "mistral": ("MistralConfig", {"sliding_window": 4096, "tie_word_embeddings": False}),
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", {"head_dim": 24, "tie_word_embeddings": False}),
+    # mixtures of experts: every layer sparse (Mixtral); a sparse layer then a dense one with a
+    # shared expert, top-k not renormalised (Qwen2-MoE); a dense layer then a sparse one (Qwen3-MoE)
+    "mixtral": ("MixtralConfig", {"num_local_experts": 4, "num_experts_per_tok": 2, "tie_word_embeddings": False}),
+    "qwen2_moe": ("Qwen2MoeConfig", {"num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+                                     "shared_expert_intermediate_size": 80, "norm_topk_prob": False,
+                                     "mlp_only_layers": [1], "tie_word_embeddings": False}),
+    "qwen3_moe": ("Qwen3MoeConfig", {"num_experts": 6, "num_experts_per_tok": 3, "moe_intermediate_size": 48,
+                                     "norm_topk_prob": True, "decoder_sparse_step": 2, "head_dim": 24,
+                                     "tie_word_embeddings": False}),
 }
 TINY_ARCHS = list(TINY_CONFIGS)
+MOE_ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe"]
+DENSE_ARCHS = [arch for arch in TINY_ARCHS if arch not in MOE_ARCHS]
 
 
 def _tiny_config(arch: str) -> Any:

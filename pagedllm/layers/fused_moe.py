@@ -1,0 +1,42 @@
+"""A mixture-of-experts layer's experts: their stacked weights and the grouped computation, through
+the MoE method the platform chose (layers/moe_method.py); routing is the caller's (moe_routing.py).
+
+Checkpoint names are HF's per expert, "<prefix>.experts.<e>.<gate_proj|up_proj|down_proj>.weight";
+the loader hands each to this layer with shard "<e>.<name>" (models/param_loading.py)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pagedllm.layers.layer_kernels import current_layer_kernels
+from pagedllm.layers.loadable import HFWeightLoadable
+from pagedllm.layers.moe_method import EXPERT_WEIGHTS, GroupedTorchMoEMethod, MoESpec
+
+
+class FusedMoE(HFWeightLoadable):
+    w13: nn.Parameter  # [E, 2I, H]
+    w2: nn.Parameter  # [E, H, I]
+
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        spec = MoESpec(num_experts, hidden_size, intermediate_size, dtype)
+        factory = current_layer_kernels().moe_method
+        self.method = factory(spec) if factory is not None else GroupedTorchMoEMethod(spec)
+        self.method.create_weights(self)
+
+    def forward(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+        """x [T, H], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H]."""
+        return self.method.apply(self, x, topk_weights, topk_ids)
+
+    def process_weights_after_loading(self) -> None:
+        self.method.process_weights_after_loading(self)
+
+    def hf_weight_keys(self) -> list[tuple[str, str | None]]:
+        return [("weight", f"{e}.{name}") for e in range(self.num_experts) for name in EXPERT_WEIGHTS]
+
+    def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
+        expert, _, name = (shard or "").partition(".")
+        if attr != "weight" or name not in EXPERT_WEIGHTS or not expert.isdigit() or int(expert) >= self.num_experts:
+            raise ValueError(f"Unexpected expert weight {shard}.{attr}.")
+        self.method.load_weight(self, int(expert), name, tensor)

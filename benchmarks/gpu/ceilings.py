@@ -78,14 +78,28 @@ def model_counts(cfg: Any, dtype_bytes: int = 2) -> ModelCounts:
     kv_heads = getattr(cfg, "num_key_value_heads", heads)
     head_dim = getattr(cfg, "head_dim", None) or h // heads
     attn = h * head_dim * (heads + 2 * kv_heads) + heads * head_dim * h
-    mlp = 3 * h * inter
-    per_layer = attn + mlp  # norms are negligible
+    mlp = sum(_mlp_params(cfg, i) for i in range(layers))
     return ModelCounts(
-        matmul_params=layers * per_layer + h * vocab,
+        matmul_params=layers * attn + mlp + h * vocab,  # norms are negligible
         embedding_params=h * vocab,
         kv_bytes_per_token=2 * layers * kv_heads * head_dim * dtype_bytes,
         dtype_bytes=dtype_bytes,
     )
+
+
+def _mlp_params(cfg: Any, layer: int) -> int:
+    """The MLP weights one token multiplies by at this layer: a mixture of experts' router, its
+    top-k experts and its shared expert (the experts a batch-1 step actually reads), else the
+    dense MLP."""
+    h = cfg.hidden_size
+    num_experts = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None) or 0
+    step = getattr(cfg, "decoder_sparse_step", 1) or 1
+    sparse = num_experts and layer not in (getattr(cfg, "mlp_only_layers", None) or []) and (layer + 1) % step == 0
+    if not sparse:
+        return 3 * h * cfg.intermediate_size
+    expert_inter = getattr(cfg, "moe_intermediate_size", None) or cfg.intermediate_size
+    shared = getattr(cfg, "shared_expert_intermediate_size", 0) or 0
+    return h * num_experts + cfg.num_experts_per_tok * 3 * h * expert_inter + 3 * h * shared + (h if shared else 0)
 
 
 def decode_step_roofline_s(counts: ModelCounts, batch: int, avg_context: float, ceilings: Ceilings) -> float:

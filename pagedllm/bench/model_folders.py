@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# Llama-3-8B and Qwen3-0.6B shapes (config.json values of the released models).
+# Llama-3-8B, Qwen3-0.6B and Qwen3-30B-A3B shapes (config.json values of the released models).
 LLAMA3_8B: dict[str, Any] = dict(
     architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096, intermediate_size=14336,
     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
@@ -17,6 +17,15 @@ QWEN3_0_6B: dict[str, Any] = dict(
     num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
     max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
     bos_token_id=1, eos_token_id=2,
+)
+
+# A mixture of experts: 128 experts of which 8 per token, 3.3B of its 30.5B weights active
+QWEN3_30B_A3B: dict[str, Any] = dict(
+    architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
+    moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
+    mlp_only_layers=[], num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+    vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
+    tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
 )
 
 

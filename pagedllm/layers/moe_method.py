@@ -10,8 +10,8 @@ Weights are stacked per expert at load, from HF's per-expert tensors:
 apply(x [T, H], topk_weights [T, k] float32, topk_ids [T, k]) -> [T, H]:
     sum over j of topk_weights[t, j] * down_e(silu(gate_e(x_t)) * up_e(x_t)),  e = topk_ids[t, j]
 
-This module holds the interface and the grouped torch method: the CPU path, and the reference
-the fused kernels are tested against.
+This module holds the interface, the grouped torch method (the CPU path, and the reference the
+fused kernels are tested against) and the Triton method of CUDA.
 """
 from __future__ import annotations
 
@@ -92,3 +92,13 @@ class GroupedTorchMoEMethod(MoEMethod):
             y = (F.silu(gate) * up) @ layer.w2[expert].t()
             out.index_add_(0, tokens[rows], y * weights[rows])
         return out
+
+
+class TritonMoEMethod(MoEMethod):
+    """CUDA: kernels/triton/fused_moe.py, no host sync (captured in CUDA graphs)."""
+
+    def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
+              topk_ids: torch.Tensor) -> torch.Tensor:
+        from pagedllm.kernels.triton.fused_moe import fused_moe
+
+        return fused_moe(x.contiguous(), layer.w13, layer.w2, topk_weights, topk_ids)

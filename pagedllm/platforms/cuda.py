@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -13,6 +14,7 @@ from pagedllm.config import KernelConfig
 from pagedllm.kernels.triton import triton_available
 from pagedllm.layers.layer_kernels import LayerKernels, OpImpl
 from pagedllm.layers.linear_method import LinearMethod, LinearSpec, UnquantizedLinearMethod
+from pagedllm.layers.moe_method import MoEMethod, MoESpec
 from pagedllm.platforms.base import (
     InverseCdfStage,
     Platform,
@@ -59,7 +61,7 @@ class CudaPlatform(Platform):
             return cuda_linear_method(spec, policy, pdl)
 
         return LayerKernels(ops=OpImpl.TRITON if triton else OpImpl.TORCH, linear_method=linear_method,
-                            attention=attention,
+                            attention=attention, moe_method=_moe_method(triton),
                             fold_norms=kernel_config.fold_norms and triton and attention.fuses_norm_scale)
 
     def inverse_cdf_stage(self, kernel_config: KernelConfig) -> InverseCdfStage | None:
@@ -124,6 +126,15 @@ def cuda_linear_method(spec: LinearSpec, policy: str, pdl: bool) -> LinearMethod
     sms = num_sms(torch.get_default_device())
     config = skinny_config(spec.in_features, spec.out_features, spec.dtype, policy, sms, spec.gated)
     return UnquantizedLinearMethod(spec) if config is None else SkinnyGemmLinearMethod(spec, config, pdl)
+
+
+def _moe_method(triton: bool) -> Callable[[MoESpec], MoEMethod]:
+    """The fused Triton experts: no host sync, so MoE layers run inside CUDA graphs. Without
+    Triton, the grouped torch method (which reads its routing on the host: run such a model with
+    enforce_eager)."""
+    from pagedllm.layers.moe_method import GroupedTorchMoEMethod, TritonMoEMethod
+
+    return TritonMoEMethod if triton else GroupedTorchMoEMethod
 
 
 def _use_triton(kernel_config: KernelConfig) -> bool:

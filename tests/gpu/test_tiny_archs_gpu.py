@@ -10,7 +10,7 @@ import torch
 
 from pagedllm import LLM, SamplingParams
 from tests.helpers.hf_gpu import check_logprobs_close, hf_greedy_with_logprobs
-from tests.helpers.tiny_models import DENSE_ARCHS as TINY_ARCHS  # MoE on CUDA: with its fused kernel
+from tests.helpers.tiny_models import TINY_ARCHS
 
 EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
 

@@ -1,0 +1,116 @@
+"""Mixture-of-experts on the GPU without a host sync (CUDA-graph safe): the routed (token, slot)
+pairs sorted by expert and padded per expert to the tile height, then one grouped GEMM launch for
+all experts' gate_up and one for their down projections (layers/moe_method.py has the math and the
+torch reference these are tested against).
+
+    align_by_expert(topk_ids [T, k]) ->
+        sorted_ids      [P] int32: flat (token * k + slot) ids grouped by expert, each group padded
+                        with T*k (no row) to a multiple of BLOCK_M; P = T*k + E*(BLOCK_M-1) rounded
+                        up to BLOCK_M, a bound known without reading the routing
+        block_expert    [P / BLOCK_M] int32: the expert of each tile of rows (E past the last group)
+
+    moe_gemm: C[id] = A[id // k or id] @ W[expert]^T (* topk_weight[id]) for the rows of each tile
+
+With gate_up in [T*k, 2I], SiLU-and-mul, then down (the routing weight applied in its epilogue)
+in [T*k, H], each token's k rows are summed: out [T, H].
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+def align_by_expert(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted_ids [P], block_expert [P / block_m]); see the module. Torch ops of static shapes only."""
+    flat = topk_ids.reshape(-1)
+    num = flat.numel()
+    device = flat.device
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
+    padded = (counts + block_m - 1) // block_m * block_m
+    padded_end = torch.cumsum(padded, 0)
+    order = torch.argsort(flat, stable=True)
+    experts = flat[order]
+    rank = torch.arange(num, device=device) - (torch.cumsum(counts, 0) - counts)[experts]
+    size = triton.cdiv(num + num_experts * (block_m - 1), block_m) * block_m
+    sorted_ids = torch.full((size,), num, dtype=torch.int32, device=device)
+    sorted_ids[(padded_end - padded)[experts] + rank] = order.to(torch.int32)
+    starts = torch.arange(0, size, block_m, device=device)
+    block_expert = torch.searchsorted(padded_end, starts, right=True).to(torch.int32)
+    return sorted_ids, block_expert
+
+
+@triton.jit
+def _moe_gemm_kernel(
+    a_ptr, w_ptr, c_ptr, weights_ptr, sorted_ids_ptr, block_expert_ptr,
+    N, K, num_rows, top_k, num_experts,
+    stride_am, stride_we, stride_wn, stride_cm,
+    A_PER_TOKEN: tl.constexpr, MUL_WEIGHT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(block_expert_ptr + pid_m)
+    if expert >= num_experts:  # a tile past the last expert's rows
+        return
+    ids = tl.load(sorted_ids_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    valid = ids < num_rows
+    a_rows = (ids // top_k if A_PER_TOKEN else ids).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
+    w_ptrs = w_ptr + expert.to(tl.int64) * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k_in = (k0 + offs_k) < K
+        a = tl.load(a_ptrs, mask=valid[:, None] & k_in[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=k_in[:, None] & (offs_n[None, :] < N), other=0.0)
+        acc += tl.dot(a, w, input_precision=PRECISION)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if MUL_WEIGHT:
+        acc *= tl.load(weights_ptr + ids, mask=valid, other=0.0)[:, None]
+    c_ptrs = c_ptr + ids.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=valid[:, None] & (offs_n[None, :] < N))
+
+
+def moe_gemm(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, sorted_ids: torch.Tensor, block_expert: torch.Tensor,
+             top_k: int, a_per_token: bool, weights: torch.Tensor | None, block_m: int) -> None:
+    """c [T*k, N] rows of sorted_ids = a rows @ w[expert]^T (see the module); w [E, N, K] contiguous."""
+    num_rows, n = c.shape
+    k = w.shape[2]
+    block_n = min(128, max(16, triton.next_power_of_2(n)))
+    block_k = min(64, max(16, triton.next_power_of_2(k)))
+    grid = (block_expert.numel(), triton.cdiv(n, block_n))
+    _moe_gemm_kernel[grid](
+        a, w, c, weights if weights is not None else c, sorted_ids, block_expert,
+        n, k, num_rows, top_k, w.shape[0], a.stride(0), w.stride(0), w.stride(1), c.stride(0),
+        A_PER_TOKEN=a_per_token, MUL_WEIGHT=weights is not None,
+        # float32 models stay exact (HF's reference); bf16 / fp16 run on the tensor cores either way
+        PRECISION="ieee" if a.dtype == torch.float32 else "tf32",
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+    )
+
+
+def block_m_for(num_rows: int, num_experts: int) -> int:
+    """The tile height: small when each expert gets a few rows (decode), else larger."""
+    per_expert = num_rows / num_experts
+    return 16 if per_expert <= 16 else 32 if per_expert <= 64 else 64
+
+
+def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+              topk_ids: torch.Tensor) -> torch.Tensor:
+    """x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H]."""
+    from pagedllm.kernels.triton.activation import silu_and_mul
+
+    num_tokens, top_k = topk_ids.shape
+    num_experts = w13.shape[0]
+    block_m = block_m_for(num_tokens * top_k, num_experts)
+    sorted_ids, block_expert = align_by_expert(topk_ids, num_experts, block_m)
+    gate_up = torch.empty(num_tokens * top_k, w13.shape[1], dtype=x.dtype, device=x.device)
+    moe_gemm(x, w13, gate_up, sorted_ids, block_expert, top_k, True, None, block_m)
+    act = silu_and_mul(gate_up)  # [T*k, I]
+    down = torch.empty(num_tokens * top_k, w2.shape[1], dtype=x.dtype, device=x.device)
+    moe_gemm(act, w2, down, sorted_ids, block_expert, top_k, False, topk_weights.reshape(-1), block_m)
+    return down.view(num_tokens, top_k, -1).sum(dim=1)

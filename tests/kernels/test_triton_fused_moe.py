@@ -1,0 +1,54 @@
+"""The fused MoE kernels (kernels/triton/fused_moe.py) against the grouped torch method
+(layers/moe_method.py), under the interpreter on CPU tensors or compiled on a GPU, with uneven
+expert loads: experts without tokens, one expert taking every token."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from pagedllm.kernels.triton.fused_moe import align_by_expert, fused_moe  # noqa: E402
+from pagedllm.layers.fused_moe import FusedMoE  # noqa: E402
+from pagedllm.layers.moe_method import GroupedTorchMoEMethod, MoESpec  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _experts(num_experts: int, hidden: int, inter: int, seed: int) -> FusedMoE:
+    gen = torch.Generator().manual_seed(seed)
+    layer = FusedMoE.__new__(FusedMoE)
+    torch.nn.Module.__init__(layer)
+    layer.num_experts = num_experts
+    layer.method = GroupedTorchMoEMethod(MoESpec(num_experts, hidden, inter, torch.float32))
+    layer.w13 = torch.nn.Parameter(torch.randn(num_experts, 2 * inter, hidden, generator=gen) * 0.2, requires_grad=False)
+    layer.w2 = torch.nn.Parameter(torch.randn(num_experts, hidden, inter, generator=gen) * 0.2, requires_grad=False)
+    return layer
+
+
+@pytest.mark.parametrize("num_tokens,routing", [(1, "random"), (5, "random"), (37, "random"), (9, "one_expert"),
+                                                (40, "skewed")])
+def test_fused_moe_equals_the_grouped_reference(num_tokens, routing):
+    num_experts, hidden, inter, top_k = 8, 48, 40, 2
+    layer = _experts(num_experts, hidden, inter, seed=num_tokens)
+    gen = torch.Generator().manual_seed(num_tokens + 1)
+    x = torch.randn(num_tokens, hidden, generator=gen)
+    if routing == "one_expert":  # every token's first slot on expert 3, the second on expert 5
+        ids = torch.tensor([[3, 5]] * num_tokens)
+    elif routing == "skewed":  # experts 0..2 only; 3..7 get nothing
+        ids = torch.stack([torch.randperm(3, generator=gen)[:top_k] for _ in range(num_tokens)])
+    else:
+        ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
+    weights = torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1)
+    want = layer.method.apply(layer, x, weights, ids)
+    got = fused_moe(x.to(DEVICE), layer.w13.to(DEVICE), layer.w2.to(DEVICE), weights.to(DEVICE), ids.to(DEVICE))
+    torch.testing.assert_close(got.cpu(), want, atol=2e-4, rtol=1e-4)
+
+
+def test_alignment_groups_and_pads_by_expert():
+    ids = torch.tensor([[2, 0], [2, 1], [2, 0]])  # rows 0..5: experts 2, 0, 2, 1, 2, 0
+    sorted_ids, block_expert = align_by_expert(ids, num_experts=4, block_m=4)
+    pad = 6
+    assert sorted_ids.tolist()[:12] == [1, 5, pad, pad, 3, pad, pad, pad, 0, 2, 4, pad]
+    assert block_expert.tolist()[:3] == [0, 1, 2] and all(e == 4 for e in block_expert.tolist()[3:])
+    assert sorted_ids.numel() % 4 == 0 and sorted_ids.numel() >= 6 + 4 * 3

@@ -61,6 +61,9 @@ class CacheConfig:
     kv_cache_memory: int | None = None  # bytes; overrides gpu_memory_utilization when given
     # "sha256" resists crafted collisions between users' prefixes; "builtin" is Python's hash, faster
     prefix_caching_hash_algo: str = "sha256"
+    # The KV cache's element type ("float32", "bfloat16", "float16"); None: the model's dtype
+    # (EngineArgs resolves vLLM's kv_cache_dtype into it)
+    cache_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):

@@ -6,6 +6,9 @@
   tokens against its paged context in one call, instead of one SDPA call per prompt and layer;
 * the cache write: one C++ call per layer instead of two index_copy_.
 
+The cache may be bfloat16 under float32 activations (kv_cache_dtype "bfloat16"): every kernel
+widens its rows exactly, and the write rounds to nearest even, as torch does.
+
 Other dtypes and head sizes, or a machine that cannot build the kernels, take the torch reference
 path unchanged.
 """
@@ -16,7 +19,9 @@ import torch
 from pagedllm.attention.base import AttentionBackendOptions, AttentionMetadata
 from pagedllm.attention.torch_ref import TorchAttentionBackend
 
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+# (query, cache) dtypes the kernels take: one dtype, or a bfloat16 cache under float32 activations
+# (kv_cache_dtype bfloat16: half the bytes a decode step reads)
+_KERNEL_PAIRS = {(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)}
 
 
 class CpuPagedAttentionBackend(TorchAttentionBackend):
@@ -29,7 +34,7 @@ class CpuPagedAttentionBackend(TorchAttentionBackend):
 
     def mixed(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
               metadata: AttentionMetadata, scale: float, out: torch.Tensor) -> None:
-        if not self._varlen_applies(query):
+        if not self._varlen_applies(query, kv_cache):
             super().mixed(query, key, value, kv_cache, metadata, scale, out)
             return
         num_reqs = metadata.num_reqs
@@ -39,20 +44,21 @@ class CpuPagedAttentionBackend(TorchAttentionBackend):
 
     def write_kv(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                  slot_mapping: torch.Tensor) -> None:
-        if self.kernels is None or key.dtype != kv_cache.dtype or value.dtype != kv_cache.dtype:
+        if self.kernels is None or (key.dtype, kv_cache.dtype) not in _KERNEL_PAIRS or value.dtype != key.dtype:
             super().write_kv(key, value, kv_cache, slot_mapping)
             return
         n = key.shape[0]  # [n, kv, D] views of the qkv output: rows strided, each row contiguous
         self.kernels.write_kv_cache(key.reshape(n, -1), value.reshape(n, -1), kv_cache[0], kv_cache[1],
                                     slot_mapping.long())
 
-    def _varlen_applies(self, query: torch.Tensor) -> bool:
+    def _varlen_applies(self, query: torch.Tensor, kv_cache: torch.Tensor) -> bool:
         return (self.kernels is not None and query.dtype == torch.float32
+                and kv_cache.dtype in (torch.float32, torch.bfloat16)
                 and self.kernels.varlen_attention_supports(query.shape[-1]))
 
     def decode_only(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
                     scale: float, out: torch.Tensor) -> None:
-        if self.kernels is None or query.dtype not in _KERNEL_DTYPES:
+        if self.kernels is None or (query.dtype, kv_cache.dtype) not in _KERNEL_PAIRS:
             super().decode_only(query, kv_cache, metadata, scale, out)
             return
         n = query.shape[0]

@@ -175,8 +175,9 @@ def _decode_attention(
         # weight still multiplies V (0 * NaN = NaN): zero them in the gathered copy.
         k.index_fill_(0, plan.stale_rows, 0)
         v.index_fill_(0, plan.stale_rows, 0)
-    k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len]
-    v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len]
+    # a cache narrower than the query (kv_cache_dtype bfloat16 under float32) is widened exactly
+    k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len].to(query.dtype)
+    v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len].to(query.dtype)
     # GQA without expanding K/V: the heads sharing a kv head become that kv head's "query rows"
     # (head h uses kv head h // group), so SDPA sees [B, kv, group, D] against [B, kv, S, D].
     q = query.view(num_reqs, kv_heads, num_heads // kv_heads, head_size)
@@ -198,13 +199,13 @@ def _prefill_attention(
     num_cached = seq_len - num_new
     q = query.transpose(0, 1)  # [H, q, D]
     if num_cached == 0:
-        # No cached prefix: the new keys are the whole context, no gather needed.
-        k, v = key.transpose(0, 1), value.transpose(0, 1)
-        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=True, scale=scale,
-                                             enable_gqa=True)
+        # No cached prefix: the new keys are the whole context, no gather needed; rounded as the
+        # cache holds them (a narrower cache), so the prompt sees what later steps will read.
+        k, v = (x.transpose(0, 1).to(kv_cache.dtype).to(q.dtype) for x in (key, value))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
         return out.transpose(0, 1)
     k, v = gather_kv(kv_cache, block_table[None], None, seq_len)
-    k, v = k[0], v[0]  # [S, kv, D]
+    k, v = k[0].to(q.dtype), v[0].to(q.dtype)  # [S, kv, D]
     # SDPA's is_causal aligns the diagonal top-left; with a prefix it must end bottom-right.
     key_pos = torch.arange(seq_len, device=query.device)
     query_pos = torch.arange(num_cached, seq_len, device=query.device)

@@ -33,6 +33,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-gpu-blocks-override", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "bfloat16"],
+                        help="the KV cache's element type: auto (the model's dtype) or bfloat16 (on the CPU "
+                             "also under a float32 model: half the bytes a decode step reads)")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--cuda-graph-mode", default="full_and_piecewise",
                         choices=["full_and_piecewise", "full_decode_only"],
@@ -90,6 +93,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         prefix_caching_hash_algo=args.prefix_caching_hash_algo,
         num_gpu_blocks_override=args.num_gpu_blocks_override,
         gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory=args.kv_cache_memory,
+        kv_cache_dtype=args.kv_cache_dtype,
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
         quantization=args.quantization, speculative_config=args.speculative_config,

@@ -43,6 +43,9 @@ class EngineArgs(VllmCompatArgs):
     num_gpu_blocks_override: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes
+    # vLLM's kv_cache_dtype: "auto" (the model's dtype) or "bfloat16" (on the CPU also under a float32
+    # model: half the bytes each decode step reads, as llama.cpp's f16 cache)
+    kv_cache_dtype: str = "auto"
     enforce_eager: bool = False  # CUDA: no CUDA graphs
     device: str = "auto"
     load_format: str = "auto"  # "dummy": random weights in place of the checkpoint's (benchmarks)
@@ -80,6 +83,9 @@ class EngineArgs(VllmCompatArgs):
         if self.quantization not in (None, *QUANTIZATIONS):
             raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
                              f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet (supported: "
+                             f"{', '.join(KV_CACHE_DTYPES)}).")
         self.speculative_config = SpeculativeConfig.from_user(self.speculative_config)
         if self.reasoning_parser is not None:
             from pagedllm.reasoning.parsers import REASONING_PARSERS
@@ -126,6 +132,7 @@ class EngineArgs(VllmCompatArgs):
                 num_gpu_blocks_override=self.num_gpu_blocks_override,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 kv_cache_memory=self.kv_cache_memory,
+                cache_dtype=_resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name),
             ),
             scheduler_config=SchedulerConfig(
                 max_num_seqs=max_num_seqs,
@@ -154,6 +161,20 @@ class EngineArgs(VllmCompatArgs):
                                "proposals need the tokens it sampled.")
             return False
         return wanted
+
+
+KV_CACHE_DTYPES = ("auto", "bfloat16")
+
+
+def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str) -> str:
+    """The cache's element type: the model's for "auto"; bfloat16 under any model on the CPU (its
+    kernels widen the rows), under a bfloat16 model only on CUDA."""
+    if kv_cache_dtype == "auto":
+        return model_dtype
+    if device != "cpu" and model_dtype != kv_cache_dtype:
+        raise ValueError(f"kv_cache_dtype={kv_cache_dtype!r} with a {model_dtype} model runs on the CPU only; "
+                         "on CUDA the cache has the model's dtype (kv_cache_dtype='auto').")
+    return kv_cache_dtype
 
 
 def _resolve_dtype(dtype: str, hf_config: object, default: str) -> str:

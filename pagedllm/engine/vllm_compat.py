@@ -64,7 +64,6 @@ class VllmCompatArgs:
     data_parallel_size: int = _arg(1, _one_of(1), _ONE_DEVICE + "; start one server per device")
     distributed_executor_backend: str | None = _arg(None, _one_of(None, "uni", "mp"), _ONE_DEVICE)
     disable_custom_all_reduce: bool = _arg(False, _is_bool, "it is a boolean", never=True)
-    kv_cache_dtype: str = _arg("auto", _one_of("auto"), "the KV cache has the model's dtype")
     tokenizer_mode: str = _arg("auto", _one_of("auto", "hf"), "pagedllm uses the Hugging Face tokenizer")
     revision: str | None = _arg(None, _one_of(None, "main"), "Hub models come from their main branch")
     tokenizer_revision: str | None = _arg(None, _one_of(None, "main"), "Hub models come from their main branch")

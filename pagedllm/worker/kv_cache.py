@@ -44,7 +44,7 @@ class KVCacheSpec:
             num_layers=hf.num_hidden_layers,
             num_kv_heads=getattr(hf, "num_key_value_heads", None) or num_heads,
             head_size=head_size,
-            dtype=model_config.dtype,
+            dtype=cache_config.cache_dtype or model_config.dtype,
             block_size=cache_config.block_size,
         )
 

@@ -1,5 +1,6 @@
 """Greedy outputs do not depend on how the engine schedules: prefix caching, chunking, preemption,
-batching; on the dequantized path and on the quantized one (the GGUF's own types)."""
+batching; on the dequantized path, on the quantized one (the GGUF's own types), and on the
+quantized one with a bfloat16 KV cache."""
 from __future__ import annotations
 
 import pytest
@@ -22,14 +23,20 @@ def _assert_all_blocks_free(llm) -> None:
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
 
 
-@pytest.fixture(scope="module", params=["none", "gguf"])
-def quantization(request: pytest.FixtureRequest) -> str:
-    return request.param
+VARIANTS = {"none": {"quantization": "none"}, "gguf": {"quantization": "gguf"},
+            "gguf-bf16-kv": {"quantization": "gguf", "kv_cache_dtype": "bfloat16"}}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> dict:
+    return VARIANTS[request.param]
 
 
 @pytest.fixture(scope="module")
-def base_llm(smollm2_llm, smollm2_quantized_llm, quantization):
-    return smollm2_quantized_llm if quantization == "gguf" else smollm2_llm
+def base_llm(smollm2_llm, smollm2_quantized_llm, make_smollm2_llm, variant):
+    if "kv_cache_dtype" in variant:
+        return make_smollm2_llm(**variant)
+    return smollm2_quantized_llm if variant["quantization"] == "gguf" else smollm2_llm
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +57,22 @@ def test_prefix_cache_hits_do_not_change_outputs(base_llm, reference):
     _assert_all_blocks_free(base_llm)
 
 
-def test_prefix_caching_off(make_smollm2_llm, quantization, reference):
-    llm = make_smollm2_llm(enable_prefix_caching=False, quantization=quantization)
+def test_prefix_caching_off(make_smollm2_llm, variant, reference):
+    llm = make_smollm2_llm(enable_prefix_caching=False, **variant)
     assert _token_ids(llm) == reference
     assert llm.llm_engine.scheduler.kv_cache_manager.prefix_cache_hits == 0
     _assert_all_blocks_free(llm)
 
 
-def test_tiny_prefill_chunks(make_smollm2_llm, quantization, reference):
-    llm = make_smollm2_llm(max_num_batched_tokens=8, enable_prefix_caching=False, quantization=quantization)
+def test_tiny_prefill_chunks(make_smollm2_llm, variant, reference):
+    llm = make_smollm2_llm(max_num_batched_tokens=8, enable_prefix_caching=False, **variant)
     assert _token_ids(llm) == reference
     _assert_all_blocks_free(llm)
 
 
-def test_forced_preemption(make_smollm2_llm, quantization, reference):
+def test_forced_preemption(make_smollm2_llm, variant, reference):
     # 12 blocks of 16 tokens: each request needs up to 4 blocks, eight of them cannot all fit.
-    llm = make_smollm2_llm(num_gpu_blocks_override=12, enable_prefix_caching=False, quantization=quantization)
+    llm = make_smollm2_llm(num_gpu_blocks_override=12, enable_prefix_caching=False, **variant)
     assert _token_ids(llm) == reference
     assert llm.llm_engine.scheduler.num_preemptions > 0
     _assert_all_blocks_free(llm)

@@ -27,3 +27,13 @@ def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
 def test_unsupported_values_name_the_argument(name: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EngineArgs(**{name: value})
+
+
+def test_kv_cache_dtype_resolves_per_device() -> None:
+    from pagedllm.engine.arg_utils import _resolve_kv_cache_dtype
+
+    assert _resolve_kv_cache_dtype("auto", "float32", "cpu") == "float32"
+    assert _resolve_kv_cache_dtype("bfloat16", "float32", "cpu") == "bfloat16"
+    assert _resolve_kv_cache_dtype("bfloat16", "bfloat16", "cuda") == "bfloat16"
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        _resolve_kv_cache_dtype("bfloat16", "float32", "cuda")

@@ -225,3 +225,33 @@ def test_silu_and_mul_matches_torch(inter):
     x = wide[:, : 2 * inter]  # rows strided
     layer = SiluAndMul()
     torch.testing.assert_close(layer(x), layer.forward_native(x), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_size", [(9, 3, 64), (8, 2, 128), (6, 2, 48)])
+def test_a_bfloat16_cache_under_float32_activations(backend, heads, kv_heads, head_size):
+    """kv_cache_dtype bfloat16: the write rounds as torch does, both kernels widen exactly (against
+    the torch reference on the same cache), and a decode token keeps the same bits in either."""
+    gen = torch.Generator().manual_seed(heads + head_size)
+    block_size, num_blocks = 16, 64
+    for md in (_mixed_metadata([23, 1, 1], [0, 130, 17], block_size, num_blocks, gen),
+               _decode_metadata([1, 40, 129], block_size, num_blocks, gen)):
+        cache = torch.randn(2, num_blocks, block_size, kv_heads, head_size, generator=gen).bfloat16()
+        cache_ref = cache.clone()
+        n = md.num_actual_tokens
+        q = torch.randn(n, heads, head_size, generator=gen)
+        k, v = (torch.randn(n, kv_heads, head_size, generator=gen) for _ in range(2))
+        expected = TorchAttentionBackend().forward(q, k, v, cache_ref, md, 0.125)
+        got = backend.forward(q, k, v, cache, md, 0.125)
+        assert torch.equal(cache, cache_ref)  # the new rows rounded to bfloat16 identically
+        torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5)
+    if head_size == 48:
+        return
+    md = _mixed_metadata([23, 1, 1], [0, 130, 17], block_size, num_blocks, gen)
+    q = torch.randn(md.num_actual_tokens, heads, head_size, generator=gen)
+    mixed = torch.empty_like(q)
+    backend.kernels.paged_varlen_attention(mixed, q, cache[0], cache[1], md.block_table, md.seq_lens,
+                                           md.query_start_loc, 0.125)
+    decode = torch.empty(2, heads, head_size)
+    backend.kernels.paged_decode_attention(decode, q[23:].contiguous(), cache[0], cache[1], md.block_table[1:],
+                                           md.seq_lens[1:], 0.125)
+    assert torch.equal(decode, mixed[23:])

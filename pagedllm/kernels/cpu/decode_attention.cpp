@@ -2,7 +2,8 @@
 // from the cache blocks through the block table (no gathered copy), GQA-aware.
 //
 //   query        [B, H, D]            float32 or bfloat16
-//   key_cache    [NB, bs, KV, D]      same dtype (one layer, K half of the cache)
+//   key_cache    [NB, bs, KV, D]      same dtype, or bfloat16 under a float32 query (one layer, K
+//                                     half of the cache; kv_cache_dtype bfloat16)
 //   value_cache  [NB, bs, KV, D]
 //   block_table  [B, max_blocks]      int32
 //   seq_lens     [B]                  int32: request b attends to its first seq_lens[b] tokens
@@ -10,9 +11,10 @@
 //
 // Work is split over (request, kv head); each task reads that head's K and V once, for the G query
 // heads that share it. Scores are kept for the whole context (two-pass softmax in float32).
-// float32 with AVX-512 and head size 64 or 128 takes decode_task_f32, which sums exactly as the
-// varlen kernel does (see there), with vectorised exponentials and software prefetch of the rows
-// ahead; other shapes and bfloat16 take the portable loops below.
+// A float32 query with AVX-512 and head size 64 or 128 takes decode_task_f32 (over a float32 or a
+// bfloat16 cache), which sums exactly as the varlen kernel does (see there), with vectorised
+// exponentials and software prefetch of the rows ahead; other shapes and a bfloat16 query take the
+// portable loops below.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -37,18 +39,18 @@ constexpr int64_t kAhead = 16;
 // out rows of one kv head for NA accumulators a = (head a / NC, 16-dim chunk a % NC) from a0 on:
 // one FMA chain per output element over the tokens in order, from zero, as the varlen kernel's
 // P V runs; V rows at vc + offs[t].
-template <int NA, int NC>
-inline void pv_chunks(int64_t a0, const float* __restrict__ p, int64_t len, const float* __restrict__ vc,
+template <int NA, int NC, typename C>
+inline void pv_chunks(int64_t a0, const float* __restrict__ p, int64_t len, const C* __restrict__ vc,
                       const int32_t* __restrict__ offs, float* __restrict__ out) {
   __m512 o[NA];
   for (int a = 0; a < NA; ++a) o[a] = _mm512_setzero_ps();
   for (int64_t t = 0; t < len; ++t) {
-    const float* v = vc + offs[t];
+    const C* v = vc + offs[t];
     if (t + kAhead < len)
       for (int c = 0; c < NC; ++c) _mm_prefetch(reinterpret_cast<const char*>(vc + offs[t + kAhead] + 16 * c), _MM_HINT_T0);
     for (int a = 0; a < NA; ++a) {
       const int64_t g = (a0 + a) / NC, c = (a0 + a) % NC;
-      o[a] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * len + t]), _mm512_loadu_ps(v + 16 * c), o[a]);
+      o[a] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * len + t]), load16(v + 16 * c), o[a]);
     }
   }
   for (int a = 0; a < NA; ++a) {
@@ -57,26 +59,26 @@ inline void pv_chunks(int64_t a0, const float* __restrict__ p, int64_t len, cons
   }
 }
 
-template <int NC>
-inline void pv_pass(int64_t a0, int64_t na, const float* p, int64_t len, const float* vc, const int32_t* offs,
+template <int NC, typename C>
+inline void pv_pass(int64_t a0, int64_t na, const float* p, int64_t len, const C* vc, const int32_t* offs,
                     float* out) {
   switch (na) {
-    case 1: pv_chunks<1, NC>(a0, p, len, vc, offs, out); break;
-    case 2: pv_chunks<2, NC>(a0, p, len, vc, offs, out); break;
-    case 3: pv_chunks<3, NC>(a0, p, len, vc, offs, out); break;
-    case 4: pv_chunks<4, NC>(a0, p, len, vc, offs, out); break;
-    case 5: pv_chunks<5, NC>(a0, p, len, vc, offs, out); break;
-    case 6: pv_chunks<6, NC>(a0, p, len, vc, offs, out); break;
-    case 7: pv_chunks<7, NC>(a0, p, len, vc, offs, out); break;
-    case 8: pv_chunks<8, NC>(a0, p, len, vc, offs, out); break;
-    case 9: pv_chunks<9, NC>(a0, p, len, vc, offs, out); break;
-    case 10: pv_chunks<10, NC>(a0, p, len, vc, offs, out); break;
-    case 11: pv_chunks<11, NC>(a0, p, len, vc, offs, out); break;
-    case 12: pv_chunks<12, NC>(a0, p, len, vc, offs, out); break;
-    case 13: pv_chunks<13, NC>(a0, p, len, vc, offs, out); break;
-    case 14: pv_chunks<14, NC>(a0, p, len, vc, offs, out); break;
-    case 15: pv_chunks<15, NC>(a0, p, len, vc, offs, out); break;
-    default: pv_chunks<16, NC>(a0, p, len, vc, offs, out); break;
+    case 1: pv_chunks<1, NC, C>(a0, p, len, vc, offs, out); break;
+    case 2: pv_chunks<2, NC, C>(a0, p, len, vc, offs, out); break;
+    case 3: pv_chunks<3, NC, C>(a0, p, len, vc, offs, out); break;
+    case 4: pv_chunks<4, NC, C>(a0, p, len, vc, offs, out); break;
+    case 5: pv_chunks<5, NC, C>(a0, p, len, vc, offs, out); break;
+    case 6: pv_chunks<6, NC, C>(a0, p, len, vc, offs, out); break;
+    case 7: pv_chunks<7, NC, C>(a0, p, len, vc, offs, out); break;
+    case 8: pv_chunks<8, NC, C>(a0, p, len, vc, offs, out); break;
+    case 9: pv_chunks<9, NC, C>(a0, p, len, vc, offs, out); break;
+    case 10: pv_chunks<10, NC, C>(a0, p, len, vc, offs, out); break;
+    case 11: pv_chunks<11, NC, C>(a0, p, len, vc, offs, out); break;
+    case 12: pv_chunks<12, NC, C>(a0, p, len, vc, offs, out); break;
+    case 13: pv_chunks<13, NC, C>(a0, p, len, vc, offs, out); break;
+    case 14: pv_chunks<14, NC, C>(a0, p, len, vc, offs, out); break;
+    case 15: pv_chunks<15, NC, C>(a0, p, len, vc, offs, out); break;
+    default: pv_chunks<16, NC, C>(a0, p, len, vc, offs, out); break;
   }
 }
 
@@ -87,8 +89,8 @@ constexpr int64_t kPvAcc = 16;  // accumulators per P V pass: with a V chunk and
 // same bits whether its step is decode-only (this kernel) or mixed with prompt chunks (that one):
 // scores through dot_keys16 (simd_f32.h) 16 tokens at a time, the shared softmax, and P V as one
 // FMA chain per output element over the tokens in order.
-template <int NC>
-void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+template <int NC, typename C>
+void decode_task_f32(const float* __restrict__ q, const C* __restrict__ kc, const C* __restrict__ vc,
                      const int32_t* __restrict__ table, int64_t len, int64_t kv0, int64_t kv1, int64_t group,
                      int64_t block_size, int64_t block_stride, int64_t token_stride, float scale,
                      float* __restrict__ scores, float* __restrict__ out) {
@@ -116,25 +118,32 @@ void decode_task_f32(const float* __restrict__ q, const float* __restrict__ kc, 
     }
     for (int64_t g = 0; g < G; ++g) softmax_in_place(scores + g * len, len);
     for (int64_t a0 = 0; a0 < G * NC; a0 += kPvAcc)
-      pv_pass<NC>(a0, std::min<int64_t>(kPvAcc, G * NC - a0), scores, len, vc, offs.data(), out + kvh * G * D);
+      pv_pass<NC, C>(a0, std::min<int64_t>(kPvAcc, G * NC - a0), scores, len, vc, offs.data(), out + kvh * G * D);
   }
 }
 
-using FastTask = void (*)(const float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t,
+template <typename C>
+using FastTask = void (*)(const float*, const C*, const C*, const int32_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, int64_t, int64_t, float, float*, float*);
 
 // The float32 path for a head size (64 or 128, what the varlen kernel takes), or nullptr. The
-// row offsets are 32-bit: a layer's cache must hold fewer than 2^31 floats.
-inline FastTask fast_task_for(int64_t head_size, int64_t cache_numel) {
+// row offsets are 32-bit: a layer's cache must hold fewer than 2^31 elements.
+template <typename C>
+inline FastTask<C> fast_task_for(int64_t head_size, int64_t cache_numel) {
   if (cache_numel >= (int64_t{1} << 31)) return nullptr;
-  if (head_size == 64) return decode_task_f32<4>;
-  if (head_size == 128) return decode_task_f32<8>;
+  if (head_size == 64) return decode_task_f32<4, C>;
+  if (head_size == 128) return decode_task_f32<8, C>;
   return nullptr;
 }
 #endif
 
-template <typename T>
-void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
+// The fast path's view of a cache element type (bfloat16 as its raw bits)
+template <typename C> struct FastElem { using type = C; };
+template <> struct FastElem<at::BFloat16> { using type = uint16_t; };
+
+// T: the query's and output's element type; C: the cache's (T, or bfloat16 under a float32 query)
+template <typename T, typename C = T>
+void decode_kernel(const T* __restrict__ q, const C* __restrict__ kc, const C* __restrict__ vc,
                    const int32_t* __restrict__ block_table, const int32_t* __restrict__ seq_lens,
                    T* __restrict__ out, int64_t num_reqs, int64_t num_heads, int64_t num_kv_heads,
                    int64_t head_size, int64_t block_size, int64_t max_blocks, float scale, int64_t cache_numel) {
@@ -147,7 +156,8 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
   // with few requests, heads are split so every thread has work.
   const int64_t head_chunks = num_reqs >= at::get_num_threads() ? 1 : num_kv_heads;
 #if defined(__AVX512F__)
-  const FastTask fast = std::is_same_v<T, float> ? fast_task_for(head_size, cache_numel) : nullptr;
+  using CF = typename FastElem<C>::type;
+  const FastTask<CF> fast = std::is_same_v<T, float> ? fast_task_for<CF>(head_size, cache_numel) : nullptr;
 #endif
   const int64_t heads_per_chunk = num_kv_heads / head_chunks;
   at::parallel_for(0, num_reqs * head_chunks, 1, [&](int64_t begin, int64_t end) {
@@ -164,7 +174,8 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
 #if defined(__AVX512F__)
       if constexpr (std::is_same_v<T, float>) {
         if (fast != nullptr) {
-          fast(q + b * num_heads * head_size, kc, vc, block_table + b * max_blocks, len, kv0, kv1, group,
+          fast(q + b * num_heads * head_size, reinterpret_cast<const CF*>(kc), reinterpret_cast<const CF*>(vc),
+               block_table + b * max_blocks, len, kv0, kv1, group,
                block_size, block_stride, token_stride, scale, scores.data(), out + b * num_heads * head_size);
           continue;
         }
@@ -177,9 +188,9 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
       const int32_t* table = block_table + b * max_blocks;
       // pass 1: scores[h][t] = q_h . k_t
       for (int64_t t = 0; t < len; ++t) {
-        const T* row = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride;
+        const C* row = kc + table[t / block_size] * block_stride + (t % block_size) * token_stride;
         for (int64_t kvh = kv0; kvh < kv1; ++kvh) {
-          const T* k = row + kvh * head_size;
+          const C* k = row + kvh * head_size;
           for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
             const float* qh = qf.data() + h * head_size;
             float s = 0.f;
@@ -202,9 +213,9 @@ void decode_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* _
       // pass 2: out_h = sum_t p[h][t] * v_t
       std::fill(acc.begin() + h0 * head_size, acc.begin() + h1 * head_size, 0.f);
       for (int64_t t = 0; t < len; ++t) {
-        const T* row = vc + table[t / block_size] * block_stride + (t % block_size) * token_stride;
+        const C* row = vc + table[t / block_size] * block_stride + (t % block_size) * token_stride;
         for (int64_t kvh = kv0; kvh < kv1; ++kvh) {
-          const T* v = row + kvh * head_size;
+          const C* v = row + kvh * head_size;
           for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
             const float p = scores[h * len + t];
             float* ah = acc.data() + h * head_size;
@@ -237,13 +248,21 @@ void paged_decode_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
   TORCH_CHECK(num_heads % num_kv_heads == 0, "num_heads must be a multiple of num_kv_heads");
   TORCH_CHECK(key_cache.size(3) == head_size, "head size mismatch");
   TORCH_CHECK(bt.size(0) >= num_reqs && sl.size(0) >= num_reqs, "tables shorter than the batch");
-  if (query.scalar_type() == at::kFloat) {
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type(), "K and V caches of one dtype");
+  using bf = at::BFloat16;
+  if (query.scalar_type() == at::kFloat && key_cache.scalar_type() == at::kBFloat16) {
+    decode_kernel<float, bf>(query.data_ptr<float>(), key_cache.data_ptr<bf>(), value_cache.data_ptr<bf>(),
+                             bt.data_ptr<int32_t>(), sl.data_ptr<int32_t>(), out.data_ptr<float>(), num_reqs,
+                             num_heads, num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale),
+                             key_cache.numel());
+  } else if (query.scalar_type() != key_cache.scalar_type()) {
+    TORCH_CHECK(false, "paged_decode_attention: the cache has the query's dtype, or bfloat16 under float32");
+  } else if (query.scalar_type() == at::kFloat) {
     decode_kernel<float>(query.data_ptr<float>(), key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
                          bt.data_ptr<int32_t>(), sl.data_ptr<int32_t>(), out.data_ptr<float>(), num_reqs,
                          num_heads, num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale),
                          key_cache.numel());
   } else if (query.scalar_type() == at::kBFloat16) {
-    using bf = at::BFloat16;
     decode_kernel<bf>(query.data_ptr<bf>(), key_cache.data_ptr<bf>(), value_cache.data_ptr<bf>(),
                       bt.data_ptr<int32_t>(), sl.data_ptr<int32_t>(), out.data_ptr<bf>(), num_reqs, num_heads,
                       num_kv_heads, head_size, block_size, bt.size(1), static_cast<float>(scale),

@@ -1,5 +1,6 @@
 // AVX-512 float32 helpers shared by the CPU kernels' sources (kernels/cpu/__init__.py hashes this
-// header into the build flags, so editing it rebuilds the module).
+// header into the build flags, so editing it rebuilds the module). KV cache rows are float32 or
+// bfloat16 (`Bf16Bits`, the raw 16 bits): load16 widens either to 16 float32 lanes, exactly.
 #pragma once
 
 #if defined(__AVX512F__)
@@ -9,6 +10,17 @@
 #include <limits>
 
 namespace pagedllm {
+
+// A bfloat16 value's bits (the cache's element when kv_cache_dtype is bfloat16): the high half of
+// the float32 with the same value.
+using Bf16Bits = uint16_t;
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+
+inline __m512 load16(const Bf16Bits* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
 
 // exp(x) for x <= 0 (scores minus their max), 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2,
 // p the degree-6 Taylor polynomial of e^r (relative error ~2e-7, about std::exp's rounding).
@@ -82,15 +94,15 @@ inline __m512 reduce16(const __m512 x[16]) {
 // then reduce16. The decode and the varlen kernels both score through this, so a token's scores
 // have the same bits whichever kernel its step takes (a quantized model's int8 activations turn
 // a last-bit difference into a different greedy token now and then).
-template <int NC, typename Offset>
-inline __m512 dot_keys16(const float* __restrict__ q, const float* __restrict__ base,
+template <int NC, typename C, typename Offset>
+inline __m512 dot_keys16(const float* __restrict__ q, const C* __restrict__ base,
                          const Offset* __restrict__ offs) {
   __m512 acc[16];
   const __m512 q0 = _mm512_loadu_ps(q);
-  for (int j = 0; j < 16; ++j) acc[j] = _mm512_mul_ps(q0, _mm512_loadu_ps(base + offs[j]));
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_mul_ps(q0, load16(base + offs[j]));
   for (int c = 1; c < NC; ++c) {
     const __m512 qc = _mm512_loadu_ps(q + 16 * c);
-    for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(base + offs[j] + 16 * c), acc[j]);
+    for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(qc, load16(base + offs[j] + 16 * c), acc[j]);
   }
   return reduce16(acc);
 }

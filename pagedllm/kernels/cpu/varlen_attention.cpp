@@ -2,7 +2,7 @@
 // prompt chunk, or one decode token) against its paged context, causal within the new tokens.
 //
 //   query            [T, H, D]        float32, contiguous; D = 64 or 128
-//   key_cache        [NB, bs, KV, D]  (one layer; this step's K/V already written)
+//   key_cache        [NB, bs, KV, D]  float32 or bfloat16 (one layer; this step's K/V already written)
 //   value_cache      [NB, bs, KV, D]
 //   block_table      [R, max_blocks]  int32
 //   seq_lens         [R]              int32: request r's context including this step's tokens
@@ -38,16 +38,16 @@ constexpr int64_t kTile = 16;  // new tokens per task
 constexpr int64_t kKeys = 16;  // keys per score call (dot_keys16)
 
 // o[r][0, D) = sum_{j < n} p[r][j] * V[j] for MR rows, D = 16 * NC, V rows at cache offsets offs[j].
-template <int MR, int NC>
-void pv_rows(const float* __restrict__ p, int64_t ldp, const float* __restrict__ vc,
+template <int MR, int NC, typename C>
+void pv_rows(const float* __restrict__ p, int64_t ldp, const C* __restrict__ vc,
              const int64_t* __restrict__ offs, int64_t n, float* __restrict__ o, int64_t ldo) {
   __m512 acc[MR][NC];
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; ++j) {
-    const float* v = vc + offs[j];
+    const C* v = vc + offs[j];
     __m512 vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = _mm512_loadu_ps(v + 16 * c);
+    for (int c = 0; c < NC; ++c) vv[c] = load16(v + 16 * c);
     for (int r = 0; r < MR; ++r) {
       const __m512 pv = _mm512_set1_ps(p[r * ldp + j]);
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_fmadd_ps(pv, vv[c], acc[r][c]);
@@ -70,8 +70,8 @@ struct Scratch {
   std::vector<int64_t> offs;
 };
 
-template <int NC>
-void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, const float* kc, const float* vc,
+template <int NC, typename C>
+void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, const C* kc, const C* vc,
               const int32_t* table, const int32_t* seq_lens, const int32_t* qsl, float scale, float* out,
               Scratch& buf) {
   constexpr int64_t D = 16 * NC;
@@ -112,18 +112,40 @@ void run_task(const Task& task, int64_t kvh, const Shape& sh, const float* q, co
     const int64_t n = cached + i0 + (r + mr - 1) / G + 1;  // the block's last row sees the most keys
     const float* p = buf.scores.data() + r * ctx_pad;
     switch (mr) {  // kPvRows is 6 (head 64) or 3 (head 128)
-      case 1: pv_rows<1, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
-      case 2: pv_rows<2, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
-      case 3: pv_rows<3, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
-      case 4: pv_rows<4, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
-      case 5: pv_rows<5, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
-      default: pv_rows<6, NC>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      case 1: pv_rows<1, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      case 2: pv_rows<2, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      case 3: pv_rows<3, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      case 4: pv_rows<4, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      case 5: pv_rows<5, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
+      default: pv_rows<6, NC, C>(p, ctx_pad, vc, buf.offs.data(), n, o, D); break;
     }
     for (int64_t rr = 0; rr < mr; ++rr) {
       const int64_t t = (r + rr) / G, g = (r + rr) % G;
       std::copy(o + rr * D, o + (rr + 1) * D, out + (q0 + i0 + t) * row_stride + (kvh * G + g) * D);
     }
   }
+}
+
+template <typename C>
+void run_all(const std::vector<Task>& tasks, const Shape& sh, const torch::Tensor& query, const C* kc, const C* vc,
+             const torch::Tensor& bt, const torch::Tensor& sl, const int32_t* qs, float scale, torch::Tensor& out) {
+  const int64_t num_tasks = static_cast<int64_t>(tasks.size()) * sh.num_kv_heads;
+  const float* q = query.data_ptr<float>();
+  const int32_t* tp = bt.data_ptr<int32_t>();
+  const int32_t* lp = sl.data_ptr<int32_t>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, num_tasks, 1, [&](int64_t t0, int64_t t1) {
+    Scratch buf;
+    for (int64_t t = t0; t < t1; ++t) {
+      const Task& task = tasks[t / sh.num_kv_heads];
+      const int64_t kvh = t % sh.num_kv_heads;
+      if (sh.head_size == 64) {
+        run_task<4, C>(task, kvh, sh, q, kc, vc, tp, lp, qs, scale, op, buf);
+      } else {
+        run_task<8, C>(task, kvh, sh, q, kc, vc, tp, lp, qs, scale, op, buf);
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -142,8 +164,10 @@ void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
                             torch::Tensor value_cache, torch::Tensor block_table, torch::Tensor seq_lens,
                             torch::Tensor query_start_loc, double scale) {
 #if defined(__AVX512F__)
-  TORCH_CHECK(query.scalar_type() == at::kFloat && key_cache.scalar_type() == at::kFloat &&
-              value_cache.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat, "float32 only");
+  TORCH_CHECK(query.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat, "a float32 query");
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type() &&
+              (key_cache.scalar_type() == at::kFloat || key_cache.scalar_type() == at::kBFloat16),
+              "a float32 or bfloat16 cache");
   TORCH_CHECK(query.dim() == 3 && key_cache.dim() == 4 && value_cache.dim() == 4, "bad ranks");
   TORCH_CHECK(query.is_contiguous() && out.is_contiguous() && out.sizes() == query.sizes(), "query/out");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "caches must be contiguous");
@@ -163,26 +187,13 @@ void paged_varlen_attention(torch::Tensor out, torch::Tensor query, torch::Tenso
   std::vector<Task> tasks;
   for (int64_t r = 0; r < num_reqs; ++r)
     for (int64_t i = 0; i < qs[r + 1] - qs[r]; i += kTile) tasks.push_back({r, i});
-  const int64_t num_tasks = static_cast<int64_t>(tasks.size()) * num_kv_heads;
-  const float* q = query.data_ptr<float>();
-  const float* kc = key_cache.data_ptr<float>();
-  const float* vc = value_cache.data_ptr<float>();
-  const int32_t* tp = bt.data_ptr<int32_t>();
-  const int32_t* lp = sl.data_ptr<int32_t>();
-  float* op = out.data_ptr<float>();
-  const float sc = static_cast<float>(scale);
-  at::parallel_for(0, num_tasks, 1, [&](int64_t t0, int64_t t1) {
-    Scratch buf;
-    for (int64_t t = t0; t < t1; ++t) {
-      const Task& task = tasks[t / num_kv_heads];
-      const int64_t kvh = t % num_kv_heads;
-      if (head_size == 64) {
-        run_task<4>(task, kvh, sh, q, kc, vc, tp, lp, qs, sc, op, buf);
-      } else {
-        run_task<8>(task, kvh, sh, q, kc, vc, tp, lp, qs, sc, op, buf);
-      }
-    }
-  });
+  if (key_cache.scalar_type() == at::kBFloat16) {
+    run_all(tasks, sh, query, static_cast<const Bf16Bits*>(key_cache.data_ptr()),
+            static_cast<const Bf16Bits*>(value_cache.data_ptr()), bt, sl, qs, static_cast<float>(scale), out);
+  } else {
+    run_all(tasks, sh, query, key_cache.data_ptr<float>(), value_cache.data_ptr<float>(), bt, sl, qs,
+            static_cast<float>(scale), out);
+  }
 #else
   TORCH_CHECK(false, "paged_varlen_attention needs AVX-512 (this build has none)");
 #endif

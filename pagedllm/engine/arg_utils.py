@@ -43,8 +43,9 @@ class EngineArgs(VllmCompatArgs):
     num_gpu_blocks_override: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes
-    # vLLM's kv_cache_dtype: "auto" (the model's dtype) or "bfloat16" (on the CPU also under a float32
-    # model: half the bytes each decode step reads, as llama.cpp's f16 cache)
+    # vLLM's kv_cache_dtype: "auto" (the model's dtype; on the CPU with quantized weights bfloat16, as
+    # llama.cpp keeps an f16 cache), "bfloat16" (on the CPU also under a float32 model: half the bytes
+    # each decode step reads) or "float32"
     kv_cache_dtype: str = "auto"
     enforce_eager: bool = False  # CUDA: no CUDA graphs
     device: str = "auto"
@@ -132,7 +133,8 @@ class EngineArgs(VllmCompatArgs):
                 num_gpu_blocks_override=self.num_gpu_blocks_override,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 kv_cache_memory=self.kv_cache_memory,
-                cache_dtype=_resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name),
+                cache_dtype=_resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name,
+                                                    model_config.quantization is not None),
             ),
             scheduler_config=SchedulerConfig(
                 max_num_seqs=max_num_seqs,
@@ -163,14 +165,16 @@ class EngineArgs(VllmCompatArgs):
         return wanted
 
 
-KV_CACHE_DTYPES = ("auto", "bfloat16")
+KV_CACHE_DTYPES = ("auto", "bfloat16", "float32")
 
 
-def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str) -> str:
-    """The cache's element type: the model's for "auto"; bfloat16 under any model on the CPU (its
-    kernels widen the rows), under a bfloat16 model only on CUDA."""
+def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str, quantized: bool = False) -> str:
+    """The cache's element type. "auto": the model's, except bfloat16 for quantized weights on the
+    CPU (their float32 activations would otherwise double the bytes each decode step reads, for
+    no measurable quality: RESULTS.md). A cache narrower than the model runs on the CPU only (its
+    kernels widen the rows); on CUDA the cache has the model's dtype."""
     if kv_cache_dtype == "auto":
-        return model_dtype
+        return "bfloat16" if quantized and device == "cpu" and model_dtype == "float32" else model_dtype
     if device != "cpu" and model_dtype != kv_cache_dtype:
         raise ValueError(f"kv_cache_dtype={kv_cache_dtype!r} with a {model_dtype} model runs on the CPU only; "
                          "on CUDA the cache has the model's dtype (kv_cache_dtype='auto').")

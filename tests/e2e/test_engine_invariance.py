@@ -1,6 +1,6 @@
 """Greedy outputs do not depend on how the engine schedules: prefix caching, chunking, preemption,
-batching; on the dequantized path, on the quantized one (the GGUF's own types), and on the
-quantized one with a bfloat16 KV cache."""
+batching; on the dequantized path, on the quantized one (the GGUF's own types, with its default
+bfloat16 KV cache), and on the quantized one with a float32 KV cache."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ def _assert_all_blocks_free(llm) -> None:
 
 
 VARIANTS = {"none": {"quantization": "none"}, "gguf": {"quantization": "gguf"},
-            "gguf-bf16-kv": {"quantization": "gguf", "kv_cache_dtype": "bfloat16"}}
+            "gguf-f32-kv": {"quantization": "gguf", "kv_cache_dtype": "float32"}}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

@@ -33,6 +33,9 @@ def test_kv_cache_dtype_resolves_per_device() -> None:
     from pagedllm.engine.arg_utils import _resolve_kv_cache_dtype
 
     assert _resolve_kv_cache_dtype("auto", "float32", "cpu") == "float32"
+    assert _resolve_kv_cache_dtype("auto", "float32", "cpu", quantized=True) == "bfloat16"
+    assert _resolve_kv_cache_dtype("float32", "float32", "cpu", quantized=True) == "float32"
+    assert _resolve_kv_cache_dtype("auto", "bfloat16", "cuda") == "bfloat16"
     assert _resolve_kv_cache_dtype("bfloat16", "float32", "cpu") == "bfloat16"
     assert _resolve_kv_cache_dtype("bfloat16", "bfloat16", "cuda") == "bfloat16"
     with pytest.raises(ValueError, match="runs on the CPU only"):

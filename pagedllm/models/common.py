@@ -36,6 +36,19 @@ def to_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 # (cfg, layer_idx, dtype, prefix) -> a layer's MLP: forward(x, residual, norm_scale) adds its output
 # into residual and returns it, like GatedMLP (a mixture of experts: models/moe.py)
 MlpFactory = Callable[[Any, int, torch.dtype, str], nn.Module]
+# (cfg, layer_idx, dtype, prefix) -> a layer's attention block: forward(positions, x, residual,
+# norm_scale) adds its output into residual, like DecoderAttention (MLA: models/deepseek.py)
+AttentionFactory = Callable[[Any, int, torch.dtype, str], nn.Module]
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """What one layer's paged cache holds per token: num_kv_heads rows of head_size for K and as
+    many for V, or (shared) one set of rows that are K and V at once (MLA's latent)."""
+
+    num_kv_heads: int
+    head_size: int
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class DecoderOptions:
     mlp_bias: bool = False
     qk_norm: bool = False  # qwen3: RMSNorm over each head of q and k before rotary
     mlp: MlpFactory | None = None  # each layer's MLP; None: GatedMLP of intermediate_size
+    attention: AttentionFactory | None = None  # each layer's attention; None: DecoderAttention
 
 
 def head_dim_of(cfg: Any) -> int:
@@ -111,7 +125,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         # RMSNorm, or after norm folding (models/norm_folding.py) its FoldedRMSNorm
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.self_attn = DecoderAttention(cfg, layer_idx, opts, dtype, prefix=f"{prefix}.self_attn")
+        self.self_attn = (opts.attention(cfg, layer_idx, dtype, f"{prefix}.self_attn") if opts.attention is not None
+                          else DecoderAttention(cfg, layer_idx, opts, dtype, prefix=f"{prefix}.self_attn"))
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = (opts.mlp(cfg, layer_idx, dtype, f"{prefix}.mlp") if opts.mlp is not None
                     else GatedMLP(cfg.hidden_size, cfg.intermediate_size, opts.mlp_bias, dtype, prefix=f"{prefix}.mlp"))
@@ -160,6 +175,12 @@ class DecoderForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
         self.model = DecoderModel(hf_config, opts, self.dtype)
         self.lm_head = LMHead(hf_config.hidden_size, hf_config.vocab_size, self.dtype, prefix="lm_head")
+
+    @classmethod
+    def kv_cache_layout(cls, hf_config: Any) -> KVLayout:
+        """The paged cache's rows per token and layer (worker/kv_cache.py sizes and allocates it)."""
+        num_heads = hf_config.num_attention_heads
+        return KVLayout(getattr(hf_config, "num_key_value_heads", None) or num_heads, head_dim_of(hf_config))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, positions)

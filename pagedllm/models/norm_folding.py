@@ -29,7 +29,7 @@ from torch import nn
 
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.norm import NormScale, RMSNorm
-from pagedllm.models.common import DecoderForCausalLM, DecoderLayer, GatedMLP
+from pagedllm.models.common import DecoderAttention, DecoderForCausalLM, DecoderLayer, GatedMLP
 
 
 class FoldedRMSNorm(nn.Module):
@@ -61,8 +61,11 @@ def fold_norms(model: DecoderForCausalLM) -> int:
     folded = 0
     for layer in layers:
         assert isinstance(layer, DecoderLayer)
-        # a mixture of experts keeps its norm: the router reads the normalised rows too
-        targets = [("input_layernorm", layer.self_attn.qkv_proj)]
+        # a mixture of experts keeps its norm (the router reads the normalised rows too), and so does
+        # latent attention (MLA: two projections read them)
+        targets = []
+        if isinstance(layer.self_attn, DecoderAttention):
+            targets.append(("input_layernorm", layer.self_attn.qkv_proj))
         if isinstance(layer.mlp, GatedMLP):
             targets.append(("post_attention_layernorm", layer.mlp.gate_up_proj))
         for norm_name, proj in targets:

@@ -24,6 +24,8 @@ MODELS: LazyRegistry[ModelClass] = LazyRegistry("model architecture", {
     "MixtralForCausalLM": "pagedllm.models.mixtral:MixtralForCausalLM",
     "Qwen2MoeForCausalLM": "pagedllm.models.qwen_moe:Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM": "pagedllm.models.qwen_moe:Qwen3MoeForCausalLM",
+    "DeepseekV2ForCausalLM": "pagedllm.models.deepseek:DeepseekV2ForCausalLM",
+    "DeepseekV3ForCausalLM": "pagedllm.models.deepseek:DeepseekV3ForCausalLM",
     # Draft heads of speculative decoding, loaded only as a speculative_config's "model" (whose
     # config's architecture EngineArgs sets by the method: a published EAGLE head says LlamaForCausalLM)
     "EagleLlamaForCausalLM": "pagedllm.models.eagle:EagleLlamaForCausalLM",

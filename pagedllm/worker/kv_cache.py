@@ -28,24 +28,29 @@ class KVCacheSpec:
     # A draft model's cache shares the block table (spec_decode/draft_model.py): its bytes per
     # block are spent on every block too.
     extra_bytes_per_block: int = 0
+    # K and V are the same rows, stored once (MLA's latent: models/common.KVLayout)
+    shared_kv: bool = False
 
     @property
     def bytes_per_block(self) -> int:
-        # K and V, all layers
-        return (2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_size * _DTYPE_BYTES[self.dtype]
-                + self.extra_bytes_per_block)
+        # K and V (or the shared rows), all layers
+        rows = 1 if self.shared_kv else 2
+        return (rows * self.num_layers * self.block_size * self.num_kv_heads * self.head_size
+                * _DTYPE_BYTES[self.dtype] + self.extra_bytes_per_block)
 
     @staticmethod
     def from_configs(model_config: ModelConfig, cache_config: CacheConfig) -> KVCacheSpec:
+        from pagedllm.models.registry import get_model_class
+
         hf = model_config.hf_config
-        num_heads = hf.num_attention_heads
-        head_size = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads
+        layout = get_model_class(model_config.architecture).kv_cache_layout(hf)  # type: ignore[attr-defined]
         return KVCacheSpec(
             num_layers=hf.num_hidden_layers,
-            num_kv_heads=getattr(hf, "num_key_value_heads", None) or num_heads,
-            head_size=head_size,
+            num_kv_heads=layout.num_kv_heads,
+            head_size=layout.head_size,
             dtype=cache_config.cache_dtype or model_config.dtype,
             block_size=cache_config.block_size,
+            shared_kv=layout.shared,
         )
 
 
@@ -101,4 +106,7 @@ def allocate_kv_caches(
     dtype = getattr(torch, spec.dtype)
     # zeros, not empty: a slot that is read before it is written must not hold NaNs that leak
     # through a zero attention weight (0 * NaN = NaN).
+    if spec.shared_kv:  # one tensor seen as both halves: K and V writes land on the same rows
+        return [torch.zeros((1, *shape[1:]), dtype=dtype, device=device).expand(shape)
+                for _ in range(spec.num_layers)]
     return [torch.zeros(shape, dtype=dtype, device=device) for _ in range(spec.num_layers)]

@@ -9,7 +9,6 @@ from torch import nn
 
 from pagedllm.attention.forward_context import ForwardContext, set_forward_context
 from pagedllm.attention.torch_ref import TorchAttentionBackend
-from pagedllm.models.common import head_dim_of
 from tests.helpers.attn_metadata import build_metadata
 
 
@@ -19,11 +18,14 @@ class PagedRunner:
 
     def __init__(self, model: nn.Module, num_blocks: int = 64, block_size: int = 4, seed: int = 0) -> None:
         cfg = model.config
-        num_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        shape = TorchAttentionBackend.kv_cache_shape(num_blocks, block_size, num_kv_heads, head_dim_of(cfg))
+        layout = type(model).kv_cache_layout(cfg)
+        shape = TorchAttentionBackend.kv_cache_shape(num_blocks, block_size, layout.num_kv_heads, layout.head_size)
         dtype = next(model.parameters()).dtype
-        # NaN-filled: attention that reads a slot it should not see shows up in the logits.
-        self.kv_caches = [torch.full(shape, float("nan"), dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        # NaN-filled: attention that reads a slot it should not see shows up in the logits. Shared
+        # K/V rows (MLA) are one tensor seen as both halves, as the worker allocates them.
+        first = (1, *shape[1:]) if layout.shared else shape
+        self.kv_caches = [torch.full(first, float("nan"), dtype=dtype).expand(shape)
+                          for _ in range(cfg.num_hidden_layers)]
         self.model, self.block_size, self.backend = model, block_size, TorchAttentionBackend()
         self.free_blocks = list(range(num_blocks))
         random.Random(seed).shuffle(self.free_blocks)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 import pytest
 
 from pagedllm.config import CacheConfig
@@ -59,3 +61,21 @@ def test_the_choice_is_logged(caplog):
         _blocks(8, 1000)
     assert "KV cache size (CPU default): 354.4 MiB" in caplog.text
     assert "max_num_seqs 8 x max_model_len 1000" in caplog.text
+
+
+def test_latent_attention_caches_one_shared_row_per_token(tiny_hf_model):
+    """MLA (DeepSeek): one row of kv_lora_rank + qk_rope_head_dim a token and layer, K and V alike,
+    allocated once; the KV budget counts it once."""
+    from pagedllm.attention.torch_ref import TorchAttentionBackend
+    from pagedllm.config import CacheConfig, ModelConfig
+    from pagedllm.models.loader import load_hf_config
+    from pagedllm.worker.kv_cache import KVCacheSpec, allocate_kv_caches
+
+    tiny = tiny_hf_model("deepseek_v3")
+    hf = load_hf_config(tiny.source)
+    spec = KVCacheSpec.from_configs(ModelConfig(tiny.folder, None, None, hf, "float32", 256), CacheConfig(block_size=4))
+    assert (spec.num_kv_heads, spec.head_size, spec.shared_kv) == (1, 32 + 8, True)
+    assert spec.bytes_per_block == hf.num_hidden_layers * 4 * 40 * 4  # not twice: K and V are the same rows
+    [cache, *_] = allocate_kv_caches(spec, 3, TorchAttentionBackend(), torch.device("cpu"))
+    cache[0, 1, 2, 0, 5] = 7.0
+    assert cache[1, 1, 2, 0, 5] == 7.0 and cache.untyped_storage().nbytes() == 3 * 4 * 40 * 4

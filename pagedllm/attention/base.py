@@ -107,6 +107,22 @@ class AttentionBackend(ABC):
         """Shape of one layer's cache tensor: K and V stacked in dim 0."""
         return (2, num_blocks, block_size, num_kv_heads, head_size)
 
+    def forward_latent(
+        self,
+        query: torch.Tensor,  # [num_tokens, num_heads, row_size]
+        rows: torch.Tensor,  # [num_tokens, row_size]: each token's row, its key and (the first value_size) value
+        kv_cache: torch.Tensor,  # kv_cache_shape(..., 1, row_size), both halves the same memory
+        metadata: AttentionMetadata,
+        scale: float,
+        value_size: int,
+    ) -> torch.Tensor:  # [num_tokens, num_heads, value_size]
+        """Multi-query attention whose keys and values are the same cached rows, the values their
+        first value_size columns (MLA's latent, models/deepseek.py). Here through forward() with
+        K = V = rows, the output cut to value_size; a backend with a latent kernel overrides this to
+        read each row once."""
+        row = rows.unsqueeze(1)
+        return self.forward(query, row, row, kv_cache, metadata, scale)[..., :value_size]
+
     @abstractmethod
     def forward(
         self,

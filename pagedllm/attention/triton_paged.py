@@ -37,6 +37,7 @@ from pagedllm.attention.base import (
     BackendCapabilities,
     QKVPrologue,
 )
+from pagedllm.kernels.triton.mla_decode import mla_decode
 from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 from pagedllm.kernels.triton.paged_attention import NewKV, SplitWorkspace, paged_attention
 from pagedllm.kernels.triton.reshape_and_cache import reshape_and_cache
@@ -58,12 +59,14 @@ class TritonPagedAttentionBackend(AttentionBackend):
         self.max_num_splits = max_num_splits
         self._workspace: SplitWorkspace | None = None
         self._num_sms: int | None = None
+        self._latent_ws: tuple[torch.Tensor, torch.Tensor] | None = None  # MLA's split-K scratch
 
     def configure(self, max_num_seqs: int, max_model_len: int) -> None:
         """Engine limits: the workspace size and the split count used while capturing a graph.
         Call before the first forward (the profile run) so the workspace has its final size."""
         super().configure(max_num_seqs, max_model_len)
         self._workspace = None
+        self._latent_ws = None
 
     def forward(
         self,
@@ -92,6 +95,40 @@ class TritonPagedAttentionBackend(AttentionBackend):
                                     value.view(num_tokens, -1), prologue.cos_sin_cache, head_size, kv_cache,
                                     metadata.slot_mapping, metadata.num_actual_tokens, prologue.qk_norm)
         return self._attend(query, kv_cache, metadata, scale, out)
+
+    def forward_latent(self, query: torch.Tensor, rows: torch.Tensor, kv_cache: torch.Tensor,
+                       metadata: AttentionMetadata, scale: float, value_size: int) -> torch.Tensor:
+        """Decode steps through the MLA kernel (each cached row read once, for its scores and its
+        values); steps with prompt tokens through the general path."""
+        n = metadata.num_actual_tokens
+        if not metadata.is_decode_only or n == 0:
+            return super().forward_latent(query, rows, kv_cache, metadata, scale, value_size)
+        row = rows.unsqueeze(1)
+        reshape_and_cache(row, row, kv_cache, metadata.slot_mapping, n)
+        num_splits = self.num_splits(metadata, n, 1)
+        out = torch.empty(query.shape[0], query.shape[1], value_size, dtype=query.dtype, device=query.device)
+        if n < query.shape[0]:
+            out[n:].zero_()
+        workspace = self._latent_workspace(query, n * num_splits, value_size)
+        mla_decode(query[:n], kv_cache[0], metadata.block_table[:n], metadata.seq_lens[:n], value_size, scale,
+                   num_splits, workspace, out[:n])
+        return out
+
+    def _latent_workspace(self, query: torch.Tensor, rows: int,
+                          value_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLA kernel's split-K scratch, reused by every layer; sized once, before capture."""
+        num_heads = query.shape[1]
+        ws = self._latent_ws
+        if ws is None or ws[0].device != query.device or ws[0].shape[1:] != (num_heads, value_size):
+            if _capturing(query):
+                raise RuntimeError("The MLA workspace must be allocated before CUDA graph capture: run one eager "
+                                   "decode step first.")
+            size = self._workspace_rows()
+            ws = (torch.empty(size, num_heads, value_size, dtype=torch.float32, device=query.device),
+                  torch.empty(size, num_heads, dtype=torch.float32, device=query.device))
+            self._latent_ws = ws
+        assert rows <= ws[0].shape[0]
+        return ws
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
                 scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None) -> torch.Tensor:

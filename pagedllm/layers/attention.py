@@ -90,6 +90,16 @@ class Attention(nn.Module):
                                   ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale, prologue)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
 
+    def forward_latent(self, q: torch.Tensor, rows: torch.Tensor, value_size: int) -> torch.Tensor:
+        """q [T, num_heads * head_size] against the cached rows ([T, head_size] this step's), which
+        are keys and, cut to value_size, values (a layer built with one kv head: MLA);
+        [T, num_heads, value_size]."""
+        assert self.num_kv_heads == 1
+        ctx = get_forward_context()
+        num_tokens = q.shape[0]
+        return ctx.backend.forward_latent(q.view(num_tokens, self.num_heads, self.head_size), rows,
+                                          ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale, value_size)
+
     def _scale_qkv(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    norm_scale: NormScale) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v ([T, heads * head_size] each) times each token's 1 / rms(h); one launch when

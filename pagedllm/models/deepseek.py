@@ -109,7 +109,7 @@ class MLAAttention(nn.Module):
         q_latent = torch.einsum("thn,hnr->thr", q_nope, self.kv_b_proj.w_uk())  # [T, H, rank]
         query = torch.cat([q_latent, q_pe.view(num_tokens, heads, self.rope_dim)], dim=-1)
         row = torch.cat([self.kv_a_layernorm(latent.contiguous()), k_pe.view(num_tokens, self.rope_dim)], dim=-1)
-        out = self.attn(query.view(num_tokens, -1), row, row).view(num_tokens, heads, -1)[..., : self.rank]
+        out = self.attn.forward_latent(query.view(num_tokens, -1), row, self.rank)  # [T, H, rank]
         heads_out = torch.einsum("thr,hvr->thv", out, self.kv_b_proj.w_uv()).reshape(num_tokens, -1)
         return self.o_proj.accumulate_(residual, heads_out)
 

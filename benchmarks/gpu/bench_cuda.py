@@ -35,9 +35,16 @@ import torch  # noqa: E402
 from benchmarks.gpu.ceilings import (Ceilings, back_to_back_ms, compute_roofline_tokens_per_s,  # noqa: E402
                                      decode_step_roofline_s, measure_ceilings, model_counts)
 from benchmarks.gpu.hf_baseline import hf_generate_throughput  # noqa: E402
-from pagedllm.bench.model_folders import LLAMA3_8B, QWEN3_0_6B, QWEN3_30B_A3B, write_model_folder  # noqa: E402
+from pagedllm.bench.model_folders import (  # noqa: E402
+    DEEPSEEK_V2_LITE,
+    LLAMA3_8B,
+    QWEN3_0_6B,
+    QWEN3_30B_A3B,
+    write_model_folder,
+)
 
-SHAPES = {"llama3-8b": LLAMA3_8B, "qwen3-0.6b": QWEN3_0_6B, "qwen3-30b-a3b": QWEN3_30B_A3B}
+SHAPES = {"llama3-8b": LLAMA3_8B, "qwen3-0.6b": QWEN3_0_6B, "qwen3-30b-a3b": QWEN3_30B_A3B,
+          "deepseek-v2-lite": DEEPSEEK_V2_LITE}
 
 
 def _prompts(vocab_size: int, num: int, length: int, seed: int) -> list[dict[str, list[int]]]:

@@ -73,18 +73,32 @@ class ModelCounts:
 
 
 def model_counts(cfg: Any, dtype_bytes: int = 2) -> ModelCounts:
-    h, layers, inter, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", heads)
-    head_dim = getattr(cfg, "head_dim", None) or h // heads
-    attn = h * head_dim * (heads + 2 * kv_heads) + heads * head_dim * h
+    h, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    attn, kv_row = _attention_params(cfg)
     mlp = sum(_mlp_params(cfg, i) for i in range(layers))
     return ModelCounts(
         matmul_params=layers * attn + mlp + h * vocab,  # norms are negligible
         embedding_params=h * vocab,
-        kv_bytes_per_token=2 * layers * kv_heads * head_dim * dtype_bytes,
+        kv_bytes_per_token=layers * kv_row * dtype_bytes,
         dtype_bytes=dtype_bytes,
     )
+
+
+def _attention_params(cfg: Any) -> tuple[int, int]:
+    """(the attention weights one token multiplies by at a layer, the values it caches there):
+    q, k, v and o with K and V rows per kv head; or MLA's projections (W_UK and W_UV absorbed, as
+    they run) with one latent row."""
+    h, heads = cfg.hidden_size, cfg.num_attention_heads
+    rank = getattr(cfg, "kv_lora_rank", None)
+    if rank:
+        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        q_lora = getattr(cfg, "q_lora_rank", None)
+        q = h * q_lora + q_lora * heads * qk if q_lora else h * heads * qk
+        kv = h * (rank + cfg.qk_rope_head_dim) + rank * heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+        return q + kv + heads * cfg.v_head_dim * h, rank + cfg.qk_rope_head_dim
+    kv_heads = getattr(cfg, "num_key_value_heads", heads)
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    return h * head_dim * (heads + 2 * kv_heads) + heads * head_dim * h, 2 * kv_heads * head_dim
 
 
 def _mlp_params(cfg: Any, layer: int) -> int:
@@ -92,14 +106,18 @@ def _mlp_params(cfg: Any, layer: int) -> int:
     top-k experts and its shared expert (the experts a batch-1 step actually reads), else the
     dense MLP."""
     h = cfg.hidden_size
-    num_experts = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None) or 0
+    num_experts = (getattr(cfg, "n_routed_experts", None) or getattr(cfg, "num_experts", None)
+                   or getattr(cfg, "num_local_experts", None) or 0)
     step = getattr(cfg, "decoder_sparse_step", 1) or 1
-    sparse = num_experts and layer not in (getattr(cfg, "mlp_only_layers", None) or []) and (layer + 1) % step == 0
+    sparse = (num_experts and layer not in (getattr(cfg, "mlp_only_layers", None) or []) and (layer + 1) % step == 0
+              and layer >= (getattr(cfg, "first_k_dense_replace", 0) or 0))
     if not sparse:
         return 3 * h * cfg.intermediate_size
     expert_inter = getattr(cfg, "moe_intermediate_size", None) or cfg.intermediate_size
-    shared = getattr(cfg, "shared_expert_intermediate_size", 0) or 0
-    return h * num_experts + cfg.num_experts_per_tok * 3 * h * expert_inter + 3 * h * shared + (h if shared else 0)
+    shared = (getattr(cfg, "shared_expert_intermediate_size", 0)
+              or expert_inter * (getattr(cfg, "n_shared_experts", 0) or 0))
+    shared_gate = h if getattr(cfg, "shared_expert_intermediate_size", 0) else 0  # Qwen2-MoE's sigmoid gate
+    return h * num_experts + cfg.num_experts_per_tok * 3 * h * expert_inter + 3 * h * shared + shared_gate
 
 
 def decode_step_roofline_s(counts: ModelCounts, batch: int, avg_context: float, ceilings: Ceilings) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# Llama-3-8B, Qwen3-0.6B and Qwen3-30B-A3B shapes (config.json values of the released models).
+# Llama-3-8B, Qwen3-0.6B, Qwen3-30B-A3B and DeepSeek-V2-Lite shapes (config.json values of the released
+# models).
 LLAMA3_8B: dict[str, Any] = dict(
     architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096, intermediate_size=14336,
     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
@@ -26,6 +27,19 @@ QWEN3_30B_A3B: dict[str, Any] = dict(
     mlp_only_layers=[], num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
     vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
     tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+)
+
+# Multi-head latent attention and 64 experts (6 per token, 2 shared), the first layer dense
+DEEPSEEK_V2_LITE: dict[str, Any] = dict(
+    architectures=["DeepseekV2ForCausalLM"], model_type="deepseek_v2", hidden_size=2048, intermediate_size=10944,
+    moe_intermediate_size=1408, n_routed_experts=64, n_shared_experts=2, num_experts_per_tok=6,
+    first_k_dense_replace=1, topk_method="greedy", n_group=1, topk_group=1, routed_scaling_factor=1.0,
+    num_hidden_layers=27, num_attention_heads=16, num_key_value_heads=16, q_lora_rank=None, kv_lora_rank=512,
+    qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, vocab_size=102400, max_position_embeddings=163840,
+    rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+    rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                     "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
+                     "mscale_all_dim": 0.707},
 )
 
 

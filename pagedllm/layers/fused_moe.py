@@ -11,6 +11,7 @@ from torch import nn
 from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.loadable import HFWeightLoadable
 from pagedllm.layers.moe_method import EXPERT_WEIGHTS, GroupedTorchMoEMethod, MoESpec
+from pagedllm.layers.moe_routing import RoutingSpec
 
 
 class FusedMoE(HFWeightLoadable):
@@ -24,6 +25,11 @@ class FusedMoE(HFWeightLoadable):
         factory = current_layer_kernels().moe_method
         self.method = factory(spec) if factory is not None else GroupedTorchMoEMethod(spec)
         self.method.create_weights(self)
+
+    def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
+              correction_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """router_logits [T, E] -> (topk_weights [T, k] float32, topk_ids [T, k]), by the method."""
+        return self.method.route(router_logits, spec, correction_bias)
 
     def forward(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
         """x [T, H], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H]."""

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pagedllm.layers.loadable import copy_checked, new_param
+from pagedllm.layers.moe_routing import RoutingSpec, route
 
 if TYPE_CHECKING:
     from pagedllm.layers.fused_moe import FusedMoE
@@ -62,6 +63,11 @@ class MoEMethod(ABC):
     def process_weights_after_loading(self, layer: FusedMoE) -> None:
         """Repack the stacked weights for the kernel (a no-op where it runs on this layout)."""
 
+    def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
+              correction_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's experts and weights (layers/moe_routing.py); torch ops here."""
+        return route(router_logits, spec, correction_bias)
+
     @abstractmethod
     def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor) -> torch.Tensor:
@@ -95,7 +101,14 @@ class GroupedTorchMoEMethod(MoEMethod):
 
 
 class TritonMoEMethod(MoEMethod):
-    """CUDA: kernels/triton/fused_moe.py, no host sync (captured in CUDA graphs)."""
+    """CUDA: the routing in one launch (kernels/triton/moe_routing.py) and the experts in two
+    (kernels/triton/fused_moe.py), no host sync (captured in CUDA graphs)."""
+
+    def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
+              correction_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        from pagedllm.kernels.triton.moe_routing import route_kernel
+
+        return route_kernel(router_logits, spec, correction_bias)
 
     def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor) -> torch.Tensor:

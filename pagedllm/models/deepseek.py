@@ -27,7 +27,7 @@ from pagedllm.layers.attention import Attention
 from pagedllm.layers.fused_moe import FusedMoE
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
-from pagedllm.layers.moe_routing import select_grouped
+from pagedllm.layers.moe_routing import RoutingSpec
 from pagedllm.layers.norm import NormScale, RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf, yarn_factor, yarn_mscale
 from pagedllm.models.common import DecoderForCausalLM, DecoderOptions, GatedMLP, KVLayout, MlpFactory
@@ -143,15 +143,13 @@ class DeepseekMoE(nn.Module):
     def __init__(self, cfg: Any, dtype: torch.dtype, prefix: str, v3: bool) -> None:
         super().__init__()
         num_experts = cfg.n_routed_experts
-        self.v3 = v3
-        self.top_k = cfg.num_experts_per_tok
         method = getattr(cfg, "topk_method", "noaux_tc" if v3 else "greedy")
         grouped = method in ("noaux_tc", "group_limited_greedy") and (cfg.n_group or 1) > 1
-        self.num_groups: int = cfg.n_group if grouped else 1
-        self.topk_groups: int = cfg.topk_group if grouped else 1
-        self.scoring = "sigmoid" if v3 else "softmax"
-        self.renormalize = bool(getattr(cfg, "norm_topk_prob", False)) and v3  # HF's V2 never renormalises
-        self.scaling = float(getattr(cfg, "routed_scaling_factor", 1.0) or 1.0)
+        renormalize = bool(getattr(cfg, "norm_topk_prob", False)) and v3  # HF's V2 never renormalises
+        self.routing = RoutingSpec(
+            cfg.num_experts_per_tok, renormalize, scoring="sigmoid" if v3 else "softmax",
+            num_groups=cfg.n_group if grouped else 1, topk_groups=cfg.topk_group if grouped else 1,
+            scaling=float(getattr(cfg, "routed_scaling_factor", 1.0) or 1.0))
         self.gate = GroupedRouter(num_experts, cfg.hidden_size, correction_bias=method == "noaux_tc")
         self.experts = FusedMoE(num_experts, cfg.hidden_size, cfg.moe_intermediate_size, dtype)
         shared = cfg.moe_intermediate_size * (cfg.n_shared_experts or 0)
@@ -160,8 +158,7 @@ class DeepseekMoE(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor, norm_scale: NormScale | None = None) -> torch.Tensor:
         assert norm_scale is None
-        weights, ids = select_grouped(self.gate(x), self.top_k, self.scoring, self.num_groups, self.topk_groups,
-                                      self.gate.e_score_correction_bias, self.renormalize, self.scaling)
+        weights, ids = self.experts.route(self.gate(x), self.routing, self.gate.e_score_correction_bias)
         residual.add_(self.experts(x, weights, ids))
         if self.shared_experts is not None:
             self.shared_experts(x, residual)

@@ -15,7 +15,7 @@ from torch import nn
 from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.fused_moe import FusedMoE
 from pagedllm.layers.linear import Linear, MergedLinear
-from pagedllm.layers.moe_routing import select_experts
+from pagedllm.layers.moe_routing import RoutingSpec
 from pagedllm.layers.norm import NormScale
 from pagedllm.models.common import GatedMLP, MlpFactory
 
@@ -50,7 +50,7 @@ class SparseMoeBlock(nn.Module):
 
     def __init__(self, hidden_size: int, opts: MoEOptions, dtype: torch.dtype, prefix: str) -> None:
         super().__init__()
-        self.top_k, self.renormalize = opts.top_k, opts.renormalize
+        self.routing = RoutingSpec(opts.top_k, opts.renormalize)
         self.gate = Linear(hidden_size, opts.num_experts, bias=False, dtype=dtype, prefix=f"{prefix}.gate")
         self.experts = FusedMoE(opts.num_experts, hidden_size, opts.intermediate_size, dtype)
         self.shared_expert: SharedExpert | None = None
@@ -65,7 +65,7 @@ class SparseMoeBlock(nn.Module):
         """residual += the block's output of x, in place; returns residual. Its norm is never
         folded (models/norm_folding.py), so norm_scale is None."""
         assert norm_scale is None
-        weights, ids = select_experts(self.gate(x), self.top_k, self.renormalize)
+        weights, ids = self.experts.route(self.gate(x), self.routing)
         out = self.experts(x, weights, ids)
         if self.shared_expert is not None:
             out += torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from pagedllm.kernels.triton.fused_moe import align_by_expert, fused_moe  # noqa: E402
+from pagedllm.kernels.triton.fused_moe import align_by_expert, align_by_expert_torch, fused_moe  # noqa: E402
 from pagedllm.layers.fused_moe import FusedMoE  # noqa: E402
 from pagedllm.layers.moe_method import GroupedTorchMoEMethod, MoESpec  # noqa: E402
 
@@ -52,3 +52,14 @@ def test_alignment_groups_and_pads_by_expert():
     assert sorted_ids.tolist()[:12] == [1, 5, pad, pad, 3, pad, pad, pad, 0, 2, 4, pad]
     assert block_expert.tolist()[:3] == [0, 1, 2] and all(e == 4 for e in block_expert.tolist()[3:])
     assert sorted_ids.numel() % 4 == 0 and sorted_ids.numel() >= 6 + 4 * 3
+
+
+@pytest.mark.parametrize("num_tokens,top_k,num_experts,block_m", [(1, 2, 8, 16), (7, 3, 5, 4), (40, 2, 8, 16),
+                                                                   (8, 8, 128, 16), (64, 1, 7, 16)])
+def test_the_alignment_kernel_equals_the_torch_ops(num_tokens, top_k, num_experts, block_m):
+    gen = torch.Generator().manual_seed(num_tokens)
+    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
+    ids[: num_tokens // 2, 0] = 1  # one expert crowded
+    want = align_by_expert_torch(ids, num_experts, block_m)
+    got = align_by_expert(ids.to(DEVICE), num_experts, block_m)
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])

@@ -20,9 +20,62 @@ import torch
 import triton
 import triton.language as tl
 
+# Routed rows up to which one program aligns them (decode steps of up to 8 requests at top-8): all in
+# registers at once, a few instructions instead of a dozen torch launches; more rows take the torch
+# ops, whose fixed launches are small against such a step's GEMMs.
+ALIGN_KERNEL_MAX_ROWS = 64
+
+
+@triton.jit
+def _align_kernel(ids_ptr, sorted_ids_ptr, block_expert_ptr, num_rows, num_experts, size, num_blocks,
+                  BLOCK_M: tl.constexpr, ROWS_P: tl.constexpr, E_P: tl.constexpr, NB_P: tl.constexpr,
+                  FILL: tl.constexpr):
+    """One program: each routed row placed in its expert's group (rows of an expert in increasing
+    id, as the stable sort gives them), groups padded to BLOCK_M, each tile's expert."""
+    rows = tl.arange(0, ROWS_P)
+    row_in = rows < num_rows
+    ids = tl.load(ids_ptr + rows, mask=row_in, other=num_experts)
+    e = tl.arange(0, E_P)
+    expert_in = e < num_experts
+    counts = tl.sum((ids[None, :] == e[:, None]).to(tl.int32), axis=1)
+    counts = tl.where(expert_in, counts, 0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, 0)
+    starts = ends - padded
+    earlier_same = (ids[:, None] == ids[None, :]) & (rows[None, :] < rows[:, None])
+    rank = tl.sum(earlier_same.to(tl.int32), axis=1)
+    row_start = tl.sum(tl.where(e[None, :] == ids[:, None], starts[None, :], 0), axis=1)
+    fill = tl.arange(0, FILL)
+    for first in range(0, size, FILL):
+        tl.store(sorted_ids_ptr + first + fill, num_rows, mask=first + fill < size)
+    tl.debug_barrier()
+    tl.store(sorted_ids_ptr + row_start + rank, rows, mask=row_in)
+    blocks = tl.arange(0, NB_P)
+    # a tile's expert: the number of groups that end at or before its first row (num_experts past them)
+    before = (ends[None, :] <= (blocks * BLOCK_M)[:, None]) & expert_in[None, :]
+    tl.store(block_expert_ptr + blocks, tl.sum(before.to(tl.int32), axis=1), mask=blocks < num_blocks)
+
 
 def align_by_expert(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sorted_ids [P], block_expert [P / block_m]); see the module. Torch ops of static shapes only."""
+    """(sorted_ids [P], block_expert [P / block_m]); see the module. One program for up to
+    ALIGN_KERNEL_MAX_ROWS rows, else torch ops; static shapes and no host sync either way."""
+    num = topk_ids.numel()
+    if 0 < num <= ALIGN_KERNEL_MAX_ROWS:
+        size = triton.cdiv(num + num_experts * (block_m - 1), block_m) * block_m
+        sorted_ids = torch.empty(size, dtype=torch.int32, device=topk_ids.device)
+        block_expert = torch.empty(size // block_m, dtype=torch.int32, device=topk_ids.device)
+        num_blocks = size // block_m
+        _align_kernel[(1,)](topk_ids.reshape(-1), sorted_ids, block_expert, num, num_experts, size, num_blocks,
+                            BLOCK_M=block_m, ROWS_P=triton.next_power_of_2(num),
+                            E_P=triton.next_power_of_2(num_experts), NB_P=triton.next_power_of_2(num_blocks),
+                            FILL=1024, num_warps=4)
+        return sorted_ids, block_expert
+    return align_by_expert_torch(topk_ids, num_experts, block_m)
+
+
+def align_by_expert_torch(topk_ids: torch.Tensor, num_experts: int,
+                          block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """align_by_expert in torch ops of static shapes (the reference the kernel is tested against)."""
     flat = topk_ids.reshape(-1)
     num = flat.numel()
     device = flat.device

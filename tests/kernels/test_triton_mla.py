@@ -15,8 +15,7 @@ from pagedllm.attention.torch_ref import TorchAttentionBackend  # noqa: E402
 from pagedllm.kernels.triton.mla_decode import mla_decode, mla_decode_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# float32 on a GPU multiplies on the tensor cores (tf32)
-TOL = 1e-2 if DEVICE == "cuda" else 1e-5
+TOL = 1e-4 if DEVICE == "cuda" else 1e-5  # float32 runs in full precision (not tf32) on a GPU too
 RANK, ROPE, HEADS = 32, 8, 5
 
 

@@ -25,7 +25,7 @@ def _mla_split_kernel(
     q_ptr, cache_ptr, table_ptr, seq_lens_ptr, part_out_ptr, part_lse_ptr,
     scale, num_heads, max_blocks, block_size, split_len, num_splits,
     RANK: tl.constexpr, ROPE: tl.constexpr, RANK_P: tl.constexpr, ROPE_P: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
     b = tl.program_id(0)
     split = tl.program_id(1)
@@ -52,13 +52,14 @@ def _mla_split_kernel(
         c = tl.load(cache_ptr + slot[:, None] + r[None, :], mask=n_in[:, None] & (r[None, :] < RANK), other=0.0)
         k_pe = tl.load(cache_ptr + slot[:, None] + RANK + e[None, :], mask=n_in[:, None] & (e[None, :] < ROPE),
                        other=0.0)
-        scores = (tl.dot(q_lat, tl.trans(c)) + tl.dot(q_pe, tl.trans(k_pe))) * scale  # [BLOCK_H, BLOCK_N]
+        scores = (tl.dot(q_lat, tl.trans(c), input_precision=PRECISION)
+                  + tl.dot(q_pe, tl.trans(k_pe), input_precision=PRECISION)) * scale  # [BLOCK_H, BLOCK_N]
         scores = tl.where(n_in[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, 1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c)
+        acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)
         m = m_new
     part = (b * num_splits + split).to(tl.int64) * num_heads + heads
     empty = l == 0.0  # a split past the context
@@ -109,7 +110,9 @@ def mla_decode(query: torch.Tensor, cache: torch.Tensor, block_table: torch.Tens
     _mla_split_kernel[grid](
         query, cache, block_table, seq_lens, part_out, part_lse, scale, num_heads, block_table.shape[1],
         block_size, split_len, num_splits, RANK=rank, ROPE=rope, RANK_P=max(16, triton.next_power_of_2(rank)),
-        ROPE_P=max(16, triton.next_power_of_2(rope)), BLOCK_H=block_h, BLOCK_N=32, num_warps=4,
+        ROPE_P=max(16, triton.next_power_of_2(rope)), BLOCK_H=block_h, BLOCK_N=32,
+        # float32 models stay exact (HF's reference); bf16 / fp16 run on the tensor cores either way
+        PRECISION="ieee" if query.dtype == torch.float32 else "tf32", num_warps=4,
     )
     _mla_combine_kernel[(num_reqs, num_heads)](part_out, part_lse, out, num_heads, num_splits, RANK=rank,
                                                RANK_P=max(16, triton.next_power_of_2(rank)))

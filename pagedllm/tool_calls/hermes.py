@@ -12,6 +12,8 @@ START, END = "<tool_call>", "</tool_call>"
 
 
 class HermesToolParser(ToolParser):
+    needs_special_tokens = True  # <tool_call> is a special token in some tokenizers (Hermes 2 Pro)
+
     def parse(self, text: str, final: bool) -> ToolParse:
         first = text.find(START)
         if first < 0:

@@ -63,6 +63,11 @@ class DecoderOptions:
     attention: AttentionFactory | None = None  # each layer's attention; None: DecoderAttention
 
 
+def per_head_kv_layout(cfg: Any) -> KVLayout:
+    """K and V rows of head_dim for each kv head: every attention but MLA's."""
+    return KVLayout(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads, head_dim_of(cfg))
+
+
 def head_dim_of(cfg: Any) -> int:
     return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
@@ -179,8 +184,7 @@ class DecoderForCausalLM(nn.Module):
     @classmethod
     def kv_cache_layout(cls, hf_config: Any) -> KVLayout:
         """The paged cache's rows per token and layer (worker/kv_cache.py sizes and allocates it)."""
-        num_heads = hf_config.num_attention_heads
-        return KVLayout(getattr(hf_config, "num_key_value_heads", None) or num_heads, head_dim_of(hf_config))
+        return per_head_kv_layout(hf_config)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, positions)

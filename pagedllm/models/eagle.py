@@ -36,6 +36,8 @@ from pagedllm.models.common import (
     DecoderLayer,
     DecoderOptions,
     GatedMLP,
+    KVLayout,
+    per_head_kv_layout,
     to_torch_dtype,
 )
 from pagedllm.models.param_loading import load_named_weights
@@ -83,6 +85,11 @@ def _strip(weights: Iterable[tuple[str, torch.Tensor]], prefix: str = "model.") 
 
 
 class EagleLlamaForCausalLM(nn.Module):
+    @classmethod
+    def kv_cache_layout(cls, hf_config: Any) -> KVLayout:
+        """The head's one layer caches K and V per kv head, as the target's layers do."""
+        return per_head_kv_layout(hf_config)
+
     def __init__(self, hf_config: Any, dtype: str | torch.dtype) -> None:
         super().__init__()
         self.config = hf_config
@@ -140,6 +147,11 @@ class _Eagle3Layer(nn.Module):
 class Eagle3LlamaForCausalLM(nn.Module):
     stacked_params: ClassVar[dict[str, tuple[str, str]]] = _STACKED
     draft_to_target: torch.Tensor  # [draft_vocab] int64
+
+    @classmethod
+    def kv_cache_layout(cls, hf_config: Any) -> KVLayout:
+        """The head's one layer caches K and V per kv head, as the target's layers do."""
+        return per_head_kv_layout(hf_config)
 
     def __init__(self, hf_config: Any, dtype: str | torch.dtype) -> None:
         super().__init__()

@@ -44,6 +44,7 @@ class KVCacheSpec:
 
         hf = model_config.hf_config
         layout = get_model_class(model_config.architecture).kv_cache_layout(hf)  # type: ignore[attr-defined]
+        # (every registered class has it: DecoderForCausalLM's, the EAGLE heads', MLA's)
         return KVCacheSpec(
             num_layers=hf.num_hidden_layers,
             num_kv_heads=layout.num_kv_heads,

@@ -124,6 +124,10 @@ class GatedMLP(nn.Module):
         act = self.gate_up_proj.forward_gated(x, self.act, norm_scale)
         return self.down_proj.accumulate_(residual, act)
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:  # [T, H] -> [T, H]
+        """The MLP's output of x on its own (a gated shared expert scales it before adding it)."""
+        return self.down_proj(self.gate_up_proj.forward_gated(x, self.act))
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: Any, layer_idx: int, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "") -> None:

@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.fused_moe import FusedMoE
-from pagedllm.layers.linear import Linear, MergedLinear
+from pagedllm.layers.linear import Linear
 from pagedllm.layers.moe_routing import RoutingSpec
 from pagedllm.layers.norm import NormScale
 from pagedllm.models.common import GatedMLP, MlpFactory
@@ -29,21 +28,6 @@ class MoEOptions:
     shared_intermediate_size: int = 0  # 0: no shared expert
 
 
-class SharedExpert(nn.Module):
-    """A dense gated MLP on every token, its output scaled per token by sigmoid(x . gate)."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int, dtype: torch.dtype, prefix: str) -> None:
-        super().__init__()
-        self.gate_up_proj = MergedLinear(hidden_size, {"gate": intermediate_size, "up": intermediate_size},
-                                         bias=False, dtype=dtype, gated=True,
-                                         prefixes={s: f"{prefix}.{s}_proj" for s in ("gate", "up")})
-        self.act = SiluAndMul()
-        self.down_proj = Linear(intermediate_size, hidden_size, bias=False, dtype=dtype, prefix=f"{prefix}.down_proj")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, H] -> [T, H]
-        return self.down_proj(self.gate_up_proj.forward_gated(x, self.act))
-
-
 class SparseMoeBlock(nn.Module):
     """HF's names: gate (the router), experts.<e>.{gate,up,down}_proj, shared_expert,
     shared_expert_gate."""
@@ -53,10 +37,10 @@ class SparseMoeBlock(nn.Module):
         self.routing = RoutingSpec(opts.top_k, opts.renormalize)
         self.gate = Linear(hidden_size, opts.num_experts, bias=False, dtype=dtype, prefix=f"{prefix}.gate")
         self.experts = FusedMoE(opts.num_experts, hidden_size, opts.intermediate_size, dtype)
-        self.shared_expert: SharedExpert | None = None
+        self.shared_expert: GatedMLP | None = None
         if opts.shared_intermediate_size:
-            self.shared_expert = SharedExpert(hidden_size, opts.shared_intermediate_size, dtype,
-                                              f"{prefix}.shared_expert")
+            self.shared_expert = GatedMLP(hidden_size, opts.shared_intermediate_size, False, dtype,
+                                          prefix=f"{prefix}.shared_expert")
             self.shared_expert_gate = Linear(hidden_size, 1, bias=False, dtype=dtype,
                                              prefix=f"{prefix}.shared_expert_gate")
 
@@ -68,7 +52,7 @@ class SparseMoeBlock(nn.Module):
         weights, ids = self.experts.route(self.gate(x), self.routing)
         out = self.experts(x, weights, ids)
         if self.shared_expert is not None:
-            out += torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+            out += torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert.output(x)
         return residual.add_(out)
 
 

@@ -225,17 +225,17 @@ class Worker:
         return default_piecewise_sizes(self.config.scheduler_config.max_num_batched_tokens)
 
     def _piecewise_buffer_bytes(self, max_tokens: int) -> int:
-        """The static q/k/v buffers of the piecewise graphs: the target's, and a draft model's own."""
-        from pagedllm.models.common import head_dim_of, to_torch_dtype
+        """The static q/k/v buffers of the piecewise graphs: the target's, and a draft model's own
+        (their attention's shapes: the cache layout's, e.g. MLA's one latent row)."""
+        from pagedllm.models.common import to_torch_dtype
 
         total = 0
         for config in (self.config.model_config, self._draft_model_config()):
             if config is None:
                 continue
-            hf = config.hf_config
-            num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
-            total += static_buffer_bytes(max_tokens, hf.num_attention_heads, num_kv_heads, head_dim_of(hf),
-                                         to_torch_dtype(config.dtype))
+            layout = KVCacheSpec.from_configs(config, self.config.cache_config)
+            total += static_buffer_bytes(max_tokens, config.hf_config.num_attention_heads, layout.num_kv_heads,
+                                         layout.head_size, to_torch_dtype(config.dtype))
         return total
 
     def initialize_cache(self, config: EngineConfig) -> None:

@@ -9,11 +9,11 @@ correction bias) member.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
-
-from pagedllm.layers.moe_routing import RoutingSpec
 
 
 @triton.jit
@@ -69,9 +69,10 @@ def _route_kernel(logits_ptr, bias_ptr, weights_ptr, ids_ptr, num_experts, strid
     tl.store(ids_ptr + t * TOP_K + k, ids, mask=k < TOP_K)
 
 
-def route_kernel(router_logits: torch.Tensor, spec: RoutingSpec,
+def route_kernel(router_logits: torch.Tensor, spec: Any,
                  correction_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """router_logits [T, E] -> (topk_weights [T, k] float32, topk_ids [T, k] int64)."""
+    """router_logits [T, E] -> (topk_weights [T, k] float32, topk_ids [T, k] int64); `spec`: a
+    layers/moe_routing.RoutingSpec (kernels import nothing from the layers)."""
     num_tokens, num_experts = router_logits.shape
     assert router_logits.stride(-1) == 1 and triton.next_power_of_2(spec.num_groups) == spec.num_groups
     weights = torch.empty(num_tokens, spec.top_k, dtype=torch.float32, device=router_logits.device)

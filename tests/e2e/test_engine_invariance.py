@@ -1,6 +1,6 @@
 """Greedy outputs do not depend on how the engine schedules: prefix caching, chunking, preemption,
-batching; on the dequantized path, on the quantized one (the GGUF's own types, with its default
-bfloat16 KV cache), and on the quantized one with a float32 KV cache."""
+batching; on the dequantized path (float32 KV cache) and on the quantized one (the GGUF's own types,
+with its default bfloat16 KV cache)."""
 from __future__ import annotations
 
 import pytest
@@ -23,8 +23,7 @@ def _assert_all_blocks_free(llm) -> None:
     llm.llm_engine.scheduler.kv_cache_manager.check_all_free()
 
 
-VARIANTS = {"none": {"quantization": "none"}, "gguf": {"quantization": "gguf"},
-            "gguf-f32-kv": {"quantization": "gguf", "kv_cache_dtype": "float32"}}
+VARIANTS = {"none": {"quantization": "none"}, "gguf": {"quantization": "gguf"}}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -33,9 +32,7 @@ def variant(request: pytest.FixtureRequest) -> dict:
 
 
 @pytest.fixture(scope="module")
-def base_llm(smollm2_llm, smollm2_quantized_llm, make_smollm2_llm, variant):
-    if "kv_cache_dtype" in variant:
-        return make_smollm2_llm(**variant)
+def base_llm(smollm2_llm, smollm2_quantized_llm, variant):
     return smollm2_quantized_llm if variant["quantization"] == "gguf" else smollm2_llm
 
 

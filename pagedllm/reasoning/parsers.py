@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pagedllm.registry import LazyRegistry
+from pagedllm.tool_calls.markers import partial_suffix
 
 REASONING_PARSERS: LazyRegistry[type[ReasoningParser]] = LazyRegistry("reasoning parser", {
     "qwen3": "pagedllm.reasoning.parsers:Qwen3ReasoningParser",
@@ -82,7 +83,7 @@ class ReasoningParser:
                 self._done = True
                 text = text[end + len(END):]
                 continue
-            keep = _partial_suffix(text, END)
+            keep = partial_suffix(text, END)
             out.reasoning += text[: len(text) - keep]
             self._pending = text[len(text) - keep:]
             break
@@ -101,14 +102,6 @@ class ReasoningParser:
 def reasoning_end_text(name: str | None) -> str | None:
     """What ends a reasoning model's thinking under the named parser (None: no parser)."""
     return None if name is None else REASONING_PARSERS.get(name).end_tag
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest end of `text` that begins `tag` (0 if none)."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
 
 
 class Qwen3ReasoningParser(ReasoningParser):

@@ -1,4 +1,5 @@
-"""Text that may be the start of a marker is held back until the text decides it."""
+"""Text that may be the start of a marker is held back until the text decides it (tool-call
+parsers here, and the reasoning parsers' end-of-thinking tag)."""
 from __future__ import annotations
 
 

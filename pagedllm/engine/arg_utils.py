@@ -57,8 +57,9 @@ class EngineArgs(VllmCompatArgs):
     # default sampling parameters: "auto" (the model's generation_config.json), "vllm" (neutral) or a
     # folder with a generation_config.json (generation_config.py)
     generation_config: str = "auto"
-    # how a checkpoint's quantized weights run: None (a GGUF file's own types, as stored, on the
-    # CPU), "gguf" (the same, explicitly) or "none" (dequantized at load to dtype)
+    # vLLM's `quantization`: None (the checkpoint's own format: its quantization_config's, or a
+    # GGUF file's types, which run as stored on the CPU), "fp8" (an FP8 checkpoint, or a bf16 one
+    # quantized at load), "gguf", or "none" (a GGUF file dequantized at load to dtype)
     quantization: str | None = None
     # vLLM's speculative_config: a dict (or its JSON text), e.g. {"method": "ngram",
     # "num_speculative_tokens": 4} (spec_decode/config.py); None: no speculation
@@ -83,7 +84,7 @@ class EngineArgs(VllmCompatArgs):
         check_vllm_args(self)  # before anything loads: an unsupported vLLM setting fails at once
         if self.quantization not in (None, *QUANTIZATIONS):
             raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
-                             f"{', '.join(QUANTIZATIONS)}; a GGUF file's own types run by default).")
+                             f"{', '.join(QUANTIZATIONS)}; by default a checkpoint's own format runs).")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet (supported: "
                              f"{', '.join(KV_CACHE_DTYPES)}).")
@@ -119,7 +120,7 @@ class EngineArgs(VllmCompatArgs):
             load_format=self.load_format,
             max_model_len_explicit=self.max_model_len is not None,
             sampling_defaults=load_sampling_defaults(self.generation_config, source.path),
-            quantization=_resolve_quantization(self.quantization, source, platform.device_name),
+            quantization=_resolve_quantization(self.quantization, source, platform.device_name, hf_config),
         )
         default_seqs, default_batched = platform.default_scheduler_limits()
         max_num_seqs = self.max_num_seqs if self.max_num_seqs is not None else default_seqs
@@ -204,7 +205,7 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
     return int(requested)
 
 
-QUANTIZATIONS = ("gguf", "none")
+QUANTIZATIONS = ("fp8", "gguf", "none")
 
 
 def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:
@@ -236,7 +237,7 @@ def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: 
                          f"max_model_len ({target.max_model_len}); lower max_model_len.")
     draft = ModelConfig(model=source.path, gguf_file=source.gguf_file, tokenizer=None, hf_config=hf_config,
                         dtype=target.dtype, max_model_len=target.max_model_len, seed=target.seed,
-                        quantization=_resolve_quantization(spec.quantization, source, device),
+                        quantization=_resolve_quantization(spec.quantization, source, device, hf_config),
                         load_format=target.load_format)
     return dataclasses.replace(spec, draft_model_config=draft)
 
@@ -254,16 +255,20 @@ def _check_head(method: str, source: ModelSource, hf_config: object, target: Mod
                          f"{want} features; the target's have {target.hf_config.hidden_size}.")
 
 
-def _resolve_quantization(requested: str | None, source: ModelSource, device: str) -> str | None:
-    """vLLM's `quantization`: for a GGUF file its own quantized types run as stored by default
-    ("gguf"), and "none" dequantizes them at load to `dtype` (the reference path); a safetensors
-    checkpoint is unquantized. Quantized GGUF weights run on the CPU's kernels; on CUDA the default
-    dequantizes, with a warning."""
-    value = "none" if requested is None and not source.is_gguf else requested
+def _resolve_quantization(requested: str | None, source: ModelSource, device: str, hf_config: Any) -> str | None:
+    """vLLM's `quantization`. A safetensors checkpoint runs its quantization_config's format
+    (checked against `requested`), or an unquantized one is quantized at load where requested
+    ("fp8"). For a GGUF file its own quantized types run as stored by default ("gguf"), and
+    "none" dequantizes them at load to `dtype` (the reference path); quantized GGUF weights run
+    on the CPU's kernels; on CUDA the default dequantizes, with a warning."""
+    if not source.is_gguf:
+        return _checkpoint_quantization(requested, hf_config)
+    if requested not in (None, "gguf", "none"):
+        raise ValueError(f"quantization={requested!r} does not apply to a GGUF file, whose own types run "
+                         "(quantization='gguf', the default) or are dequantized at load (quantization='none').")
+    value = requested
     if value == "none":
         return None
-    if not source.is_gguf:
-        raise ValueError("quantization='gguf' needs a GGUF file; this checkpoint is a safetensors folder.")
     if device != "cpu":
         if value == "gguf":
             raise ValueError(f"Quantized GGUF weights run on the CPU only so far, not on {device}; pass "
@@ -272,3 +277,20 @@ def _resolve_quantization(requested: str | None, source: ModelSource, device: st
                        "kernels run on the CPU only so far).", device)
         return None
     return "gguf"
+
+
+def _checkpoint_quantization(requested: str | None, hf_config: Any) -> str | None:
+    from pagedllm.quantization.registry import QUANTIZATION_CONFIGS, checkpoint_quantization
+
+    stored = checkpoint_quantization(hf_config)
+    if requested == "gguf":
+        raise ValueError("quantization='gguf' needs a GGUF file; this checkpoint is a safetensors folder.")
+    if stored is None:
+        if requested in (None, "none"):
+            return None
+        QUANTIZATION_CONFIGS.get(requested).online()  # a clear error where it cannot quantize at load
+        return requested
+    if requested in (None, stored):
+        return stored
+    raise ValueError(f"This checkpoint is {stored}-quantized; quantization={requested!r} cannot run it (pass "
+                     f"quantization={stored!r} or leave it unset).")

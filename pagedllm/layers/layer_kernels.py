@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pagedllm.layers.embedding import EmbeddingMethod, EmbeddingSpec
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
     from pagedllm.layers.moe_method import MoEMethod, MoESpec
+    from pagedllm.quantization.base import LinearScheme, QuantizationConfig
 
 
 class OpImpl(enum.Enum):
@@ -55,6 +56,13 @@ class LayerKernels:
     # names, "Q4_1"), under `quantization` ("gguf"); the loader fills it from the file's header.
     quantization: str | None = None
     weight_formats: Mapping[str, str] = field(default_factory=dict)
+    # A safetensors checkpoint's quantization (FP8, ...), or online quantization: which layers it
+    # covers and their scheme (quantization/base.py); None: unquantized
+    quant_config: QuantizationConfig | None = None
+
+    def scheme_of(self, prefixes: list[str]) -> LinearScheme | None:
+        """The quantization scheme of a linear layer with these HF names (its shards), or None."""
+        return None if self.quant_config is None else self.quant_config.scheme_for(prefixes)
 
     def formats_of(self, weight_names: list[str]) -> tuple[str | None, tuple[str, ...]]:
         """(quantization, per-weight formats) for a layer whose weights have these HF names:

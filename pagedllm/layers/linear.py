@@ -17,6 +17,10 @@ from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 class Linear(HFWeightLoadable):
     # The unquantized methods' weight, [in, out]; other methods register their own parameters.
     weight_t: nn.Parameter
+    # Quantized methods' (layers/fp8_linear.py): the checkpoint's [out, in] weight and its scales
+    weight: nn.Parameter
+    weight_scale: nn.Parameter
+    input_scale: nn.Parameter
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
                  *, gated: bool = False, prefix: str = "") -> None:
@@ -27,8 +31,10 @@ class Linear(HFWeightLoadable):
         self.in_features, self.out_features = in_features, out_features
         self.bias = new_param(out_features, dtype=dtype) if bias else None  # [out]
         kernels = current_layer_kernels()
-        quantization, formats = kernels.formats_of([f"{p}.weight" for p in self._weight_prefixes(prefix) if p])
-        spec = LinearSpec(in_features, out_features, bias, dtype, gated, quantization, formats)
+        prefixes = self._weight_prefixes(prefix)
+        quantization, formats = kernels.formats_of([f"{p}.weight" for p in prefixes if p])
+        spec = LinearSpec(in_features, out_features, bias, dtype, gated, quantization, formats,
+                          kernels.scheme_of(prefixes))
         self.method = kernels.linear_method(spec)
         self.method.create_weights(self)
 
@@ -50,17 +56,18 @@ class Linear(HFWeightLoadable):
     def process_weights_after_loading(self) -> None:
         self.method.process_weights_after_loading(self)
 
+    def _attrs(self) -> tuple[str, ...]:
+        return self.method.weight_attrs() + (("bias",) if self.bias is not None else ())
+
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
-        return [("weight", None), ("bias", None)] if self.bias is not None else [("weight", None)]
+        return [(attr, None) for attr in self._attrs()]
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         assert shard is None, f"{type(self).__name__} has no shards"
-        if attr == "weight":
-            self.method.load_weight(self, tensor, 0, self.out_features)
-        elif attr == "bias" and self.bias is not None:
+        if attr == "bias" and self.bias is not None:
             copy_checked(self.bias, tensor, "linear bias")
         else:
-            raise ValueError(f"Unexpected linear parameter {attr!r}.")
+            self.method.load_tensor(self, attr, tensor, 0, self.out_features)
 
 
 class MergedLinear(Linear):
@@ -90,16 +97,13 @@ class MergedLinear(Linear):
         return list(out.split(sizes, dim=-1))
 
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
-        attrs = ["weight"] + (["bias"] if self.bias is not None else [])
-        return [(attr, shard) for shard in self.shard_offsets for attr in attrs]
+        return [(attr, shard) for shard in self.shard_offsets for attr in self._attrs()]
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if shard not in self.shard_offsets:
             raise ValueError(f"Unknown shard {shard!r}; this layer has {list(self.shard_offsets)}.")
         start, size = self.shard_offsets[shard]
-        if attr == "weight":
-            self.method.load_weight(self, tensor, start, size)
-        elif attr == "bias" and self.bias is not None:
+        if attr == "bias" and self.bias is not None:
             copy_checked(self.bias[start:start + size], tensor, f"{shard} bias")
         else:
-            raise ValueError(f"Unexpected parameter {attr!r} for shard {shard!r}.")
+            self.method.load_tensor(self, attr, tensor, start, size)

@@ -28,6 +28,7 @@ from pagedllm.layers.loadable import copy_checked, new_param
 
 if TYPE_CHECKING:
     from pagedllm.layers.linear import Linear
+    from pagedllm.quantization.base import LinearScheme
 
 NormScale = tuple[torch.Tensor, float]  # (h [T, H], eps): rows to scale by 1 / rms(h) (norm folding)
 # The activation a gated method falls back to: (gate_up [T, 2I], norm_scale) -> [T, I]
@@ -47,6 +48,9 @@ class LinearSpec:
     quantization: str | None = None
     # with a quantization: each shard's stored format, in output order (GGML type names: "Q4_1")
     formats: tuple[str, ...] = ()
+    # A safetensors checkpoint's quantized weight (FP8, ...): how it is stored; the platform asks
+    # it for the method (quantization/base.py). None: unquantized.
+    scheme: LinearScheme | None = None
 
 
 class LinearMethod(ABC):
@@ -65,6 +69,18 @@ class LinearMethod(ABC):
         """Copy a checkpoint tensor in HF's [size, in] layout (any dtype) into output features
         start .. start + size of the weight (a merged layer's shard, or all of it); ValueError
         on a shape mismatch."""
+
+    def weight_attrs(self) -> tuple[str, ...]:
+        """The checkpoint tensors of this weight, by the last part of their names: "weight", and
+        a quantized format's scales ("weight_scale", ...)."""
+        return ("weight",)
+
+    def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
+        """Load checkpoint tensor `attr` (one of weight_attrs) of output features start .. start +
+        size. Methods with more than the weight override this."""
+        if attr != "weight":
+            raise ValueError(f"Unexpected linear parameter {attr!r}.")
+        self.load_weight(layer, tensor, start, size)
 
     def scale_input_rows_(self, layer: Linear, scale: torch.Tensor) -> bool:
         """W <- W diag(scale) along the input features (scale [in], float32), before

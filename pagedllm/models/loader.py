@@ -22,7 +22,7 @@ from pagedllm.models.common import DecoderForCausalLM, to_torch_dtype
 from pagedllm.models.gguf_loader import gguf_metadata, gguf_weight_formats, iter_gguf_weights
 from pagedllm.models.norm_folding import fold_norms
 from pagedllm.models.registry import MODELS, get_model_class
-from pagedllm.models.safetensors_loader import iter_safetensors_weights, safetensors_files
+from pagedllm.models.safetensors_loader import iter_safetensors_weights, safetensors_files, safetensors_tensor_names
 from pagedllm.models.source import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,18 @@ def iter_weights(source: ModelSource, hf_config: Any, keep_quantized: bool = Fal
 
 def checkpoint_kernels(model_config: ModelConfig, kernels: LayerKernels) -> LayerKernels:
     """The platform's layer kernels told which weights the checkpoint stores quantized (a GGUF
-    file's types, read from its header), so each layer's method is chosen for its format."""
-    if model_config.quantization is None or model_config.gguf_file is None or model_config.load_format == "dummy":
+    file's types, read from its header; a safetensors checkpoint's quantized layers, by their
+    scale tensors' names), so each layer's method is chosen for its format."""
+    if model_config.quantization is None:
+        return kernels
+    if model_config.gguf_file is None:
+        from pagedllm.quantization.registry import quantization_config
+
+        config = quantization_config(model_config.quantization, model_config.hf_config)
+        if model_config.load_format != "dummy" and getattr(model_config.hf_config, "quantization_config", None):
+            config = config.with_layers(safetensors_tensor_names(model_config.model))
+        return dataclasses.replace(kernels, quant_config=config)
+    if model_config.load_format == "dummy":
         return kernels
     path = os.path.join(model_config.model, model_config.gguf_file)
     formats = gguf_weight_formats(path, model_config.hf_config)
@@ -148,10 +158,16 @@ def init_dummy_weights(model: DecoderForCausalLM, seed: int = 0) -> None:
     for name, p in model.named_parameters():
         if p.numel() == 0:
             continue
+        if "_scale" in name:  # a quantized checkpoint's scales: its fp8 values ~ N(0, 1) then
+            p.fill_(0.02)  # stand for N(0, 0.02)
+            continue
         if p.dim() == 1:
             p.fill_(1.0 if "norm" in name else 0.0)
             continue
         g = gen.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
+        if p.dtype == torch.float8_e4m3fn:
+            p.copy_(torch.empty(p.shape, device=p.device).normal_(0.0, 1.0, generator=g))
+            continue
         p.normal_(0.0, 0.02, generator=g)
     if getattr(model, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
         model.lm_head.tie_to(model.model.embed_tokens)
@@ -184,7 +200,16 @@ def load_model(model_config: ModelConfig, device: str = "cpu",
     weight_bytes += packed_bytes(model)  # quantized blocks, held only once they are packed
     model.eval()
     model.requires_grad_(False)
-    logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20,
-                model_config.dtype if not kernels.weight_formats else f"{model_config.dtype} and GGUF-quantized",
+    if kernels.quant_config is not None:  # online quantization shrank them after loading
+        weight_bytes = parameter_bytes(model)
+    logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20, _weights_kind(model_config, kernels),
                 time.perf_counter() - start)
     return model
+
+
+def _weights_kind(model_config: ModelConfig, kernels: LayerKernels) -> str:
+    if kernels.weight_formats:
+        return f"{model_config.dtype} and GGUF-quantized"
+    if kernels.quant_config is not None:
+        return f"{model_config.dtype} and {kernels.quant_config.name}-quantized"
+    return model_config.dtype

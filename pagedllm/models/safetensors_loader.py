@@ -42,3 +42,12 @@ def iter_safetensors_weights(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
         with safe_open(path, framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open's handle has keys() but no __iter__
                 yield name, f.get_tensor(name)
+
+
+def safetensors_tensor_names(folder: str) -> list[str]:
+    """Every tensor name of the checkpoint, from the files' headers (no tensor is read)."""
+    names: list[str] = []
+    for path in safetensors_files(folder):
+        with safe_open(path, framework="pt") as f:
+            names.extend(f.keys())
+    return names

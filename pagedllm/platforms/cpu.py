@@ -43,6 +43,8 @@ class CpuPlatform(Platform):
         policy = kernel_config.cpu_gemm
 
         def linear_method(spec: LinearSpec) -> LinearMethod:
+            if spec.scheme is not None:  # a safetensors checkpoint's format (FP8: dequantized per call)
+                return spec.scheme.cpu_method(spec)
             if spec.quantization is not None:
                 return cpu_quantized_linear_method(spec, kernels)
             return cpu_linear_method(spec, policy, avx512)

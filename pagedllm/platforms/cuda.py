@@ -58,6 +58,8 @@ class CudaPlatform(Platform):
         pdl = kernel_config.gemm_pdl
 
         def linear_method(spec: LinearSpec) -> LinearMethod:
+            if spec.scheme is not None:  # a quantized checkpoint's format, or online quantization
+                return spec.scheme.cuda_method(spec, triton, policy, pdl)
             return cuda_linear_method(spec, policy, pdl)
 
         return LayerKernels(ops=OpImpl.TRITON if triton else OpImpl.TORCH, linear_method=linear_method,

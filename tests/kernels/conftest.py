@@ -53,9 +53,9 @@ def _patch_interpreter_scalar_index() -> None:
 
 
 def _patch_interpreter_bf16_dot() -> None:
-    """Triton 3.6's interpreter keeps bfloat16 as raw uint16 and feeds that to np.matmul, so a
-    bf16 tl.dot returns garbage. Widen bf16 operands to float32 first (exact: bf16 is the top
-    half of a float32), in tests only."""
+    """Triton 3.6's interpreter keeps bfloat16 (and fp8) as raw integers and feeds those to
+    np.matmul, so a bf16 or fp8 tl.dot returns garbage. Widen such operands to float32 first
+    (exact: bf16 is the top half of a float32, and e4m3 values are float32 values), in tests only."""
     try:
         import numpy as np
         import triton.language as tl
@@ -68,6 +68,9 @@ def _patch_interpreter_bf16_dot() -> None:
         return
 
     def widen(h):  # type: ignore[no-untyped-def]
+        if h.dtype.scalar == tl.float8e4nv:
+            raw = torch.from_numpy(np.ascontiguousarray(h.data).view(np.uint8))
+            return interpreter.TensorHandle(raw.view(torch.float8_e4m3fn).float().numpy(), tl.float32)
         if h.dtype.scalar != tl.bfloat16:
             return h
         return interpreter.TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
@@ -80,8 +83,9 @@ def _patch_interpreter_bf16_dot() -> None:
 
 
 def _patch_interpreter_bf16_rounding() -> None:
-    """Triton 3.6's interpreter casts float32 -> bfloat16 by truncation; the GPU rounds to
-    nearest even. Round like the GPU, so bf16 results here match what the kernels compute there."""
+    """Triton 3.6's interpreter casts float32 -> bfloat16 by truncation, and float32 -> fp8 e4m3
+    wrongly where rounding carries into the exponent; the GPU rounds both to nearest even. Round
+    like the GPU, so results here match what the kernels compute there."""
     try:
         import numpy as np
         import triton.language as tl
@@ -104,6 +108,24 @@ def _patch_interpreter_bf16_rounding() -> None:
 
     cast_impl._pagedllm_patched = True  # type: ignore[attr-defined]
     builder.cast_impl = cast_impl
+    original_fp_to_fp = builder.create_fp_to_fp
+    # as the interpreter stores them: fp8 and bf16 as raw integers
+    stored = {tl.float8e4nv: (torch.float8_e4m3fn, torch.uint8), tl.bfloat16: (torch.bfloat16, torch.int16),
+              tl.float16: (torch.float16, torch.float16), tl.float32: (torch.float32, torch.float32)}
+
+    def create_fp_to_fp(self, src, dst_type, rounding_mode):  # type: ignore[no-untyped-def]
+        s, d = src.dtype.scalar, dst_type.scalar
+        if tl.float8e4nv not in (s, d) or s not in stored or d not in stored:
+            return original_fp_to_fp(self, src, dst_type, rounding_mode)
+        # its own conversions to and from e4m3 go wrong, e.g. where the mantissa rounds up and
+        # carries into the exponent (124.3 -> 64, not 128): convert with torch, which rounds
+        # to nearest even as the GPU does
+        raw = torch.from_numpy(np.ascontiguousarray(src.data))
+        value = raw.view(stored[s][1]).view(stored[s][0]) if s != tl.float32 else raw
+        out = value.to(stored[d][0]).view(stored[d][1]).numpy()
+        return interpreter.TensorHandle(out.view(interpreter._get_np_dtype(dst_type)), d)
+
+    builder.create_fp_to_fp = create_fp_to_fp
 
 
 if os.environ.get("TRITON_INTERPRET") == "1":

@@ -280,9 +280,11 @@ def _resolve_quantization(requested: str | None, source: ModelSource, device: st
 
 
 def _checkpoint_quantization(requested: str | None, hf_config: Any) -> str | None:
-    from pagedllm.quantization.registry import QUANTIZATION_CONFIGS, checkpoint_quantization
+    from pagedllm.quantization.registry import QUANTIZATION_CONFIGS, checkpoint_quantization, quantization_config
 
     stored = checkpoint_quantization(hf_config)
+    if stored is not None:
+        quantization_config(stored, hf_config)  # an unsupported scheme of the format fails here, before loading
     if requested == "gguf":
         raise ValueError("quantization='gguf' needs a GGUF file; this checkpoint is a safetensors folder.")
     if stored is None:

@@ -16,6 +16,7 @@ cards with FP8 tensor cores, our Triton GEMM otherwise and for block scales.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -178,8 +179,11 @@ def cuda_fp8_method(spec: LinearSpec, scheme: Fp8Scheme, skinny_policy: str, pdl
         skinny = skinny_config(spec.in_features, spec.out_features, FP8_DTYPE, skinny_policy, num_sms(device),
                                spec.gated)
     block = scheme.block
-    if skinny is not None and block is not None and (block[0] != block[1] or block[1] % skinny.block_k):
-        skinny = None
+    if skinny is not None and block is not None:
+        if block[0] != block[1]:
+            skinny = None  # the kernel's scale lookup takes square blocks
+        elif block[1] < skinny.block_k:  # a K tile must lie in one block of scales
+            skinny = dataclasses.replace(skinny, block_k=block[1])
     scaled_mm = (block is None and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
                  and spec.in_features % 16 == 0 and spec.out_features % 16 == 0)
     return Fp8TritonLinearMethod(spec, scheme, skinny, pdl, scaled_mm)

@@ -18,11 +18,17 @@ class FusedMoE(HFWeightLoadable):
     w13: nn.Parameter  # [E, 2I, H]
     w2: nn.Parameter  # [E, H, I]
 
-    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, dtype: torch.dtype) -> None:
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, dtype: torch.dtype,
+                 prefix: str = "") -> None:
+        """prefix: the HF name of the experts ("model.layers.1.mlp.experts")."""
         super().__init__()
         self.num_experts = num_experts
         spec = MoESpec(num_experts, hidden_size, intermediate_size, dtype)
-        factory = current_layer_kernels().moe_method
+        kernels = current_layer_kernels()
+        if kernels.quant_config is not None and prefix and kernels.quant_config.quantizes(prefix):
+            raise ValueError(f"{kernels.quant_config.name} quantization of mixture-of-experts layers ({prefix}) is "
+                             "not supported yet; run an unquantized checkpoint of this model.")
+        factory = kernels.moe_method
         self.method = factory(spec) if factory is not None else GroupedTorchMoEMethod(spec)
         self.method.create_weights(self)
 

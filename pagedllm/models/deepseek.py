@@ -151,7 +151,8 @@ class DeepseekMoE(nn.Module):
             num_groups=cfg.n_group if grouped else 1, topk_groups=cfg.topk_group if grouped else 1,
             scaling=float(getattr(cfg, "routed_scaling_factor", 1.0) or 1.0))
         self.gate = GroupedRouter(num_experts, cfg.hidden_size, correction_bias=method == "noaux_tc")
-        self.experts = FusedMoE(num_experts, cfg.hidden_size, cfg.moe_intermediate_size, dtype)
+        self.experts = FusedMoE(num_experts, cfg.hidden_size, cfg.moe_intermediate_size, dtype,
+                                prefix=f"{prefix}.experts")
         shared = cfg.moe_intermediate_size * (cfg.n_shared_experts or 0)
         self.shared_experts = (GatedMLP(cfg.hidden_size, shared, False, dtype, prefix=f"{prefix}.shared_experts")
                                if shared else None)

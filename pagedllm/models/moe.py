@@ -36,7 +36,8 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         self.routing = RoutingSpec(opts.top_k, opts.renormalize)
         self.gate = Linear(hidden_size, opts.num_experts, bias=False, dtype=dtype, prefix=f"{prefix}.gate")
-        self.experts = FusedMoE(opts.num_experts, hidden_size, opts.intermediate_size, dtype)
+        self.experts = FusedMoE(opts.num_experts, hidden_size, opts.intermediate_size, dtype,
+                                prefix=f"{prefix}.experts")
         self.shared_expert: GatedMLP | None = None
         if opts.shared_intermediate_size:
             self.shared_expert = GatedMLP(hidden_size, opts.shared_intermediate_size, False, dtype,

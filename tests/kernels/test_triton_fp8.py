@@ -78,3 +78,43 @@ def test_skinny_fp8_weight_only(block, cfg):
                           weight_scale=w_scale.to(DEVICE), scale_block=scale_block)
     g, u = (x.float() @ dense.t()).to(torch.bfloat16).float().chunk(2, dim=-1)
     assert rel_err(gate_up.cpu(), (torch.nn.functional.silu(g) * u).to(torch.bfloat16)) < 1.5e-2
+
+
+@pytest.mark.parametrize("block", [None, (64, 64)])
+@pytest.mark.parametrize("rows", [3, 40])
+def test_cuda_fp8_method_dispatch(block, rows):
+    """The CUDA method as the platform builds it (cuda_fp8_method): steps of at most 16 rows
+    through the skinny GEMM, larger ones through the W8A8 GEMM; plain, added into a residual, and
+    gated, each against the dequantized weight."""
+    from pagedllm.layers.activation import SiluAndMul
+    from pagedllm.layers.fp8_linear import Fp8TritonLinearMethod, cuda_fp8_method
+    from pagedllm.layers.layer_kernels import LayerKernels, OpImpl, use_layer_kernels
+    from pagedllm.layers.linear import Linear
+    from pagedllm.quantization.fp8 import Fp8Config
+
+    kernels = LayerKernels(ops=OpImpl.TORCH, quant_config=Fp8Config(block=block),
+                           linear_method=lambda spec: cuda_fp8_method(spec, spec.scheme, "on", False))
+    gen = torch.Generator().manual_seed(rows)
+    k, n = 256, 192
+    w = torch.randn(n, k, generator=gen) / k**0.5
+    q, s = ref.quantize_fp8_weight(w, block)
+    dense = ref.dequantize_fp8(q, s, block)
+    x = torch.randn(rows, k, generator=gen).to(DEVICE, torch.bfloat16)
+    with torch.device(DEVICE), use_layer_kernels(kernels):
+        plain = Linear(k, n, bias=False, dtype=torch.bfloat16, prefix="model.layers.0.mlp.down_proj")
+        gated = Linear(k, n, bias=False, dtype=torch.bfloat16, gated=True, prefix="model.layers.0.mlp.gate_proj")
+    for layer in (plain, gated):
+        assert isinstance(layer.method, Fp8TritonLinearMethod) and layer.method.skinny is not None
+        layer.load_hf_weight("weight", q.to(DEVICE))
+        layer.load_hf_weight(layer.method.scale_attr, s.to(DEVICE))
+        layer.process_weights_after_loading()
+    want = x.float().cpu() @ dense.t()
+    tol = 8e-3 if rows <= 16 else 0.06  # W8A8 quantizes the activations too
+    assert rel_err(plain(x).cpu(), want.to(torch.bfloat16)) < tol
+    residual = torch.randn(rows, n, generator=gen).to(torch.bfloat16)
+    got = plain.accumulate_(residual.clone().to(DEVICE), x)
+    assert rel_err(got.cpu(), (residual.float() + want).to(torch.bfloat16)) < tol
+    g, u = want.to(torch.bfloat16).float().chunk(2, dim=-1)
+    act = SiluAndMul()
+    got = gated.forward_gated(x, lambda t, _: act(t))
+    assert rel_err(got.cpu(), (torch.nn.functional.silu(g) * u).to(torch.bfloat16)) < 2 * tol

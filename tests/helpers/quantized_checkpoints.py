@@ -1,0 +1,82 @@
+"""Quantized checkpoints made from a tiny HF model, in the formats vLLM and HF write, and the HF
+model with the same weights dequantized (the oracle a quantized load must match).
+
+Quantization is our reference quantizer's (pagedllm.kernels.quant_reference); what is checked is
+that a checkpoint in each published layout loads and computes what its numbers mean."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from pagedllm.kernels import quant_reference as ref
+from tests.helpers.tiny_models import TinyModel
+
+# decoder projections quantized; embeddings, norms and the LM head stay as they are
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FP8_SCHEMES = ("tensor", "channel", "block", "static")
+FP8_BLOCK = (32, 32)  # the tiny models' dimensions are multiples of 32
+
+
+def _is_projection(name: str) -> bool:
+    return name.endswith(".weight") and name.split(".")[-2] in _PROJECTIONS
+
+
+def _fp8_tensors(name: str, w: torch.Tensor, scheme: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A weight's checkpoint tensors in `scheme`, and the real weight they stand for."""
+    layer = name[: -len(".weight")]
+    if scheme == "block":
+        q, scale = ref.quantize_fp8_weight(w, FP8_BLOCK)
+        return {name: q, f"{layer}.weight_scale_inv": scale}, ref.dequantize_fp8(q, scale, FP8_BLOCK)
+    if scheme == "channel":
+        q, scale = ref.quantize_fp8_weight(w)
+        return {name: q, f"{layer}.weight_scale": scale.view(-1, 1)}, ref.dequantize_fp8(q, scale)
+    scale = (w.abs().max() / ref.FP8_MAX).reshape(())
+    q = (w / scale).clamp(-ref.FP8_MAX, ref.FP8_MAX).to(ref.FP8_DTYPE)
+    out = {name: q, f"{layer}.weight_scale": scale.float()}
+    if scheme == "static":
+        out[f"{layer}.input_scale"] = torch.tensor(0.02, dtype=torch.float32)
+    return out, q.float() * scale
+
+
+def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
+    """tiny's weights as an FP8 checkpoint in `folder` (quant_method "fp8": per-tensor, per-channel,
+    128-style block scales, or per-tensor with static input scales); returns the HF model with
+    the dequantized weights."""
+    assert scheme in FP8_SCHEMES
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(tiny.folder):
+        if not name.endswith(".safetensors") and name != "model.safetensors.index.json":
+            shutil.copy(os.path.join(tiny.folder, name), folder)
+    state = {k: v.detach().clone().contiguous() for k, v in tiny.hf_model.state_dict().items()}
+    if tiny.hf_model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    saved: dict[str, torch.Tensor] = {}
+    dequantized = dict(state)
+    for name, w in state.items():
+        if not _is_projection(name):
+            saved[name] = w
+            continue
+        tensors, real = _fp8_tensors(name, w, scheme)
+        saved.update(tensors)
+        dequantized[name] = real.to(w.dtype)
+    save_file(saved, os.path.join(folder, "model.safetensors"))
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "static" if scheme == "static"
+                                     else "dynamic", "ignored_layers": ["lm_head"]}
+    if scheme == "block":
+        config["quantization_config"]["weight_block_size"] = list(FP8_BLOCK)
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    hf = copy.deepcopy(tiny.hf_model)
+    hf.load_state_dict(dequantized, strict=False)
+    if hf.config.tie_word_embeddings:
+        hf.tie_weights()
+    return hf.eval()

@@ -154,21 +154,26 @@ def _without(llm: Any, feature: str) -> Iterator[None]:
             runner.piecewise = piecewise
 
 
-def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings) -> dict[str, Any]:
+# bytes per decoder weight by --quantizations entry (the floor's weight bytes; the LM head stays bf16)
+LAYER_WEIGHT_BYTES = {"none": None, "fp8": 1.0}
+
+
+def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings, quantization: str = "none") -> dict[str, Any]:
     from pagedllm import LLM
 
-    shape = SHAPES[name]
-    folder = write_model_folder(tempfile.mkdtemp(prefix=name), shape)
+    shape = SHAPES[name.partition("/")[0]]
+    folder = write_model_folder(tempfile.mkdtemp(prefix=name.replace("/", "-")), shape)
     start = time.perf_counter()
     llm = LLM(folder, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens,
-              enforce_eager=args.enforce_eager)
+              enforce_eager=args.enforce_eager, quantization=None if quantization == "none" else quantization)
     worker = llm.llm_engine.executor.worker
     out: dict[str, Any] = {"startup_s": time.perf_counter() - start, "startup_stages_s": dict(worker.startup_times),
                            "num_blocks": llm.llm_engine.num_blocks, "backend": worker.backend.name}
     out["backend_rel_err"] = check_attention_backends(llm)
     vocab = shape["vocab_size"]
-    counts = model_counts(llm.llm_engine.config.model_config.hf_config)
+    counts = model_counts(llm.llm_engine.config.model_config.hf_config,
+                          layer_weight_bytes=LAYER_WEIGHT_BYTES[quantization])
     out["latency"] = lat = bench_latency(llm, vocab, 128, 128)
     core = llm.llm_engine.engine_core
     if args.ab != "none":  # the same engine without the feature, for the A/B
@@ -246,11 +251,20 @@ def main() -> None:
                         help="also measure the same engine with this feature off")
     parser.add_argument("--hf-batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--hf-budget-s", type=float, default=60.0)
+    parser.add_argument("--quantizations", nargs="+", default=["none"], choices=sorted(LAYER_WEIGHT_BYTES),
+                        help="each shape once per entry, on its own engine: random bf16 weights as they are "
+                             "(none) or quantized at load (fp8); the first is the baseline of the others")
     parser.add_argument("--output-json", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ceilings = measure_ceilings()
-    results = {name: bench_shape(name, args, ceilings) for name in args.shapes}
+    results = {}
+    for name in args.shapes:
+        for quantization in args.quantizations:
+            key = name if quantization == "none" else f"{name}/{quantization}"
+            results[key] = bench_shape(key, args, ceilings, quantization)
+            gc.collect()
+            torch.cuda.empty_cache()
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump({"card": torch.cuda.get_device_name(), "ceilings": ceilings.__dict__, "results": results}, f,

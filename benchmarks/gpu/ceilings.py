@@ -70,9 +70,18 @@ class ModelCounts:
     embedding_params: int  # the input embedding: a lookup, one row read per token
     kv_bytes_per_token: int  # K and V of one token, all layers
     dtype_bytes: int
+    head_params: int = 0  # the LM head's share of matmul_params (never quantized)
+    # bytes per weight of the decoder's projections where quantized (fp8: 1; int4 with group-128
+    # scales: about 0.53); None: dtype_bytes
+    layer_weight_bytes: float | None = None
+
+    def weight_bytes(self) -> float:
+        """Bytes of the weights a decode step reads once."""
+        per = self.layer_weight_bytes if self.layer_weight_bytes is not None else self.dtype_bytes
+        return (self.matmul_params - self.head_params) * per + self.head_params * self.dtype_bytes
 
 
-def model_counts(cfg: Any, dtype_bytes: int = 2) -> ModelCounts:
+def model_counts(cfg: Any, dtype_bytes: int = 2, layer_weight_bytes: float | None = None) -> ModelCounts:
     h, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     attn, kv_row = _attention_params(cfg)
     mlp = sum(_mlp_params(cfg, i) for i in range(layers))
@@ -81,6 +90,8 @@ def model_counts(cfg: Any, dtype_bytes: int = 2) -> ModelCounts:
         embedding_params=h * vocab,
         kv_bytes_per_token=layers * kv_row * dtype_bytes,
         dtype_bytes=dtype_bytes,
+        head_params=h * vocab,
+        layer_weight_bytes=layer_weight_bytes,
     )
 
 
@@ -123,9 +134,8 @@ def _mlp_params(cfg: Any, layer: int) -> int:
 def decode_step_roofline_s(counts: ModelCounts, batch: int, avg_context: float, ceilings: Ceilings) -> float:
     """Fewest seconds a decode step can take on this card when it is bound by memory: every
     weight read once, plus each request's K/V so far."""
-    weight_bytes = counts.matmul_params * counts.dtype_bytes
     kv_bytes = batch * avg_context * counts.kv_bytes_per_token
-    return (weight_bytes + kv_bytes) / ceilings.copy_bytes_per_s
+    return (counts.weight_bytes() + kv_bytes) / ceilings.copy_bytes_per_s
 
 
 def compute_roofline_tokens_per_s(counts: ModelCounts, ceilings: Ceilings) -> float:

@@ -59,7 +59,8 @@ class EngineArgs(VllmCompatArgs):
     generation_config: str = "auto"
     # vLLM's `quantization`: None (the checkpoint's own format: its quantization_config's, or a
     # GGUF file's types, which run as stored on the CPU), "fp8" (an FP8 checkpoint, or a bf16 one
-    # quantized at load), "gguf", or "none" (a GGUF file dequantized at load to dtype)
+    # quantized at load), "awq" / "gptq" (4-bit checkpoints), "gguf", or "none" (a GGUF file
+    # dequantized at load to dtype)
     quantization: str | None = None
     # vLLM's speculative_config: a dict (or its JSON text), e.g. {"method": "ngram",
     # "num_speculative_tokens": 4} (spec_decode/config.py); None: no speculation
@@ -135,7 +136,7 @@ class EngineArgs(VllmCompatArgs):
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 kv_cache_memory=self.kv_cache_memory,
                 cache_dtype=_resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name,
-                                                    model_config.quantization is not None),
+                                                    model_config.quantization == "gguf"),
             ),
             scheduler_config=SchedulerConfig(
                 max_num_seqs=max_num_seqs,
@@ -170,9 +171,10 @@ KV_CACHE_DTYPES = ("auto", "bfloat16", "float32")
 
 
 def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str, quantized: bool = False) -> str:
-    """The cache's element type. "auto": the model's, except bfloat16 for quantized weights on the
-    CPU (their float32 activations would otherwise double the bytes each decode step reads, for
-    no measurable quality: RESULTS.md). A cache narrower than the model runs on the CPU only (its
+    """The cache's element type. "auto": the model's, except bfloat16 for a GGUF file's quantized
+    weights on the CPU (`quantized`: their float32 activations would otherwise double the bytes
+    each decode step reads, for no measurable quality: RESULTS.md; llama.cpp keeps an f16 cache).
+    Safetensors checkpoints' formats (FP8, INT4) keep vLLM's rule: the model's dtype. A cache narrower than the model runs on the CPU only (its
     kernels widen the rows); on CUDA the cache has the model's dtype."""
     if kv_cache_dtype == "auto":
         return "bfloat16" if quantized and device == "cpu" and model_dtype == "float32" else model_dtype
@@ -205,7 +207,7 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
     return int(requested)
 
 
-QUANTIZATIONS = ("fp8", "gguf", "none")
+QUANTIZATIONS = ("awq", "fp8", "gguf", "gptq", "none")  # quantization/registry.py, GGUF's, none
 
 
 def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:

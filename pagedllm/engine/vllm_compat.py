@@ -7,8 +7,8 @@ value that changes nothing here (`tensor_parallel_size=1`, `trust_remote_code=Fa
 are accepted, and why the others are not. `check_vllm_args` applies the table: an unsupported value
 is a ValueError naming the argument, before any model is loaded. Nothing else reads these fields.
 
-A row leaves this table when its argument becomes real (`quantization` will, with quantized
-checkpoints): it then moves to EngineArgs with its own validation.
+A row leaves this table when its argument becomes real (as `quantization` did): it then moves to
+EngineArgs with its own validation.
 """
 from __future__ import annotations
 

@@ -82,3 +82,72 @@ def fp8_scaled_mm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
     g = k if x_scale.shape[1] == 1 else block[1] if block is not None else -(-k // x_scale.shape[1])
     x = xq.float() * x_scale.float().repeat_interleave(g, 1)[:, :k]
     return (x @ dequantize_fp8(weight, w_scale, block).t()).to(out_dtype)
+
+
+# INT4 weight-only (W4A16): AWQ, GPTQ. Whatever the checkpoint's packing, a loaded weight is held as
+#   qweight int32 [K / 8, N]  (nibble i of row r: input feature 8 r + i, as GPTQ packs rows),
+#   scales [K / G, N] and zeros [K / G, N] in the activations' dtype (zeros: integers 0..15),
+# and means w[k, n] = (q[k, n] - zeros[k // G, n]) * scales[k // G, n] ([in, out], transposed from HF's
+# [out, in] linear weight). Symmetric formats have zeros 8.
+_AWQ_SHIFTS = (0, 16, 4, 20, 8, 24, 12, 28)  # AWQ's nibble of each of 8 consecutive columns
+_SEQ_SHIFTS = (0, 4, 8, 12, 16, 20, 24, 28)
+
+
+def unpack_int4_cols(packed: torch.Tensor, awq_order: bool = False) -> torch.Tensor:
+    """int32 [R, C / 8] packed along columns -> uint8 [R, C] (AWQ's interleaved nibble order, or
+    sequential: GPTQ's qzeros)."""
+    shifts = torch.tensor(_AWQ_SHIFTS if awq_order else _SEQ_SHIFTS, dtype=torch.int32, device=packed.device)
+    values = (packed.to(torch.int32)[:, :, None] >> shifts) & 0xF
+    return values.reshape(packed.shape[0], -1).to(torch.uint8)
+
+
+def unpack_int4_rows(packed: torch.Tensor) -> torch.Tensor:
+    """int32 [R / 8, C] packed along rows (GPTQ's qweight, ours) -> uint8 [R, C]."""
+    shifts = torch.tensor(_SEQ_SHIFTS, dtype=torch.int32, device=packed.device)
+    values = (packed.to(torch.int32)[:, None, :] >> shifts[None, :, None]) & 0xF
+    return values.reshape(-1, packed.shape[1]).to(torch.uint8)
+
+
+def pack_int4_rows(q: torch.Tensor) -> torch.Tensor:
+    """uint8 [R, C] of 0..15 (R a multiple of 8) -> int32 [R / 8, C], nibble i of row r = row 8 r + i."""
+    values = q.to(torch.int32).reshape(-1, 8, q.shape[1])
+    packed = torch.zeros(values.shape[0], q.shape[1], dtype=torch.int32, device=q.device)
+    for i in range(8):
+        packed |= values[:, i] << (4 * i)
+    return packed
+
+
+def pack_int4_cols(q: torch.Tensor, awq_order: bool = False) -> torch.Tensor:
+    """uint8 [R, C] of 0..15 (C a multiple of 8) -> int32 [R, C / 8]: unpack_int4_cols' inverse."""
+    shifts = _AWQ_SHIFTS if awq_order else _SEQ_SHIFTS
+    values = q.to(torch.int32).reshape(q.shape[0], -1, 8)
+    packed = torch.zeros(values.shape[0], values.shape[1], dtype=torch.int32, device=q.device)
+    for j, shift in enumerate(shifts):
+        packed |= values[:, :, j] << shift
+    return packed
+
+
+def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
+    """Our layout (above) -> float32 [K, N]."""
+    q = unpack_int4_rows(qweight).float()
+    s = scales.float().repeat_interleave(group, 0)[: q.shape[0]]
+    z = zeros.float().repeat_interleave(group, 0)[: q.shape[0]]
+    return (q - z) * s
+
+
+def quantize_int4(weight_t: torch.Tensor, group: int,
+                  symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A real weight [K, N] -> (q uint8 [K, N] of 0..15, scales float32 [K / G, N], zeros uint8
+    [K / G, N]): per group of G input features and output column, min-max (asymmetric) or
+    absmax with zero 8 (symmetric), as AWQ and GPTQ quantize."""
+    k, n = weight_t.shape
+    w = weight_t.float().reshape(k // group, group, n)
+    if symmetric:
+        scale = (w.abs().amax(dim=1) / 7.5).clamp_min(1e-8)
+        zero = torch.full_like(scale, 8.0)
+    else:
+        lo, hi = w.amin(dim=1).clamp(max=0), w.amax(dim=1).clamp(min=0)
+        scale = ((hi - lo) / 15).clamp_min(1e-8)
+        zero = (-lo / scale).round().clamp(0, 15)
+    q = (w / scale[:, None] + zero[:, None]).round().clamp(0, 15)
+    return q.reshape(k, n).to(torch.uint8), scale, zero.to(torch.uint8)

@@ -21,6 +21,14 @@ class Linear(HFWeightLoadable):
     weight: nn.Parameter
     weight_scale: nn.Parameter
     input_scale: nn.Parameter
+    # (layers/int4_linear.py): packed int4 [in / 8, out], per-group scales and zeros, and their
+    # unpacked staging while loading
+    qweight: nn.Parameter
+    scales: nn.Parameter
+    zeros: nn.Parameter
+    weight_q: nn.Parameter
+    weight_zeros: nn.Parameter
+    weight_scales: nn.Parameter
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
                  *, gated: bool = False, prefix: str = "") -> None:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 QUANTIZATION_CONFIGS: LazyRegistry[type[QuantizationConfig]] = LazyRegistry("quantization format", {
     "fp8": "pagedllm.quantization.fp8:Fp8Config",
+    "awq": "pagedllm.quantization.int4:AwqConfig",
+    "gptq": "pagedllm.quantization.int4:GptqConfig",
 })
 
 

@@ -181,8 +181,8 @@ class SpeculativeConfig:
         if "num_speculative_tokens" not in given or given["num_speculative_tokens"] is None:
             given["num_speculative_tokens"] = (given.get("suffix_decoding_max_tree_depth", 24)
                                                if method == "suffix" else 3)
-        if "quantization" in given and given["quantization"] not in (None, "fp8", "gguf", "none"):
-            raise ValueError(f"speculative_config: quantization must be \"fp8\", \"gguf\" or \"none\", got "
+        if "quantization" in given and given["quantization"] not in (None, "awq", "fp8", "gguf", "gptq", "none"):
+            raise ValueError(f"speculative_config: quantization must be one of awq, fp8, gguf, gptq, none; got "
                              f"{given['quantization']!r}.")
         return cls(method=method, **given)
 

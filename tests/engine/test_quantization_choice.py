@@ -40,8 +40,9 @@ def test_cuda_dequantizes_a_gguf_by_default_with_a_warning(caplog):
 
 
 def test_unknown_values_list_the_supported_ones():
-    with pytest.raises(ValueError, match=r"quantization='awq' is not supported yet \(supported: fp8, gguf, none"):
-        EngineArgs(quantization="awq")
+    with pytest.raises(ValueError, match=r"quantization='bitsandbytes' is not supported yet \(supported: awq, fp8, "
+                                         r"gguf, gptq, none"):
+        EngineArgs(quantization="bitsandbytes")
 
 
 def _quantization(folder: str, requested: str | None = None) -> str | None:
@@ -52,6 +53,8 @@ def test_detection_and_online_fp8(tiny_hf_model, tmp_path):
     plain = tiny_hf_model("llama").folder
     assert _quantization(plain) is None and _quantization(plain, "none") is None
     assert _quantization(plain, "fp8") == "fp8"  # quantized at load
+    with pytest.raises(ValueError, match="quantization='awq' needs a checkpoint quantized in that format"):
+        _quantization(plain, "awq")
     folder = str(tmp_path / "fp8")
     write_fp8_checkpoint(tiny_hf_model("llama"), folder, "block")
     assert _quantization(folder) == "fp8" and _quantization(folder, "fp8") == "fp8"
@@ -69,7 +72,7 @@ def test_unsupported_checkpoint_formats_name_the_supported(tiny_hf_model, tmp_pa
     config = json.loads((folder / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="quantization 'bitsandbytes' is not supported.*formats: fp8"):
+    with pytest.raises(ValueError, match="quantization 'bitsandbytes' is not supported.*formats: awq, fp8, gptq"):
         _quantization(str(folder))
     config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e5m2"}
     (folder / "config.json").write_text(json.dumps(config))

@@ -17,7 +17,7 @@ def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
 @pytest.mark.parametrize("name, value, message", [
     ("tensor_parallel_size", 2, "tensor_parallel_size=2 is not supported yet"),
     ("pipeline_parallel_size", 4, "pipeline_parallel_size=4 is not supported yet"),
-    ("quantization", "awq", "quantization='awq' is not supported yet"),
+    ("quantization", "bitsandbytes", "quantization='bitsandbytes' is not supported yet"),
     ("tokenizer_mode", "mistral", "tokenizer_mode='mistral' is not supported yet"),
     ("kv_cache_dtype", "fp8", "kv_cache_dtype='fp8' is not supported yet"),
     ("enable_lora", True, "enable_lora=True is not supported yet"),

@@ -21,6 +21,8 @@ from tests.helpers.tiny_models import TinyModel
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FP8_SCHEMES = ("tensor", "channel", "block", "static")
 FP8_BLOCK = (32, 32)  # the tiny models' dimensions are multiples of 32
+INT4_FORMATS = ("awq", "gptq")
+INT4_GROUP = 32
 
 
 def _is_projection(name: str) -> bool:
@@ -44,11 +46,26 @@ def _fp8_tensors(name: str, w: torch.Tensor, scheme: str) -> tuple[dict[str, tor
     return out, q.float() * scale
 
 
-def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
-    """tiny's weights as an FP8 checkpoint in `folder` (quant_method "fp8": per-tensor, per-channel,
-    128-style block scales, or per-tensor with static input scales); returns the HF model with
-    the dequantized weights."""
-    assert scheme in FP8_SCHEMES
+def _int4_tensors(name: str, w: torch.Tensor, fmt: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """AWQ's or GPTQ's tensors of a weight [out, in], and the real weight they stand for."""
+    layer = name[: -len(".weight")]
+    q, scale, zero = ref.quantize_int4(w.t(), INT4_GROUP)
+    scales = scale.to(torch.float16)
+    real = (q.float() - zero.float().repeat_interleave(INT4_GROUP, 0)) * scales.float().repeat_interleave(INT4_GROUP, 0)
+    if fmt == "awq":
+        out = {"qweight": ref.pack_int4_cols(q, awq_order=True), "qzeros": ref.pack_int4_cols(zero, awq_order=True)}
+    else:  # GPTQ v1: rows packed, zeros stored minus one, each input feature's group in g_idx
+        out = {"qweight": ref.pack_int4_rows(q), "qzeros": ref.pack_int4_cols((zero.to(torch.int16) - 1).clamp(0, 15)),
+               "g_idx": torch.arange(q.shape[0], dtype=torch.int32) // INT4_GROUP}
+        real = (q.float() - (zero.float() - 1).clamp(0, 15).add(1).repeat_interleave(INT4_GROUP, 0)) * \
+            scales.float().repeat_interleave(INT4_GROUP, 0)
+    out["scales"] = scales
+    return {f"{layer}.{k}": v for k, v in out.items()}, real.t()
+
+
+def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict[str, Any]) -> Any:
+    """tiny's checkpoint with its projections converted by convert(name, weight) -> (tensors,
+    real weight) and quantization_config in its config; returns HF's model of the real weights."""
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(tiny.folder):
         if not name.endswith(".safetensors") and name != "model.safetensors.index.json":
@@ -62,17 +79,14 @@ def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
         if not _is_projection(name):
             saved[name] = w
             continue
-        tensors, real = _fp8_tensors(name, w, scheme)
+        tensors, real = convert(name, w)
         saved.update(tensors)
         dequantized[name] = real.to(w.dtype)
     save_file(saved, os.path.join(folder, "model.safetensors"))
     config_path = os.path.join(folder, "config.json")
     with open(config_path) as f:
         config = json.load(f)
-    config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "static" if scheme == "static"
-                                     else "dynamic", "ignored_layers": ["lm_head"]}
-    if scheme == "block":
-        config["quantization_config"]["weight_block_size"] = list(FP8_BLOCK)
+    config["quantization_config"] = quantization_config
     with open(config_path, "w") as f:
         json.dump(config, f)
     hf = copy.deepcopy(tiny.hf_model)
@@ -80,3 +94,26 @@ def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
     if hf.config.tie_word_embeddings:
         hf.tie_weights()
     return hf.eval()
+
+
+def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str) -> Any:
+    """tiny's weights as an AWQ (GEMM) or GPTQ (desc_act false, asymmetric) checkpoint of 4-bit
+    groups of INT4_GROUP; returns the HF model with the dequantized weights."""
+    assert fmt in INT4_FORMATS
+    if fmt == "awq":
+        qc = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": INT4_GROUP, "zero_point": True}
+    else:
+        qc = {"quant_method": "gptq", "bits": 4, "group_size": INT4_GROUP, "desc_act": False, "sym": False}
+    return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt), qc)
+
+
+def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
+    """tiny's weights as an FP8 checkpoint in `folder` (quant_method "fp8": per-tensor, per-channel,
+    128-style block scales, or per-tensor with static input scales); returns the HF model with
+    the dequantized weights."""
+    assert scheme in FP8_SCHEMES
+    qc: dict[str, Any] = {"quant_method": "fp8", "activation_scheme": "static" if scheme == "static" else "dynamic",
+                          "ignored_layers": ["lm_head"]}
+    if scheme == "block":
+        qc["weight_block_size"] = list(FP8_BLOCK)
+    return _write(tiny, folder, lambda name, w: _fp8_tensors(name, w, scheme), qc)

@@ -44,6 +44,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedllm.kernels.triton.int4_gemm import dequant_int4_tile, load_int4_tile
+
 MAX_ROWS = 16  # BLOCK_M: the rows one program's tile holds
 
 
@@ -57,20 +59,29 @@ class GemvConfig:
 
 
 @triton.jit
-def _load_w(w_ptr, k0, col0, stride_w, stride_wn, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _load_w(w_ptr, k0, col0, stride_w, stride_wn, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+            W_SCALE: tl.constexpr):
     """The [BLOCK_K, BLOCK_N] weight tile at rows k0.., columns col0.. (stride_wn 1: a [K, N]
-    weight; an fp8 weight comes as its checkpoint's [N, K], stride_w 1)."""
+    weight; an fp8 weight comes as its checkpoint's [N, K], stride_w 1); an int4 weight's
+    (W_SCALE 3) packed words of those rows, [BLOCK_K / 8, BLOCK_N]."""
+    if W_SCALE == 3:
+        return load_int4_tile(w_ptr, k0, col0, stride_w, BLOCK_K, BLOCK_N)
     ks = k0 + tl.arange(0, BLOCK_K)
     cols = col0 + tl.arange(0, BLOCK_N)
     return tl.load(w_ptr + ks.to(tl.int64)[:, None] * stride_w + cols.to(tl.int64)[None, :] * stride_wn)
 
 
 @triton.jit
-def _tile_dot(x, w, acc, s_ptr, k0, col0, stride_s, BLOCK_N: tl.constexpr, W_SCALE: tl.constexpr,
+def _tile_dot(x, w, acc, s_ptr, z_ptr, k0, col0, stride_s, BLOCK_N: tl.constexpr, W_SCALE: tl.constexpr,
               SCALE_B: tl.constexpr):
     """acc + x @ w for one K tile. An fp8 weight is widened to x's dtype (exact) for the tensor
     cores; with block scales (W_SCALE 2) the tile's product is scaled by its columns' scales of
-    this K block before it is added (BLOCK_K divides SCALE_B, so one K block per tile)."""
+    this K block before it is added (BLOCK_K divides SCALE_B, so one K block per tile). An int4
+    weight (W_SCALE 3) is unpacked and dequantized with its group's scales and zeros (groups of
+    SCALE_B input features)."""
+    if W_SCALE == 3:
+        wq = dequant_int4_tile(w, s_ptr, z_ptr, k0, col0, stride_s, SCALE_B, x.shape[1], BLOCK_N, x.dtype)
+        return tl.dot(x, wq, acc)
     if W_SCALE == 2:
         cols = col0 + tl.arange(0, BLOCK_N)
         s = tl.load(s_ptr + (cols // SCALE_B) * stride_s + k0 // SCALE_B)
@@ -130,7 +141,9 @@ def _skinny_gemm_kernel(
     part_ptr,  # [SPLIT_K, 1 + GATED, BLOCK_M, N_OUT] float32 partials (SPLIT_K > 1)
     counter_ptr,  # [N_OUT / BLOCK_N] int32, zero between launches (SPLIT_K > 1)
     norm_ptr,  # [M, NORM_H] (row stride stride_norm): the un-normalised hidden state (NORM)
-    s_ptr,  # fp8 weights' scales: [N_W] (W_SCALE 1) or [N_W / SCALE_B, K / SCALE_B] (2, row stride stride_s)
+    s_ptr,  # fp8 weights' scales: [N_W] (W_SCALE 1) or [N_W / SCALE_B, K / SCALE_B] (2, row stride stride_s);
+    # int4 weights' (3): [K / SCALE_B, N_W] (row stride stride_s)
+    z_ptr,  # int4 weights' zeros, as their scales
     M, stride_x, stride_w, stride_wn, stride_out, stride_norm, stride_s, eps,
     N_OUT: tl.constexpr, K_PER_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ACCUMULATE: tl.constexpr, GATED: tl.constexpr,
@@ -145,28 +158,28 @@ def _skinny_gemm_kernel(
     row_ok = rows < M
     k_lo = pid_k * K_PER_SPLIT
     # The first weight tiles do not depend on the kernel before: ask for them before waiting.
-    w = _load_w(w_ptr, k_lo, col0, stride_w, stride_wn, BLOCK_K, BLOCK_N)
+    w = _load_w(w_ptr, k_lo, col0, stride_w, stride_wn, BLOCK_K, BLOCK_N, W_SCALE)
     if GATED:
-        w_up = _load_w(w_ptr, k_lo, col0 + N_OUT, stride_w, stride_wn, BLOCK_K, BLOCK_N)
+        w_up = _load_w(w_ptr, k_lo, col0 + N_OUT, stride_w, stride_wn, BLOCK_K, BLOCK_N, W_SCALE)
     if PDL:
         tl.extra.cuda.gdc_wait()
     ks = k_lo + tl.arange(0, BLOCK_K)
     x = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None], other=0.0)
-    acc = _tile_dot(x, w, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), s_ptr, k_lo, col0, stride_s,
+    acc = _tile_dot(x, w, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), s_ptr, z_ptr, k_lo, col0, stride_s,
                     BLOCK_N, W_SCALE, SCALE_B)
     acc_up = acc
     if GATED:
-        acc_up = _tile_dot(x, w_up, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), s_ptr, k_lo, col0 + N_OUT,
+        acc_up = _tile_dot(x, w_up, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), s_ptr, z_ptr, k_lo, col0 + N_OUT,
                            stride_s, BLOCK_N, W_SCALE, SCALE_B)
     for i in tl.range(1, K_PER_SPLIT // BLOCK_K, num_stages=NUM_STAGES):
         k0 = k_lo + i * BLOCK_K
         ks = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None], other=0.0)
-        acc = _tile_dot(x, _load_w(w_ptr, k0, col0, stride_w, stride_wn, BLOCK_K, BLOCK_N), acc, s_ptr, k0,
-                        col0, stride_s, BLOCK_N, W_SCALE, SCALE_B)
+        acc = _tile_dot(x, _load_w(w_ptr, k0, col0, stride_w, stride_wn, BLOCK_K, BLOCK_N, W_SCALE), acc, s_ptr,
+                        z_ptr, k0, col0, stride_s, BLOCK_N, W_SCALE, SCALE_B)
         if GATED:
-            acc_up = _tile_dot(x, _load_w(w_ptr, k0, col0 + N_OUT, stride_w, stride_wn, BLOCK_K, BLOCK_N),
-                               acc_up, s_ptr, k0, col0 + N_OUT, stride_s, BLOCK_N, W_SCALE, SCALE_B)
+            acc_up = _tile_dot(x, _load_w(w_ptr, k0, col0 + N_OUT, stride_w, stride_wn, BLOCK_K, BLOCK_N, W_SCALE),
+                               acc_up, s_ptr, z_ptr, k0, col0 + N_OUT, stride_s, BLOCK_N, W_SCALE, SCALE_B)
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
     acc = _column_scale(acc, s_ptr, col0, BLOCK_N, W_SCALE)
@@ -252,19 +265,23 @@ class _Workspaces:
 _WORKSPACES = _Workspaces()
 
 
+# bf16/fp16 weights; fp8 e4m3 (weight-only); int32: int4 packed 8 to a word along K
+_SKINNY_DTYPES = (torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.int32)
+
+
 def skinny_config(k: int, n_w: int, dtype: torch.dtype, policy: str, sms: int,
                   gated: bool = False) -> GemvConfig | None:
     """The launch shape for steps of at most 16 rows against a [K, N_W] weight of `dtype` (gated:
     | gate | up |, so N_W = 2 I), or None where this path does not take it: the policy is "off",
     or "auto" and a bf16/fp16 weight is under 16M elements, or the dtype is not bf16/fp16/fp8
     (float32 stays on cuBLAS: tl.dot would round it to tf32), or no launch shape divides the
-    weight. An fp8 weight of any size takes it under "auto": cuBLAS has no weight-only fp8 GEMM,
-    and the W8A8 one pads a few rows to a 64-row tile and quantizes them first."""
+    weight. An fp8 or int4 (int32: packed) weight of any size takes it under "auto": cuBLAS has no
+    weight-only fp8 or int4 GEMM, and the others pad a few rows to a 64-row tile."""
     if policy not in SKINNY_POLICIES:
         raise ValueError(f"skinny GEMM policy must be one of {SKINNY_POLICIES}, got {policy!r}")
-    if policy == "off" or dtype not in (torch.bfloat16, torch.float16, torch.float8_e4m3fn) or (gated and n_w % 2):
+    if policy == "off" or dtype not in _SKINNY_DTYPES or (gated and n_w % 2):
         return None
-    if policy == "auto" and dtype != torch.float8_e4m3fn and k * n_w < _AUTO_MIN_WEIGHT:
+    if policy == "auto" and dtype in (torch.bfloat16, torch.float16) and k * n_w < _AUTO_MIN_WEIGHT:
         return None
     return pick_config(k, n_w // 2 if gated else n_w, gated, sms)
 
@@ -289,12 +306,14 @@ def skinny_gemm(
     pdl: bool = False,
     weight_scale: torch.Tensor | None = None,  # fp8 weight_t: float32 [N] or [N / B, K / B] (scale_block B)
     scale_block: int = 0,
+    weight_zeros: torch.Tensor | None = None,  # int4 weight_t (int32 [K / 8, N]): [K / B, N], as weight_scale
 ) -> torch.Tensor:
     """x @ weight_t into `out` (a new tensor when None), added into it with `accumulate`; gated:
     silu(gate) * up of the product (after the norm scale with `norm_input`). pdl (CUDA): launched
     as a programmatic dependent of the kernel before it. An fp8 weight_t (any strides, e.g. the
     transpose of a checkpoint's [N, K]) comes with its weight_scale: per column, or per B x B block
-    with scale_block B (the launch shape's BLOCK_K must divide B)."""
+    with scale_block B (the launch shape's BLOCK_K must divide B). A packed int4 weight_t (int32
+    [K / 8, N]) comes with its scales and zeros per group of scale_block input features."""
     m, k = x.shape
     n_out = weight_t.shape[1] // 2 if gated else weight_t.shape[1]
     # With split-K the last program of a column tile writes `out` while others still read x.
@@ -308,13 +327,14 @@ def skinny_gemm(
     parts = (2 if gated else 1) * MAX_ROWS * n_out * cfg.split_k if cfg.split_k > 1 else 1
     part, counters = _WORKSPACES.get(x.device, parts, n_out // cfg.block_n)
     pdl = pdl and x.is_cuda
-    w_scale = 0 if weight_scale is None else 2 if scale_block else 1
-    assert w_scale != 2 or scale_block % cfg.block_k == 0
+    w_scale = 0 if weight_scale is None else 3 if weight_zeros is not None else 2 if scale_block else 1
+    assert w_scale < 2 or scale_block % cfg.block_k == 0
     scales = weight_scale if weight_scale is not None else part
+    zeros = weight_zeros if weight_zeros is not None else scales
     _skinny_gemm_kernel[(n_out // cfg.block_n, cfg.split_k)](
-        out, x, weight_t, part, counters, norm, scales,
+        out, x, weight_t, part, counters, norm, scales, zeros,
         m, x.stride(0), weight_t.stride(0), weight_t.stride(1), out.stride(0), norm.stride(0),
-        scales.stride(0) if w_scale == 2 else 0, eps,
+        scales.stride(0) if w_scale >= 2 else 0, eps,
         N_OUT=n_out, K_PER_SPLIT=k // cfg.split_k, BLOCK_M=MAX_ROWS, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         SPLIT_K=cfg.split_k, ACCUMULATE=accumulate, GATED=gated, NORM=norm_input is not None,
         NORM_H=norm.shape[1], PDL=pdl, NUM_STAGES=cfg.num_stages, W_SCALE=w_scale, SCALE_B=max(scale_block, 1),

@@ -1,6 +1,6 @@
-"""FP8 checkpoints (quant_method "fp8": per-tensor, per-channel, block scales, static input
-scales) load and compute what their numbers mean: against HF transformers on the same weights
-dequantized, through the paged cache (prefill and decode). On the CPU the FP8 method dequantizes
+"""Quantized checkpoints: FP8 (quant_method "fp8": per-tensor, per-channel, block scales, static
+input scales) and INT4 (AWQ, GPTQ) load and compute what their numbers mean: against HF transformers on the same weights
+dequantized, through the paged cache (prefill and decode). On the CPU the methods dequantize
 per call, so the logits match HF's as closely as an unquantized model's do. Online quantization
 (quantization="fp8" of an unquantized checkpoint) computes what a per-channel checkpoint of the
 same weights does."""
@@ -16,7 +16,7 @@ from pagedllm.layers.fp8_linear import Fp8LinearMethod
 from pagedllm.models.loader import load_hf_config, load_model
 from pagedllm.models.source import ModelSource
 from tests.helpers.paged_runner import PagedRunner
-from tests.helpers.quantized_checkpoints import FP8_SCHEMES, write_fp8_checkpoint
+from tests.helpers.quantized_checkpoints import FP8_SCHEMES, INT4_FORMATS, write_fp8_checkpoint, write_int4_checkpoint
 
 ATOL = 1e-4
 
@@ -73,3 +73,32 @@ def test_block_scales_a_shard_straddles_are_a_clear_error(tiny_hf_model, tmp_pat
     write_fp8_checkpoint(tiny_hf_model("qwen3"), folder, "block")
     with pytest.raises(ValueError, match="starts at row 144, inside a 32-row block"):
         _load(folder, "fp8")
+
+
+@pytest.mark.parametrize("fmt", INT4_FORMATS)
+def test_int4_checkpoint_matches_hf_on_dequantized_weights(fmt, tiny_hf_model, tmp_path):
+    tiny = tiny_hf_model("qwen2" if fmt == "gptq" else "llama")  # qwen2: q/k/v biases beside int4 weights
+    folder = str(tmp_path / fmt)
+    hf = write_int4_checkpoint(tiny, folder, fmt)
+    model = _load(folder, fmt)
+    assert model.model.layers[0].mlp.down_proj.qweight.dtype == torch.int32
+    prompt, more = [5, 17, 99, 3, 250, 41, 8], [77, 12]
+    runner = PagedRunner(model)
+    out = runner.step({0: prompt}, all_logits=True)
+    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
+    for i, token in enumerate(more):
+        out = runner.step({0: [token]})
+        torch.testing.assert_close(out[0], _logits(hf, prompt + more[:i + 1])[-1], atol=ATOL, rtol=0)
+
+
+def test_act_order_gptq_is_a_clear_error(tiny_hf_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "gptq"
+    write_int4_checkpoint(tiny_hf_model("llama"), str(folder), "gptq")
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = "model.layers.0.mlp.down_proj.g_idx"
+    tensors[name] = tensors[name].flip(0).contiguous()  # act-order: groups follow a permutation
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match="desc_act=true, act-order"):
+        _load(str(folder), "gptq")

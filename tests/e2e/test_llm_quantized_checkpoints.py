@@ -2,17 +2,22 @@
 config, its greedy tokens those of HF transformers on the same weights dequantized."""
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers.hf_oracle import hf_greedy
-from tests.helpers.quantized_checkpoints import write_fp8_checkpoint
+from tests.helpers.quantized_checkpoints import write_fp8_checkpoint, write_int4_checkpoint
 
 
-def test_llm_runs_an_fp8_checkpoint_as_hf_runs_its_dequantized_weights(tiny_hf_model, smollm2_tokenizer_dir,
-                                                                       tmp_path):
+@pytest.mark.parametrize("fmt", ["fp8", "awq"])
+def test_llm_runs_a_quantized_checkpoint_as_hf_runs_its_dequantized_weights(fmt, tiny_hf_model, smollm2_tokenizer_dir,
+                                                                            tmp_path):
     from pagedllm import LLM, SamplingParams
 
-    folder = str(tmp_path / "fp8")
-    hf = write_fp8_checkpoint(tiny_hf_model("llama"), folder, "channel")
+    folder = str(tmp_path / fmt)
+    write = write_int4_checkpoint if fmt == "awq" else lambda t, f, _: write_fp8_checkpoint(t, f, "channel")
+    hf = write(tiny_hf_model("llama"), folder, fmt)
     llm = LLM(folder, tokenizer=smollm2_tokenizer_dir, max_model_len=128, num_gpu_blocks_override=32)
+    assert llm.llm_engine.config.model_config.quantization == fmt
     prompt = [1, 44, 99, 7, 250, 13]
     out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True),
                        use_tqdm=False)

@@ -1,0 +1,148 @@
+"""INT4 weight-only linear methods (AWQ, GPTQ; quantization/int4.py).
+
+Loading unpacks each shard's checkpoint tensors into staging parameters of the layer, one value a
+byte ([in, out] like the unquantized weight_t): `weight_q` uint8 4-bit values, `weight_zeros`
+uint8 [in / G, out], `weight_scales` [in / G, out]. After loading they are repacked once into
+the kernels' layout (kernels/quant_reference.py): `qweight` int32 [in / 8, out], `scales` and
+`zeros` [in / G, out] in the activations' dtype, and the staging freed.
+
+Int4LinearMethod dequantizes in torch per call (the CPU's fallback and the reference). On CUDA,
+Int4TritonLinearMethod streams the packed weight through the skinny GEMM for steps of at most 16
+rows (with its epilogues) and through a dequantizing Triton GEMM for larger ones.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from pagedllm.kernels.quant_reference import dequantize_int4, pack_int4_rows, unpack_int4_cols, unpack_int4_rows
+from pagedllm.layers.linear_method import GatedAct, LinearMethod, LinearSpec, NormScale
+from pagedllm.layers.loadable import copy_checked, new_param
+
+if TYPE_CHECKING:
+    from pagedllm.kernels.triton.skinny_gemm import GemvConfig
+    from pagedllm.layers.linear import Linear
+    from pagedllm.quantization.int4 import Int4Scheme
+
+_ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
+
+
+class Int4LinearMethod(LinearMethod):
+    def __init__(self, spec: LinearSpec, scheme: Int4Scheme) -> None:
+        super().__init__(spec)
+        self.scheme = scheme
+        g = scheme.group_size
+        if spec.in_features % g or spec.in_features % 8 or spec.out_features % 8:
+            raise ValueError(f"An INT4 layer of {spec.in_features} inputs and {spec.out_features} outputs does not "
+                             f"split into groups of {g} inputs and words of 8 (group_size {g}).")
+        self.group = g
+
+    def weight_attrs(self) -> tuple[str, ...]:
+        return _ATTRS[self.scheme.format]
+
+    def create_weights(self, layer: Linear) -> None:
+        k, n, groups = self.spec.in_features, self.spec.out_features, self.spec.in_features // self.group
+        layer.weight_q = new_param(k, n, dtype=torch.uint8)
+        layer.weight_zeros = new_param(groups, n, dtype=torch.uint8)
+        layer.weight_scales = new_param(groups, n, dtype=self.spec.dtype)
+
+    def load_weight(self, layer: Linear, tensor: torch.Tensor, start: int, size: int) -> None:
+        raise ValueError("An INT4 layer loads qweight, qzeros and scales, not a plain weight.")
+
+    def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
+        fmt = self.scheme.format
+        cols = slice(start, start + size)
+        if attr == "qweight":
+            q = unpack_int4_cols(tensor, awq_order=True) if fmt == "awq" else unpack_int4_rows(tensor)
+            copy_checked(layer.weight_q[:, cols], q, f"{fmt} qweight (unpacked)")
+        elif attr == "qzeros":
+            z = unpack_int4_cols(tensor, awq_order=fmt == "awq")
+            if fmt == "gptq":  # stored minus one
+                z = (z.to(torch.int16) + 1).clamp(0, 15).to(torch.uint8)
+            copy_checked(layer.weight_zeros[:, cols], z, f"{fmt} qzeros (unpacked)")
+        elif attr == "scales":
+            copy_checked(layer.weight_scales[:, cols], tensor, f"{fmt} scales")
+        elif attr == "g_idx":
+            trivial = torch.arange(self.spec.in_features, device=tensor.device) // self.group
+            if not torch.equal(tensor.to(trivial.dtype), trivial):
+                raise ValueError("This GPTQ checkpoint reorders its input features (desc_act=true, act-order), which "
+                                 "is not supported; use one quantized with desc_act=false.")
+        else:
+            raise ValueError(f"Unexpected {fmt} linear parameter {attr!r}.")
+
+    @torch.no_grad()
+    def process_weights_after_loading(self, layer: Linear) -> None:
+        layer.qweight = torch.nn.Parameter(pack_int4_rows(layer.weight_q), requires_grad=False)
+        layer.zeros = torch.nn.Parameter(layer.weight_zeros.to(self.spec.dtype), requires_grad=False)
+        layer.scales = torch.nn.Parameter(layer.weight_scales.detach().clone(), requires_grad=False)
+        for staging in ("weight_q", "weight_zeros", "weight_scales"):
+            delattr(layer, staging)
+
+    def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        w = dequantize_int4(layer.qweight, layer.scales, layer.zeros, self.group).to(x.dtype)
+        out = torch.matmul(x, w)
+        return out if layer.bias is None else out + layer.bias
+
+
+class Int4TritonLinearMethod(Int4LinearMethod):
+    def __init__(self, spec: LinearSpec, scheme: Int4Scheme, skinny: GemvConfig | None, pdl: bool) -> None:
+        """skinny: the launch shape of steps of at most 16 rows (None: the dequantizing GEMM)."""
+        super().__init__(spec, scheme)
+        self.skinny, self.pdl = skinny, pdl
+
+    def _skinny_rows(self, x: torch.Tensor) -> bool:
+        from pagedllm.kernels.triton.skinny_gemm import MAX_ROWS
+
+        return (self.skinny is not None and x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1
+                and x.dtype in (torch.bfloat16, torch.float16))
+
+    def _skinny(self, layer: Linear, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
+
+        assert self.skinny is not None
+        return skinny_gemm(x, layer.qweight, self.skinny, pdl=self.pdl, weight_scale=layer.scales,
+                           weight_zeros=layer.zeros, scale_block=self.group, **kwargs)  # type: ignore[arg-type]
+
+    def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            return self.apply(layer, x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+        if not self.spec.gated and self._skinny_rows(x):
+            return self._skinny(layer, x)
+        return self._gemm(layer, x)
+
+    def _gemm(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        from pagedllm.kernels.triton.int4_gemm import int4_gemm
+
+        if self.spec.out_features % 16:  # no tensor-core tile divides it
+            return super().apply(layer, x)
+        out = int4_gemm(x.contiguous(), layer.qweight, layer.scales, layer.zeros, self.group)
+        return out if layer.bias is None else out.add_(layer.bias)
+
+    def apply_add(self, layer: Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        if self.spec.gated or not self._skinny_rows(x) or residual.stride(-1) != 1:
+            return super().apply_add(layer, x, residual)
+        return self._skinny(layer, x, out=residual, accumulate=True)
+
+    def apply_gated(self, layer: Linear, x: torch.Tensor, act: GatedAct,
+                    norm_scale: NormScale | None) -> torch.Tensor:
+        if not self.spec.gated or not self._skinny_rows(x):
+            return act(self._gemm(layer, x), norm_scale)
+        norm_input, eps = norm_scale if norm_scale is not None else (None, 0.0)
+        return self._skinny(layer, x, gated=True, norm_input=norm_input, eps=eps)
+
+
+def cuda_int4_method(spec: LinearSpec, scheme: Int4Scheme, skinny_policy: str, pdl: bool) -> Int4LinearMethod:
+    """CUDA's INT4 method: the skinny GEMM's launch shape for small steps where its policy takes
+    the weight (none with a bias), its K tile no larger than a group (one scale row a tile)."""
+    import dataclasses
+
+    from pagedllm.kernels.triton.skinny_gemm import num_sms, skinny_config
+
+    skinny = None
+    if not spec.bias:
+        skinny = skinny_config(spec.in_features, spec.out_features, torch.int32, skinny_policy,
+                               num_sms(torch.get_default_device()), spec.gated)
+    if skinny is not None and skinny.block_k > scheme.group_size:
+        skinny = dataclasses.replace(skinny, block_k=scheme.group_size)
+    return Int4TritonLinearMethod(spec, scheme, skinny, pdl)

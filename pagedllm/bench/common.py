@@ -51,8 +51,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantization", default=None, choices=["awq", "fp8", "gguf", "gptq", "none"],
                         help="default: the checkpoint's own format (its quantization_config; a GGUF file's "
                              "types run as stored by the CPU kernels). fp8: an FP8 checkpoint, or a bf16 one "
-                             "quantized at load; awq, gptq: 4-bit checkpoints; gguf: a GGUF file's types, explicitly; none: a GGUF file "
-                             "dequantized at load to --dtype")
+                             "quantized at load; awq, gptq: 4-bit checkpoints; gguf: a GGUF file's types, "
+                             "explicitly; none: a GGUF file dequantized at load to --dtype")
     parser.add_argument("--speculative-config", default=None, metavar="JSON",
                         help='speculative decoding, vLLM\'s JSON, e.g. \'{"method": "ngram", '
                              '"num_speculative_tokens": 4}\'; methods: ngram, suffix, draft_model, eagle, eagle3')

@@ -174,8 +174,9 @@ def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str, 
     """The cache's element type. "auto": the model's, except bfloat16 for a GGUF file's quantized
     weights on the CPU (`quantized`: their float32 activations would otherwise double the bytes
     each decode step reads, for no measurable quality: RESULTS.md; llama.cpp keeps an f16 cache).
-    Safetensors checkpoints' formats (FP8, INT4) keep vLLM's rule: the model's dtype. A cache narrower than the model runs on the CPU only (its
-    kernels widen the rows); on CUDA the cache has the model's dtype."""
+    Safetensors checkpoints' formats (FP8, INT4) keep vLLM's rule: the model's dtype. A cache
+    narrower than the model runs on the CPU only (its kernels widen the rows); on CUDA the cache
+    has the model's dtype."""
     if kv_cache_dtype == "auto":
         return "bfloat16" if quantized and device == "cpu" and model_dtype == "float32" else model_dtype
     if device != "cpu" and model_dtype != kv_cache_dtype:

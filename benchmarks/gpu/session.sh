@@ -21,7 +21,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     timeout "${TESTS_TIMEOUT:-310}" python -m pytest -q --maxfail=5 -p no:cacheprovider tests/gpu tests/kernels/test_triton_attention.py tests/kernels/test_triton_sampling.py \
         tests/kernels/test_triton_layers.py tests/kernels/test_triton_skinny_gemm.py tests/kernels/test_triton_rejection.py \
         tests/kernels/test_triton_token_bitmask.py tests/kernels/test_triton_fused_moe.py \
-        tests/kernels/test_triton_mla.py tests/kernels/test_triton_moe_routing.py tests/kernels/test_triton_fp8.py 2>&1 | grep -v "^20..-..-.. " | tail -40 | tee "$out/tests.txt"
+        tests/kernels/test_triton_mla.py tests/kernels/test_triton_moe_routing.py tests/kernels/test_triton_fp8.py tests/kernels/test_triton_int4.py 2>&1 | grep -v "^20..-..-.. " | tail -40 | tee "$out/tests.txt"
 fi
 if [ "${BENCH:-1}" = 1 ]; then
     timeout 280 python benchmarks/gpu/bench_cuda.py --shapes $shapes --skip-hf --ab "${AB:-piecewise}" \

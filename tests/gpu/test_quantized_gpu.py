@@ -1,5 +1,5 @@
-"""FP8 checkpoints on the GPU (Triton: fp8 weights through the skinny GEMM for decode, the W8A8
-GEMM or torch._scaled_mm for prompts) against HF transformers on the same weights dequantized to
+"""FP8 and INT4 (AWQ, GPTQ) checkpoints on the GPU (Triton: fp8 weights through the skinny GEMM for decode, the W8A8
+GEMM or torch._scaled_mm for prompts; int4 tiles dequantized in the skinny GEMM and the int4 GEMM) against HF transformers on the same weights dequantized to
 bf16: vLLM's top-5 criterion per prompt, and the greedy agreement reported. Online fp8 of a bf16
 checkpoint runs too, inside CUDA graphs."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from pagedllm import LLM, SamplingParams
 from pagedllm.bench.model_folders import write_tokenizer
 from tests.helpers.hf_gpu import check_logprobs_close, hf_greedy_with_logprobs
-from tests.helpers.quantized_checkpoints import FP8_SCHEMES, write_fp8_checkpoint
+from tests.helpers.quantized_checkpoints import FP8_SCHEMES, INT4_FORMATS, write_fp8_checkpoint, write_int4_checkpoint
 
 EOS_IDS = {2, 5}
 
@@ -57,3 +57,17 @@ def test_online_fp8_runs_in_cuda_graphs(tiny_gpu_model, hf_on_gpu):
     agreed = _agreement(llm, hf_on_gpu(tiny, torch.bfloat16), prompts(4))
     print(f"online fp8 (qwen3): greedy tokens equal to HF's bf16 up to position {agreed} of 24")
     assert sum(agreed) >= 8 * 2, agreed  # quantized at load: held to less than the dequantized oracle
+
+
+@pytest.mark.parametrize("fmt", INT4_FORMATS)
+def test_int4_checkpoint_agrees_with_hf_on_dequantized_weights(fmt, tiny_gpu_model, tmp_path):
+    tiny = tiny_gpu_model("llama")
+    folder = str(tmp_path / fmt)
+    hf = write_int4_checkpoint(tiny, folder, fmt).to(torch.bfloat16).cuda()
+    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
+    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    assert llm.llm_engine.config.model_config.quantization == fmt
+    ids = prompts(5)
+    agreed = _agreement(llm, hf, ids)
+    print(f"{fmt}: greedy tokens equal to HF's (dequantized weights) up to position {agreed} of 24")
+    assert sum(agreed) >= len(ids) * 4, agreed

@@ -154,14 +154,21 @@ def _without(llm: Any, feature: str) -> Iterator[None]:
             runner.piecewise = piecewise
 
 
-# bytes per decoder weight by --quantizations entry (the floor's weight bytes; the LM head stays bf16)
-LAYER_WEIGHT_BYTES = {"none": None, "fp8": 1.0}
+# bytes per decoder weight by --quantizations entry (the floor's weight bytes; the LM head stays bf16):
+# int4 is half a byte plus a bf16 scale and zero per group of 128 inputs
+LAYER_WEIGHT_BYTES = {"none": None, "fp8": 1.0, "awq": 0.5 + 4 / 128}
+# entries that need the checkpoint's own quantization_config (random packed weights, load_format dummy);
+# fp8 of a bf16 checkpoint is quantized at load
+CHECKPOINT_CONFIGS = {"awq": {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": 128,
+                              "zero_point": True}}
 
 
 def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings, quantization: str = "none") -> dict[str, Any]:
     from pagedllm import LLM
 
     shape = SHAPES[name.partition("/")[0]]
+    if quantization in CHECKPOINT_CONFIGS:
+        shape = {**shape, "quantization_config": CHECKPOINT_CONFIGS[quantization]}
     folder = write_model_folder(tempfile.mkdtemp(prefix=name.replace("/", "-")), shape)
     start = time.perf_counter()
     llm = LLM(folder, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
@@ -253,7 +260,8 @@ def main() -> None:
     parser.add_argument("--hf-budget-s", type=float, default=60.0)
     parser.add_argument("--quantizations", nargs="+", default=["none"], choices=sorted(LAYER_WEIGHT_BYTES),
                         help="each shape once per entry, on its own engine: random bf16 weights as they are "
-                             "(none) or quantized at load (fp8); the first is the baseline of the others")
+                             "(none), quantized at load (fp8), or random 4-bit AWQ weights (awq); the first is "
+                             "the baseline of the others")
     parser.add_argument("--output-json", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

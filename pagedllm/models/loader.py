@@ -158,8 +158,12 @@ def init_dummy_weights(model: DecoderForCausalLM, seed: int = 0) -> None:
     for name, p in model.named_parameters():
         if p.numel() == 0:
             continue
-        if "_scale" in name:  # a quantized checkpoint's scales: its fp8 values ~ N(0, 1) then
-            p.fill_(0.02)  # stand for N(0, 0.02)
+        if "_scale" in name:  # a quantized checkpoint's scales, so its weights stand for about N(0, 0.02):
+            # fp8 values ~ N(0, 1); int4 (q - zero) uniform over -15..15, std about 6
+            p.fill_(0.003 if name.endswith("weight_scales") else 0.02)
+            continue
+        if not p.dtype.is_floating_point:  # packed or unpacked int4 values (uint8: 0..15 each)
+            p.random_(0, 16) if p.dtype == torch.uint8 else p.random_()
             continue
         if p.dim() == 1:
             p.fill_(1.0 if "norm" in name else 0.0)

@@ -39,7 +39,7 @@ class Fp8LinearMethod(LinearMethod):
     def __init__(self, spec: LinearSpec, scheme: Fp8Scheme) -> None:
         super().__init__(spec)
         self.scheme = scheme
-        self.scale_attr = "weight_scale_inv" if scheme.block is not None else "weight_scale"
+        self.scale_attr = scheme.scale_name or ("weight_scale_inv" if scheme.block is not None else "weight_scale")
 
     def weight_attrs(self) -> tuple[str, ...]:
         if not self.scheme.serialized:

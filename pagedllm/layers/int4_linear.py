@@ -25,27 +25,32 @@ if TYPE_CHECKING:
     from pagedllm.layers.linear import Linear
     from pagedllm.quantization.int4 import Int4Scheme
 
-_ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
+_ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx"),
+          "pack-quantized": ("weight_packed", "weight_scale", "weight_shape")}
 
 
 class Int4LinearMethod(LinearMethod):
     def __init__(self, spec: LinearSpec, scheme: Int4Scheme) -> None:
         super().__init__(spec)
         self.scheme = scheme
-        g = scheme.group_size
+        g = scheme.group_size if scheme.group_size > 0 else spec.in_features
         if spec.in_features % g or spec.in_features % 8 or spec.out_features % 8:
             raise ValueError(f"An INT4 layer of {spec.in_features} inputs and {spec.out_features} outputs does not "
                              f"split into groups of {g} inputs and words of 8 (group_size {g}).")
         self.group = g
 
     def weight_attrs(self) -> tuple[str, ...]:
-        return _ATTRS[self.scheme.format]
+        fmt = self.scheme.format
+        asymmetric_ct = fmt == "pack-quantized" and not self.scheme.symmetric
+        return _ATTRS[fmt] + (("weight_zero_point",) if asymmetric_ct else ())
 
     def create_weights(self, layer: Linear) -> None:
         k, n, groups = self.spec.in_features, self.spec.out_features, self.spec.in_features // self.group
         layer.weight_q = new_param(k, n, dtype=torch.uint8)
         layer.weight_zeros = new_param(groups, n, dtype=torch.uint8)
         layer.weight_scales = new_param(groups, n, dtype=self.spec.dtype)
+        if self.scheme.format == "pack-quantized" and self.scheme.symmetric:
+            layer.weight_zeros.fill_(8)  # compressed-tensors' signed values, offset by 8 when packed
 
     def load_weight(self, layer: Linear, tensor: torch.Tensor, start: int, size: int) -> None:
         raise ValueError("An INT4 layer loads qweight, qzeros and scales, not a plain weight.")
@@ -63,6 +68,15 @@ class Int4LinearMethod(LinearMethod):
             copy_checked(layer.weight_zeros[:, cols], z, f"{fmt} qzeros (unpacked)")
         elif attr == "scales":
             copy_checked(layer.weight_scales[:, cols], tensor, f"{fmt} scales")
+        elif attr == "weight_packed":  # compressed-tensors: [size, in / 8], values in order
+            copy_checked(layer.weight_q[:, cols], unpack_int4_cols(tensor).t(), "weight_packed (unpacked)")
+        elif attr == "weight_scale":
+            copy_checked(layer.weight_scales[:, cols], tensor.t(), "weight_scale")
+        elif attr == "weight_zero_point":  # [size / 8, in / G], packed along the output rows
+            copy_checked(layer.weight_zeros[:, cols], unpack_int4_rows(tensor).t(), "weight_zero_point (unpacked)")
+        elif attr == "weight_shape":
+            if tensor.tolist() != [size, self.spec.in_features]:
+                raise ValueError(f"weight_shape {tensor.tolist()} of a shard of {size} x {self.spec.in_features}.")
         elif attr == "g_idx":
             trivial = torch.arange(self.spec.in_features, device=tensor.device) // self.group
             if not torch.equal(tensor.to(trivial.dtype), trivial):

@@ -24,6 +24,9 @@ class Fp8Scheme(LinearScheme):
     block: tuple[int, int] | None = None  # [bn, bk] of the weight's block scales; None: per channel
     static_input: bool = False  # the checkpoint's input_scale quantizes activations (else dynamic)
     serialized: bool = True  # the checkpoint stores fp8; False: quantized at load from its weights
+    # the checkpoint's name of the weight's scales; None: vLLM's fp8 names (weight_scale, or
+    # weight_scale_inv for block scales). compressed-tensors calls both weight_scale.
+    scale_name: str | None = None
 
     def cpu_method(self, spec: LinearSpec) -> LinearMethod:
         from pagedllm.layers.fp8_linear import Fp8LinearMethod

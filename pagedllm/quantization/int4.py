@@ -19,14 +19,14 @@ from pagedllm.quantization.base import LinearScheme, QuantizationConfig
 if TYPE_CHECKING:
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
 
-INT4_FORMATS = ("awq", "gptq")
+INT4_FORMATS = ("awq", "gptq", "pack-quantized")  # the last: compressed-tensors (quantization/compressed_tensors.py)
 
 
 @dataclass(frozen=True)
 class Int4Scheme(LinearScheme):
     name: ClassVar[str] = "int4"
     format: str = "awq"  # one of INT4_FORMATS: the checkpoint's tensors and packing
-    group_size: int = 128
+    group_size: int = 128  # -1: one group of all input features (per output channel)
     symmetric: bool = False  # GPTQ sym: zero points of 8 (still stored)
 
     def cpu_method(self, spec: LinearSpec) -> LinearMethod:

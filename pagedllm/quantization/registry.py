@@ -13,6 +13,7 @@ QUANTIZATION_CONFIGS: LazyRegistry[type[QuantizationConfig]] = LazyRegistry("qua
     "fp8": "pagedllm.quantization.fp8:Fp8Config",
     "awq": "pagedllm.quantization.int4:AwqConfig",
     "gptq": "pagedllm.quantization.int4:GptqConfig",
+    "compressed-tensors": "pagedllm.quantization.compressed_tensors:CompressedTensorsConfig",
 })
 
 

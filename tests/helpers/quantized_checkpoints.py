@@ -117,3 +117,63 @@ def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
     if scheme == "block":
         qc["weight_block_size"] = list(FP8_BLOCK)
     return _write(tiny, folder, lambda name, w: _fp8_tensors(name, w, scheme), qc)
+
+
+CT_SCHEMES = ("w4a16", "w4a16-asym", "fp8-dynamic", "fp8-block")
+
+
+def _ct_scheme(kind: str) -> Any:
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    if kind.startswith("w4a16"):
+        weights = QuantizationArgs(num_bits=4, type="int", symmetric=kind == "w4a16", strategy="group",
+                                   group_size=INT4_GROUP)
+        return QuantizationScheme(targets=["Linear"], weights=weights)
+    block = kind == "fp8-block"
+    weights = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="block" if block else "channel",
+                               block_structure=list(FP8_BLOCK) if block else None)
+    acts = QuantizationArgs(num_bits=8, type="float", symmetric=True, dynamic=True,
+                            strategy="group" if block else "token", group_size=FP8_BLOCK[1] if block else None)
+    return QuantizationScheme(targets=["Linear"], weights=weights, input_activations=acts)
+
+
+def _ct_tensors(name: str, w: torch.Tensor, kind: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """compressed-tensors' own quantization parameters, compression and decompression of a weight
+    (the library is the oracle of its format)."""
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    scheme = _ct_scheme(kind)
+    args = scheme.weights
+    if kind.startswith("w4a16"):
+        groups = w.reshape(w.shape[0], -1, INT4_GROUP)
+        scale, zp = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+        fmt = "pack-quantized"
+    elif kind == "fp8-block":
+        bn, bk = FP8_BLOCK
+        tiles = w.reshape(w.shape[0] // bn, bn, w.shape[1] // bk, bk)
+        scale, zp = calculate_qparams(tiles.amin((1, 3)), tiles.amax((1, 3)), args)
+        fmt = "float-quantized"
+    else:
+        scale, zp = calculate_qparams(w.amin(1, keepdim=True), w.amax(1, keepdim=True), args)
+        fmt = "float-quantized"
+    compressor = BaseCompressor.get_value_from_registry(fmt)
+    local = {"weight": w, "weight_scale": scale.to(w.dtype)}
+    if not args.symmetric:
+        local["weight_zero_point"] = zp
+    compressed = compressor.compress(local, scheme)
+    real = compressor.decompress(compressed, scheme)["weight"]
+    layer = name[: -len(".weight")]
+    return {f"{layer}.{k}": v for k, v in compressed.items()}, real
+
+
+def write_compressed_tensors_checkpoint(tiny: TinyModel, folder: str, kind: str) -> Any:
+    """tiny's weights as compressed-tensors writes them: W4A16 int4 groups (pack-quantized,
+    symmetric or not) or FP8 (float-quantized, per channel with dynamic per-token activations,
+    or per block with per-group activations); returns HF's model of the decompressed weights."""
+    assert kind in CT_SCHEMES
+    scheme = _ct_scheme(kind)
+    qc = {"quant_method": "compressed-tensors", "format": "pack-quantized" if kind.startswith("w4a16")
+          else "float-quantized", "ignore": ["lm_head"],
+          "config_groups": {"group_0": scheme.model_dump(mode="json")}}
+    return _write(tiny, folder, lambda name, w: _ct_tensors(name, w, kind), qc)

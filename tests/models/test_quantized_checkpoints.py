@@ -16,7 +16,14 @@ from pagedllm.layers.fp8_linear import Fp8LinearMethod
 from pagedllm.models.loader import load_hf_config, load_model
 from pagedllm.models.source import ModelSource
 from tests.helpers.paged_runner import PagedRunner
-from tests.helpers.quantized_checkpoints import FP8_SCHEMES, INT4_FORMATS, write_fp8_checkpoint, write_int4_checkpoint
+from tests.helpers.quantized_checkpoints import (
+    CT_SCHEMES,
+    FP8_SCHEMES,
+    INT4_FORMATS,
+    write_compressed_tensors_checkpoint,
+    write_fp8_checkpoint,
+    write_int4_checkpoint,
+)
 
 ATOL = 1e-4
 
@@ -102,3 +109,19 @@ def test_act_order_gptq_is_a_clear_error(tiny_hf_model, tmp_path):
     save_file(tensors, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match="desc_act=true, act-order"):
         _load(str(folder), "gptq")
+
+
+@pytest.mark.parametrize("kind", CT_SCHEMES)
+def test_compressed_tensors_checkpoint_matches_hf_on_its_decompressed_weights(kind, tiny_hf_model, tmp_path):
+    """Written and decompressed by the compressed-tensors library itself: its format is its own."""
+    pytest.importorskip("compressed_tensors")
+    tiny = tiny_hf_model("llama")
+    folder = str(tmp_path / kind)
+    hf = write_compressed_tensors_checkpoint(tiny, folder, kind)
+    model = _load(folder, "compressed-tensors")
+    prompt, more = [5, 17, 99, 3, 250, 41, 8], [77]
+    runner = PagedRunner(model)
+    out = runner.step({0: prompt}, all_logits=True)
+    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
+    out = runner.step({0: more})
+    torch.testing.assert_close(out[0], _logits(hf, prompt + more)[-1], atol=ATOL, rtol=0)

@@ -114,7 +114,6 @@ def test_act_order_gptq_is_a_clear_error(tiny_hf_model, tmp_path):
 @pytest.mark.parametrize("kind", CT_SCHEMES)
 def test_compressed_tensors_checkpoint_matches_hf_on_its_decompressed_weights(kind, tiny_hf_model, tmp_path):
     """Written and decompressed by the compressed-tensors library itself: its format is its own."""
-    pytest.importorskip("compressed_tensors")
     tiny = tiny_hf_model("llama")
     folder = str(tmp_path / kind)
     hf = write_compressed_tensors_checkpoint(tiny, folder, kind)

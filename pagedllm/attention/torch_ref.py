@@ -100,8 +100,23 @@ def write_kv_cache(
     """Store each token's K/V at its slot (block_id * block_size + offset)."""
     _, num_blocks, block_size, kv_heads, head_size = kv_cache.shape
     slots = slot_mapping.long()
-    kv_cache[0].view(num_blocks * block_size, kv_heads, head_size).index_copy_(0, slots, key.to(kv_cache.dtype))
-    kv_cache[1].view(num_blocks * block_size, kv_heads, head_size).index_copy_(0, slots, value.to(kv_cache.dtype))
+    # fp8 rows copied as their bytes: torch's index_copy_ has no fp8 kernel
+    raw = _raw(kv_cache)
+    for half, x in ((0, key), (1, value)):
+        raw[half].view(num_blocks * block_size, kv_heads, head_size).index_copy_(0, slots,
+                                                                              _raw(as_cached(x, kv_cache.dtype)))
+
+
+def _raw(x: torch.Tensor) -> torch.Tensor:
+    return x.view(torch.uint8) if x.dtype == torch.float8_e4m3fn else x
+
+
+def as_cached(x: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
+    """x in the cache's element type, as the kernels store it: an fp8 (e4m3) cache saturates at
+    +-448 (kernels/triton/cache_store.py)."""
+    if cache_dtype == torch.float8_e4m3fn:
+        return x.float().clamp(-448.0, 448.0).to(cache_dtype)
+    return x.to(cache_dtype)
 
 
 def gather_kv(
@@ -118,8 +133,9 @@ def gather_kv(
     padded_len = num_blocks * block_size
     # index_select over whole blocks: ~2x faster on CPU than advanced indexing with a 2-D index.
     blocks = block_table[:, :num_blocks].reshape(-1).long()
-    k = kv_cache[0].index_select(0, blocks)  # [B * num_blocks, block_size, kv, D]
-    v = kv_cache[1].index_select(0, blocks)
+    raw = _raw(kv_cache)  # fp8 as its bytes (0 is 0.0): torch's selects and fills have no fp8 kernels
+    k = raw[0].index_select(0, blocks)  # [B * num_blocks, block_size, kv, D]
+    v = raw[1].index_select(0, blocks)
     if seq_lens is not None:
         # Slots past a request's length hold whatever the cache had (uninitialized memory may be
         # NaN/inf in fp16) and a masked score still multiplies V (0 * NaN = NaN): zero those rows.
@@ -127,8 +143,8 @@ def gather_kv(
         rows = stale.reshape(-1).nonzero().squeeze(1)
         k.view(-1, kv_heads, head_size).index_fill_(0, rows, 0)
         v.view(-1, kv_heads, head_size).index_fill_(0, rows, 0)
-    k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
-    v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
+    k = k.view(kv_cache.dtype).view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
+    v = v.view(kv_cache.dtype).view(num_reqs, padded_len, kv_heads, head_size)[:, :max_seq_len]
     return k, v
 
 
@@ -168,13 +184,15 @@ def _decode_attention(
     num_reqs, num_heads, head_size = query.shape
     _, _, block_size, kv_heads, _ = kv_cache.shape
     padded_len = plan.num_blocks * block_size
-    k = kv_cache[0].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
-    v = kv_cache[1].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
+    raw = _raw(kv_cache)  # fp8 as its bytes (0 is 0.0): torch's selects and fills have no fp8 kernels
+    k = raw[0].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
+    v = raw[1].index_select(0, plan.blocks).view(num_reqs * padded_len, kv_heads, head_size)
     if plan.stale_rows is not None:
         # Slots past a length hold whatever the cache had (possibly NaN), and a zero attention
         # weight still multiplies V (0 * NaN = NaN): zero them in the gathered copy.
         k.index_fill_(0, plan.stale_rows, 0)
         v.index_fill_(0, plan.stale_rows, 0)
+    k, v = k.view(kv_cache.dtype), v.view(kv_cache.dtype)
     # a cache narrower than the query (kv_cache_dtype bfloat16 under float32) is widened exactly
     k = k.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len].to(query.dtype)
     v = v.view(num_reqs, padded_len, kv_heads, head_size)[:, : plan.max_seq_len].to(query.dtype)
@@ -201,7 +219,7 @@ def _prefill_attention(
     if num_cached == 0:
         # No cached prefix: the new keys are the whole context, no gather needed; rounded as the
         # cache holds them (a narrower cache), so the prompt sees what later steps will read.
-        k, v = (x.transpose(0, 1).to(kv_cache.dtype).to(q.dtype) for x in (key, value))
+        k, v = (as_cached(x.transpose(0, 1), kv_cache.dtype).to(q.dtype) for x in (key, value))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
         return out.transpose(0, 1)
     k, v = gather_kv(kv_cache, block_table[None], None, seq_len)

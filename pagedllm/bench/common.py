@@ -33,10 +33,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-gpu-blocks-override", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache size in bytes")
-    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="the KV cache's element type: auto (the model's dtype; bfloat16 for quantized "
-                             "weights on the CPU), bfloat16 (on the CPU also under a float32 model: half the "
-                             "bytes a decode step reads) or float32")
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "bfloat16", "float32", "fp8", "fp8_e4m3"],
+                        help="the KV cache's element type: auto (the model's dtype; bfloat16 for a GGUF file's "
+                             "quantized weights on the CPU), bfloat16 (on the CPU also under a float32 model: half "
+                             "the bytes a decode step reads), float32, or fp8 (CUDA: e4m3, twice the tokens)")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--cuda-graph-mode", default="full_and_piecewise",
                         choices=["full_and_piecewise", "full_decode_only"],

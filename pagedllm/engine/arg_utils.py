@@ -43,9 +43,10 @@ class EngineArgs(VllmCompatArgs):
     num_gpu_blocks_override: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_memory: int | None = None  # bytes
-    # vLLM's kv_cache_dtype: "auto" (the model's dtype; on the CPU with quantized weights bfloat16, as
-    # llama.cpp keeps an f16 cache), "bfloat16" (on the CPU also under a float32 model: half the bytes
-    # each decode step reads) or "float32"
+    # vLLM's kv_cache_dtype: "auto" (the model's dtype; on the CPU with a GGUF file's quantized
+    # weights bfloat16, as llama.cpp keeps an f16 cache), "bfloat16" (on the CPU also under a float32
+    # model: half the bytes each decode step reads), "float32", or "fp8" / "fp8_e4m3" (CUDA: e4m3
+    # with unit scales, saturating; half a bf16 cache's bytes, twice its tokens)
     kv_cache_dtype: str = "auto"
     enforce_eager: bool = False  # CUDA: no CUDA graphs
     device: str = "auto"
@@ -135,8 +136,9 @@ class EngineArgs(VllmCompatArgs):
                 num_gpu_blocks_override=self.num_gpu_blocks_override,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 kv_cache_memory=self.kv_cache_memory,
-                cache_dtype=_resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name,
-                                                    model_config.quantization == "gguf"),
+                cache_dtype=_check_cache_for_model(
+                    _resolve_kv_cache_dtype(self.kv_cache_dtype, model_config.dtype, platform.device_name,
+                                            model_config.quantization == "gguf"), model_config),
             ),
             scheduler_config=SchedulerConfig(
                 max_num_seqs=max_num_seqs,
@@ -167,7 +169,8 @@ class EngineArgs(VllmCompatArgs):
         return wanted
 
 
-KV_CACHE_DTYPES = ("auto", "bfloat16", "float32")
+KV_CACHE_DTYPES = ("auto", "bfloat16", "float32", "fp8", "fp8_e4m3")
+_FP8_CACHE = "float8_e4m3fn"
 
 
 def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str, quantized: bool = False) -> str:
@@ -179,10 +182,27 @@ def _resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: str, device: str, 
     has the model's dtype."""
     if kv_cache_dtype == "auto":
         return "bfloat16" if quantized and device == "cpu" and model_dtype == "float32" else model_dtype
+    if kv_cache_dtype in ("fp8", "fp8_e4m3"):
+        if device != "cuda":
+            raise ValueError(f"kv_cache_dtype={kv_cache_dtype!r} runs on CUDA only (on the CPU: auto, bfloat16, "
+                             "float32).")
+        return _FP8_CACHE
     if device != "cpu" and model_dtype != kv_cache_dtype:
         raise ValueError(f"kv_cache_dtype={kv_cache_dtype!r} with a {model_dtype} model runs on the CPU only; "
                          "on CUDA the cache has the model's dtype (kv_cache_dtype='auto').")
     return kv_cache_dtype
+
+
+def _check_cache_for_model(cache_dtype: str, model_config: ModelConfig) -> str:
+    """An fp8 cache holds per-head K and V; latent attention's shared rows (MLA) are not supported."""
+    if cache_dtype == _FP8_CACHE:
+        from pagedllm.models.registry import get_model_class
+
+        layout = get_model_class(model_config.architecture).kv_cache_layout(model_config.hf_config)  # type: ignore[attr-defined]
+        if layout.shared:
+            raise ValueError(f"kv_cache_dtype='fp8' is not supported for latent attention (MLA) models such as "
+                             f"{model_config.architecture} yet; use kv_cache_dtype='auto'.")
+    return cache_dtype
 
 
 def _resolve_dtype(dtype: str, hf_config: object, default: str) -> str:

@@ -2,6 +2,7 @@
 every required weight arrived."""
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -10,8 +11,14 @@ from torch import nn
 
 from pagedllm.layers.loadable import HFWeightLoadable
 
+logger = logging.getLogger(__name__)
+
 # Checkpoint entries that are not weights: rotary caches some exporters save.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+# An FP8 checkpoint's calibrated K/V cache scales (vLLM's and compressed-tensors' names): the fp8
+# KV cache runs with unit scales (kv_cache_dtype="fp8"), so they are read past, with a warning.
+_KV_SCALE_SUFFIXES = ("self_attn.k_scale", "self_attn.v_scale", "self_attn.kv_scale", "k_proj.output_scale",
+                      "v_proj.output_scale")
 
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
@@ -53,8 +60,12 @@ def load_named_weights(
     missing = {(name, attr, shard) for name, m in modules.items() if name not in skip_modules
                for attr, shard in m.hf_weight_keys()}
     unexpected: list[str] = []
+    kv_scales = 0
     for hf_name, tensor in weights:
         if hf_name.endswith(_IGNORED_SUFFIXES):
+            continue
+        if hf_name.endswith(_KV_SCALE_SUFFIXES):
+            kv_scales += 1
             continue
         module_name, _, attr = hf_name.rpartition(".")
         if module_name in skip_modules:
@@ -66,6 +77,9 @@ def load_named_weights(
             continue
         module.load_hf_weight(attr, tensor, shard)
         missing.discard((module_name, attr, shard))
+    if kv_scales:
+        logger.warning("The checkpoint's %d K/V cache scales are not used: an fp8 KV cache runs with unit scales.",
+                       kv_scales)
     if unexpected:
         raise ValueError(f"Checkpoint has {len(unexpected)} weights this model does not know, e.g. {unexpected[:5]}.")
     if missing:

@@ -11,7 +11,7 @@ from pagedllm.config import CacheConfig, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1}
 # On the CPU there is no device memory to fill: the default cache is what the scheduler can use,
 # at most this much (vLLM's CPU backend defaults to the same fixed space).
 DEFAULT_CPU_KV_CACHE_BYTES = 4 << 30

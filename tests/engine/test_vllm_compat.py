@@ -19,7 +19,7 @@ def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
     ("pipeline_parallel_size", 4, "pipeline_parallel_size=4 is not supported yet"),
     ("quantization", "bitsandbytes", "quantization='bitsandbytes' is not supported yet"),
     ("tokenizer_mode", "mistral", "tokenizer_mode='mistral' is not supported yet"),
-    ("kv_cache_dtype", "fp8", "kv_cache_dtype='fp8' is not supported yet"),
+    ("kv_cache_dtype", "fp8_e5m2", "kv_cache_dtype='fp8_e5m2' is not supported yet"),
     ("enable_lora", True, "enable_lora=True is not supported yet"),
     ("trust_remote_code", True, "trust_remote_code=True is not supported: pagedllm never runs"),
     ("swap_space", -1, "swap_space=-1"),
@@ -40,3 +40,24 @@ def test_kv_cache_dtype_resolves_per_device() -> None:
     assert _resolve_kv_cache_dtype("bfloat16", "bfloat16", "cuda") == "bfloat16"
     with pytest.raises(ValueError, match="runs on the CPU only"):
         _resolve_kv_cache_dtype("bfloat16", "float32", "cuda")
+    assert _resolve_kv_cache_dtype("fp8", "bfloat16", "cuda") == "float8_e4m3fn"
+    assert _resolve_kv_cache_dtype("fp8_e4m3", "float16", "cuda") == "float8_e4m3fn"
+    with pytest.raises(ValueError, match="kv_cache_dtype='fp8' runs on CUDA only"):
+        _resolve_kv_cache_dtype("fp8", "float32", "cpu")
+
+
+def test_an_fp8_kv_cache_holds_twice_the_tokens_and_refuses_latent_attention(tiny_hf_model) -> None:
+    from pagedllm.config import CacheConfig, ModelConfig
+    from pagedllm.engine.arg_utils import _check_cache_for_model
+    from pagedllm.models.loader import load_hf_config
+    from pagedllm.worker.kv_cache import KVCacheSpec
+
+    tiny = tiny_hf_model("llama")
+    model = ModelConfig(tiny.folder, None, None, load_hf_config(tiny.source), "bfloat16", 256)
+    bf16, fp8 = (KVCacheSpec.from_configs(model, CacheConfig(cache_dtype=d)) for d in ("bfloat16", "float8_e4m3fn"))
+    assert bf16.bytes_per_block == 2 * fp8.bytes_per_block
+    assert _check_cache_for_model("float8_e4m3fn", model) == "float8_e4m3fn"
+    mla = tiny_hf_model("deepseek_v2")
+    with pytest.raises(ValueError, match="not supported for latent attention"):
+        _check_cache_for_model("float8_e4m3fn", ModelConfig(mla.folder, None, None, load_hf_config(mla.source),
+                                                            "bfloat16", 256))

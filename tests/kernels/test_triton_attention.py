@@ -415,3 +415,61 @@ def test_gpu_decode_attention_in_a_pdl_chain_equals_plain_launches():
         results[pdl] = out.clone()
     assert torch.equal(results[True], results[False])
     assert not workspace.counters.any()
+
+
+FP8 = torch.float8_e4m3fn
+
+
+def _fp8_case(num_cached: list[int], num_new: list[int], seed: int) -> Case:
+    """A bf16 step over an fp8 (e4m3) cache: cached values spread wide (some past 448 saturate
+    when the new ones are written)."""
+    case = make_case(num_cached, num_new, 8, 2, 64, 16, torch.bfloat16, seed=seed)
+    case.cache = (case.cache.float() * 40).to(FP8)
+    case.key = (case.key.float() * 300).to(torch.bfloat16)  # some past e4m3's 448
+    return case
+
+
+@pytest.mark.parametrize("num_cached,num_new,splits", [([40, 2, 17, 90], [1, 1, 1, 1], 1),
+                                                       ([40, 2, 17, 90], [1, 1, 1, 1], 3),
+                                                       ([0, 9, 30], [6, 1, 12], 1)])
+def test_fp8_kv_cache_write_and_attention_match_the_torch_reference(num_cached, num_new, splits):
+    """kv_cache_dtype="fp8": the kernels store K/V saturated to e4m3 and attend over them widened,
+    as the torch backend does with the same cache (its float32 math the reference)."""
+    from pagedllm.attention.torch_ref import as_cached
+
+    case = _fp8_case(num_cached, num_new, seed=len(num_new) + splits)
+    scale = 0.125
+    ref_cache = case.cache.clone()
+    want = TorchAttentionBackend().forward(case.query.float(), case.key.float(), case.value.float(), ref_cache,
+                                           case.metadata, scale)
+    got = run_kernel(case, scale, splits)
+    assert_close_rel(got, want, torch.bfloat16)
+    assert torch.equal(case.cache.float().nan_to_num(), ref_cache.float().nan_to_num())
+    slots = case.metadata.slot_mapping.long().cpu()
+    written = case.cache[0].reshape(-1, 2, 64)[slots.to(DEVICE)].float().cpu()
+    assert torch.equal(written, as_cached(case.key.cpu(), FP8).float())
+    assert written.abs().max().item() == 448.0  # saturated, not NaN
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_fp8_kv_cache_through_the_rotary_prologue(decode):
+    """The fused writers (rotary + cache write, and the decode kernel's own write) store into an
+    fp8 cache what rotary, then the plain cache write, stores."""
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    cached, new = ([0, 9, 30, 63], [1, 1, 1, 1]) if decode else ([0, 9, 30], [6, 1, 12])
+    case = _fp8_case(cached, new, seed=21)
+    md = case.metadata
+    positions = torch.cat([torch.arange(c, c + n) for c, n in zip(cached, new)]).to(DEVICE)
+    with torch.device(DEVICE):
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    backend = TritonPagedAttentionBackend()
+    want_q, want_k, want_cache = case.query.clone(), case.key.clone(), case.cache.clone()
+    rotary_embedding_(positions, want_q.view(len(positions), -1), want_k.view(len(positions), -1),
+                      rope.cos_sin_cache, 64)
+    want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125)
+    got = backend.forward(case.query, case.key, case.value, case.cache, md, 0.125,
+                          QKVPrologue(positions, rope.cos_sin_cache))
+    assert_close_rel(got, want, torch.bfloat16)
+    differ = (case.cache.float().nan_to_num() != want_cache.float().nan_to_num()).float().mean().item()
+    assert differ < 0.01  # the same rounding but where the rotation's float32 products round apart

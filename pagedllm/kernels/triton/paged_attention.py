@@ -47,6 +47,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedllm.kernels.triton.cache_store import to_cache
+
 _LOG2E = 1.4426950408889634
 
 def _min_split_tiles(num_reqs: int) -> int:
@@ -216,8 +218,8 @@ def _write_new_kv(k_row_ptr, v_row_ptr, k_cache_ptr, v_cache_ptr, slot, stride_c
     k = _rotate_rows(k, k_partner, dims, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, QK_NORM)
     v = _scaled(tl.load(v_row_ptr + dims, mask=dim_ok, other=0.0), inv_rms, NORM_SCALED)
     row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + head_off
-    tl.store(k_cache_ptr + row + dims[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=dim_ok[None, :])
-    tl.store(v_cache_ptr + row + dims, v.to(v_cache_ptr.dtype.element_ty), mask=dim_ok)
+    tl.store(k_cache_ptr + row + dims[None, :], to_cache(k, k_cache_ptr), mask=dim_ok[None, :])
+    tl.store(v_cache_ptr + row + dims, to_cache(v, v_cache_ptr), mask=dim_ok)
 
 
 @triton.jit

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedllm.kernels.triton.cache_store import to_cache
+
 
 @triton.jit
 def _reshape_and_cache_kernel(
@@ -37,8 +39,8 @@ def _reshape_and_cache_kernel(
     dst = block * stride_c_block + offset * stride_c_tok + heads * stride_c_head + dims
     k = tl.load(src_k, mask=mask)
     v = tl.load(src_v, mask=mask)
-    tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(k_cache_ptr + dst, to_cache(k, k_cache_ptr), mask=mask)
+    tl.store(v_cache_ptr + dst, to_cache(v, v_cache_ptr), mask=mask)
 
 
 def reshape_and_cache(

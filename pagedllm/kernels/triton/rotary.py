@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedllm.kernels.triton.cache_store import to_cache
+
 
 @triton.jit
 def _rotate_heads(x_ptr, row_off, stride_head, cos, sin, num_heads,
@@ -124,18 +126,18 @@ def _rotary_and_cache_kernel(
     slot = tl.load(slot_ptr + token)
     if (token < num_actual) & (slot >= 0):
         cache_row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + heads * stride_c_head
-        tl.store(k_cache_ptr + cache_row + dims, r1.to(k_cache_ptr.dtype.element_ty), mask=mask)
-        tl.store(k_cache_ptr + cache_row + HALF + dims, r2.to(k_cache_ptr.dtype.element_ty), mask=mask)
+        tl.store(k_cache_ptr + cache_row + dims, to_cache(r1, k_cache_ptr), mask=mask)
+        tl.store(k_cache_ptr + cache_row + HALF + dims, to_cache(r2, k_cache_ptr), mask=mask)
         if REST > 0:  # partial rotary: the dims past the rotated ones are copied as they are
             rest = tl.arange(0, REST_PAD)[None, :]
             rest_mask = (heads < NUM_KV_HEADS) & (rest < REST)
             tail = tl.load(k_ptr + token * stride_k + heads * HEAD_SIZE + 2 * HALF + rest, mask=rest_mask)
-            tl.store(k_cache_ptr + cache_row + 2 * HALF + rest, tail.to(k_cache_ptr.dtype.element_ty),
+            tl.store(k_cache_ptr + cache_row + 2 * HALF + rest, to_cache(tail, k_cache_ptr),
                      mask=rest_mask)
         full = tl.arange(0, HEAD_PAD)[None, :]
         v_mask = (heads < NUM_KV_HEADS) & (full < HEAD_SIZE)
         v = tl.load(v_ptr + token * stride_v + heads * HEAD_SIZE + full, mask=v_mask)
-        tl.store(v_cache_ptr + cache_row + full, v.to(v_cache_ptr.dtype.element_ty), mask=v_mask)
+        tl.store(v_cache_ptr + cache_row + full, to_cache(v, v_cache_ptr), mask=v_mask)
 
 
 def rotary_embedding_and_cache_(

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -154,33 +155,45 @@ def _without(llm: Any, feature: str) -> Iterator[None]:
             runner.piecewise = piecewise
 
 
-# bytes per decoder weight by --quantizations entry (the floor's weight bytes; the LM head stays bf16):
-# int4 is half a byte plus a bf16 scale and zero per group of 128 inputs
-LAYER_WEIGHT_BYTES = {"none": None, "fp8": 1.0, "awq": 0.5 + 4 / 128}
-# entries that need the checkpoint's own quantization_config (random packed weights, load_format dummy);
-# fp8 of a bf16 checkpoint is quantized at load
-CHECKPOINT_CONFIGS = {"awq": {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": 128,
-                              "zero_point": True}}
+@dataclass(frozen=True)
+class Variant:
+    """One engine of a shape (--quantizations): its weights and KV cache."""
+
+    llm_kwargs: dict[str, Any]
+    layer_weight_bytes: float | None = None  # bytes per decoder weight in the floor (None: bf16)
+    kv_bytes: int = 2  # bytes per cached K/V value
+    checkpoint_config: dict[str, Any] | None = None  # a quantized checkpoint's config (random packed weights)
 
 
-def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings, quantization: str = "none") -> dict[str, Any]:
+# int4 is half a byte plus a bf16 scale and zero per group of 128 inputs; the LM head stays bf16
+VARIANTS = {
+    "none": Variant({}),
+    "fp8": Variant({"quantization": "fp8"}, layer_weight_bytes=1.0),  # a bf16 checkpoint quantized at load
+    "awq": Variant({}, layer_weight_bytes=0.5 + 4 / 128, checkpoint_config={
+        "quant_method": "awq", "version": "gemm", "bits": 4, "group_size": 128, "zero_point": True}),
+    "kv-fp8": Variant({"kv_cache_dtype": "fp8"}, kv_bytes=1),  # bf16 weights, fp8 KV cache
+}
+
+
+def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings, variant: str = "none") -> dict[str, Any]:
     from pagedllm import LLM
 
+    var = VARIANTS[variant]
     shape = SHAPES[name.partition("/")[0]]
-    if quantization in CHECKPOINT_CONFIGS:
-        shape = {**shape, "quantization_config": CHECKPOINT_CONFIGS[quantization]}
+    if var.checkpoint_config is not None:
+        shape = {**shape, "quantization_config": var.checkpoint_config}
     folder = write_model_folder(tempfile.mkdtemp(prefix=name.replace("/", "-")), shape)
     start = time.perf_counter()
     llm = LLM(folder, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-              max_num_batched_tokens=args.max_num_batched_tokens,
-              enforce_eager=args.enforce_eager, quantization=None if quantization == "none" else quantization)
+              max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
+              **var.llm_kwargs)
     worker = llm.llm_engine.executor.worker
     out: dict[str, Any] = {"startup_s": time.perf_counter() - start, "startup_stages_s": dict(worker.startup_times),
                            "num_blocks": llm.llm_engine.num_blocks, "backend": worker.backend.name}
     out["backend_rel_err"] = check_attention_backends(llm)
     vocab = shape["vocab_size"]
-    counts = model_counts(llm.llm_engine.config.model_config.hf_config,
-                          layer_weight_bytes=LAYER_WEIGHT_BYTES[quantization])
+    counts = model_counts(llm.llm_engine.config.model_config.hf_config, layer_weight_bytes=var.layer_weight_bytes,
+                          kv_bytes=var.kv_bytes)
     out["latency"] = lat = bench_latency(llm, vocab, 128, 128)
     core = llm.llm_engine.engine_core
     if args.ab != "none":  # the same engine without the feature, for the A/B
@@ -208,6 +221,10 @@ def bench_shape(name: str, args: argparse.Namespace, ceilings: Ceilings, quantiz
         with _without(llm, args.ab):
             out["throughput_without"] = bench_throughput(llm, vocab, args.num_prompts, 512, 128)
         print(f"[{name}] throughput without {args.ab} {out['throughput_without']['total_tok_s']:.0f} tok/s",
+              flush=True)
+    if args.long_context:
+        out["long_context"] = lc = bench_throughput(llm, vocab, 16, 7000, 128)
+        print(f"[{name}] long context 16 x 7000 / 128: {lc['total_tok_s']:.0f} tok/s ({lc['elapsed_s']:.1f} s)",
               flush=True)
     out["compute_roofline_tok_s"] = compute_roofline_tokens_per_s(counts, ceilings)
     out["compute_fraction"] = tp["total_tok_s"] / out["compute_roofline_tok_s"]
@@ -258,19 +275,21 @@ def main() -> None:
                         help="also measure the same engine with this feature off")
     parser.add_argument("--hf-batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--hf-budget-s", type=float, default=60.0)
-    parser.add_argument("--quantizations", nargs="+", default=["none"], choices=sorted(LAYER_WEIGHT_BYTES),
+    parser.add_argument("--quantizations", nargs="+", default=["none"], choices=sorted(VARIANTS),
                         help="each shape once per entry, on its own engine: random bf16 weights as they are "
-                             "(none), quantized at load (fp8), or random 4-bit AWQ weights (awq); the first is "
-                             "the baseline of the others")
+                             "(none), quantized at load (fp8), random 4-bit AWQ weights (awq), or bf16 weights "
+                             "with an fp8 KV cache (kv-fp8); the first is the baseline of the others")
+    parser.add_argument("--long-context", action="store_true",
+                        help="also 16 x 7000 in / 128 out (needs --max-model-len 8192)")
     parser.add_argument("--output-json", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ceilings = measure_ceilings()
     results = {}
     for name in args.shapes:
-        for quantization in args.quantizations:
-            key = name if quantization == "none" else f"{name}/{quantization}"
-            results[key] = bench_shape(key, args, ceilings, quantization)
+        for variant in args.quantizations:
+            key = name if variant == "none" else f"{name}/{variant}"
+            results[key] = bench_shape(key, args, ceilings, variant)
             gc.collect()
             torch.cuda.empty_cache()
     if args.output_json:

@@ -81,14 +81,15 @@ class ModelCounts:
         return (self.matmul_params - self.head_params) * per + self.head_params * self.dtype_bytes
 
 
-def model_counts(cfg: Any, dtype_bytes: int = 2, layer_weight_bytes: float | None = None) -> ModelCounts:
+def model_counts(cfg: Any, dtype_bytes: int = 2, layer_weight_bytes: float | None = None,
+                 kv_bytes: int | None = None) -> ModelCounts:
     h, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     attn, kv_row = _attention_params(cfg)
     mlp = sum(_mlp_params(cfg, i) for i in range(layers))
     return ModelCounts(
         matmul_params=layers * attn + mlp + h * vocab,  # norms are negligible
         embedding_params=h * vocab,
-        kv_bytes_per_token=layers * kv_row * dtype_bytes,
+        kv_bytes_per_token=layers * kv_row * (kv_bytes or dtype_bytes),
         dtype_bytes=dtype_bytes,
         head_params=h * vocab,
         layer_weight_bytes=layer_weight_bytes,

@@ -71,3 +71,16 @@ def test_int4_checkpoint_agrees_with_hf_on_dequantized_weights(fmt, tiny_gpu_mod
     agreed = _agreement(llm, hf, ids)
     print(f"{fmt}: greedy tokens equal to HF's (dequantized weights) up to position {agreed} of 24")
     assert sum(agreed) >= len(ids) * 4, agreed
+
+
+def test_fp8_kv_cache_agrees_with_hf_and_holds_twice_the_tokens(tiny_gpu_model, hf_on_gpu):
+    tiny = tiny_gpu_model("qwen3")  # q/k norm: the decode kernel's fused write path
+    kwargs = dict(max_model_len=256, device="cuda", kv_cache_memory=64 << 20, cuda_graph_sizes=[1, 2, 4, 8])
+    fp8 = LLM(tiny.folder, kv_cache_dtype="fp8", **kwargs)
+    assert fp8.llm_engine.executor.worker.runner.kv_caches[0].dtype == torch.float8_e4m3fn
+    blocks = fp8.llm_engine.num_blocks
+    agreed = _agreement(fp8, hf_on_gpu(tiny, torch.bfloat16), prompts(6))
+    print(f"fp8 KV cache (qwen3): greedy tokens equal to HF's bf16 up to position {agreed} of 24")
+    assert sum(agreed) >= 8 * 4, agreed
+    del fp8
+    assert LLM(tiny.folder, **kwargs).llm_engine.num_blocks * 2 == blocks

@@ -228,7 +228,8 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
     return int(requested)
 
 
-QUANTIZATIONS = ("awq", "fp8", "gguf", "gptq", "none")  # quantization/registry.py, GGUF's, none
+# quantization/registry.py's formats, GGUF's, and none
+QUANTIZATIONS = ("awq", "compressed-tensors", "fp8", "gguf", "gptq", "none")
 
 
 def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:

@@ -40,8 +40,8 @@ def test_cuda_dequantizes_a_gguf_by_default_with_a_warning(caplog):
 
 
 def test_unknown_values_list_the_supported_ones():
-    with pytest.raises(ValueError, match=r"quantization='bitsandbytes' is not supported yet \(supported: awq, fp8, "
-                                         r"gguf, gptq, none"):
+    with pytest.raises(ValueError, match=r"quantization='bitsandbytes' is not supported yet \(supported: awq, "
+                                         r"compressed-tensors, fp8, gguf, gptq, none"):
         EngineArgs(quantization="bitsandbytes")
 
 
@@ -72,7 +72,7 @@ def test_unsupported_checkpoint_formats_name_the_supported(tiny_hf_model, tmp_pa
     config = json.loads((folder / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="quantization 'bitsandbytes' is not supported.*formats: awq, fp8, gptq"):
+    with pytest.raises(ValueError, match="quantization 'bitsandbytes' is not supported.*formats: awq, compressed-tensors, fp8, gptq"):
         _quantization(str(folder))
     config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e5m2"}
     (folder / "config.json").write_text(json.dumps(config))

@@ -39,6 +39,17 @@ def _logits(hf_model: Any, tokens: list[int]) -> torch.Tensor:
         return hf_model(torch.tensor([tokens])).logits[0].float()
 
 
+def _check_prefill_and_decode(model: torch.nn.Module, hf: Any, more: tuple[int, ...] = (77, 12)) -> None:
+    """A prompt's logits, then each decode step's, through the paged cache, against HF's."""
+    prompt = [5, 17, 99, 3, 250, 41, 8]
+    runner = PagedRunner(model)
+    out = runner.step({0: prompt}, all_logits=True)
+    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
+    for i, token in enumerate(more):
+        out = runner.step({0: [token]})
+        torch.testing.assert_close(out[0], _logits(hf, prompt + list(more[:i + 1]))[-1], atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("scheme", FP8_SCHEMES)
 def test_fp8_checkpoint_matches_hf_on_dequantized_weights(scheme, tiny_hf_model, tmp_path):
     tiny = tiny_hf_model("qwen2" if scheme == "static" else "llama")  # qwen2: q/k/v biases
@@ -48,13 +59,7 @@ def test_fp8_checkpoint_matches_hf_on_dequantized_weights(scheme, tiny_hf_model,
     methods = [m.method for m in model.modules() if hasattr(m, "method")]
     assert sum(isinstance(m, Fp8LinearMethod) for m in methods) == 4 * model.config.num_hidden_layers
     assert model.model.layers[0].self_attn.qkv_proj.weight.dtype == torch.float8_e4m3fn
-    prompt, more = [5, 17, 99, 3, 250, 41, 8], [77, 12]
-    runner = PagedRunner(model)
-    out = runner.step({0: prompt}, all_logits=True)
-    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
-    for i, token in enumerate(more):
-        out = runner.step({0: [token]})
-        torch.testing.assert_close(out[0], _logits(hf, prompt + more[:i + 1])[-1], atol=ATOL, rtol=0)
+    _check_prefill_and_decode(model, hf)
 
 
 def test_online_fp8_equals_a_per_channel_checkpoint(tiny_hf_model, tmp_path):
@@ -89,13 +94,7 @@ def test_int4_checkpoint_matches_hf_on_dequantized_weights(fmt, tiny_hf_model, t
     hf = write_int4_checkpoint(tiny, folder, fmt)
     model = _load(folder, fmt)
     assert model.model.layers[0].mlp.down_proj.qweight.dtype == torch.int32
-    prompt, more = [5, 17, 99, 3, 250, 41, 8], [77, 12]
-    runner = PagedRunner(model)
-    out = runner.step({0: prompt}, all_logits=True)
-    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
-    for i, token in enumerate(more):
-        out = runner.step({0: [token]})
-        torch.testing.assert_close(out[0], _logits(hf, prompt + more[:i + 1])[-1], atol=ATOL, rtol=0)
+    _check_prefill_and_decode(model, hf)
 
 
 def test_act_order_gptq_is_a_clear_error(tiny_hf_model, tmp_path):
@@ -118,9 +117,4 @@ def test_compressed_tensors_checkpoint_matches_hf_on_its_decompressed_weights(ki
     folder = str(tmp_path / kind)
     hf = write_compressed_tensors_checkpoint(tiny, folder, kind)
     model = _load(folder, "compressed-tensors")
-    prompt, more = [5, 17, 99, 3, 250, 41, 8], [77]
-    runner = PagedRunner(model)
-    out = runner.step({0: prompt}, all_logits=True)
-    torch.testing.assert_close(out[0], _logits(hf, prompt), atol=ATOL, rtol=0)
-    out = runner.step({0: more})
-    torch.testing.assert_close(out[0], _logits(hf, prompt + more)[-1], atol=ATOL, rtol=0)
+    _check_prefill_and_decode(model, hf, more=(77,))

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from pagedllm.kernels.quant_reference import FP8_DTYPE, FP8_MAX, MIN_SCALE
+from pagedllm.kernels.triton.tile_order import grouped_tile
 
 
 @triton.jit
@@ -74,15 +75,7 @@ def _fp8_gemm_kernel(a_ptr, a_s_ptr, b_ptr, b_s_ptr, out_ptr, M, N, K,
                      stride_am, stride_asm, stride_bn, stride_bsn, stride_om,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      BLOCK_SCALES: tl.constexpr, SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr):
-    # Grouped ordering of the output tiles: GROUP_M row tiles share their column tiles in L2.
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = min(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % size_m
-    pid_n = (pid % per_group) // size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < M

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedllm.kernels.triton.tile_order import grouped_tile
+
 
 @triton.jit
 def load_int4_tile(w_ptr, k0, col0, stride_w, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -38,14 +40,7 @@ def dequant_int4_tile(packed, s_ptr, z_ptr, k0, col0, stride_s, GROUP: tl.conste
 def _int4_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_s, stride_o,
                       GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       GROUP_M: tl.constexpr):
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = N // BLOCK_N
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = min(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % size_m
-    pid_n = (pid % per_group) // size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     col0 = pid_n * BLOCK_N

@@ -10,26 +10,26 @@ from torch import nn
 
 from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.loadable import HFWeightLoadable
-from pagedllm.layers.moe_method import EXPERT_WEIGHTS, GroupedTorchMoEMethod, MoESpec
+from pagedllm.layers.moe_method import EXPERT_WEIGHTS, MoESpec, default_moe_method
 from pagedllm.layers.moe_routing import RoutingSpec
 
 
 class FusedMoE(HFWeightLoadable):
     w13: nn.Parameter  # [E, 2I, H]
     w2: nn.Parameter  # [E, H, I]
+    # fp8 experts' scales (layers/fp8_moe.py)
+    w13_scale: nn.Parameter
+    w2_scale: nn.Parameter
 
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, dtype: torch.dtype,
                  prefix: str = "") -> None:
         """prefix: the HF name of the experts ("model.layers.1.mlp.experts")."""
         super().__init__()
         self.num_experts = num_experts
-        spec = MoESpec(num_experts, hidden_size, intermediate_size, dtype)
         kernels = current_layer_kernels()
-        if kernels.quant_config is not None and prefix and kernels.quant_config.quantizes(prefix):
-            raise ValueError(f"{kernels.quant_config.name} quantization of mixture-of-experts layers ({prefix}) is "
-                             "not supported yet; run an unquantized checkpoint of this model.")
+        spec = MoESpec(num_experts, hidden_size, intermediate_size, dtype, kernels.scheme_of([prefix]))
         factory = kernels.moe_method
-        self.method = factory(spec) if factory is not None else GroupedTorchMoEMethod(spec)
+        self.method = factory(spec) if factory is not None else default_moe_method(spec)
         self.method.create_weights(self)
 
     def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
@@ -45,10 +45,12 @@ class FusedMoE(HFWeightLoadable):
         self.method.process_weights_after_loading(self)
 
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
-        return [("weight", f"{e}.{name}") for e in range(self.num_experts) for name in EXPERT_WEIGHTS]
+        return [(attr, f"{e}.{name}") for e in range(self.num_experts) for name in EXPERT_WEIGHTS
+                for attr in self.method.expert_attrs()]
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         expert, _, name = (shard or "").partition(".")
-        if attr != "weight" or name not in EXPERT_WEIGHTS or not expert.isdigit() or int(expert) >= self.num_experts:
+        if (attr not in self.method.expert_attrs() or name not in EXPERT_WEIGHTS or not expert.isdigit()
+                or int(expert) >= self.num_experts):
             raise ValueError(f"Unexpected expert weight {shard}.{attr}.")
-        self.method.load_weight(self, int(expert), name, tensor)
+        self.method.load_weight(self, int(expert), name, tensor, attr)

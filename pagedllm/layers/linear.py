@@ -31,10 +31,12 @@ class Linear(HFWeightLoadable):
     weight_scales: nn.Parameter
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
-                 *, gated: bool = False, prefix: str = "") -> None:
+                 *, gated: bool = False, prefix: str = "", quantizable: bool = True) -> None:
         """gated: the output is | gate | up | for SiLU-and-mul (forward_gated). prefix: the HF
         name of this layer ("model.layers.0.mlp.down_proj"), by which the checkpoint's format of
-        its weight is looked up (a quantized GGUF); "" for layers built outside a model."""
+        its weight is looked up (a quantized GGUF); "" for layers built outside a model.
+        quantizable False: never a safetensors quantization's (a mixture of experts' router, which
+        checkpoints keep in full precision and online quantization leaves so)."""
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bias = new_param(out_features, dtype=dtype) if bias else None  # [out]
@@ -42,7 +44,7 @@ class Linear(HFWeightLoadable):
         prefixes = self._weight_prefixes(prefix)
         quantization, formats = kernels.formats_of([f"{p}.weight" for p in prefixes if p])
         spec = LinearSpec(in_features, out_features, bias, dtype, gated, quantization, formats,
-                          kernels.scheme_of(prefixes))
+                          kernels.scheme_of(prefixes) if quantizable else None)
         self.method = kernels.linear_method(spec)
         self.method.create_weights(self)
 

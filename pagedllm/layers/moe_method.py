@@ -27,6 +27,7 @@ from pagedllm.layers.moe_routing import RoutingSpec, route
 
 if TYPE_CHECKING:
     from pagedllm.layers.fused_moe import FusedMoE
+    from pagedllm.quantization.base import LinearScheme
 
 # Where each of an expert's HF tensors goes: (stacked weight, first row) in units of I
 _SHARDS = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", 0)}
@@ -39,6 +40,8 @@ class MoESpec:
     hidden_size: int
     intermediate_size: int  # of one expert
     dtype: torch.dtype
+    # the checkpoint's quantization of the experts (FP8: layers/fp8_moe.py); None: unquantized
+    scheme: LinearScheme | None = None
 
 
 class MoEMethod(ABC):
@@ -51,8 +54,14 @@ class MoEMethod(ABC):
         layer.w13 = new_param(s.num_experts, 2 * s.intermediate_size, s.hidden_size, dtype=s.dtype)
         layer.w2 = new_param(s.num_experts, s.hidden_size, s.intermediate_size, dtype=s.dtype)
 
-    def load_weight(self, layer: FusedMoE, expert: int, name: str, tensor: torch.Tensor) -> None:
-        """Copy expert `expert`'s HF tensor `name` (gate_proj, up_proj, down_proj; [out, in])."""
+    def expert_attrs(self) -> tuple[str, ...]:
+        """The checkpoint tensors of each expert projection, by the last part of their names."""
+        return ("weight",)
+
+    def load_weight(self, layer: FusedMoE, expert: int, name: str, tensor: torch.Tensor, attr: str = "weight") -> None:
+        """Copy expert `expert`'s HF tensor `name`.`attr` (gate_proj, up_proj, down_proj; [out, in])."""
+        if attr != "weight":
+            raise ValueError(f"Unexpected expert parameter {name}.{attr}.")
         stacked, part = _SHARDS[name]
         size = self.spec.intermediate_size
         target = getattr(layer, stacked)[expert]
@@ -94,10 +103,23 @@ class GroupedTorchMoEMethod(MoEMethod):
                 continue
             rows = slice(start, start + count)
             start += count
-            gate, up = (x[tokens[rows]] @ layer.w13[expert].t()).chunk(2, dim=-1)
-            y = (F.silu(gate) * up) @ layer.w2[expert].t()
+            w13, w2 = self.expert_weights(layer, expert, x.dtype)
+            gate, up = (x[tokens[rows]] @ w13.t()).chunk(2, dim=-1)
+            y = (F.silu(gate) * up) @ w2.t()
             out.index_add_(0, tokens[rows], y * weights[rows])
         return out
+
+    def expert_weights(self, layer: FusedMoE, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w13 [2I, H], w2 [H, I]) of one expert, in `dtype` (a quantized method dequantizes)."""
+        return layer.w13[expert], layer.w2[expert]
+
+
+def default_moe_method(spec: MoESpec, triton: bool = False) -> MoEMethod:
+    """The experts' method for a spec: a quantized format's (its scheme's), else the fused Triton
+    method (`triton`, CUDA) or the grouped torch one."""
+    if spec.scheme is not None:
+        return spec.scheme.moe_method(spec, triton)
+    return TritonMoEMethod(spec) if triton else GroupedTorchMoEMethod(spec)
 
 
 class TritonMoEMethod(MoEMethod):

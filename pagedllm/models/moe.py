@@ -35,7 +35,8 @@ class SparseMoeBlock(nn.Module):
     def __init__(self, hidden_size: int, opts: MoEOptions, dtype: torch.dtype, prefix: str) -> None:
         super().__init__()
         self.routing = RoutingSpec(opts.top_k, opts.renormalize)
-        self.gate = Linear(hidden_size, opts.num_experts, bias=False, dtype=dtype, prefix=f"{prefix}.gate")
+        self.gate = Linear(hidden_size, opts.num_experts, bias=False, dtype=dtype, prefix=f"{prefix}.gate",
+                           quantizable=False)
         self.experts = FusedMoE(opts.num_experts, hidden_size, opts.intermediate_size, dtype,
                                 prefix=f"{prefix}.experts")
         self.shared_expert: GatedMLP | None = None
@@ -43,7 +44,7 @@ class SparseMoeBlock(nn.Module):
             self.shared_expert = GatedMLP(hidden_size, opts.shared_intermediate_size, False, dtype,
                                           prefix=f"{prefix}.shared_expert")
             self.shared_expert_gate = Linear(hidden_size, 1, bias=False, dtype=dtype,
-                                             prefix=f"{prefix}.shared_expert_gate")
+                                             prefix=f"{prefix}.shared_expert_gate", quantizable=False)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor,  # [T, H] each
                 norm_scale: NormScale | None = None) -> torch.Tensor:

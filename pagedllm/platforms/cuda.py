@@ -131,12 +131,12 @@ def cuda_linear_method(spec: LinearSpec, policy: str, pdl: bool) -> LinearMethod
 
 
 def _moe_method(triton: bool) -> Callable[[MoESpec], MoEMethod]:
-    """The fused Triton experts: no host sync, so MoE layers run inside CUDA graphs. Without
-    Triton, the grouped torch method (which reads its routing on the host: run such a model with
-    enforce_eager)."""
-    from pagedllm.layers.moe_method import GroupedTorchMoEMethod, TritonMoEMethod
+    """The fused Triton experts (a quantized format's where the experts are stored quantized): no
+    host sync, so MoE layers run inside CUDA graphs. Without Triton, the grouped torch method
+    (which reads its routing on the host: run such a model with enforce_eager)."""
+    from pagedllm.layers.moe_method import default_moe_method
 
-    return TritonMoEMethod if triton else GroupedTorchMoEMethod
+    return lambda spec: default_moe_method(spec, triton)
 
 
 def _use_triton(kernel_config: KernelConfig) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
+    from pagedllm.layers.moe_method import MoEMethod, MoESpec
 
 
 class LinearScheme(ABC):
@@ -33,6 +34,12 @@ class LinearScheme(ABC):
     def cuda_method(self, spec: LinearSpec, triton: bool, skinny_policy: str, pdl: bool) -> LinearMethod:
         """The method on CUDA: with Triton where `triton`, the small-step kernel under the
         KernelConfig's skinny_gemm policy, launched with PDL where `pdl`."""
+
+    def moe_method(self, spec: MoESpec, triton: bool) -> MoEMethod:
+        """The method of a mixture-of-experts layer whose experts are stored this way (fused
+        Triton kernels where `triton`), or a clear ValueError."""
+        raise ValueError(f"{self.name} quantization of mixture-of-experts layers is not supported yet (supported: "
+                         "fp8); run an unquantized checkpoint of this model.")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pagedllm.quantization.base import LinearScheme, QuantizationConfig
 
 if TYPE_CHECKING:
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
+    from pagedllm.layers.moe_method import MoEMethod, MoESpec
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Fp8Scheme(LinearScheme):
         from pagedllm.layers.fp8_linear import Fp8LinearMethod, cuda_fp8_method
 
         return cuda_fp8_method(spec, self, skinny_policy, pdl) if triton else Fp8LinearMethod(spec, self)
+
+    def moe_method(self, spec: MoESpec, triton: bool) -> MoEMethod:
+        from pagedllm.layers.fp8_moe import Fp8MoEMethod, Fp8TritonMoEMethod
+
+        return Fp8TritonMoEMethod(spec, self) if triton else Fp8MoEMethod(spec, self)
 
 
 @dataclass(frozen=True)

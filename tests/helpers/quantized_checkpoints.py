@@ -5,7 +5,6 @@ Quantization is our reference quantizer's (pagedllm.kernels.quant_reference); wh
 that a checkpoint in each published layout loads and computes what its numbers mean."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -29,12 +28,13 @@ def _is_projection(name: str) -> bool:
     return name.endswith(".weight") and name.split(".")[-2] in _PROJECTIONS
 
 
-def _fp8_tensors(name: str, w: torch.Tensor, scheme: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _fp8_tensors(name: str, w: torch.Tensor, scheme: str,
+                 block: tuple[int, int] = FP8_BLOCK) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """A weight's checkpoint tensors in `scheme`, and the real weight they stand for."""
     layer = name[: -len(".weight")]
     if scheme == "block":
-        q, scale = ref.quantize_fp8_weight(w, FP8_BLOCK)
-        return {name: q, f"{layer}.weight_scale_inv": scale}, ref.dequantize_fp8(q, scale, FP8_BLOCK)
+        q, scale = ref.quantize_fp8_weight(w, block)
+        return {name: q, f"{layer}.weight_scale_inv": scale}, ref.dequantize_fp8(q, scale, block)
     if scheme == "channel":
         q, scale = ref.quantize_fp8_weight(w)
         return {name: q, f"{layer}.weight_scale": scale.view(-1, 1)}, ref.dequantize_fp8(q, scale)
@@ -65,14 +65,22 @@ def _int4_tensors(name: str, w: torch.Tensor, fmt: str) -> tuple[dict[str, torch
 
 def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict[str, Any]) -> Any:
     """tiny's checkpoint with its projections converted by convert(name, weight) -> (tensors,
-    real weight) and quantization_config in its config; returns HF's model of the real weights."""
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(tiny.folder):
-        if not name.endswith(".safetensors") and name != "model.safetensors.index.json":
-            shutil.copy(os.path.join(tiny.folder, name), folder)
-    state = {k: v.detach().clone().contiguous() for k, v in tiny.hf_model.state_dict().items()}
-    if tiny.hf_model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+    real weight) and quantization_config in its config; returns HF's model of the real weights
+    (loaded by from_pretrained from a folder beside `folder`: HF's own loading maps per-expert
+    tensors onto its fused experts)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    real_folder = folder.rstrip("/") + "_dequantized"
+    for out in (folder, real_folder):
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(tiny.folder):
+            if not name.endswith(".safetensors") and name != "model.safetensors.index.json":
+                shutil.copy(os.path.join(tiny.folder, name), out)
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(os.listdir(tiny.folder)):
+        if name.endswith(".safetensors"):
+            state.update(load_file(os.path.join(tiny.folder, name)))
     saved: dict[str, torch.Tensor] = {}
     dequantized = dict(state)
     for name, w in state.items():
@@ -81,19 +89,16 @@ def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict
             continue
         tensors, real = convert(name, w)
         saved.update(tensors)
-        dequantized[name] = real.to(w.dtype)
+        dequantized[name] = real.to(w.dtype).contiguous()
     save_file(saved, os.path.join(folder, "model.safetensors"))
+    save_file(dequantized, os.path.join(real_folder, "model.safetensors"))
     config_path = os.path.join(folder, "config.json")
     with open(config_path) as f:
         config = json.load(f)
     config["quantization_config"] = quantization_config
     with open(config_path, "w") as f:
         json.dump(config, f)
-    hf = copy.deepcopy(tiny.hf_model)
-    hf.load_state_dict(dequantized, strict=False)
-    if hf.config.tie_word_embeddings:
-        hf.tie_weights()
-    return hf.eval()
+    return AutoModelForCausalLM.from_pretrained(real_folder, dtype=torch.float32).eval()
 
 
 def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str) -> Any:
@@ -107,7 +112,7 @@ def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str) -> Any:
     return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt), qc)
 
 
-def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
+def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str, block: tuple[int, int] = FP8_BLOCK) -> Any:
     """tiny's weights as an FP8 checkpoint in `folder` (quant_method "fp8": per-tensor, per-channel,
     128-style block scales, or per-tensor with static input scales); returns the HF model with
     the dequantized weights."""
@@ -115,8 +120,8 @@ def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str) -> Any:
     qc: dict[str, Any] = {"quant_method": "fp8", "activation_scheme": "static" if scheme == "static" else "dynamic",
                           "ignored_layers": ["lm_head"]}
     if scheme == "block":
-        qc["weight_block_size"] = list(FP8_BLOCK)
-    return _write(tiny, folder, lambda name, w: _fp8_tensors(name, w, scheme), qc)
+        qc["weight_block_size"] = list(block)
+    return _write(tiny, folder, lambda name, w: _fp8_tensors(name, w, scheme, block), qc)
 
 
 CT_SCHEMES = ("w4a16", "w4a16-asym", "fp8-dynamic", "fp8-block")

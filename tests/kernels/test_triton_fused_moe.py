@@ -63,3 +63,31 @@ def test_the_alignment_kernel_equals_the_torch_ops(num_tokens, top_k, num_expert
     want = align_by_expert_torch(ids, num_experts, block_m)
     got = align_by_expert(ids.to(DEVICE), num_experts, block_m)
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+
+
+@pytest.mark.parametrize("block", [None, (16, 16)])
+@pytest.mark.parametrize("num_tokens", [3, 40])
+def test_fp8_experts_in_the_fused_kernels_equal_the_dequantizing_reference(block, num_tokens):
+    """FP8 experts (layers/fp8_moe.py): the fused GEMMs dequantize their tiles (per-channel scales
+    after the sum, block scales per K tile) as the torch method dequantizes whole experts."""
+    from pagedllm.kernels import quant_reference as ref
+    from pagedllm.layers.fp8_moe import Fp8MoEMethod
+    from pagedllm.quantization.fp8 import Fp8Scheme
+
+    num_experts, hidden, inter, top_k = 6, 64, 48, 2
+    layer = _experts(num_experts, hidden, inter, seed=num_tokens)
+    method = Fp8MoEMethod(MoESpec(num_experts, hidden, inter, torch.float32), Fp8Scheme(block))
+    for name in ("w13", "w2"):
+        pairs = [ref.quantize_fp8_weight(w, block) for w in getattr(layer, name)]
+        setattr(layer, name, torch.nn.Parameter(torch.stack([q for q, _ in pairs]), requires_grad=False))
+        setattr(layer, f"{name}_scale", torch.nn.Parameter(torch.stack([s for _, s in pairs]), requires_grad=False))
+    layer.method = method
+    gen = torch.Generator().manual_seed(num_tokens + 1)
+    x = torch.randn(num_tokens, hidden, generator=gen)
+    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
+    weights = torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1)
+    want = method.apply(layer, x, weights, ids)
+    dev = {n: getattr(layer, n).to(DEVICE) for n in ("w13", "w2", "w13_scale", "w2_scale")}
+    got = fused_moe(x.to(DEVICE), dev["w13"], dev["w2"], weights.to(DEVICE), ids.to(DEVICE),
+                    w13_scale=dev["w13_scale"], w2_scale=dev["w2_scale"], block=block)
+    torch.testing.assert_close(got.cpu(), want, atol=2e-4, rtol=1e-4)

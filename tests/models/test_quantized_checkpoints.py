@@ -75,9 +75,39 @@ def test_online_fp8_equals_a_per_channel_checkpoint(tiny_hf_model, tmp_path):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_quantized_experts_are_a_clear_error(tiny_hf_model):
-    with pytest.raises(ValueError, match="fp8 quantization of mixture-of-experts layers .* is not supported yet"):
-        _load(tiny_hf_model("qwen3_moe").folder, "fp8")
+@pytest.mark.parametrize("scheme", ["block", "tensor"])
+def test_fp8_experts_match_hf_on_dequantized_weights(scheme, tiny_hf_model, tmp_path):
+    """Qwen3-MoE-FP8 style: every expert's projections fp8 (16 x 16 blocks here: the tiny experts
+    are 48 wide), the router left in full precision."""
+    tiny = tiny_hf_model("qwen3_moe")
+    folder = str(tmp_path / scheme)
+    hf = write_fp8_checkpoint(tiny, folder, scheme, block=(16, 16))
+    model = _load(folder, "fp8")
+    experts = model.model.layers[1].mlp.experts
+    assert experts.w13.dtype == torch.float8_e4m3fn and model.model.layers[1].mlp.gate.weight_t.dtype == torch.float32
+    _check_prefill_and_decode(model, hf)
+
+
+def test_online_fp8_quantizes_experts_and_leaves_the_router(tiny_hf_model):
+    model = _load(tiny_hf_model("qwen3_moe").folder, "fp8")
+    moe = model.model.layers[1].mlp
+    assert moe.experts.w13.dtype == torch.float8_e4m3fn and moe.experts.w13_scale.shape == moe.experts.w13.shape[:2]
+    assert moe.gate.weight_t.dtype == torch.float32
+
+
+def test_int4_experts_are_a_clear_error(tiny_hf_model, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "awq"
+    shutil.copytree(tiny_hf_model("qwen3_moe").folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": 16}
+    (folder / "config.json").write_text(json.dumps(config))
+    hf_config = load_hf_config(ModelSource(str(folder)))
+    with pytest.raises(ValueError, match="int4 quantization of mixture-of-experts layers is not supported yet"):
+        load_model(ModelConfig(str(folder), None, None, hf_config, "float32", 256, load_format="dummy",
+                               quantization="awq"))
 
 
 def test_block_scales_a_shard_straddles_are_a_clear_error(tiny_hf_model, tmp_path):

@@ -97,10 +97,12 @@ def align_by_expert_torch(topk_ids: torch.Tensor, num_experts: int,
 @triton.jit
 def _moe_gemm_kernel(
     a_ptr, w_ptr, c_ptr, weights_ptr, sorted_ids_ptr, block_expert_ptr,
+    s_ptr,  # fp8 weights' scales: [E, N] (W_SCALE 1) or [E, N / SCALE_N, K / SCALE_K] (W_SCALE 2)
     N, K, num_rows, top_k, num_experts,
-    stride_am, stride_we, stride_wn, stride_cm,
+    stride_am, stride_we, stride_wn, stride_cm, stride_se, stride_sn,
     A_PER_TOKEN: tl.constexpr, MUL_WEIGHT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_SCALE: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -115,13 +117,21 @@ def _moe_gemm_kernel(
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
     w_ptrs = w_ptr + expert.to(tl.int64) * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    n_ok = offs_n < N
+    s_expert = s_ptr + expert.to(tl.int64) * stride_se
     for k0 in range(0, K, BLOCK_K):
         k_in = (k0 + offs_k) < K
         a = tl.load(a_ptrs, mask=valid[:, None] & k_in[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=k_in[:, None] & (offs_n[None, :] < N), other=0.0)
-        acc += tl.dot(a, w, input_precision=PRECISION)
+        w = tl.load(w_ptrs, mask=k_in[:, None] & n_ok[None, :], other=0.0)
+        if W_SCALE == 2:  # fp8 with block scales: this K block's, one per column block (BLOCK_K divides SCALE_K)
+            s = tl.load(s_expert + (offs_n // SCALE_N) * stride_sn + k0 // SCALE_K, mask=n_ok, other=0.0)
+            acc += tl.dot(a, w.to(a.dtype), input_precision=PRECISION) * s[None, :]
+        else:  # an fp8 weight is widened to the activations' dtype, exactly
+            acc += tl.dot(a, w.to(a.dtype), input_precision=PRECISION)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
+    if W_SCALE == 1:
+        acc *= tl.load(s_expert + offs_n, mask=n_ok, other=0.0)[None, :]
     if MUL_WEIGHT:
         acc *= tl.load(weights_ptr + ids, mask=valid, other=0.0)[:, None]
     c_ptrs = c_ptr + ids.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
@@ -129,20 +139,29 @@ def _moe_gemm_kernel(
 
 
 def moe_gemm(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, sorted_ids: torch.Tensor, block_expert: torch.Tensor,
-             top_k: int, a_per_token: bool, weights: torch.Tensor | None, block_m: int) -> None:
-    """c [T*k, N] rows of sorted_ids = a rows @ w[expert]^T (see the module); w [E, N, K] contiguous."""
+             top_k: int, a_per_token: bool, weights: torch.Tensor | None, block_m: int,
+             w_scale: torch.Tensor | None = None, block: tuple[int, int] | None = None) -> None:
+    """c [T*k, N] rows of sorted_ids = a rows @ w[expert]^T (see the module); w [E, N, K] contiguous.
+    An fp8 w comes with w_scale: [E, N] per channel, or [E, N / bn, K / bk] with block (bn, bk)."""
     num_rows, n = c.shape
     k = w.shape[2]
     block_n = min(128, max(16, triton.next_power_of_2(n)))
     block_k = min(64, max(16, triton.next_power_of_2(k)))
+    mode = 0 if w_scale is None else 2 if block is not None else 1
+    scale_n, scale_k = block if block is not None else (1, 1)
+    if mode == 2:
+        block_k = min(block_k, scale_k)
+    scales = w_scale if w_scale is not None else c
     grid = (block_expert.numel(), triton.cdiv(n, block_n))
     _moe_gemm_kernel[grid](
-        a, w, c, weights if weights is not None else c, sorted_ids, block_expert,
+        a, w, c, weights if weights is not None else c, sorted_ids, block_expert, scales,
         n, k, num_rows, top_k, w.shape[0], a.stride(0), w.stride(0), w.stride(1), c.stride(0),
+        scales.stride(0) if mode else 0, scales.stride(1) if mode == 2 else 0,
         A_PER_TOKEN=a_per_token, MUL_WEIGHT=weights is not None,
         # float32 models stay exact (HF's reference); bf16 / fp16 run on the tensor cores either way
         PRECISION="ieee" if a.dtype == torch.float32 else "tf32",
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, W_SCALE=mode, SCALE_N=scale_n, SCALE_K=scale_k,
+        num_warps=4,
     )
 
 
@@ -153,8 +172,10 @@ def block_m_for(num_rows: int, num_experts: int) -> int:
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-              topk_ids: torch.Tensor) -> torch.Tensor:
-    """x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H]."""
+              topk_ids: torch.Tensor, w13_scale: torch.Tensor | None = None, w2_scale: torch.Tensor | None = None,
+              block: tuple[int, int] | None = None) -> torch.Tensor:
+    """x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H].
+    fp8 experts come with their scales (moe_gemm), dequantized in the GEMMs' tiles."""
     from pagedllm.kernels.triton.activation import silu_and_mul
 
     num_tokens, top_k = topk_ids.shape
@@ -162,8 +183,9 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     block_m = block_m_for(num_tokens * top_k, num_experts)
     sorted_ids, block_expert = align_by_expert(topk_ids, num_experts, block_m)
     gate_up = torch.empty(num_tokens * top_k, w13.shape[1], dtype=x.dtype, device=x.device)
-    moe_gemm(x, w13, gate_up, sorted_ids, block_expert, top_k, True, None, block_m)
+    moe_gemm(x, w13, gate_up, sorted_ids, block_expert, top_k, True, None, block_m, w13_scale, block)
     act = silu_and_mul(gate_up)  # [T*k, I]
     down = torch.empty(num_tokens * top_k, w2.shape[1], dtype=x.dtype, device=x.device)
-    moe_gemm(act, w2, down, sorted_ids, block_expert, top_k, False, topk_weights.reshape(-1), block_m)
+    moe_gemm(act, w2, down, sorted_ids, block_expert, top_k, False, topk_weights.reshape(-1), block_m, w2_scale,
+             block)
     return down.view(num_tokens, top_k, -1).sum(dim=1)

@@ -23,14 +23,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pagedllm.kernels.quant_reference import dequantize_fp8
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.fused_moe import FusedMoE
+from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 from pagedllm.layers.moe_routing import RoutingSpec
 from pagedllm.layers.norm import NormScale, RMSNorm
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf, yarn_factor, yarn_mscale
 from pagedllm.models.common import DecoderForCausalLM, DecoderOptions, GatedMLP, KVLayout, MlpFactory
+from pagedllm.quantization.fp8 import Fp8Scheme
 
 
 def mla_softmax_scale(cfg: Any) -> float:
@@ -46,12 +49,21 @@ def mla_softmax_scale(cfg: Any) -> float:
 
 class LatentUpProjection(HFWeightLoadable):
     """kv_b_proj, [H * (qk_nope + v), kv_lora_rank]: never applied to the latent itself; its W_UK
-    part is folded into the query and its W_UV part into the output."""
+    part is folded into the query and its W_UV part into the output. An FP8 checkpoint's (its
+    weight and scales) is dequantized at load: the absorbed products want it in the model's dtype,
+    and it is small (a rank-wide matrix)."""
 
-    def __init__(self, num_heads: int, nope: int, v_dim: int, rank: int, dtype: torch.dtype) -> None:
+    def __init__(self, num_heads: int, nope: int, v_dim: int, rank: int, dtype: torch.dtype,
+                 prefix: str = "") -> None:
         super().__init__()
         self.num_heads, self.nope, self.v_dim = num_heads, nope, v_dim
         self.weight = new_param(num_heads * (nope + v_dim), rank, dtype=dtype)
+        scheme = current_layer_kernels().scheme_of([prefix])
+        if scheme is not None and not isinstance(scheme, Fp8Scheme):
+            raise ValueError(f"{scheme.name} quantization of latent attention's kv_b_proj is not supported (supported: "
+                             "fp8).")
+        self._fp8: Fp8Scheme | None = scheme
+        self._stored: dict[str, torch.Tensor] = {}  # an fp8 weight's parts until both have come
 
     def w_uk(self) -> torch.Tensor:  # [H, nope, rank]
         return self.weight.view(self.num_heads, self.nope + self.v_dim, -1)[:, : self.nope]
@@ -59,13 +71,28 @@ class LatentUpProjection(HFWeightLoadable):
     def w_uv(self) -> torch.Tensor:  # [H, v, rank]
         return self.weight.view(self.num_heads, self.nope + self.v_dim, -1)[:, self.nope:]
 
+    def _scale_attr(self) -> str:
+        fp8 = self._fp8
+        assert fp8 is not None
+        return fp8.scale_name or ("weight_scale_inv" if fp8.block is not None else "weight_scale")
+
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
-        return [("weight", None)]
+        keys: list[tuple[str, str | None]] = [("weight", None)]
+        return keys + ([(self._scale_attr(), None)] if self._fp8 is not None else [])
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
-        if attr != "weight" or shard is not None:
+        if (attr, shard) not in self.hf_weight_keys():
             raise ValueError(f"Unexpected kv_b_proj parameter {attr!r}.")
-        copy_checked(self.weight, tensor, "kv_b_proj weight")
+        if self._fp8 is None:
+            copy_checked(self.weight, tensor, "kv_b_proj weight")
+            return
+        self._stored[attr] = tensor
+        if len(self._stored) == 2:
+            weight, scale = self._stored["weight"], self._stored[self._scale_attr()].float()
+            if self._fp8.block is None:
+                scale = scale.reshape(-1).expand(weight.shape[0]) if scale.numel() == 1 else scale.reshape(-1)
+            copy_checked(self.weight, dequantize_fp8(weight, scale, self._fp8.block), "kv_b_proj weight (dequantized)")
+            self._stored.clear()
 
 
 class MLAAttention(nn.Module):
@@ -89,7 +116,8 @@ class MLAAttention(nn.Module):
         self.kv_a_proj_with_mqa = Linear(hidden, self.rank + self.rope_dim, bias=bias, dtype=dtype,
                                          prefix=f"{prefix}.kv_a_proj_with_mqa")
         self.kv_a_layernorm = RMSNorm(self.rank, cfg.rms_norm_eps, dtype)
-        self.kv_b_proj = LatentUpProjection(heads, self.nope, self.v_dim, self.rank, dtype)
+        self.kv_b_proj = LatentUpProjection(heads, self.nope, self.v_dim, self.rank, dtype,
+                                            prefix=f"{prefix}.kv_b_proj")
         self.o_proj = Linear(heads * self.v_dim, hidden, bias=bias, dtype=dtype, prefix=f"{prefix}.o_proj")
         self.rotary_emb = RotaryEmbedding(self.rope_dim, self.rope_dim, cfg.max_position_embeddings,
                                           rope_config_from_hf(cfg))

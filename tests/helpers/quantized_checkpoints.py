@@ -17,7 +17,8 @@ from pagedllm.kernels import quant_reference as ref
 from tests.helpers.tiny_models import TinyModel
 
 # decoder projections quantized; embeddings, norms and the LM head stay as they are
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj")  # the last four: latent attention
 FP8_SCHEMES = ("tensor", "channel", "block", "static")
 FP8_BLOCK = (32, 32)  # the tiny models' dimensions are multiples of 32
 INT4_FORMATS = ("awq", "gptq")

@@ -148,3 +148,15 @@ def test_compressed_tensors_checkpoint_matches_hf_on_its_decompressed_weights(ki
     hf = write_compressed_tensors_checkpoint(tiny, folder, kind)
     model = _load(folder, "compressed-tensors")
     _check_prefill_and_decode(model, hf, more=(77,))
+
+
+def test_fp8_deepseek_with_latent_attention(tiny_hf_model, tmp_path):
+    """DeepSeek-V3 FP8 style: every projection fp8 (per-tensor here: the tiny latent and experts are
+    not multiples of a 16-row block), the latent up-projection dequantized at load for the absorbed
+    form, the fp8 experts through the MoE method."""
+    tiny = tiny_hf_model("deepseek_v3")
+    folder = str(tmp_path / "dsv3")
+    hf = write_fp8_checkpoint(tiny, folder, "tensor")
+    model = _load(folder, "fp8")
+    assert model.model.layers[1].mlp.experts.w13.dtype == torch.float8_e4m3fn
+    _check_prefill_and_decode(model, hf)

@@ -29,6 +29,45 @@ _ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", 
           "pack-quantized": ("weight_packed", "weight_scale", "weight_shape")}
 
 
+def unpack_checkpoint_tensor(fmt: str, attr: str, tensor: torch.Tensor, in_features: int, group: int,
+                             size: int) -> tuple[str, torch.Tensor] | None:
+    """One checkpoint tensor of an INT4 weight of `size` output features, unpacked: ("q", uint8
+    [in, size]), ("zeros", uint8 [in / G, size]) or ("scales", [in / G, size]); None for the
+    tensors that are only checked (g_idx, weight_shape). ValueError for what is not supported."""
+    if attr == "qweight":
+        return "q", unpack_int4_cols(tensor, awq_order=True) if fmt == "awq" else unpack_int4_rows(tensor)
+    if attr == "qzeros":
+        z = unpack_int4_cols(tensor, awq_order=fmt == "awq")
+        if fmt == "gptq":  # stored minus one
+            z = (z.to(torch.int16) + 1).clamp(0, 15).to(torch.uint8)
+        return "zeros", z
+    if attr == "scales":
+        return "scales", tensor
+    if attr == "weight_packed":  # compressed-tensors: [size, in / 8], values in order
+        return "q", unpack_int4_cols(tensor).t()
+    if attr == "weight_scale":
+        return "scales", tensor.t()
+    if attr == "weight_zero_point":  # [size / 8, in / G], packed along the output rows
+        return "zeros", unpack_int4_rows(tensor).t()
+    if attr == "weight_shape":
+        if tensor.tolist() != [size, in_features]:
+            raise ValueError(f"weight_shape {tensor.tolist()} of a weight of {size} x {in_features}.")
+        return None
+    if attr == "g_idx":
+        trivial = torch.arange(in_features, device=tensor.device) // group
+        if not torch.equal(tensor.to(trivial.dtype), trivial):
+            raise ValueError("This GPTQ checkpoint reorders its input features (desc_act=true, act-order), which "
+                             "is not supported; use one quantized with desc_act=false.")
+        return None
+    raise ValueError(f"Unexpected {fmt} parameter {attr!r}.")
+
+
+def int4_attrs(scheme: Int4Scheme) -> tuple[str, ...]:
+    """The checkpoint tensors of one INT4 weight in the scheme's format."""
+    asymmetric_ct = scheme.format == "pack-quantized" and not scheme.symmetric
+    return _ATTRS[scheme.format] + (("weight_zero_point",) if asymmetric_ct else ())
+
+
 class Int4LinearMethod(LinearMethod):
     def __init__(self, spec: LinearSpec, scheme: Int4Scheme) -> None:
         super().__init__(spec)
@@ -40,9 +79,7 @@ class Int4LinearMethod(LinearMethod):
         self.group = g
 
     def weight_attrs(self) -> tuple[str, ...]:
-        fmt = self.scheme.format
-        asymmetric_ct = fmt == "pack-quantized" and not self.scheme.symmetric
-        return _ATTRS[fmt] + (("weight_zero_point",) if asymmetric_ct else ())
+        return int4_attrs(self.scheme)
 
     def create_weights(self, layer: Linear) -> None:
         k, n, groups = self.spec.in_features, self.spec.out_features, self.spec.in_features // self.group
@@ -56,34 +93,11 @@ class Int4LinearMethod(LinearMethod):
         raise ValueError("An INT4 layer loads qweight, qzeros and scales, not a plain weight.")
 
     def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
-        fmt = self.scheme.format
-        cols = slice(start, start + size)
-        if attr == "qweight":
-            q = unpack_int4_cols(tensor, awq_order=True) if fmt == "awq" else unpack_int4_rows(tensor)
-            copy_checked(layer.weight_q[:, cols], q, f"{fmt} qweight (unpacked)")
-        elif attr == "qzeros":
-            z = unpack_int4_cols(tensor, awq_order=fmt == "awq")
-            if fmt == "gptq":  # stored minus one
-                z = (z.to(torch.int16) + 1).clamp(0, 15).to(torch.uint8)
-            copy_checked(layer.weight_zeros[:, cols], z, f"{fmt} qzeros (unpacked)")
-        elif attr == "scales":
-            copy_checked(layer.weight_scales[:, cols], tensor, f"{fmt} scales")
-        elif attr == "weight_packed":  # compressed-tensors: [size, in / 8], values in order
-            copy_checked(layer.weight_q[:, cols], unpack_int4_cols(tensor).t(), "weight_packed (unpacked)")
-        elif attr == "weight_scale":
-            copy_checked(layer.weight_scales[:, cols], tensor.t(), "weight_scale")
-        elif attr == "weight_zero_point":  # [size / 8, in / G], packed along the output rows
-            copy_checked(layer.weight_zeros[:, cols], unpack_int4_rows(tensor).t(), "weight_zero_point (unpacked)")
-        elif attr == "weight_shape":
-            if tensor.tolist() != [size, self.spec.in_features]:
-                raise ValueError(f"weight_shape {tensor.tolist()} of a shard of {size} x {self.spec.in_features}.")
-        elif attr == "g_idx":
-            trivial = torch.arange(self.spec.in_features, device=tensor.device) // self.group
-            if not torch.equal(tensor.to(trivial.dtype), trivial):
-                raise ValueError("This GPTQ checkpoint reorders its input features (desc_act=true, act-order), which "
-                                 "is not supported; use one quantized with desc_act=false.")
-        else:
-            raise ValueError(f"Unexpected {fmt} linear parameter {attr!r}.")
+        unpacked = unpack_checkpoint_tensor(self.scheme.format, attr, tensor, self.spec.in_features, self.group, size)
+        if unpacked is not None:
+            kind, value = unpacked
+            target = {"q": layer.weight_q, "zeros": layer.weight_zeros, "scales": layer.weight_scales}[kind]
+            copy_checked(target[:, start:start + size], value, f"{self.scheme.format} {attr} (unpacked)")
 
     @torch.no_grad()
     def process_weights_after_loading(self, layer: Linear) -> None:

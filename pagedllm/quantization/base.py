@@ -39,7 +39,7 @@ class LinearScheme(ABC):
         """The method of a mixture-of-experts layer whose experts are stored this way (fused
         Triton kernels where `triton`), or a clear ValueError."""
         raise ValueError(f"{self.name} quantization of mixture-of-experts layers is not supported yet (supported: "
-                         "fp8); run an unquantized checkpoint of this model.")
+                         "fp8, int4); run an unquantized checkpoint of this model.")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pagedllm.quantization.base import LinearScheme, QuantizationConfig
 
 if TYPE_CHECKING:
     from pagedllm.layers.linear_method import LinearMethod, LinearSpec
+    from pagedllm.layers.moe_method import MoEMethod, MoESpec
 
 INT4_FORMATS = ("awq", "gptq", "pack-quantized")  # the last: compressed-tensors (quantization/compressed_tensors.py)
 
@@ -38,6 +39,11 @@ class Int4Scheme(LinearScheme):
         from pagedllm.layers.int4_linear import Int4LinearMethod, cuda_int4_method
 
         return cuda_int4_method(spec, self, skinny_policy, pdl) if triton else Int4LinearMethod(spec, self)
+
+    def moe_method(self, spec: MoESpec, triton: bool) -> MoEMethod:
+        from pagedllm.layers.int4_moe import Int4MoEMethod, Int4TritonMoEMethod
+
+        return Int4TritonMoEMethod(spec, self) if triton else Int4MoEMethod(spec, self)
 
 
 def _check_bits_and_group(method: str, config: dict[str, Any]) -> int:

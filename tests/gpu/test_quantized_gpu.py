@@ -98,3 +98,16 @@ def test_fp8_experts_agree_with_hf_on_dequantized_weights(tiny_gpu_model, tmp_pa
     agreed = _agreement(llm, hf, ids)
     print(f"fp8 experts (qwen3_moe): greedy tokens equal to HF's (dequantized weights) up to position {agreed} of 24")
     assert sum(agreed) >= len(ids) * 4, agreed
+
+
+def test_int4_experts_agree_with_hf_on_dequantized_weights(tiny_gpu_model, tmp_path):
+    """Qwen3-MoE-AWQ style (every expert int4, groups of 16) through the fused Triton experts."""
+    tiny = tiny_gpu_model("qwen3_moe")
+    folder = str(tmp_path / "moe_awq")
+    hf = write_int4_checkpoint(tiny, folder, "awq", group=16).to(torch.bfloat16).cuda()
+    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
+    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    ids = prompts(8)
+    agreed = _agreement(llm, hf, ids)
+    print(f"int4 experts (qwen3_moe, awq): greedy tokens equal to HF's (dequantized) up to position {agreed} of 24")
+    assert sum(agreed) >= len(ids) * 4, agreed

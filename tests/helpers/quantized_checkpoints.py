@@ -47,19 +47,20 @@ def _fp8_tensors(name: str, w: torch.Tensor, scheme: str,
     return out, q.float() * scale
 
 
-def _int4_tensors(name: str, w: torch.Tensor, fmt: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _int4_tensors(name: str, w: torch.Tensor, fmt: str,
+                  group: int = INT4_GROUP) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """AWQ's or GPTQ's tensors of a weight [out, in], and the real weight they stand for."""
     layer = name[: -len(".weight")]
-    q, scale, zero = ref.quantize_int4(w.t(), INT4_GROUP)
+    q, scale, zero = ref.quantize_int4(w.t(), group)
     scales = scale.to(torch.float16)
-    real = (q.float() - zero.float().repeat_interleave(INT4_GROUP, 0)) * scales.float().repeat_interleave(INT4_GROUP, 0)
+    real = (q.float() - zero.float().repeat_interleave(group, 0)) * scales.float().repeat_interleave(group, 0)
     if fmt == "awq":
         out = {"qweight": ref.pack_int4_cols(q, awq_order=True), "qzeros": ref.pack_int4_cols(zero, awq_order=True)}
     else:  # GPTQ v1: rows packed, zeros stored minus one, each input feature's group in g_idx
         out = {"qweight": ref.pack_int4_rows(q), "qzeros": ref.pack_int4_cols((zero.to(torch.int16) - 1).clamp(0, 15)),
-               "g_idx": torch.arange(q.shape[0], dtype=torch.int32) // INT4_GROUP}
-        real = (q.float() - (zero.float() - 1).clamp(0, 15).add(1).repeat_interleave(INT4_GROUP, 0)) * \
-            scales.float().repeat_interleave(INT4_GROUP, 0)
+               "g_idx": torch.arange(q.shape[0], dtype=torch.int32) // group}
+        real = (q.float() - (zero.float() - 1).clamp(0, 15).add(1).repeat_interleave(group, 0)) * \
+            scales.float().repeat_interleave(group, 0)
     out["scales"] = scales
     return {f"{layer}.{k}": v for k, v in out.items()}, real.t()
 
@@ -102,15 +103,15 @@ def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict
     return AutoModelForCausalLM.from_pretrained(real_folder, dtype=torch.float32).eval()
 
 
-def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str) -> Any:
+def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str, group: int = INT4_GROUP) -> Any:
     """tiny's weights as an AWQ (GEMM) or GPTQ (desc_act false, asymmetric) checkpoint of 4-bit
-    groups of INT4_GROUP; returns the HF model with the dequantized weights."""
+    groups of `group` inputs; returns the HF model with the dequantized weights."""
     assert fmt in INT4_FORMATS
     if fmt == "awq":
-        qc = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": INT4_GROUP, "zero_point": True}
+        qc = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": group, "zero_point": True}
     else:
-        qc = {"quant_method": "gptq", "bits": 4, "group_size": INT4_GROUP, "desc_act": False, "sym": False}
-    return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt), qc)
+        qc = {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": False, "sym": False}
+    return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt, group), qc)
 
 
 def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str, block: tuple[int, int] = FP8_BLOCK) -> Any:

@@ -91,3 +91,35 @@ def test_fp8_experts_in_the_fused_kernels_equal_the_dequantizing_reference(block
     got = fused_moe(x.to(DEVICE), dev["w13"], dev["w2"], weights.to(DEVICE), ids.to(DEVICE),
                     w13_scale=dev["w13_scale"], w2_scale=dev["w2_scale"], block=block)
     torch.testing.assert_close(got.cpu(), want, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_tokens", [3, 40])
+def test_int4_experts_in_the_fused_kernels_equal_the_dequantizing_reference(num_tokens):
+    """INT4 experts (layers/int4_moe.py): the fused GEMMs unpack and dequantize their tiles as the
+    torch method dequantizes whole experts."""
+    from pagedllm.kernels import quant_reference as ref
+    from pagedllm.kernels.triton.fused_moe import Int4Experts, fused_moe_int4
+    from pagedllm.layers.int4_moe import Int4MoEMethod
+    from pagedllm.quantization.int4 import Int4Scheme
+
+    num_experts, hidden, inter, top_k, group = 6, 64, 48, 2, 16
+    layer = _experts(num_experts, hidden, inter, seed=num_tokens)
+    method = Int4MoEMethod(MoESpec(num_experts, hidden, inter, torch.float32), Int4Scheme("awq", group))
+    for name in ("w13", "w2"):
+        parts = [ref.quantize_int4(w.t(), group) for w in getattr(layer, name)]  # [in, out] per expert
+        packed = torch.stack([ref.pack_int4_rows(q) for q, _, _ in parts])
+        layer.register_parameter(f"{name}_qweight", torch.nn.Parameter(packed, requires_grad=False))
+        layer.register_parameter(f"{name}_scales", torch.nn.Parameter(torch.stack([s for _, s, _ in parts]),
+                                                                      requires_grad=False))
+        layer.register_parameter(f"{name}_izeros", torch.nn.Parameter(
+            torch.stack([z for _, _, z in parts]).float(), requires_grad=False))
+    layer.method = method
+    gen = torch.Generator().manual_seed(num_tokens + 1)
+    x = torch.randn(num_tokens, hidden, generator=gen)
+    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
+    weights = torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1)
+    want = method.apply(layer, x, weights, ids)
+    w13, w2 = (Int4Experts(*(getattr(layer, f"{n}_{k}").to(DEVICE) for k in ("qweight", "scales", "izeros")), group)
+               for n in ("w13", "w2"))
+    got = fused_moe_int4(x.to(DEVICE), w13, w2, weights.to(DEVICE), ids.to(DEVICE))
+    torch.testing.assert_close(got.cpu(), want, atol=2e-4, rtol=1e-4)

@@ -16,9 +16,13 @@ in [T*k, H], each token's k rows are summed: out [T, H].
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
+
+from pagedllm.kernels.triton.int4_gemm import dequant_int4_tile, load_int4_tile
 
 # Routed rows up to which one program aligns them (decode steps of up to 8 requests at top-8): all in
 # registers at once, a few instructions instead of a dozen torch launches; more rows take the torch
@@ -97,7 +101,9 @@ def align_by_expert_torch(topk_ids: torch.Tensor, num_experts: int,
 @triton.jit
 def _moe_gemm_kernel(
     a_ptr, w_ptr, c_ptr, weights_ptr, sorted_ids_ptr, block_expert_ptr,
-    s_ptr,  # fp8 weights' scales: [E, N] (W_SCALE 1) or [E, N / SCALE_N, K / SCALE_K] (W_SCALE 2)
+    s_ptr,  # fp8 weights' scales: [E, N] (W_SCALE 1) or [E, N / SCALE_N, K / SCALE_K] (W_SCALE 2);
+    # int4 weights' (W_SCALE 3; w [E, K / 8, N] packed): [E, K / SCALE_K, N]
+    z_ptr,  # int4 weights' zeros, as their scales
     N, K, num_rows, top_k, num_experts,
     stride_am, stride_we, stride_wn, stride_cm, stride_se, stride_sn,
     A_PER_TOKEN: tl.constexpr, MUL_WEIGHT: tl.constexpr, PRECISION: tl.constexpr,
@@ -122,11 +128,18 @@ def _moe_gemm_kernel(
     for k0 in range(0, K, BLOCK_K):
         k_in = (k0 + offs_k) < K
         a = tl.load(a_ptrs, mask=valid[:, None] & k_in[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=k_in[:, None] & n_ok[None, :], other=0.0)
-        if W_SCALE == 2:  # fp8 with block scales: this K block's, one per column block (BLOCK_K divides SCALE_K)
+        if W_SCALE == 3:  # int4, packed along K (K and N tile exactly): unpacked and dequantized here
+            packed = load_int4_tile(w_ptr + expert.to(tl.int64) * stride_we, k0, pid_n * BLOCK_N, stride_wn,
+                                    BLOCK_K, BLOCK_N)
+            w = dequant_int4_tile(packed, s_expert, z_ptr + expert.to(tl.int64) * stride_se, k0, pid_n * BLOCK_N,
+                                  stride_sn, SCALE_K, BLOCK_K, BLOCK_N, a.dtype)
+            acc += tl.dot(a, w, input_precision=PRECISION)
+        elif W_SCALE == 2:  # fp8 with block scales: this K block's, one per column block (BLOCK_K divides SCALE_K)
+            w = tl.load(w_ptrs, mask=k_in[:, None] & n_ok[None, :], other=0.0)
             s = tl.load(s_expert + (offs_n // SCALE_N) * stride_sn + k0 // SCALE_K, mask=n_ok, other=0.0)
             acc += tl.dot(a, w.to(a.dtype), input_precision=PRECISION) * s[None, :]
         else:  # an fp8 weight is widened to the activations' dtype, exactly
+            w = tl.load(w_ptrs, mask=k_in[:, None] & n_ok[None, :], other=0.0)
             acc += tl.dot(a, w.to(a.dtype), input_precision=PRECISION)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
@@ -138,25 +151,41 @@ def _moe_gemm_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=valid[:, None] & (offs_n[None, :] < N))
 
 
-def moe_gemm(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, sorted_ids: torch.Tensor, block_expert: torch.Tensor,
-             top_k: int, a_per_token: bool, weights: torch.Tensor | None, block_m: int,
+class Int4Experts(NamedTuple):
+    """Stacked int4 experts in kernels/quant_reference.py's layout, per expert."""
+
+    qweight: torch.Tensor  # [E, K / 8, N] int32
+    scales: torch.Tensor  # [E, K / G, N]
+    zeros: torch.Tensor  # [E, K / G, N]
+    group: int  # G
+
+
+def moe_gemm(a: torch.Tensor, w: torch.Tensor | Int4Experts, c: torch.Tensor, sorted_ids: torch.Tensor,
+             block_expert: torch.Tensor, top_k: int, a_per_token: bool, weights: torch.Tensor | None, block_m: int,
              w_scale: torch.Tensor | None = None, block: tuple[int, int] | None = None) -> None:
     """c [T*k, N] rows of sorted_ids = a rows @ w[expert]^T (see the module); w [E, N, K] contiguous.
-    An fp8 w comes with w_scale: [E, N] per channel, or [E, N / bn, K / bk] with block (bn, bk)."""
+    An fp8 w comes with w_scale: [E, N] per channel, or [E, N / bn, K / bk] with block (bn, bk);
+    int4 experts as Int4Experts."""
     num_rows, n = c.shape
-    k = w.shape[2]
+    int4 = isinstance(w, Int4Experts)
+    k = w.qweight.shape[1] * 8 if isinstance(w, Int4Experts) else w.shape[2]
     block_n = min(128, max(16, triton.next_power_of_2(n)))
     block_k = min(64, max(16, triton.next_power_of_2(k)))
-    mode = 0 if w_scale is None else 2 if block is not None else 1
+    mode = 3 if int4 else 0 if w_scale is None else 2 if block is not None else 1
     scale_n, scale_k = block if block is not None else (1, 1)
-    if mode == 2:
+    zeros = c
+    if isinstance(w, Int4Experts):  # tiles that divide N and the group exactly
+        block_n = next(b for b in (128, 64, 32, 16) if n % b == 0)
+        block_k = next(b for b in (64, 32, 16) if w.group % b == 0)
+        scale_k, w_scale, zeros, w = w.group, w.scales, w.zeros, w.qweight
+    elif mode == 2:
         block_k = min(block_k, scale_k)
     scales = w_scale if w_scale is not None else c
     grid = (block_expert.numel(), triton.cdiv(n, block_n))
     _moe_gemm_kernel[grid](
-        a, w, c, weights if weights is not None else c, sorted_ids, block_expert, scales,
+        a, w, c, weights if weights is not None else c, sorted_ids, block_expert, scales, zeros,
         n, k, num_rows, top_k, w.shape[0], a.stride(0), w.stride(0), w.stride(1), c.stride(0),
-        scales.stride(0) if mode else 0, scales.stride(1) if mode == 2 else 0,
+        scales.stride(0) if mode else 0, scales.stride(1) if mode >= 2 else 0,
         A_PER_TOKEN=a_per_token, MUL_WEIGHT=weights is not None,
         # float32 models stay exact (HF's reference); bf16 / fp16 run on the tensor cores either way
         PRECISION="ieee" if a.dtype == torch.float32 else "tf32",
@@ -188,4 +217,22 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     down = torch.empty(num_tokens * top_k, w2.shape[1], dtype=x.dtype, device=x.device)
     moe_gemm(act, w2, down, sorted_ids, block_expert, top_k, False, topk_weights.reshape(-1), block_m, w2_scale,
              block)
+    return down.view(num_tokens, top_k, -1).sum(dim=1)
+
+
+def fused_moe_int4(x: torch.Tensor, w13: Int4Experts, w2: Int4Experts, topk_weights: torch.Tensor,
+                   topk_ids: torch.Tensor) -> torch.Tensor:
+    """fused_moe with int4 experts: w13 [E, H / 8, 2I] and w2 [E, I / 8, H] packed, per-group scales
+    and zeros (layers/int4_moe.py), dequantized in the GEMMs' tiles."""
+    from pagedllm.kernels.triton.activation import silu_and_mul
+
+    num_tokens, top_k = topk_ids.shape
+    num_experts = w13.qweight.shape[0]
+    block_m = block_m_for(num_tokens * top_k, num_experts)
+    sorted_ids, block_expert = align_by_expert(topk_ids, num_experts, block_m)
+    gate_up = torch.empty(num_tokens * top_k, w13.qweight.shape[2], dtype=x.dtype, device=x.device)
+    moe_gemm(x, w13, gate_up, sorted_ids, block_expert, top_k, True, None, block_m)
+    act = silu_and_mul(gate_up)  # [T*k, I]
+    down = torch.empty(num_tokens * top_k, w2.qweight.shape[2], dtype=x.dtype, device=x.device)
+    moe_gemm(act, w2, down, sorted_ids, block_expert, top_k, False, topk_weights.reshape(-1), block_m)
     return down.view(num_tokens, top_k, -1).sum(dim=1)

@@ -49,7 +49,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
                         help="dummy: random weights of the model's shape (benchmarks without a checkpoint)")
     parser.add_argument("--quantization", default=None,
-                        choices=["awq", "compressed-tensors", "fp8", "gguf", "gptq", "none"],
+                        choices=["awq", "awq_marlin", "compressed-tensors", "fp8", "gguf", "gptq", "gptq_marlin",
+                                 "none"],
                         help="default: the checkpoint's own format (its quantization_config; a GGUF file's "
                              "types run as stored by the CPU kernels). fp8: an FP8 checkpoint, or a bf16 one "
                              "quantized at load; awq, gptq: 4-bit checkpoints; gguf: a GGUF file's types, "

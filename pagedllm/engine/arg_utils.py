@@ -84,6 +84,7 @@ class EngineArgs(VllmCompatArgs):
 
     def __post_init__(self) -> None:
         check_vllm_args(self)  # before anything loads: an unsupported vLLM setting fails at once
+        self.quantization = QUANTIZATION_ALIASES.get(self.quantization or "", self.quantization)
         if self.quantization not in (None, *QUANTIZATIONS):
             raise ValueError(f"quantization={self.quantization!r} is not supported yet (supported: "
                              f"{', '.join(QUANTIZATIONS)}; by default a checkpoint's own format runs).")
@@ -230,6 +231,8 @@ def _resolve_max_model_len(requested: int | None, hf_config: object, source: Mod
 
 # quantization/registry.py's formats, GGUF's, and none
 QUANTIZATIONS = ("awq", "compressed-tensors", "fp8", "gguf", "gptq", "none")
+# vLLM's names of its kernels for these formats, which users pass for the format itself
+QUANTIZATION_ALIASES = {"awq_marlin": "awq", "gptq_marlin": "gptq"}
 
 
 def _resolve_draft(spec: SpeculativeConfig | None, target: ModelConfig, device: str) -> SpeculativeConfig | None:

@@ -11,7 +11,7 @@ import pytest
 
 from pagedllm.engine.arg_utils import EngineArgs, _resolve_quantization
 from pagedllm.models.source import ModelSource
-from tests.helpers.quantized_checkpoints import write_fp8_checkpoint
+from tests.helpers.quantized_checkpoints import write_fp8_checkpoint, write_int4_checkpoint
 
 GGUF = ModelSource("/models", "model.Q4_1.gguf")
 FOLDER = ModelSource("/models/hf")
@@ -58,6 +58,9 @@ def test_detection_and_online_fp8(tiny_hf_model, tmp_path):
     folder = str(tmp_path / "fp8")
     write_fp8_checkpoint(tiny_hf_model("llama"), folder, "block")
     assert _quantization(folder) == "fp8" and _quantization(folder, "fp8") == "fp8"
+    awq = str(tmp_path / "awq")
+    write_int4_checkpoint(tiny_hf_model("llama"), awq, "awq")
+    assert _quantization(awq) == "awq" and _quantization(awq, "awq_marlin") == "awq"  # vLLM's kernel name
     with pytest.raises(ValueError, match="fp8-quantized; quantization='none' cannot run it"):
         _quantization(folder, "none")
     with pytest.raises(ValueError, match="needs a GGUF file"):

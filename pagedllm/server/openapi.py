@@ -8,7 +8,8 @@ the middleware, which any request can meet (408, 413, and 401 when an API key is
 Bounds known only once a model is loaded are written in as well: token ids below the vocabulary
 size (`"x-token-id"` marks them in the request models), token counts below the context
 (`"x-token-count"`). What JSON schema cannot say (a prompt plus max_tokens within the context,
-min_tokens <= max_tokens, a chat template that accepts the messages) is a 400 at runtime.
+min_tokens <= max_tokens and none beside a structured output constraint, a chat template that
+accepts the messages) is a 400 at runtime.
 """
 from __future__ import annotations
 

@@ -124,7 +124,8 @@ class StreamOptions(StrictModel):
 
 
 _CONSTRAINT = ("at most one structured output constraint a request (response_format, structured_outputs, "
-               "a guided_* field, or tool_choice 'required' or naming a function), a valid one")
+               "a guided_* field, or tool_choice 'required' or naming a function), a valid one, and no min_tokens "
+               "beside it (the constraint decides the length)")
 
 
 class JsonSchemaFormat(StrictModel):

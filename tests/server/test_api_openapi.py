@@ -20,7 +20,7 @@ def _inexpressible(context, failure, case, response) -> bool:
     """Keep every failure but a schema-valid request refused by one of the rules JSON schema cannot
     state, which the OpenAPI document states in words: the prompt plus max_tokens must fit the
     context (context_length_exceeded), min_tokens may not pass max_tokens, and a request has at most
-    one structured output constraint, itself valid."""
+    one structured output constraint, itself valid, with no min_tokens beside it."""
     if failure.code != "ST202" or response.status_code != 400:
         return True
     error = response.json()["error"]
@@ -31,8 +31,9 @@ def _inexpressible(context, failure, case, response) -> bool:
 # constraint a request whose schema / regex / grammar is itself valid, tools whose parameters are
 # valid schemas and whose names differ, a tool_choice naming one of them, "auto" (the default with
 # tools) only on a server started with --enable-auto-tool-choice.
-_INEXPRESSIBLE = ("min_tokens must be", "structured_outputs", "Only one structured output constraint",
-                  "response_format of type json_schema needs", "tools[", "tool_choice ", '"auto" tool choice')
+_INEXPRESSIBLE = ("min_tokens must be", "min_tokens cannot be combined with structured_outputs", "structured_outputs",
+                  "Only one structured output constraint", "response_format of type json_schema needs", "tools[",
+                  "tool_choice ", '"auto" tool choice')
 
 
 @pytest.fixture(scope="module")

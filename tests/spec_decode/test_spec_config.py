@@ -78,7 +78,7 @@ def test_draft_model_keys():
     with pytest.raises(ValueError, match="are for draft_model, eagle, eagle3, not 'ngram'"):
         SpeculativeConfig.from_user({"method": "ngram", "model": "/m"})
     with pytest.raises(ValueError, match="quantization must be"):
-        SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "quantization": "awq"})
+        SpeculativeConfig.from_user({"method": "draft_model", "model": "/m", "quantization": "bitsandbytes"})
 
 
 def test_rejection_methods_and_synthetic_rates():

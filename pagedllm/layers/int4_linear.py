@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from pagedllm.layers.linear import Linear
     from pagedllm.quantization.int4 import Int4Scheme
 
+# Steps of at least this many rows dequantize the weight into a bf16 scratch and run cuBLAS: there
+# the GEMM is compute-bound, and writing and reading the dense weight once (about 4 x the packed
+# bytes) costs less than dequantizing every tile inside a Triton GEMM that runs below cuBLAS's rate
+# (vLLM's AWQ path switches the same way, at 256 tokens).
+DENSE_GEMM_ROWS = 256
+
 _ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx"),
           "pack-quantized": ("weight_packed", "weight_scale", "weight_shape")}
 
@@ -140,10 +146,13 @@ class Int4TritonLinearMethod(Int4LinearMethod):
         return self._gemm(layer, x)
 
     def _gemm(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
-        from pagedllm.kernels.triton.int4_gemm import int4_gemm
+        from pagedllm.kernels.triton.int4_gemm import dequantize_int4_weight, int4_gemm
 
         if self.spec.out_features % 16:  # no tensor-core tile divides it
             return super().apply(layer, x)
+        if x.shape[0] >= DENSE_GEMM_ROWS:
+            w = dequantize_int4_weight(layer.qweight, layer.scales, layer.zeros, self.group, x.dtype)
+            return torch.matmul(x, w) if layer.bias is None else torch.addmm(layer.bias, x, w)
         out = int4_gemm(x.contiguous(), layer.qweight, layer.scales, layer.zeros, self.group)
         return out if layer.bias is None else out.add_(layer.bias)
 

@@ -85,3 +85,23 @@ def test_cuda_int4_method_loads_the_format_and_dispatches(fmt, rows):
     assert layer.qweight.shape == (k // 8, n) and not hasattr(layer, "weight_q")
     x = torch.randn(rows, k, generator=gen).to(torch.bfloat16)
     assert rel_err(layer(x.to(DEVICE)).cpu(), (x.float() @ dense).to(torch.bfloat16)) < 8e-3
+
+
+def test_dequantize_kernel_and_the_dense_path_of_large_steps():
+    """Steps of DENSE_GEMM_ROWS or more: the weight dequantized by a kernel (the reference's values,
+    rounded once), then one dense GEMM."""
+    from pagedllm.kernels.triton.int4_gemm import dequantize_int4_weight
+    from pagedllm.layers.int4_linear import DENSE_GEMM_ROWS, Int4TritonLinearMethod
+    from pagedllm.quantization.int4 import Int4Scheme
+
+    packed, scales, zeros, dense = _weight(128, 64, 64, 11)
+    got = dequantize_int4_weight(packed.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), 64, torch.bfloat16)
+    assert torch.equal(got.cpu(), dense.to(torch.bfloat16))
+    from pagedllm.layers.linear_method import LinearSpec
+
+    method = Int4TritonLinearMethod(LinearSpec(128, 64, False, torch.bfloat16), Int4Scheme("awq", 64), None, False)
+    layer = torch.nn.Module()
+    layer.qweight, layer.scales, layer.zeros, layer.bias = packed.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None
+    x = torch.randn(DENSE_GEMM_ROWS, 128, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    out = method.apply(layer, x.to(DEVICE))  # type: ignore[arg-type]
+    assert rel_err(out.cpu(), (x.float() @ dense).to(torch.bfloat16)) < 8e-3

@@ -3,7 +3,9 @@ int4 weight (kernels/quant_reference.py's layout: qweight int32 [K / 8, N], nibb
 input feature 8 r + i; scales and zeros [K / G, N]). Each K tile of the weight is loaded packed,
 unpacked and dequantized in registers, (q - zero) * scale rounded to x's dtype, and fed to the
 tensor cores; the products sum in float32. Steps of at most 16 rows take the skinny GEMM, which
-dequantizes its tiles with `dequant_int4_tile` too (kernels/triton/skinny_gemm.py)."""
+dequantizes its tiles with `dequant_int4_tile` too (kernels/triton/skinny_gemm.py); steps large
+enough that the GEMM is compute-bound dequantize the whole weight (`dequantize_int4_weight`) for
+cuBLAS (layers/int4_linear.py decides)."""
 from __future__ import annotations
 
 import torch
@@ -72,4 +74,30 @@ def int4_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zero
     _int4_gemm_kernel[grid](x, qweight, scales, zeros, out, m, n, k, x.stride(0), qweight.stride(0),
                             scales.stride(0), out.stride(0), GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n,
                             BLOCK_K=block_k, GROUP_M=8, num_warps=8 if block_m == 128 else 4, num_stages=3)
+    return out
+
+
+@triton.jit
+def _dequantize_kernel(w_ptr, s_ptr, z_ptr, out_ptr, stride_w, stride_s, stride_o,
+                       GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    k0 = tl.program_id(0) * BLOCK_K
+    col0 = tl.program_id(1) * BLOCK_N
+    w = dequant_int4_tile(load_int4_tile(w_ptr, k0, col0, stride_w, BLOCK_K, BLOCK_N), s_ptr, z_ptr, k0, col0,
+                          stride_s, GROUP, BLOCK_K, BLOCK_N, out_ptr.dtype.element_ty)
+    rows = k0 + tl.arange(0, BLOCK_K)
+    cols = col0 + tl.arange(0, BLOCK_N)
+    tl.store(out_ptr + rows.to(tl.int64)[:, None] * stride_o + cols[None, :], w)
+
+
+def dequantize_int4_weight(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """The packed weight as a dense [K, N] of `dtype` (quant_reference.dequantize_int4's values,
+    rounded once): for steps where a cuBLAS GEMM on it beats dequantizing inside the GEMM."""
+    k, n = qweight.shape[0] * 8, qweight.shape[1]
+    out = torch.empty(k, n, dtype=dtype, device=qweight.device)
+    block_n = next(b for b in (128, 64, 32, 16) if n % b == 0)
+    block_k = next(b for b in (64, 32, 16) if group % b == 0)
+    _dequantize_kernel[(k // block_k, n // block_n)](qweight, scales, zeros, out, qweight.stride(0), scales.stride(0),
+                                                     out.stride(0), GROUP=group, BLOCK_K=block_k, BLOCK_N=block_n,
+                                                     num_warps=4)
     return out

@@ -134,10 +134,18 @@ class AttentionBackend(ABC):
         scale: float,
         prologue: QKVPrologue | None = None,
         out: torch.Tensor | None = None,  # [num_tokens, num_heads, head_size]
+        kv_scales: tuple[float, float] = (1.0, 1.0),
     ) -> torch.Tensor:
         """Write key/value into kv_cache at metadata.slot_mapping, then return attention output
         [num_tokens, num_heads, head_size] for every query token over its request's context.
 
         With a `prologue` (only from layers whose backend declares the capability), q, k and v
         are first transformed as it says (query and key in place). With `out`, the output goes
-        there and only its first num_actual_tokens rows are written (the rest is padding)."""
+        there and only its first num_actual_tokens rows are written (the rest is padding).
+        kv_scales (k_scale, v_scale): an fp8 cache holds K / k_scale and V / v_scale (a
+        checkpoint's calibrated scales); a cache of any other type ignores them."""
+
+
+def effective_kv_scales(kv_cache: torch.Tensor, kv_scales: tuple[float, float]) -> tuple[float, float]:
+    """The K/V scales a cache applies: the given ones for an fp8 cache, none otherwise."""
+    return kv_scales if kv_cache.dtype == torch.float8_e4m3fn else (1.0, 1.0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pagedllm.attention.base import AttentionBackend, AttentionMetadata, QKVPrologue
+from pagedllm.attention.base import AttentionBackend, AttentionMetadata, QKVPrologue, effective_kv_scales
 from pagedllm.kernels.reference import rms_norm_rows, rotary_neox, scale_rows_by_inv_rms
 
 
@@ -35,9 +35,17 @@ class TorchAttentionBackend(AttentionBackend):
         scale: float,
         prologue: QKVPrologue | None = None,
         out: torch.Tensor | None = None,
+        kv_scales: tuple[float, float] = (1.0, 1.0),
     ) -> torch.Tensor:
         if prologue is not None:  # a model planned for a fusing backend, run on this oracle
             query, key, value = apply_prologue(query, key, value, prologue)
+        k_scale, v_scale = effective_kv_scales(kv_cache, kv_scales)
+        if (k_scale, v_scale) != (1.0, 1.0):
+            # in the cache's units: the scores take k_scale back through the softmax scale, and
+            # the output v_scale (both linear)
+            key, value, scale = key.float() * (1.0 / k_scale), value.float() * (1.0 / v_scale), scale * k_scale
+            out = self.forward(query, key, value, kv_cache, metadata, scale, None, out)
+            return out.mul_(v_scale)
         n = metadata.num_actual_tokens
         self.write_kv(key[:n], value[:n], kv_cache, metadata.slot_mapping[:n])
         if out is None:

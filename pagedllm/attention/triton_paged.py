@@ -36,6 +36,7 @@ from pagedllm.attention.base import (
     AttentionMetadata,
     BackendCapabilities,
     QKVPrologue,
+    effective_kv_scales,
 )
 from pagedllm.kernels.triton.mla_decode import mla_decode
 from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
@@ -78,23 +79,25 @@ class TritonPagedAttentionBackend(AttentionBackend):
         scale: float,
         prologue: QKVPrologue | None = None,
         out: torch.Tensor | None = None,
+        kv_scales: tuple[float, float] = (1.0, 1.0),
     ) -> torch.Tensor:
+        kv_scales = effective_kv_scales(kv_cache, kv_scales)
         if prologue is None:
-            reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens)
-            return self._attend(query, kv_cache, metadata, scale, out)
+            reshape_and_cache(key, value, kv_cache, metadata.slot_mapping, metadata.num_actual_tokens, kv_scales)
+            return self._attend(query, kv_cache, metadata, scale, out, kv_scales=kv_scales)
         num_tokens, _, head_size = query.shape
         if metadata.is_decode_only and self.options.rotary_in_decode:
             # The decode kernel rotates q in registers and writes the new K/V itself: one launch
             # per layer instead of two (q is left unrotated in memory; nothing reads it after).
             new_kv = NewKV(key.view(num_tokens, -1), value.view(num_tokens, -1), prologue.positions,
                            prologue.cos_sin_cache, metadata.slot_mapping, prologue.qk_norm, prologue.norm_scale)
-            return self._attend(query, kv_cache, metadata, scale, out, new_kv)
+            return self._attend(query, kv_cache, metadata, scale, out, new_kv, kv_scales)
         if prologue.norm_scale is not None:
             scale_qkv_by_inv_rms_(query, key, value, *prologue.norm_scale)
         rotary_embedding_and_cache_(prologue.positions, query.view(num_tokens, -1), key.view(num_tokens, -1),
                                     value.view(num_tokens, -1), prologue.cos_sin_cache, head_size, kv_cache,
-                                    metadata.slot_mapping, metadata.num_actual_tokens, prologue.qk_norm)
-        return self._attend(query, kv_cache, metadata, scale, out)
+                                    metadata.slot_mapping, metadata.num_actual_tokens, prologue.qk_norm, kv_scales)
+        return self._attend(query, kv_cache, metadata, scale, out, kv_scales=kv_scales)
 
     def forward_latent(self, query: torch.Tensor, rows: torch.Tensor, kv_cache: torch.Tensor,
                        metadata: AttentionMetadata, scale: float, value_size: int) -> torch.Tensor:
@@ -131,7 +134,8 @@ class TritonPagedAttentionBackend(AttentionBackend):
         return ws
 
     def _attend(self, query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
-                scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None) -> torch.Tensor:
+                scale: float, out: torch.Tensor | None, new_kv: NewKV | None = None,
+                kv_scales: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
         """Attention of every query token over its context, the step's K/V already in the cache.
         A given `out` gets only the first num_actual_tokens rows written (piecewise CUDA graphs:
         the rows past them are padding whose results are dropped)."""
@@ -147,10 +151,10 @@ class TritonPagedAttentionBackend(AttentionBackend):
             workspace = self._split_workspace(query, n * num_splits) if num_splits > 1 else None
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
                             metadata.query_start_loc, n, n, scale, True, num_splits, workspace, new_kv=new_kv,
-                            pdl=query.is_cuda and self.options.pdl)
+                            pdl=query.is_cuda and self.options.pdl, kv_scales=kv_scales)
         else:
             paged_attention(out, query, kv_cache, metadata.block_table, metadata.seq_lens,
-                            metadata.query_start_loc, n, metadata.num_reqs, scale, False)
+                            metadata.query_start_loc, n, metadata.num_reqs, scale, False, kv_scales=kv_scales)
         return out
 
     def num_splits(self, metadata: AttentionMetadata, num_reqs: int, num_kv_heads: int) -> int:

@@ -46,7 +46,8 @@ class EngineArgs(VllmCompatArgs):
     # vLLM's kv_cache_dtype: "auto" (the model's dtype; on the CPU with a GGUF file's quantized
     # weights bfloat16, as llama.cpp keeps an f16 cache), "bfloat16" (on the CPU also under a float32
     # model: half the bytes each decode step reads), "float32", or "fp8" / "fp8_e4m3" (CUDA: e4m3
-    # with unit scales, saturating; half a bf16 cache's bytes, twice its tokens)
+    # with the checkpoint's K/V scales or unit ones, saturating; half a bf16 cache's bytes, twice
+    # its tokens)
     kv_cache_dtype: str = "auto"
     enforce_eager: bool = False  # CUDA: no CUDA graphs
     device: str = "auto"

@@ -52,6 +52,9 @@ class Attention(nn.Module):
         caps = kernels.attention if rotary_dim is not None else BackendCapabilities()
         self.plan = AttentionPlan.choose(caps, head_size, rotary_dim or head_size)
         self._triton_scale = kernels.ops is OpImpl.TRITON
+        # A checkpoint's calibrated K/V cache scales (k_scale, v_scale), used by an fp8 KV cache
+        # (models/param_loading.py sets them); 1.0 otherwise, as vLLM's default
+        self.kv_scales = (1.0, 1.0)
 
     def forward(
         self,
@@ -87,7 +90,8 @@ class Attention(nn.Module):
         out = ctx.backend.forward(q.view(num_tokens, self.num_heads, self.head_size),
                                   k.view(num_tokens, self.num_kv_heads, self.head_size),
                                   v.view(num_tokens, self.num_kv_heads, self.head_size),
-                                  ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale, prologue)
+                                  ctx.kv_caches[self.layer_idx], ctx.attn_metadata, self.scale, prologue,
+                                  kv_scales=self.kv_scales)
         return out.reshape(num_tokens, self.num_heads * self.head_size)
 
     def forward_latent(self, q: torch.Tensor, rows: torch.Tensor, value_size: int) -> torch.Tensor:

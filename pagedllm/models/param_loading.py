@@ -2,23 +2,22 @@
 every required weight arrived."""
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from pagedllm.layers.attention import Attention
 from pagedllm.layers.loadable import HFWeightLoadable
-
-logger = logging.getLogger(__name__)
 
 # Checkpoint entries that are not weights: rotary caches some exporters save.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
-# An FP8 checkpoint's calibrated K/V cache scales (vLLM's and compressed-tensors' names): the fp8
-# KV cache runs with unit scales (kv_cache_dtype="fp8"), so they are read past, with a warning.
-_KV_SCALE_SUFFIXES = ("self_attn.k_scale", "self_attn.v_scale", "self_attn.kv_scale", "k_proj.output_scale",
-                      "v_proj.output_scale")
+# An FP8 checkpoint's calibrated K/V cache scales (vLLM's and compressed-tensors' names, and the
+# older AutoFP8 ones): which of (k_scale, v_scale) each sets. The layer's attention keeps them; an
+# fp8 KV cache applies them (kv_cache_dtype="fp8"), any other ignores them.
+_KV_SCALES = {".k_scale": (0,), ".v_scale": (1,), ".kv_scale": (0, 1), ".k_proj.output_scale": (0,),
+              ".v_proj.output_scale": (1,)}
 
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
@@ -48,6 +47,22 @@ def _hf_name(module_name: str, attr: str, shard: str | None, stacked: dict[str, 
     return f"{module_name}.{attr}"
 
 
+def _load_kv_scale(hf_name: str, tensor: torch.Tensor, attentions: dict[str, Attention]) -> bool:
+    """Whether hf_name is a K/V cache scale, taken by the attention of its layer ("...self_attn")."""
+    for suffix, which in _KV_SCALES.items():
+        if hf_name.endswith(suffix):
+            parent = hf_name[: -len(suffix)]
+            attn = attentions.get(parent)
+            if attn is None:
+                return False  # not an attention's: let the loader name it
+            scales = list(attn.kv_scales)
+            for i in which:
+                scales[i] = float(tensor.float().max())
+            attn.kv_scales = (scales[0], scales[1])
+            return True
+    return False
+
+
 def load_named_weights(
     model: nn.Module,
     weights: Iterable[tuple[str, torch.Tensor]],
@@ -60,12 +75,11 @@ def load_named_weights(
     missing = {(name, attr, shard) for name, m in modules.items() if name not in skip_modules
                for attr, shard in m.hf_weight_keys()}
     unexpected: list[str] = []
-    kv_scales = 0
+    attentions = {name.rpartition(".")[0]: m for name, m in model.named_modules() if isinstance(m, Attention)}
     for hf_name, tensor in weights:
         if hf_name.endswith(_IGNORED_SUFFIXES):
             continue
-        if hf_name.endswith(_KV_SCALE_SUFFIXES):
-            kv_scales += 1
+        if _load_kv_scale(hf_name, tensor, attentions):
             continue
         module_name, _, attr = hf_name.rpartition(".")
         if module_name in skip_modules:
@@ -77,9 +91,6 @@ def load_named_weights(
             continue
         module.load_hf_weight(attr, tensor, shard)
         missing.discard((module_name, attr, shard))
-    if kv_scales:
-        logger.warning("The checkpoint's %d K/V cache scales are not used: an fp8 KV cache runs with unit scales.",
-                       kv_scales)
     if unexpected:
         raise ValueError(f"Checkpoint has {len(unexpected)} weights this model does not know, e.g. {unexpected[:5]}.")
     if missing:

@@ -118,9 +118,11 @@ class _AttentionCall:
     kv_cache: torch.Tensor
     scale: float
     prologue: QKVPrologue | None  # what the backend does to q/k first (its norm scale already applied)
+    kv_scales: tuple[float, float]
 
     def __call__(self, metadata: AttentionMetadata) -> None:
-        self.backend.forward(self.q, self.k, self.v, self.kv_cache, metadata, self.scale, self.prologue, out=self.out)
+        self.backend.forward(self.q, self.k, self.v, self.kv_cache, metadata, self.scale, self.prologue, out=self.out,
+                             kv_scales=self.kv_scales)
 
 
 @dataclass
@@ -163,7 +165,7 @@ class _Cutter(AttentionBackend):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                 metadata: AttentionMetadata, scale: float, prologue: QKVPrologue | None = None,
-                out: torch.Tensor | None = None) -> torch.Tensor:
+                out: torch.Tensor | None = None, kv_scales: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
         if prologue is not None and prologue.norm_scale is not None:
             from pagedllm.kernels.triton.norm_scale import scale_qkv_by_inv_rms_
 
@@ -175,7 +177,7 @@ class _Cutter(AttentionBackend):
         copy_qkv(q, k, v, query, key, value)
         if self.capturing:
             self.end_piece()
-            self.calls.append(_AttentionCall(self.inner, q, k, v, static_out, kv_cache, scale, prologue))
+            self.calls.append(_AttentionCall(self.inner, q, k, v, static_out, kv_cache, scale, prologue, kv_scales))
             self.begin_piece()
         return static_out
 

@@ -473,3 +473,40 @@ def test_fp8_kv_cache_through_the_rotary_prologue(decode):
     assert_close_rel(got, want, torch.bfloat16)
     differ = (case.cache.float().nan_to_num() != want_cache.float().nan_to_num()).float().mean().item()
     assert differ < 0.01  # the same rounding but where the rotation's float32 products round apart
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_fp8_kv_cache_with_a_checkpoints_scales(decode):
+    """Calibrated K/V scales (k 2.5, v 0.25): every writer stores K / k_scale and V / v_scale, and
+    attention reads them back through the softmax scale and the output, as the torch backend does."""
+    from pagedllm.attention.torch_ref import as_cached
+    from pagedllm.layers.rotary import RopeConfig, RotaryEmbedding
+
+    scales = (2.5, 0.25)
+    cached, new = ([0, 9, 30, 63], [1, 1, 1, 1]) if decode else ([0, 9, 30], [6, 1, 12])
+    case = _fp8_case(cached, new, seed=31)
+    md = case.metadata
+    ref_cache = case.cache.clone()
+    want = TorchAttentionBackend().forward(case.query.float(), case.key.float(), case.value.float(), ref_cache, md,
+                                           0.125, kv_scales=scales)
+    backend = TritonPagedAttentionBackend()
+    plain_cache = case.cache.clone()
+    got = backend.forward(case.query, case.key, case.value, plain_cache, md, 0.125, kv_scales=scales)
+    assert_close_rel(got, want, torch.bfloat16)
+    assert torch.equal(plain_cache.float().nan_to_num(), ref_cache.float().nan_to_num())
+    slots = md.slot_mapping.long()
+    written = plain_cache[1].reshape(-1, 2, 64)[slots].float().cpu()
+    assert torch.equal(written, as_cached(case.value.cpu().float() * (1 / scales[1]), FP8).float())
+    # the rotary prologue's writers (the decode kernel's own, or rotary + cache write) agree
+    positions = torch.cat([torch.arange(c, c + n) for c, n in zip(cached, new)]).to(DEVICE)
+    with torch.device(DEVICE):
+        rope = RotaryEmbedding(64, 64, 256, RopeConfig(theta=10000.0, rope_type="default", params={}))
+    want_q, want_k, want_cache = case.query.clone(), case.key.clone(), case.cache.clone()
+    rotary_embedding_(positions, want_q.view(len(positions), -1), want_k.view(len(positions), -1),
+                      rope.cos_sin_cache, 64)
+    want = backend.forward(want_q, want_k, case.value, want_cache, md, 0.125, kv_scales=scales)
+    got = backend.forward(case.query, case.key, case.value, case.cache, md, 0.125,
+                          QKVPrologue(positions, rope.cos_sin_cache), kv_scales=scales)
+    assert_close_rel(got, want, torch.bfloat16)
+    differ = (case.cache.float().nan_to_num() != want_cache.float().nan_to_num()).float().mean().item()
+    assert differ < 0.01

@@ -157,3 +157,22 @@ def test_fp8_deepseek_with_latent_attention(tiny_hf_model, tmp_path):
     model = _load(folder, "fp8")
     assert model.model.layers[1].mlp.experts.w13.dtype == torch.float8_e4m3fn
     _check_prefill_and_decode(model, hf)
+
+
+def test_kv_cache_scales_reach_the_attention_layers(tiny_hf_model, tmp_path):
+    """A checkpoint's calibrated K/V cache scales (vLLM's k_scale / v_scale, AutoFP8's
+    k_proj.output_scale) go to their layer's attention, for an fp8 KV cache; a float32 cache
+    ignores them (the logits stay HF's)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "fp8"
+    hf = write_fp8_checkpoint(tiny_hf_model("llama"), str(folder), "channel")
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["model.layers.0.self_attn.k_scale"] = torch.tensor(2.0)
+    tensors["model.layers.0.self_attn.v_scale"] = torch.tensor(0.5)
+    tensors["model.layers.1.self_attn.k_proj.output_scale"] = torch.tensor([3.0])
+    save_file(tensors, str(folder / "model.safetensors"))
+    model = _load(str(folder), "fp8")
+    assert model.model.layers[0].self_attn.attn.kv_scales == (2.0, 0.5)
+    assert model.model.layers[1].self_attn.attn.kv_scales == (3.0, 1.0)
+    _check_prefill_and_decode(model, hf, more=(77,))

@@ -209,14 +209,19 @@ def _rotate_rows(x, x_partner, dims, partner, sign, cos, sin, norm_w_ptr, eps,
 
 @triton.jit
 def _write_new_kv(k_row_ptr, v_row_ptr, k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, head_off,
-                  dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, HEAD_SIZE: tl.constexpr,
-                  BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr, NORM_SCALED: tl.constexpr):
+                  dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, k_inv, v_inv,
+                  HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr,
+                  NORM_SCALED: tl.constexpr, KV_SCALED: tl.constexpr):
     """One kv head of the new token: k rotated (normalised first with QK_NORM), and v, into the
-    cache at `slot`; both scaled by inv_rms first with NORM_SCALED."""
+    cache at `slot`; both scaled by inv_rms first with NORM_SCALED, and divided by an fp8 cache's
+    scales (KV_SCALED) as they are stored."""
     k = _scaled(tl.load(k_row_ptr + dims, mask=dim_ok, other=0.0)[None, :], inv_rms, NORM_SCALED)
     k_partner = _scaled(tl.load(k_row_ptr + partner, mask=dim_ok, other=0.0)[None, :], inv_rms, NORM_SCALED)
     k = _rotate_rows(k, k_partner, dims, partner, sign, cos, sin, k_norm_ptr, eps, HEAD_SIZE, QK_NORM)
     v = _scaled(tl.load(v_row_ptr + dims, mask=dim_ok, other=0.0), inv_rms, NORM_SCALED)
+    if KV_SCALED:
+        k = k.to(tl.float32) * k_inv
+        v = v.to(tl.float32) * v_inv
     row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + head_off
     tl.store(k_cache_ptr + row + dims[None, :], to_cache(k, k_cache_ptr), mask=dim_ok[None, :])
     tl.store(v_cache_ptr + row + dims, to_cache(v, v_cache_ptr), mask=dim_ok)
@@ -238,6 +243,7 @@ def _paged_attention_kernel(
     q_norm_ptr, k_norm_ptr,  # [head_size] each (QK_NORM only)
     norm_src_ptr, stride_ns, norm_eps,  # h [num_tokens, NORM_H] (NORM_SCALED only)
     num_reqs, num_splits, scale_log2,
+    k_inv, v_inv, v_scale,  # an fp8 cache's scales (KV_SCALED): its K, V are the real ones divided by them
     stride_q_tok, stride_q_head, stride_o_tok, stride_o_head,
     stride_c_block, stride_c_tok, stride_c_head, stride_bt, stride_kn, stride_vn, stride_cs, eps,
     GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
@@ -245,6 +251,7 @@ def _paged_attention_kernel(
     DECODE_ONLY: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, MIN_SPLIT_TILES: tl.constexpr,
     ROTARY: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr,
     NORM_SCALED: tl.constexpr, NORM_H: tl.constexpr, NORM_BLOCK: tl.constexpr, PDL: tl.constexpr,
+    KV_SCALED: tl.constexpr,
 ):
     if PDL:  # the next kernel may launch now: it reads nothing of ours before its own wait
         tl.extra.cuda.gdc_launch_dependents()
@@ -313,8 +320,8 @@ def _paged_attention_kernel(
                 _write_new_kv(k_new_ptr + q_start.to(tl.int64) * stride_kn + kv_head * HEAD_SIZE,
                               v_new_ptr + q_start.to(tl.int64) * stride_vn + kv_head * HEAD_SIZE,
                               k_cache_ptr, v_cache_ptr, slot, stride_c_block, stride_c_tok, kv_head * stride_c_head,
-                              dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, HEAD_SIZE,
-                              BLOCK_SIZE, QK_NORM, NORM_SCALED)
+                              dims, dim_ok, partner, sign, cos, sin, k_norm_ptr, eps, inv_rms, k_inv, v_inv,
+                              HEAD_SIZE, BLOCK_SIZE, QK_NORM, NORM_SCALED, KV_SCALED)
         tl.debug_barrier()
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -334,6 +341,8 @@ def _paged_attention_kernel(
 
     has_keys = l > 0.0
     acc = acc / tl.where(has_keys, l, 1.0)[:, None]  # a row with no keys (padding) writes zeros
+    if KV_SCALED:  # the cached V's scale (the K scale is in scale_log2); splits combine linearly
+        acc = acc * v_scale
     store_mask = row_ok[:, None] & dim_ok[None, :]
     o_rows = (q_start + row_tok).to(tl.int64) * stride_o_tok + row_head * stride_o_head
     o_ptrs = out_ptr + o_rows[:, None] + dims[None, :]
@@ -412,6 +421,7 @@ def paged_attention(
     min_split_tiles: int | None = None,
     new_kv: NewKV | None = None,
     pdl: bool = False,
+    kv_scales: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """Attention of each token over its request's paged context, into `out`.
 
@@ -426,7 +436,8 @@ def paged_attention(
     metadata is read before griddepcontrol.wait, q/k/v after) and letting the next launch at once,
     so its weight loads overlap this attention (kernels/triton/skinny_gemm.py).
     block_m / tile_n / num_warps / num_stages / min_split_tiles override the launch shape
-    (benchmarks sweep them).
+    (benchmarks sweep them). kv_scales (k_scale, v_scale): the cache holds K / k_scale and
+    V / v_scale (an fp8 cache's calibrated scales), and the new K/V are written so.
     """
     if num_tokens == 0:
         return
@@ -461,7 +472,8 @@ def paged_attention(
         out, part_out, part_lse, counters, query, k_cache, v_cache, block_table, seq_lens, query_start_loc,
         nk.key, nk.value, nk.positions, nk.cos_sin_cache, nk.slot_mapping, q_norm, k_norm,
         norm_src, norm_src.stride(0), norm_eps,
-        num_reqs, num_splits if split else 1, scale * _LOG2E,
+        num_reqs, num_splits if split else 1, scale * kv_scales[0] * _LOG2E,
+        1.0 / kv_scales[0], 1.0 / kv_scales[1], kv_scales[1],
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         nk.key.stride(0), nk.value.stride(0), nk.cos_sin_cache.stride(0), eps,
@@ -471,6 +483,7 @@ def paged_attention(
         MIN_SPLIT_TILES=min_split_tiles or _min_split_tiles(num_reqs),
         ROTARY=new_kv is not None, HALF=nk.cos_sin_cache.shape[-1] // 2 if new_kv is not None else 1,
         QK_NORM=nk.qk_norm is not None, NORM_SCALED=nk.norm_scale is not None, NORM_H=norm_h,
-        NORM_BLOCK=triton.next_power_of_2(norm_h), PDL=pdl, num_warps=num_warps, num_stages=num_stages,
+        NORM_BLOCK=triton.next_power_of_2(norm_h), PDL=pdl, KV_SCALED=kv_scales != (1.0, 1.0),
+        num_warps=num_warps, num_stages=num_stages,
         **({"launch_pdl": True} if pdl else {}),
     )

@@ -22,8 +22,9 @@ def _reshape_and_cache_kernel(
     slot_ptr,  # [num_tokens] int64
     stride_k_tok, stride_k_head, stride_v_tok, stride_v_head,
     stride_c_block, stride_c_tok, stride_c_head,
+    k_inv, v_inv,  # 1 / the fp8 cache's K and V scales (1.0: none)
     BLOCK_SIZE: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr,
-    HEADS_PAD: tl.constexpr, HEAD_PAD: tl.constexpr,
+    HEADS_PAD: tl.constexpr, HEAD_PAD: tl.constexpr, SCALED: tl.constexpr,
 ):
     token = tl.program_id(0)
     slot = tl.load(slot_ptr + token).to(tl.int64)
@@ -39,6 +40,9 @@ def _reshape_and_cache_kernel(
     dst = block * stride_c_block + offset * stride_c_tok + heads * stride_c_head + dims
     k = tl.load(src_k, mask=mask)
     v = tl.load(src_v, mask=mask)
+    if SCALED:
+        k = k.to(tl.float32) * k_inv
+        v = v.to(tl.float32) * v_inv
     tl.store(k_cache_ptr + dst, to_cache(k, k_cache_ptr), mask=mask)
     tl.store(v_cache_ptr + dst, to_cache(v, v_cache_ptr), mask=mask)
 
@@ -49,9 +53,10 @@ def reshape_and_cache(
     kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_size]
     slot_mapping: torch.Tensor,  # [>= num_tokens] int64; < 0 means skip
     num_tokens: int,
+    kv_scales: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """Store the first `num_tokens` tokens' K/V at their slots (no host sync: the grid is the
-    host-known token count)."""
+    host-known token count); an fp8 cache's scales (k_scale, v_scale) divide them first."""
     if num_tokens == 0:
         return
     _, _, block_size, kv_heads, head_size = kv_cache.shape
@@ -61,8 +66,9 @@ def reshape_and_cache(
     _reshape_and_cache_kernel[(num_tokens,)](
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), 1.0 / kv_scales[0], 1.0 / kv_scales[1],
         BLOCK_SIZE=block_size, NUM_KV_HEADS=kv_heads, HEAD_SIZE=head_size,
         HEADS_PAD=triton.next_power_of_2(kv_heads), HEAD_PAD=triton.next_power_of_2(head_size),
+        SCALED=kv_scales != (1.0, 1.0),
         num_warps=4,
     )

@@ -109,9 +109,10 @@ def _rotary_and_cache_kernel(
     slot_ptr,  # [T] int64; < 0: no cache write
     q_norm_ptr, k_norm_ptr,  # [head_size] each (QK_NORM only)
     num_actual, stride_q, stride_k, stride_v, stride_cs, stride_c_block, stride_c_tok, stride_c_head, num_heads, eps,
+    k_inv, v_inv,  # 1 / the fp8 cache's K and V scales (SCALED)
     HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, REST: tl.constexpr, REST_PAD: tl.constexpr,
     HEAD_PAD: tl.constexpr, Q_HEADS_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr, K_HEADS_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, QK_NORM: tl.constexpr, SCALED: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     cos, sin = _cos_sin(cos_sin_ptr, positions_ptr, token, stride_cs, q_ptr, HALF, HALF_PAD)
@@ -126,17 +127,24 @@ def _rotary_and_cache_kernel(
     slot = tl.load(slot_ptr + token)
     if (token < num_actual) & (slot >= 0):
         cache_row = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok + heads * stride_c_head
+        if SCALED:
+            r1 = r1.to(tl.float32) * k_inv
+            r2 = r2.to(tl.float32) * k_inv
         tl.store(k_cache_ptr + cache_row + dims, to_cache(r1, k_cache_ptr), mask=mask)
         tl.store(k_cache_ptr + cache_row + HALF + dims, to_cache(r2, k_cache_ptr), mask=mask)
         if REST > 0:  # partial rotary: the dims past the rotated ones are copied as they are
             rest = tl.arange(0, REST_PAD)[None, :]
             rest_mask = (heads < NUM_KV_HEADS) & (rest < REST)
             tail = tl.load(k_ptr + token * stride_k + heads * HEAD_SIZE + 2 * HALF + rest, mask=rest_mask)
+            if SCALED:
+                tail = tail.to(tl.float32) * k_inv
             tl.store(k_cache_ptr + cache_row + 2 * HALF + rest, to_cache(tail, k_cache_ptr),
                      mask=rest_mask)
         full = tl.arange(0, HEAD_PAD)[None, :]
         v_mask = (heads < NUM_KV_HEADS) & (full < HEAD_SIZE)
         v = tl.load(v_ptr + token * stride_v + heads * HEAD_SIZE + full, mask=v_mask)
+        if SCALED:
+            v = v.to(tl.float32) * v_inv
         tl.store(v_cache_ptr + cache_row + full, to_cache(v, v_cache_ptr), mask=v_mask)
 
 
@@ -151,10 +159,12 @@ def rotary_embedding_and_cache_(
     slot_mapping: torch.Tensor,  # [>= num_actual] int64; < 0: skip
     num_actual: int,
     qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (q weight [head_size], k weight, eps)
+    kv_scales: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """rotary_embedding_ on q and k, then reshape_and_cache of the first num_actual tokens' k and v,
     in one launch: the rotated k goes to its cache slot from registers. With `qk_norm` (Qwen3), each
-    head of q and k is RMS-normalised first, in the same launch (full rotary only)."""
+    head of q and k is RMS-normalised first, in the same launch (full rotary only). An fp8 cache's
+    scales (k_scale, v_scale) divide what is stored."""
     num_tokens = query.shape[0]
     if num_tokens == 0:
         return
@@ -171,9 +181,10 @@ def rotary_embedding_and_cache_(
         query, key, value, positions, cos_sin_cache, k_cache, v_cache, slot_mapping, q_norm, k_norm,
         num_actual, query.stride(0), key.stride(0), value.stride(0), cos_sin_cache.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), query.shape[1] // head_size, eps,
+        1.0 / kv_scales[0], 1.0 / kv_scales[1],
         HEAD_SIZE=head_size, HALF=half, HALF_PAD=triton.next_power_of_2(half), REST=rest,
         REST_PAD=triton.next_power_of_2(max(rest, 1)), HEAD_PAD=triton.next_power_of_2(head_size),
         Q_HEADS_PAD=triton.next_power_of_2(query.shape[1] // head_size), NUM_KV_HEADS=num_kv_heads,
         K_HEADS_PAD=triton.next_power_of_2(num_kv_heads), BLOCK_SIZE=block_size, QK_NORM=qk_norm is not None,
-        num_warps=4,
+        SCALED=kv_scales != (1.0, 1.0), num_warps=4,
     )

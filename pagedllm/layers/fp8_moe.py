@@ -19,11 +19,10 @@ import torch
 
 from pagedllm.kernels.quant_reference import FP8_DTYPE, dequantize_fp8, quantize_fp8_weight
 from pagedllm.layers.loadable import copy_checked, new_param
-from pagedllm.layers.moe_method import _SHARDS, GroupedTorchMoEMethod, MoESpec
+from pagedllm.layers.moe_method import _SHARDS, GroupedTorchMoEMethod, MoESpec, TritonRouting
 
 if TYPE_CHECKING:
     from pagedllm.layers.fused_moe import FusedMoE
-    from pagedllm.layers.moe_routing import RoutingSpec
     from pagedllm.quantization.fp8 import Fp8Scheme
 
 
@@ -100,14 +99,8 @@ class Fp8MoEMethod(GroupedTorchMoEMethod):
                 dequantize_fp8(layer.w2[expert], layer.w2_scale[expert], block).to(dtype))
 
 
-class Fp8TritonMoEMethod(Fp8MoEMethod):
+class Fp8TritonMoEMethod(TritonRouting, Fp8MoEMethod):
     """CUDA: the Triton routing and fused grouped GEMMs, the fp8 tiles dequantized in the GEMMs."""
-
-    def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
-              correction_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        from pagedllm.kernels.triton.moe_routing import route_kernel
-
-        return route_kernel(router_logits, spec, correction_bias)
 
     def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor) -> torch.Tensor:

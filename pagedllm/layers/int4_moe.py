@@ -20,11 +20,10 @@ import torch
 from pagedllm.kernels.quant_reference import dequantize_int4, pack_int4_rows
 from pagedllm.layers.int4_linear import int4_attrs, unpack_checkpoint_tensor
 from pagedllm.layers.loadable import copy_checked, new_param
-from pagedllm.layers.moe_method import _SHARDS, GroupedTorchMoEMethod, MoESpec
+from pagedllm.layers.moe_method import _SHARDS, GroupedTorchMoEMethod, MoESpec, TritonRouting
 
 if TYPE_CHECKING:
     from pagedllm.layers.fused_moe import FusedMoE
-    from pagedllm.layers.moe_routing import RoutingSpec
     from pagedllm.quantization.int4 import Int4Scheme
 
 _KINDS = ("q", "zeros", "scales")
@@ -84,14 +83,8 @@ class Int4MoEMethod(GroupedTorchMoEMethod):
         return w13.t().to(dtype), w2.t().to(dtype)
 
 
-class Int4TritonMoEMethod(Int4MoEMethod):
+class Int4TritonMoEMethod(TritonRouting, Int4MoEMethod):
     """CUDA: the Triton routing and fused grouped GEMMs over the packed int4 experts."""
-
-    def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
-              correction_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        from pagedllm.kernels.triton.moe_routing import route_kernel
-
-        return route_kernel(router_logits, spec, correction_bias)
 
     def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor) -> torch.Tensor:

@@ -122,15 +122,20 @@ def default_moe_method(spec: MoESpec, triton: bool = False) -> MoEMethod:
     return TritonMoEMethod(spec) if triton else GroupedTorchMoEMethod(spec)
 
 
-class TritonMoEMethod(MoEMethod):
-    """CUDA: the routing in one launch (kernels/triton/moe_routing.py) and the experts in two
-    (kernels/triton/fused_moe.py), no host sync (captured in CUDA graphs)."""
+class TritonRouting(MoEMethod):
+    """The routing in one Triton launch (kernels/triton/moe_routing.py): CUDA's methods, whatever
+    their experts' format."""
 
     def route(self, router_logits: torch.Tensor, spec: RoutingSpec,
               correction_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         from pagedllm.kernels.triton.moe_routing import route_kernel
 
         return route_kernel(router_logits, spec, correction_bias)
+
+
+class TritonMoEMethod(TritonRouting):
+    """CUDA: the routing in one launch and the experts in two (kernels/triton/fused_moe.py), no
+    host sync (captured in CUDA graphs)."""
 
     def apply(self, layer: FusedMoE, x: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor) -> torch.Tensor:

@@ -33,13 +33,18 @@ def _agreement(llm: LLM, hf, ids: list[list[int]]) -> list[int]:
     return agreed
 
 
+def _checkpoint_llm(tiny, folder: str) -> LLM:
+    """The engine on a quantized checkpoint written into `folder` (with a tokenizer), in CUDA graphs."""
+    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
+    return LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+
+
 @pytest.mark.parametrize("scheme", FP8_SCHEMES)
 def test_fp8_checkpoint_agrees_with_hf_on_dequantized_weights(scheme, tiny_gpu_model, tmp_path):
     tiny = tiny_gpu_model("llama")
     folder = str(tmp_path / scheme)
     hf = write_fp8_checkpoint(tiny, folder, scheme).to(torch.bfloat16).cuda()
-    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
-    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    llm = _checkpoint_llm(tiny, folder)
     assert llm.llm_engine.config.model_config.quantization == "fp8"
     ids = prompts(3)
     agreed = _agreement(llm, hf, ids)
@@ -64,8 +69,7 @@ def test_int4_checkpoint_agrees_with_hf_on_dequantized_weights(fmt, tiny_gpu_mod
     tiny = tiny_gpu_model("llama")
     folder = str(tmp_path / fmt)
     hf = write_int4_checkpoint(tiny, folder, fmt).to(torch.bfloat16).cuda()
-    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
-    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    llm = _checkpoint_llm(tiny, folder)
     assert llm.llm_engine.config.model_config.quantization == fmt
     ids = prompts(5)
     agreed = _agreement(llm, hf, ids)
@@ -92,8 +96,7 @@ def test_fp8_experts_agree_with_hf_on_dequantized_weights(tiny_gpu_model, tmp_pa
     tiny = tiny_gpu_model("qwen3_moe")
     folder = str(tmp_path / "moe")
     hf = write_fp8_checkpoint(tiny, folder, "block", block=(16, 16)).to(torch.bfloat16).cuda()
-    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
-    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    llm = _checkpoint_llm(tiny, folder)
     ids = prompts(7)
     agreed = _agreement(llm, hf, ids)
     print(f"fp8 experts (qwen3_moe): greedy tokens equal to HF's (dequantized weights) up to position {agreed} of 24")
@@ -105,8 +108,7 @@ def test_int4_experts_agree_with_hf_on_dequantized_weights(tiny_gpu_model, tmp_p
     tiny = tiny_gpu_model("qwen3_moe")
     folder = str(tmp_path / "moe_awq")
     hf = write_int4_checkpoint(tiny, folder, "awq", group=16).to(torch.bfloat16).cuda()
-    write_tokenizer(folder, tiny.hf_model.config.vocab_size)
-    llm = LLM(folder, max_model_len=256, device="cuda", num_gpu_blocks_override=128, cuda_graph_sizes=[1, 2, 4, 8])
+    llm = _checkpoint_llm(tiny, folder)
     ids = prompts(8)
     agreed = _agreement(llm, hf, ids)
     print(f"int4 experts (qwen3_moe, awq): greedy tokens equal to HF's (dequantized) up to position {agreed} of 24")

@@ -38,8 +38,9 @@ _ATTRS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", 
 def unpack_checkpoint_tensor(fmt: str, attr: str, tensor: torch.Tensor, in_features: int, group: int,
                              size: int) -> tuple[str, torch.Tensor] | None:
     """One checkpoint tensor of an INT4 weight of `size` output features, unpacked: ("q", uint8
-    [in, size]), ("zeros", uint8 [in / G, size]) or ("scales", [in / G, size]); None for the
-    tensors that are only checked (g_idx, weight_shape). ValueError for what is not supported."""
+    [in, size]), ("zeros", uint8 [in / G, size]), ("scales", [in / G, size]) or ("g_idx", [in]
+    int64: each input feature's group); None for what is only checked (weight_shape). ValueError
+    for what is not supported."""
     if attr == "qweight":
         return "q", unpack_int4_cols(tensor, awq_order=True) if fmt == "awq" else unpack_int4_rows(tensor)
     if attr == "qzeros":
@@ -59,12 +60,13 @@ def unpack_checkpoint_tensor(fmt: str, attr: str, tensor: torch.Tensor, in_featu
         if tensor.tolist() != [size, in_features]:
             raise ValueError(f"weight_shape {tensor.tolist()} of a weight of {size} x {in_features}.")
         return None
-    if attr == "g_idx":
-        trivial = torch.arange(in_features, device=tensor.device) // group
-        if not torch.equal(tensor.to(trivial.dtype), trivial):
-            raise ValueError("This GPTQ checkpoint reorders its input features (desc_act=true, act-order), which "
-                             "is not supported; use one quantized with desc_act=false.")
-        return None
+    if attr == "g_idx":  # each input feature's group: k // G, or an act-order checkpoint's permutation
+        g_idx = tensor.long()
+        if g_idx.shape != (in_features,) or not torch.equal(torch.bincount(g_idx, minlength=in_features // group),
+                                                            torch.full((in_features // group,), group,
+                                                                       device=g_idx.device)):
+            raise ValueError(f"g_idx must give each of the {in_features // group} groups {group} input features.")
+        return "g_idx", g_idx
     raise ValueError(f"Unexpected {fmt} parameter {attr!r}.")
 
 
@@ -83,6 +85,7 @@ class Int4LinearMethod(LinearMethod):
             raise ValueError(f"An INT4 layer of {spec.in_features} inputs and {spec.out_features} outputs does not "
                              f"split into groups of {g} inputs and words of 8 (group_size {g}).")
         self.group = g
+        self._g_idx: torch.Tensor | None = None  # an act-order checkpoint's, until loading ends
 
     def weight_attrs(self) -> tuple[str, ...]:
         return int4_attrs(self.scheme)
@@ -100,22 +103,48 @@ class Int4LinearMethod(LinearMethod):
 
     def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
         unpacked = unpack_checkpoint_tensor(self.scheme.format, attr, tensor, self.spec.in_features, self.group, size)
-        if unpacked is not None:
-            kind, value = unpacked
-            target = {"q": layer.weight_q, "zeros": layer.weight_zeros, "scales": layer.weight_scales}[kind]
-            copy_checked(target[:, start:start + size], value, f"{self.scheme.format} {attr} (unpacked)")
+        if unpacked is None:
+            return
+        kind, value = unpacked
+        if kind == "g_idx":
+            self._load_g_idx(value)
+            return
+        target = {"q": layer.weight_q, "zeros": layer.weight_zeros, "scales": layer.weight_scales}[kind]
+        copy_checked(target[:, start:start + size], value, f"{self.scheme.format} {attr} (unpacked)")
+
+    def _load_g_idx(self, g_idx: torch.Tensor) -> None:
+        """An act-order checkpoint (GPTQ desc_act=true) groups its input features in a permuted
+        order; the shards of a merged layer share it (they quantized the same input)."""
+        if torch.equal(g_idx, torch.arange(g_idx.numel(), device=g_idx.device) // self.group):
+            return
+        if self._g_idx is not None and not torch.equal(self._g_idx, g_idx):
+            raise ValueError("The shards of a merged GPTQ layer order their input features differently (act-order); "
+                             "pagedllm needs one order per input.")
+        self._g_idx = g_idx
 
     @torch.no_grad()
     def process_weights_after_loading(self, layer: Linear) -> None:
+        if self._g_idx is not None:
+            # Act-order: the input features sorted by group, so each group is G consecutive rows
+            # again; each step's activations are gathered into the same order (`ordered`).
+            perm = torch.argsort(self._g_idx, stable=True)
+            layer.weight_q.data = layer.weight_q.data[perm]
+            layer.register_buffer("act_order", perm, persistent=False)
+            self._g_idx = None
         layer.qweight = torch.nn.Parameter(pack_int4_rows(layer.weight_q), requires_grad=False)
         layer.zeros = torch.nn.Parameter(layer.weight_zeros.to(self.spec.dtype), requires_grad=False)
         layer.scales = torch.nn.Parameter(layer.weight_scales.detach().clone(), requires_grad=False)
         for staging in ("weight_q", "weight_zeros", "weight_scales"):
             delattr(layer, staging)
 
+    def ordered(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        """x's features in the order the weight's rows are in (act-order checkpoints: gathered)."""
+        perm = getattr(layer, "act_order", None)
+        return x if perm is None else x.index_select(-1, perm)
+
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         w = dequantize_int4(layer.qweight, layer.scales, layer.zeros, self.group).to(x.dtype)
-        out = torch.matmul(x, w)
+        out = torch.matmul(self.ordered(layer, x), w)
         return out if layer.bias is None else out + layer.bias
 
 
@@ -141,6 +170,7 @@ class Int4TritonLinearMethod(Int4LinearMethod):
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
             return self.apply(layer, x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+        x = self.ordered(layer, x)
         if not self.spec.gated and self._skinny_rows(x):
             return self._skinny(layer, x)
         return self._gemm(layer, x)
@@ -159,10 +189,11 @@ class Int4TritonLinearMethod(Int4LinearMethod):
     def apply_add(self, layer: Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         if self.spec.gated or not self._skinny_rows(x) or residual.stride(-1) != 1:
             return super().apply_add(layer, x, residual)
-        return self._skinny(layer, x, out=residual, accumulate=True)
+        return self._skinny(layer, self.ordered(layer, x), out=residual, accumulate=True)
 
     def apply_gated(self, layer: Linear, x: torch.Tensor, act: GatedAct,
                     norm_scale: NormScale | None) -> torch.Tensor:
+        x = self.ordered(layer, x)
         if not self.spec.gated or not self._skinny_rows(x):
             return act(self._gemm(layer, x), norm_scale)
         norm_input, eps = norm_scale if norm_scale is not None else (None, 0.0)

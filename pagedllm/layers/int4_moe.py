@@ -63,6 +63,11 @@ class Int4MoEMethod(GroupedTorchMoEMethod):
         if unpacked is None:
             return
         kind, value = unpacked
+        if kind == "g_idx":
+            if not torch.equal(value, torch.arange(k, device=value.device) // self.groups[stacked]):
+                raise ValueError("GPTQ experts quantized in act-order (desc_act=true) are not supported; use a "
+                                 "checkpoint quantized with desc_act=false.")
+            return
         target = getattr(layer, f"{stacked}_{kind}")[expert][:, part * size:(part + 1) * size]
         copy_checked(target, value, f"expert {expert} {name}.{attr} (unpacked)")
 

@@ -7,7 +7,8 @@ AWQ: `qweight` int32 [in, out / 8] (8 columns a word, in AWQ's interleaved order
 int32 [in / G, out / 8] (same packing), `scales` [in / G, out].
 GPTQ: `qweight` int32 [in / 8, out] (8 rows a word), `qzeros` int32 [in / G, out / 8] (stored
 minus one, GPTQ's v1 convention), `scales` [in / G, out], `g_idx` [in] (each input feature's
-group: with desc_act=false it is k // G; act-order checkpoints permute it, which is refused).
+group: with desc_act=false it is k // G; an act-order checkpoint's permutes the features, whose rows
+are then sorted by group at load and the activations gathered alike, layers/int4_linear.py).
 """
 from __future__ import annotations
 

@@ -47,22 +47,30 @@ def _fp8_tensors(name: str, w: torch.Tensor, scheme: str,
     return out, q.float() * scale
 
 
-def _int4_tensors(name: str, w: torch.Tensor, fmt: str,
-                  group: int = INT4_GROUP) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """AWQ's or GPTQ's tensors of a weight [out, in], and the real weight they stand for."""
+def _int4_tensors(name: str, w: torch.Tensor, fmt: str, group: int = INT4_GROUP,
+                  act_order: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """AWQ's or GPTQ's tensors of a weight [out, in], and the real weight they stand for. GPTQ
+    with act_order groups the input features in a permuted order (desc_act=true): g_idx says
+    each feature's group, and the rows stay in the features' own order."""
     layer = name[: -len(".weight")]
-    q, scale, zero = ref.quantize_int4(w.t(), group)
+    w_t = w.t()  # [in, out]
+    k = w_t.shape[0]
+    order = torch.randperm(k, generator=torch.Generator().manual_seed(k)) if act_order else torch.arange(k)
+    q_sorted, scale, zero = ref.quantize_int4(w_t[order], group)  # groups of consecutive features in `order`
     scales = scale.to(torch.float16)
-    real = (q.float() - zero.float().repeat_interleave(group, 0)) * scales.float().repeat_interleave(group, 0)
+    q = torch.empty_like(q_sorted)
+    q[order] = q_sorted
+    g_idx = torch.empty(k, dtype=torch.int32)
+    g_idx[order] = torch.arange(k, dtype=torch.int32) // group
+    stored_zero = zero if fmt == "awq" else (zero.to(torch.int16) - 1).clamp(0, 15).add(1).to(torch.uint8)
+    real = (q.float() - stored_zero.float()[g_idx.long()]) * scales.float()[g_idx.long()]
     if fmt == "awq":
         out = {"qweight": ref.pack_int4_cols(q, awq_order=True), "qzeros": ref.pack_int4_cols(zero, awq_order=True)}
     else:  # GPTQ v1: rows packed, zeros stored minus one, each input feature's group in g_idx
         out = {"qweight": ref.pack_int4_rows(q), "qzeros": ref.pack_int4_cols((zero.to(torch.int16) - 1).clamp(0, 15)),
-               "g_idx": torch.arange(q.shape[0], dtype=torch.int32) // group}
-        real = (q.float() - (zero.float() - 1).clamp(0, 15).add(1).repeat_interleave(group, 0)) * \
-            scales.float().repeat_interleave(group, 0)
+               "g_idx": g_idx}
     out["scales"] = scales
-    return {f"{layer}.{k}": v for k, v in out.items()}, real.t()
+    return {f"{layer}.{key}": v for key, v in out.items()}, real.t()
 
 
 def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict[str, Any]) -> Any:
@@ -103,15 +111,16 @@ def _write(tiny: TinyModel, folder: str, convert: Any, quantization_config: dict
     return AutoModelForCausalLM.from_pretrained(real_folder, dtype=torch.float32).eval()
 
 
-def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str, group: int = INT4_GROUP) -> Any:
-    """tiny's weights as an AWQ (GEMM) or GPTQ (desc_act false, asymmetric) checkpoint of 4-bit
-    groups of `group` inputs; returns the HF model with the dequantized weights."""
-    assert fmt in INT4_FORMATS
+def write_int4_checkpoint(tiny: TinyModel, folder: str, fmt: str, group: int = INT4_GROUP,
+                          act_order: bool = False) -> Any:
+    """tiny's weights as an AWQ (GEMM) or GPTQ (asymmetric; desc_act as act_order) checkpoint of
+    4-bit groups of `group` inputs; returns the HF model with the dequantized weights."""
+    assert fmt in INT4_FORMATS and not (act_order and fmt == "awq")
     if fmt == "awq":
         qc = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": group, "zero_point": True}
     else:
-        qc = {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": False, "sym": False}
-    return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt, group), qc)
+        qc = {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": act_order, "sym": False}
+    return _write(tiny, folder, lambda name, w: _int4_tensors(name, w, fmt, group, act_order), qc)
 
 
 def write_fp8_checkpoint(tiny: TinyModel, folder: str, scheme: str, block: tuple[int, int] = FP8_BLOCK) -> Any:

@@ -54,7 +54,7 @@ def test_skinny_int4_plain_accumulate_gated(cfg):
     assert rel_err(got.cpu(), (torch.nn.functional.silu(g) * u).to(torch.bfloat16)) < 1.5e-2
 
 
-@pytest.mark.parametrize("fmt", ["awq", "gptq"])
+@pytest.mark.parametrize("fmt", ["awq", "gptq", "gptq-act-order"])
 @pytest.mark.parametrize("rows", [3, 40])
 def test_cuda_int4_method_loads_the_format_and_dispatches(fmt, rows):
     from pagedllm.layers.int4_linear import Int4TritonLinearMethod, cuda_int4_method
@@ -67,15 +67,19 @@ def test_cuda_int4_method_loads_the_format_and_dispatches(fmt, rows):
     kernels = LayerKernels(ops=OpImpl.TORCH, quant_config=config,
                            linear_method=lambda spec: cuda_int4_method(spec, spec.scheme, "on", False))
     gen = torch.Generator().manual_seed(rows)
-    q, s, z = ref.quantize_int4(torch.randn(k, n, generator=gen) / k**0.5, group)
+    # act-order: features grouped in a permuted order, g_idx naming each one's group
+    order = torch.randperm(k, generator=gen) if fmt == "gptq-act-order" else torch.arange(k)
+    q_sorted, s, z = ref.quantize_int4((torch.randn(k, n, generator=gen) / k**0.5)[order], group)
+    q = torch.empty_like(q_sorted)
+    q[order] = q_sorted
+    g_idx = torch.empty(k, dtype=torch.int64)
+    g_idx[order] = torch.arange(k) // group
     if fmt == "awq":
         tensors = {"qweight": ref.pack_int4_cols(q, awq_order=True), "qzeros": ref.pack_int4_cols(z, awq_order=True)}
-    else:  # GPTQ: rows packed, zeros stored minus one, g_idx trivial
-        tensors = {"qweight": ref.pack_int4_rows(q), "qzeros": ref.pack_int4_cols(z - 1),
-                   "g_idx": torch.arange(k, dtype=torch.int32) // group}
+    else:  # GPTQ: rows packed, zeros stored minus one
+        tensors = {"qweight": ref.pack_int4_rows(q), "qzeros": ref.pack_int4_cols(z - 1), "g_idx": g_idx.int()}
     tensors["scales"] = s.to(torch.float16)
-    dense = ((q.float() - z.float().repeat_interleave(group, 0)) * s.to(torch.float16).float().repeat_interleave(
-        group, 0))
+    dense = (q.float() - z.float()[g_idx]) * s.to(torch.float16).float()[g_idx]
     with torch.device(DEVICE), use_layer_kernels(kernels):
         layer = Linear(k, n, bias=False, dtype=torch.bfloat16, prefix="model.layers.0.mlp.down_proj")
     assert isinstance(layer.method, Int4TritonLinearMethod) and layer.method.skinny is not None

@@ -22,6 +22,13 @@ FP8_MAX = 448.0
 MIN_SCALE = 1e-12 / FP8_MAX  # a zero row's scale: its quantized values are 0 either way
 
 
+def block_scale_shape(rows: int, cols: int, block: tuple[int, int] | None) -> tuple[int, ...]:
+    """The shape of a [rows, cols] fp8 weight's scales: [rows] per channel, else one per block."""
+    if block is None:
+        return (rows,)
+    return (-(-rows // block[0]), -(-cols // block[1]))
+
+
 def expand_block_scale(scale: torch.Tensor, rows: int, cols: int, block: tuple[int, int]) -> torch.Tensor:
     """[ceil(rows / bn), ceil(cols / bk)] block scales -> one per element [rows, cols]."""
     bn, bk = block

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pagedllm.kernels.quant_reference import FP8_DTYPE, dequantize_fp8, quantize_fp8_weight
+from pagedllm.kernels.quant_reference import FP8_DTYPE, block_scale_shape, dequantize_fp8, quantize_fp8_weight
 from pagedllm.layers.linear_method import GatedAct, LinearMethod, LinearSpec, NormScale
 from pagedllm.layers.loadable import copy_checked, new_param
 
@@ -31,15 +31,11 @@ if TYPE_CHECKING:
     from pagedllm.quantization.fp8 import Fp8Scheme
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class Fp8LinearMethod(LinearMethod):
     def __init__(self, spec: LinearSpec, scheme: Fp8Scheme) -> None:
         super().__init__(spec)
         self.scheme = scheme
-        self.scale_attr = scheme.scale_name or ("weight_scale_inv" if scheme.block is not None else "weight_scale")
+        self.scale_attr = scheme.scale_attr
 
     def weight_attrs(self) -> tuple[str, ...]:
         if not self.scheme.serialized:
@@ -52,9 +48,7 @@ class Fp8LinearMethod(LinearMethod):
             layer.weight = new_param(out, inp, dtype=self.spec.dtype)
             return
         layer.weight = new_param(out, inp, dtype=FP8_DTYPE)
-        block = self.scheme.block
-        shape = (out,) if block is None else (_cdiv(out, block[0]), _cdiv(inp, block[1]))
-        layer.weight_scale = new_param(*shape, dtype=torch.float32)
+        layer.weight_scale = new_param(*block_scale_shape(out, inp, self.scheme.block), dtype=torch.float32)
         if self.scheme.static_input:
             layer.input_scale = new_param(1, dtype=torch.float32)
             layer.input_scale.fill_(0.0)  # the shards' largest is kept
@@ -87,7 +81,7 @@ class Fp8LinearMethod(LinearMethod):
         if start % bn:
             raise ValueError(f"A merged layer's shard starts at row {start}, inside a {bn}-row block of FP8 "
                              "scales; its shards must align to the blocks.")
-        rows = _cdiv(size, bn)
+        rows = -(-size // bn)
         copy_checked(layer.weight_scale[start // bn:start // bn + rows], scale, "fp8 weight_scale_inv")
 
     @torch.no_grad()
@@ -118,22 +112,24 @@ class Fp8TritonLinearMethod(Fp8LinearMethod):
         """skinny: the launch shape of steps of at most 16 rows (None: they take the W8A8 GEMM);
         scaled_mm: per-channel weights' large steps through torch._scaled_mm."""
         super().__init__(spec, scheme)
+        # imported once here, not per call (a lazy import: Triton is CUDA's only)
+        from pagedllm.kernels.triton.fp8_gemm import fp8_scaled_gemm, quantize_fp8_rows
+        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm, takes_rows
+
+        self._quantize_rows, self._w8a8_gemm = quantize_fp8_rows, fp8_scaled_gemm
+        self._skinny_gemm, self._takes_rows = skinny_gemm, takes_rows
         self.skinny, self.pdl, self.scaled_mm = skinny, pdl, scaled_mm
         block = scheme.block
         self.skinny_block = 0 if block is None else block[1]
         self.group = None if block is None else block[1]
 
     def _skinny_rows(self, layer: Linear, x: torch.Tensor) -> bool:
-        from pagedllm.kernels.triton.skinny_gemm import takes_rows
-
-        return self.skinny is not None and takes_rows(x, layer.weight)
+        return self.skinny is not None and self._takes_rows(x, layer.weight)
 
     def _skinny(self, layer: Linear, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
-
         assert self.skinny is not None
-        return skinny_gemm(x, layer.weight.t(), self.skinny, pdl=self.pdl, weight_scale=layer.weight_scale,
-                           scale_block=self.skinny_block, **kwargs)  # type: ignore[arg-type]
+        return self._skinny_gemm(x, layer.weight.t(), self.skinny, pdl=self.pdl, weight_scale=layer.weight_scale,
+                                 scale_block=self.skinny_block, **kwargs)  # type: ignore[arg-type]
 
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
@@ -143,14 +139,12 @@ class Fp8TritonLinearMethod(Fp8LinearMethod):
         return self._w8a8(layer, x)
 
     def _w8a8(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
-        from pagedllm.kernels.triton.fp8_gemm import fp8_scaled_gemm, quantize_fp8_rows
-
         static = layer.input_scale if self.scheme.static_input else None
-        xq, xs = quantize_fp8_rows(x.contiguous(), self.group, static)
+        xq, xs = self._quantize_rows(x.contiguous(), self.group, static)
         if self.scaled_mm:
             return torch._scaled_mm(xq, layer.weight.t(), scale_a=xs, scale_b=layer.weight_scale.view(1, -1),
                                     bias=layer.bias, out_dtype=x.dtype)
-        out = fp8_scaled_gemm(xq, xs, layer.weight, layer.weight_scale, self.scheme.block, x.dtype)
+        out = self._w8a8_gemm(xq, xs, layer.weight, layer.weight_scale, self.scheme.block, x.dtype)
         return out if layer.bias is None else out.add_(layer.bias)
 
     def apply_add(self, layer: Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

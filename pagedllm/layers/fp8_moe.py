@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pagedllm.kernels.quant_reference import FP8_DTYPE, dequantize_fp8, quantize_fp8_weight
+from pagedllm.kernels.quant_reference import FP8_DTYPE, block_scale_shape, dequantize_fp8, quantize_fp8_weight
 from pagedllm.layers.loadable import copy_checked, new_param
 from pagedllm.layers.moe_method import _SHARDS, GroupedTorchMoEMethod, MoESpec, TritonRouting
 
@@ -26,15 +26,11 @@ if TYPE_CHECKING:
     from pagedllm.quantization.fp8 import Fp8Scheme
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class Fp8MoEMethod(GroupedTorchMoEMethod):
     def __init__(self, spec: MoESpec, scheme: Fp8Scheme) -> None:
         super().__init__(spec)
         self.scheme = scheme
-        self.scale_attr = scheme.scale_name or ("weight_scale_inv" if scheme.block is not None else "weight_scale")
+        self.scale_attr = scheme.scale_attr
         if scheme.block is not None and spec.intermediate_size % scheme.block[0]:
             raise ValueError(f"FP8 experts of intermediate size {spec.intermediate_size} do not fill whole "
                              f"{scheme.block[0]}-row blocks of scales.")
@@ -44,10 +40,6 @@ class Fp8MoEMethod(GroupedTorchMoEMethod):
             return ("weight",)
         return ("weight", self.scale_attr) + (("input_scale",) if self.scheme.static_input else ())
 
-    def _scale_shape(self, rows: int, cols: int) -> tuple[int, ...]:
-        block = self.scheme.block
-        return (rows,) if block is None else (_cdiv(rows, block[0]), _cdiv(cols, block[1]))
-
     def create_weights(self, layer: FusedMoE) -> None:
         s = self.spec
         if not self.scheme.serialized:
@@ -56,8 +48,8 @@ class Fp8MoEMethod(GroupedTorchMoEMethod):
         e, h, i = s.num_experts, s.hidden_size, s.intermediate_size
         layer.w13 = new_param(e, 2 * i, h, dtype=FP8_DTYPE)
         layer.w2 = new_param(e, h, i, dtype=FP8_DTYPE)
-        layer.w13_scale = new_param(e, *self._scale_shape(2 * i, h), dtype=torch.float32)
-        layer.w2_scale = new_param(e, *self._scale_shape(h, i), dtype=torch.float32)
+        layer.w13_scale = new_param(e, *block_scale_shape(2 * i, h, self.scheme.block), dtype=torch.float32)
+        layer.w2_scale = new_param(e, *block_scale_shape(h, i, self.scheme.block), dtype=torch.float32)
 
     def load_weight(self, layer: FusedMoE, expert: int, name: str, tensor: torch.Tensor, attr: str = "weight") -> None:
         if attr == "weight":
@@ -74,7 +66,7 @@ class Fp8MoEMethod(GroupedTorchMoEMethod):
         target = (layer.w13_scale if stacked == "w13" else layer.w2_scale)[expert]
         rows = self.spec.intermediate_size if stacked == "w13" else self.spec.hidden_size
         if self.scheme.block is not None:
-            rows = _cdiv(rows, self.scheme.block[0])
+            rows = -(-rows // self.scheme.block[0])
         if stacked == "w13":
             target = target[part * rows:(part + 1) * rows]
         if self.scheme.block is None and scale.numel() == 1:

@@ -86,6 +86,7 @@ class Int4LinearMethod(LinearMethod):
                              f"split into groups of {g} inputs and words of 8 (group_size {g}).")
         self.group = g
         self._g_idx: torch.Tensor | None = None  # an act-order checkpoint's, until loading ends
+        self.act_order = False  # the layer's `act_order` buffer permutes each step's input
 
     def weight_attrs(self) -> tuple[str, ...]:
         return int4_attrs(self.scheme)
@@ -130,6 +131,7 @@ class Int4LinearMethod(LinearMethod):
             perm = torch.argsort(self._g_idx, stable=True)
             layer.weight_q.data = layer.weight_q.data[perm]
             layer.register_buffer("act_order", perm, persistent=False)
+            self.act_order = True
             self._g_idx = None
         layer.qweight = torch.nn.Parameter(pack_int4_rows(layer.weight_q), requires_grad=False)
         layer.zeros = torch.nn.Parameter(layer.weight_zeros.to(self.spec.dtype), requires_grad=False)
@@ -139,8 +141,7 @@ class Int4LinearMethod(LinearMethod):
 
     def ordered(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         """x's features in the order the weight's rows are in (act-order checkpoints: gathered)."""
-        perm = getattr(layer, "act_order", None)
-        return x if perm is None else x.index_select(-1, perm)
+        return x.index_select(-1, layer.act_order) if self.act_order else x
 
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         w = dequantize_int4(layer.qweight, layer.scales, layer.zeros, self.group).to(x.dtype)
@@ -152,20 +153,22 @@ class Int4TritonLinearMethod(Int4LinearMethod):
     def __init__(self, spec: LinearSpec, scheme: Int4Scheme, skinny: GemvConfig | None, pdl: bool) -> None:
         """skinny: the launch shape of steps of at most 16 rows (None: the dequantizing GEMM)."""
         super().__init__(spec, scheme)
+        # imported once here, not per call (a lazy import: Triton is CUDA's only)
+        from pagedllm.kernels.triton.int4_gemm import dequantize_int4_weight, int4_gemm
+        from pagedllm.kernels.triton.skinny_gemm import MAX_ROWS, skinny_gemm
+
+        self._dequantize, self._int4_gemm, self._skinny_gemm = dequantize_int4_weight, int4_gemm, skinny_gemm
+        self._max_skinny_rows = MAX_ROWS
         self.skinny, self.pdl = skinny, pdl
 
     def _skinny_rows(self, x: torch.Tensor) -> bool:
-        from pagedllm.kernels.triton.skinny_gemm import MAX_ROWS
-
-        return (self.skinny is not None and x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1
-                and x.dtype in (torch.bfloat16, torch.float16))
+        return (self.skinny is not None and x.dim() == 2 and 0 < x.shape[0] <= self._max_skinny_rows
+                and x.stride(-1) == 1 and x.dtype in (torch.bfloat16, torch.float16))
 
     def _skinny(self, layer: Linear, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        from pagedllm.kernels.triton.skinny_gemm import skinny_gemm
-
         assert self.skinny is not None
-        return skinny_gemm(x, layer.qweight, self.skinny, pdl=self.pdl, weight_scale=layer.scales,
-                           weight_zeros=layer.zeros, scale_block=self.group, **kwargs)  # type: ignore[arg-type]
+        return self._skinny_gemm(x, layer.qweight, self.skinny, pdl=self.pdl, weight_scale=layer.scales,
+                                 weight_zeros=layer.zeros, scale_block=self.group, **kwargs)  # type: ignore[arg-type]
 
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
@@ -176,14 +179,13 @@ class Int4TritonLinearMethod(Int4LinearMethod):
         return self._gemm(layer, x)
 
     def _gemm(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
-        from pagedllm.kernels.triton.int4_gemm import dequantize_int4_weight, int4_gemm
-
+        """x, already in the weight's input order (`ordered`) -> x @ W (+ bias)."""
         if self.spec.out_features % 16:  # no tensor-core tile divides it
             return super().apply(layer, x)
         if x.shape[0] >= DENSE_GEMM_ROWS:
-            w = dequantize_int4_weight(layer.qweight, layer.scales, layer.zeros, self.group, x.dtype)
+            w = self._dequantize(layer.qweight, layer.scales, layer.zeros, self.group, x.dtype)
             return torch.matmul(x, w) if layer.bias is None else torch.addmm(layer.bias, x, w)
-        out = int4_gemm(x.contiguous(), layer.qweight, layer.scales, layer.zeros, self.group)
+        out = self._int4_gemm(x.contiguous(), layer.qweight, layer.scales, layer.zeros, self.group)
         return out if layer.bias is None else out.add_(layer.bias)
 
     def apply_add(self, layer: Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

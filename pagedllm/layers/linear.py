@@ -29,6 +29,7 @@ class Linear(HFWeightLoadable):
     weight_q: nn.Parameter
     weight_zeros: nn.Parameter
     weight_scales: nn.Parameter
+    act_order: torch.Tensor  # an act-order GPTQ layer's input permutation (int4_linear.py)
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
                  *, gated: bool = False, prefix: str = "", quantizable: bool = True) -> None:

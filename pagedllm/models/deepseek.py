@@ -71,14 +71,9 @@ class LatentUpProjection(HFWeightLoadable):
     def w_uv(self) -> torch.Tensor:  # [H, v, rank]
         return self.weight.view(self.num_heads, self.nope + self.v_dim, -1)[:, self.nope:]
 
-    def _scale_attr(self) -> str:
-        fp8 = self._fp8
-        assert fp8 is not None
-        return fp8.scale_name or ("weight_scale_inv" if fp8.block is not None else "weight_scale")
-
     def hf_weight_keys(self) -> list[tuple[str, str | None]]:
         keys: list[tuple[str, str | None]] = [("weight", None)]
-        return keys + ([(self._scale_attr(), None)] if self._fp8 is not None else [])
+        return keys + ([(self._fp8.scale_attr, None)] if self._fp8 is not None else [])
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if (attr, shard) not in self.hf_weight_keys():
@@ -88,7 +83,7 @@ class LatentUpProjection(HFWeightLoadable):
             return
         self._stored[attr] = tensor
         if len(self._stored) == 2:
-            weight, scale = self._stored["weight"], self._stored[self._scale_attr()].float()
+            weight, scale = self._stored["weight"], self._stored[self._fp8.scale_attr].float()
             if self._fp8.block is None:
                 scale = scale.reshape(-1).expand(weight.shape[0]) if scale.numel() == 1 else scale.reshape(-1)
             copy_checked(self.weight, dequantize_fp8(weight, scale, self._fp8.block), "kv_b_proj weight (dequantized)")

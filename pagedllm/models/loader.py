@@ -141,6 +141,14 @@ def parameter_bytes(model: nn.Module) -> int:
     return nbytes
 
 
+def quantized_layer_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters and buffers of the layers whose method runs a safetensors
+    quantization scheme (quantization/): what they hold changes when they repack after loading."""
+    return sum(t.numel() * t.element_size() for m in model.modules()
+               if getattr(getattr(m, "method", None), "scheme", None) is not None
+               for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)))
+
+
 def process_weights_after_loading(model: nn.Module) -> None:
     """Let every linear layer's, embedding's and experts' method repack its loaded weight (the
     CPU's packed GEMMs, quantized GGUF blocks)."""
@@ -198,14 +206,15 @@ def load_model(model_config: ModelConfig, device: str = "cpu",
     else:
         model.load_weights(iter_weights(source, model_config.hf_config, keep_quantized=bool(kernels.weight_formats)))
     weight_bytes = parameter_bytes(model)
+    quantized_before = quantized_layer_bytes(model)
     if kernels.fold_norms and isinstance(model, DecoderForCausalLM):
         fold_norms(model)  # two launches a layer fewer (models/norm_folding.py)
     process_weights_after_loading(model)
     weight_bytes += packed_bytes(model)  # quantized blocks, held only once they are packed
+    # quantized layers as they run: unpacked staging repacked, online quantization applied
+    weight_bytes += quantized_layer_bytes(model) - quantized_before
     model.eval()
     model.requires_grad_(False)
-    if kernels.quant_config is not None:  # online quantization shrank them after loading
-        weight_bytes = parameter_bytes(model)
     logger.info("Loaded %.1f MiB of %s weights in %.1f s", weight_bytes / 2**20, _weights_kind(model_config, kernels),
                 time.perf_counter() - start)
     return model

@@ -29,6 +29,11 @@ class Fp8Scheme(LinearScheme):
     # weight_scale_inv for block scales). compressed-tensors calls both weight_scale.
     scale_name: str | None = None
 
+    @property
+    def scale_attr(self) -> str:
+        """The checkpoint's name of a weight's scales."""
+        return self.scale_name or ("weight_scale_inv" if self.block is not None else "weight_scale")
+
     def cpu_method(self, spec: LinearSpec) -> LinearMethod:
         from pagedllm.layers.fp8_linear import Fp8LinearMethod
 

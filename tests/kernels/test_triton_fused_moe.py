@@ -65,6 +65,15 @@ def test_the_alignment_kernel_equals_the_torch_ops(num_tokens, top_k, num_expert
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
+def _random_routing(num_tokens: int, hidden: int, num_experts: int, top_k: int,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x [T, H], topk_weights [T, k], topk_ids [T, k]): distinct random experts per token."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_tokens, hidden, generator=gen)
+    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
+    return x, torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1), ids
+
+
 @pytest.mark.parametrize("block", [None, (16, 16)])
 @pytest.mark.parametrize("num_tokens", [3, 40])
 def test_fp8_experts_in_the_fused_kernels_equal_the_dequantizing_reference(block, num_tokens):
@@ -82,10 +91,7 @@ def test_fp8_experts_in_the_fused_kernels_equal_the_dequantizing_reference(block
         setattr(layer, name, torch.nn.Parameter(torch.stack([q for q, _ in pairs]), requires_grad=False))
         setattr(layer, f"{name}_scale", torch.nn.Parameter(torch.stack([s for _, s in pairs]), requires_grad=False))
     layer.method = method
-    gen = torch.Generator().manual_seed(num_tokens + 1)
-    x = torch.randn(num_tokens, hidden, generator=gen)
-    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
-    weights = torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1)
+    x, weights, ids = _random_routing(num_tokens, hidden, num_experts, top_k, seed=num_tokens + 1)
     want = method.apply(layer, x, weights, ids)
     dev = {n: getattr(layer, n).to(DEVICE) for n in ("w13", "w2", "w13_scale", "w2_scale")}
     got = fused_moe(x.to(DEVICE), dev["w13"], dev["w2"], weights.to(DEVICE), ids.to(DEVICE),
@@ -114,10 +120,7 @@ def test_int4_experts_in_the_fused_kernels_equal_the_dequantizing_reference(num_
         layer.register_parameter(f"{name}_izeros", torch.nn.Parameter(
             torch.stack([z for _, _, z in parts]).float(), requires_grad=False))
     layer.method = method
-    gen = torch.Generator().manual_seed(num_tokens + 1)
-    x = torch.randn(num_tokens, hidden, generator=gen)
-    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])
-    weights = torch.softmax(torch.randn(num_tokens, top_k, generator=gen), -1)
+    x, weights, ids = _random_routing(num_tokens, hidden, num_experts, top_k, seed=num_tokens + 1)
     want = method.apply(layer, x, weights, ids)
     w13, w2 = (Int4Experts(*(getattr(layer, f"{n}_{k}").to(DEVICE) for k in ("qweight", "scales", "izeros")), group)
                for n in ("w13", "w2"))

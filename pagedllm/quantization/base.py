@@ -78,7 +78,7 @@ class QuantizationConfig(ABC):
     def scheme_for(self, prefixes: list[str]) -> LinearScheme | None:
         """The scheme of the layer whose checkpoint weights are `prefixes` (a merged layer's
         shards, in order), or None where it is not quantized. Shards must agree."""
-        quantized = [self._quantizes(p) for p in prefixes if p]
+        quantized = [self.quantizes(p) for p in prefixes if p]
         if not quantized or not any(quantized):
             return None
         if not all(quantized):
@@ -88,9 +88,6 @@ class QuantizationConfig(ABC):
 
     def quantizes(self, prefix: str) -> bool:
         """Whether the layer (or module) named `prefix` holds quantized weights."""
-        return self._quantizes(prefix)
-
-    def _quantizes(self, prefix: str) -> bool:
         if any(_matches(prefix, pattern) for pattern in self.ignored):
             return False
         if self.layers is not None:

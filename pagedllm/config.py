@@ -95,6 +95,35 @@ class SchedulerConfig:
             raise ValueError(f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}.")
 
 
+EXECUTOR_BACKENDS = ("uni", "mp")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How the model is split over ranks (vLLM's names): tensor parallelism splits each layer's
+    weights (one all-reduce per attention and per MLP), and the executor runs one worker per rank.
+    Only the executor and the parallel layers read it."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    # "uni": the one worker in the engine's process; "mp": a worker process per rank on this host
+    distributed_executor_backend: str = "uni"
+
+    def __post_init__(self) -> None:
+        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        _check_choice("distributed_executor_backend", self.distributed_executor_backend, EXECUTOR_BACKENDS)
+        if self.world_size > 1 and self.distributed_executor_backend == "uni":
+            raise ValueError(f"distributed_executor_backend='uni' runs one rank; {self.world_size} ranks "
+                             "(tensor_parallel_size x pipeline_parallel_size) need 'mp'.")
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
 CUDA_GRAPH_MODES = ("full_and_piecewise", "full_decode_only")
 
 
@@ -194,6 +223,7 @@ class EngineConfig:
     kernel_config: KernelConfig = KernelConfig()
     speculative_config: SpeculativeConfig | None = None
     reasoning_parser: str | None = None  # pagedllm/reasoning's name: structured outputs follow the thinking
+    parallel_config: ParallelConfig = ParallelConfig()
 
     def with_kv_cache(self, num_blocks: int, max_model_len: int) -> EngineConfig:
         """The final config, from what start-up's KV-cache sizing found: its block count and the

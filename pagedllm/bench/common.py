@@ -62,6 +62,14 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                         help="a reasoning model's thinking: qwen3 (<think>...</think> when the model thinks) or "
                              "deepseek_r1 (thinking until </think>); structured outputs then constrain the "
                              "answer only, and the server puts the thinking in reasoning_content")
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                        help="ranks that split every layer of the model (one device each on CUDA; on the CPU "
+                             "processes that share the host's cores)")
+    parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1,
+                        help="stages the layers are split into (1 only, so far)")
+    parser.add_argument("--distributed-executor-backend", default=None, choices=["uni", "mp"],
+                        help="how the ranks' workers run: uni (one rank, in the engine's process) or mp (a "
+                             "process per rank on this host); default: uni for one rank, mp for more")
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 
@@ -102,7 +110,9 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         enforce_eager=args.enforce_eager, device=args.device, load_format=args.load_format,
         async_scheduling=args.async_scheduling, cuda_graph_mode=args.cuda_graph_mode,
         quantization=args.quantization, speculative_config=args.speculative_config,
-        reasoning_parser=args.reasoning_parser,
+        reasoning_parser=args.reasoning_parser, tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        distributed_executor_backend=args.distributed_executor_backend,
         **{name: getattr(args, name) for name in _kernel_arg_names()},
         **vllm_compat_kwargs(args),
         **({"generation_config": args.generation_config} if hasattr(args, "generation_config") else {}),

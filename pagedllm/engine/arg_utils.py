@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pagedllm import envs
-from pagedllm.config import CacheConfig, DeviceConfig, EngineConfig, KernelConfig, ModelConfig, SchedulerConfig
+from pagedllm.config import (
+    EXECUTOR_BACKENDS,
+    CacheConfig,
+    DeviceConfig,
+    EngineConfig,
+    KernelConfig,
+    ModelConfig,
+    ParallelConfig,
+    SchedulerConfig,
+)
 from pagedllm.engine.vllm_compat import VllmCompatArgs, check_vllm_args
 from pagedllm.generation_config import load_sampling_defaults
 from pagedllm.models.registry import DRAFT_HEAD_ARCHITECTURES
@@ -70,6 +79,12 @@ class EngineArgs(VllmCompatArgs):
     # A reasoning model's parser (pagedllm/reasoning: qwen3, deepseek_r1): structured outputs then
     # constrain only the answer, after the thinking; the server also splits it into reasoning_content.
     reasoning_parser: str | None = None
+    # Splitting the model over ranks (vLLM's names; config.ParallelConfig): tensor parallelism splits
+    # every layer; the executor runs a worker per rank: "uni" (one rank, in this process) or "mp"
+    # (a process per rank on this host); None: uni for one rank, mp for more
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
     # Kernel choices (config.KernelConfig; README, "Kernel choices"). None: the environment's
     # PAGEDLLM_<NAME> when set, else KernelConfig's default.
     attention_backend: str | None = None
@@ -93,6 +108,7 @@ class EngineArgs(VllmCompatArgs):
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet (supported: "
                              f"{', '.join(KV_CACHE_DTYPES)}).")
         self.speculative_config = SpeculativeConfig.from_user(self.speculative_config)
+        self._ranks()  # a bad parallel setting fails before anything loads
         if self.reasoning_parser is not None:
             from pagedllm.reasoning.parsers import REASONING_PARSERS
 
@@ -126,6 +142,7 @@ class EngineArgs(VllmCompatArgs):
             sampling_defaults=load_sampling_defaults(self.generation_config, source.path),
             quantization=_resolve_quantization(self.quantization, source, platform.device_name, hf_config),
         )
+        parallel_config = self._parallel_config(model_config, platform)
         default_seqs, default_batched = platform.default_scheduler_limits()
         max_num_seqs = self.max_num_seqs if self.max_num_seqs is not None else default_seqs
         max_batched = self.max_num_batched_tokens or max(default_batched, max_num_seqs)
@@ -157,7 +174,31 @@ class EngineArgs(VllmCompatArgs):
             speculative_config=_resolve_draft(SpeculativeConfig.from_user(self.speculative_config), model_config,
                                               platform.device_name),
             reasoning_parser=self.reasoning_parser,
+            parallel_config=parallel_config,
         )
+
+    def _ranks(self) -> ParallelConfig:
+        """The parallel config as far as it is known without the model."""
+        backend = self.distributed_executor_backend
+        if backend not in (None, *EXECUTOR_BACKENDS):
+            raise ValueError(f"distributed_executor_backend={backend!r} is not supported yet (supported: "
+                             f"{', '.join(EXECUTOR_BACKENDS)}).")
+        if self.pipeline_parallel_size != 1:
+            raise ValueError(f"pipeline_parallel_size={self.pipeline_parallel_size!r} is not supported yet (supported: "
+                             "1); tensor_parallel_size splits a model over several devices.")
+        world = self.tensor_parallel_size * self.pipeline_parallel_size if self.tensor_parallel_size >= 1 else 1
+        return ParallelConfig(self.tensor_parallel_size, self.pipeline_parallel_size,
+                              backend or ("uni" if world == 1 else "mp"))
+
+    def _parallel_config(self, model_config: ModelConfig, platform: Any) -> ParallelConfig:
+        """The ranks, checked against the model and the host before anything loads."""
+        config = self._ranks()
+        tp = config.tensor_parallel_size
+        if tp > 1:
+            check_tensor_parallel(tp, model_config, platform.device_count())
+            if self.speculative_config is not None:
+                raise ValueError("Speculative decoding with tensor_parallel_size > 1 is not supported yet.")
+        return config
 
     def _async_scheduling(self, device: str) -> bool:
         wanted = device == "cuda" if self.async_scheduling is None else self.async_scheduling
@@ -169,6 +210,28 @@ class EngineArgs(VllmCompatArgs):
                                "proposals need the tokens it sampled.")
             return False
         return wanted
+
+
+def check_tensor_parallel(size: int, model_config: ModelConfig, device_count: int | None) -> None:
+    """ValueError unless `size` ranks can split this model: its attention heads, its KV heads
+    (split, or replicated when fewer than the ranks) and its MLP; one device per rank where the
+    platform counts devices (`device_count`; None: ranks are processes, as on the CPU)."""
+    if device_count is not None and size > device_count:
+        raise ValueError(f"tensor_parallel_size={size} needs {size} devices; this host has {device_count}.")
+    if model_config.quantization not in (None, "gguf"):
+        raise ValueError(f"tensor_parallel_size > 1 runs unquantized and GGUF weights so far, not "
+                         f"{model_config.quantization}-quantized checkpoints.")
+    hf = model_config.hf_config
+    heads = hf.num_attention_heads
+    kv_heads = getattr(hf, "num_key_value_heads", None) or heads
+    sizes = {"the number of attention heads": heads, "the MLP's intermediate size": hf.intermediate_size}
+    for what, total in sizes.items():
+        if total % size:
+            raise ValueError(f"tensor_parallel_size={size} does not divide {what} ({total}) of "
+                             f"{model_config.architecture}.")
+    if kv_heads % size and size % kv_heads:
+        raise ValueError(f"tensor_parallel_size={size} must divide the number of KV heads ({kv_heads}) or be a "
+                         "multiple of it.")
 
 
 KV_CACHE_DTYPES = ("auto", "bfloat16", "float32", "fp8", "fp8_e4m3")

@@ -38,7 +38,7 @@ class StatLogger(Protocol):
 class AsyncLLM:
     """Implements server.engine_client.EngineClient over an engine core in its own process."""
 
-    def __init__(self, config: EngineConfig, executor: str = "uniproc",
+    def __init__(self, config: EngineConfig, executor: str | None = None,
                  stat_loggers: list[StatLogger] | None = None, engine_core_in_thread: bool = False) -> None:
         # The config asked for; once the core is ready, `config` is the final one built from what
         # its start-up found (the KV cache's block count and the context it fits).

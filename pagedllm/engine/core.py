@@ -32,12 +32,14 @@ _COMPILE_POLL_S = 0.02
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc",
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str | None = None,
                  tokenizer: Any = None) -> None:
         """`tokenizer`: the caller's, when it has one loaded (the offline engine); else the core
         loads its own for the first constrained request (warm_up_grammars() does it ahead)."""
         start = time.perf_counter()
-        self.executor = get_executor_class(executor)(config, eos_token_id)
+        # `executor`: a registered name over the config's distributed_executor_backend
+        self.executor = get_executor_class(executor or config.parallel_config.distributed_executor_backend)(
+            config, eos_token_id)
         plan = self.executor.determine_kv_cache()
         # The final config: the block count, and the context the KV cache fits (the CUDA memory
         # profile may lower a derived max_model_len).

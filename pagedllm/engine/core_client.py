@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 class EngineCoreClient:
     """Owns the engine-core process and the two sockets to it. Use from one asyncio loop."""
 
-    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str = "uniproc",
+    def __init__(self, config: EngineConfig, eos_token_id: int | None, executor: str | None = None,
                  in_thread: bool = False) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="pagedllm-")
         scheme = "inproc://pagedllm-" + os.path.basename(self._dir.name) if in_thread else f"ipc://{self._dir.name}"
@@ -78,7 +78,10 @@ class EngineCoreClient:
         log_level = logging.getLogger("pagedllm").getEffectiveLevel()
         # spawn, not fork: the parent may hold threads (tokenizers, asyncio, torch) that fork would break.
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=run_engine_core, args=(*common, log_level), name="pagedllm-engine-core", daemon=True)
+            target=run_engine_core, args=(*common, log_level), name="pagedllm-engine-core",
+            # a daemon cannot start processes: the workers of several ranks need a plain one (the
+            # core still exits with the server: it watches its parent, and shutdown() stops it)
+            daemon=self.config.parallel_config.world_size == 1)
         self.proc.start()
 
     async def wait_ready(self, timeout_s: float) -> ReadyMessage:

@@ -103,7 +103,7 @@ def _raise_shutdown(signum: int, frame: object) -> None:
 
 
 def run_engine_core(config: EngineConfig, eos_token_id: int | None, input_address: str,
-                    output_address: str, executor: str, log_level: int) -> None:
+                    output_address: str, executor: str | None, log_level: int) -> None:
     """Process entry point (must be importable for spawn)."""
     # Ctrl-C goes to the whole process group; the server decides when we stop (SHUTDOWN or SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -120,7 +120,7 @@ def run_engine_core(config: EngineConfig, eos_token_id: int | None, input_addres
 
 
 def serve_engine_core(ctx: zmq.Context, config: EngineConfig, eos_token_id: int | None, input_address: str,
-                      output_address: str, executor: str, watch_parent: bool) -> bool:
+                      output_address: str, executor: str | None, watch_parent: bool) -> bool:
     """Load the model, say READY, and serve until SHUTDOWN; False if it failed (FAILED was sent).
 
     Runs as the body of the engine-core process, or in a thread of the server for comparison."""

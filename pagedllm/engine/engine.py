@@ -17,7 +17,7 @@ from pagedllm.sampling_params import SamplingParams
 class LLMEngine:
     """The offline engine: a Frontend and an EngineCore in this process."""
 
-    def __init__(self, config: EngineConfig, executor: str = "uniproc") -> None:
+    def __init__(self, config: EngineConfig, executor: str | None = None) -> None:
         self.tokenizer = load_model_tokenizer(config.model_config)
         self.engine_core = EngineCore(config, self.tokenizer.eos_token_id, executor, tokenizer=self.tokenizer)
         self.config = self.engine_core.config  # the final one (KV cache sized)

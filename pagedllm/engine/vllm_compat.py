@@ -1,7 +1,7 @@
 """vLLM's engine arguments that pagedllm accepts for drop-in use, and which of their values.
 
 Scripts written for vLLM pass arguments pagedllm has no use for, mostly at their default or a
-value that changes nothing here (`tensor_parallel_size=1`, `trust_remote_code=False`,
+value that changes nothing here (`data_parallel_size=1`, `trust_remote_code=False`,
 `swap_space=4`). Each is a field of `VllmCompatArgs` (a base of `EngineArgs`, so `LLM(...)`,
 `EngineArgs(...)` and the CLI flags all take them) whose metadata holds its rule: the values that
 are accepted, and why the others are not. `check_vllm_args` applies the table: an unsupported value
@@ -50,19 +50,14 @@ def _arg(default: Any, accepts: Callable[[Any], bool], why: str, never: bool = F
     return field(default=default, metadata={"rule": Rule(accepts, why, never)})
 
 
-_ONE_DEVICE = "pagedllm runs a model on one device"
-
-
 @dataclass(kw_only=True)
 class VllmCompatArgs:
     """vLLM engine arguments accepted at their default or a no-op value (the module docstring)."""
 
     trust_remote_code: bool = _arg(False, _one_of(False), "pagedllm never runs code from a model repository; it "
                                    "loads the architectures it implements itself", never=True)
-    tensor_parallel_size: int = _arg(1, _one_of(1), _ONE_DEVICE)
-    pipeline_parallel_size: int = _arg(1, _one_of(1), _ONE_DEVICE)
-    data_parallel_size: int = _arg(1, _one_of(1), _ONE_DEVICE + "; start one server per device")
-    distributed_executor_backend: str | None = _arg(None, _one_of(None, "uni", "mp"), _ONE_DEVICE)
+    data_parallel_size: int = _arg(1, _one_of(1), "pagedllm runs one copy of the model per engine; start one "
+                                   "server per device (or group of devices)")
     disable_custom_all_reduce: bool = _arg(False, _is_bool, "it is a boolean", never=True)
     tokenizer_mode: str = _arg("auto", _one_of("auto", "hf"), "pagedllm uses the Hugging Face tokenizer")
     revision: str | None = _arg(None, _one_of(None, "main"), "Hub models come from their main branch")

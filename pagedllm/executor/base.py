@@ -40,10 +40,12 @@ class Executor(ABC):
         """Release the workers."""
 
 
+# vLLM's distributed_executor_backend names (config.EXECUTOR_BACKENDS)
 EXECUTORS: LazyRegistry[type[Executor]] = LazyRegistry("executor", {
-    "uniproc": "pagedllm.executor.uniproc:UniprocExecutor",
+    "uni": "pagedllm.executor.uniproc:UniprocExecutor",
+    "mp": "pagedllm.executor.multiproc:MultiprocExecutor",
 })
 
 
-def get_executor_class(name: str = "uniproc") -> type[Executor]:
+def get_executor_class(name: str = "uni") -> type[Executor]:
     return EXECUTORS.get(name)

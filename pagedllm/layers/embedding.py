@@ -8,6 +8,11 @@ The LM head is a Linear: it keeps the fast [hidden, vocab] layout of layers/line
 embeddings that layout differs from the embedding's [vocab, hidden] rows, so the head holds its own
 copy (filled from the same tensor) rather than a shared parameter: it costs vocab*hidden more
 memory and buys the faster decode matmul.
+
+Under tensor parallelism (distributed/parallel_state.py) both split the vocabulary: each rank holds
+ceil(vocab / size) rows (the last rank's padded with zeros). The embedding looks up the ids in its
+range and the ranks' rows are summed (one all-reduce); the head's logits are gathered, so every
+rank samples from the whole vocabulary (and samples the same tokens).
 """
 from __future__ import annotations
 
@@ -19,9 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagedllm.distributed.parallel_state import TensorParallelGroup, current_tensor_parallel
 from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
+from pagedllm.layers.tensor_shards import row_range
+
+
+def vocab_rows(vocab_size: int, tp: TensorParallelGroup) -> tuple[int, int]:
+    """(first row, rows) of the vocabulary that rank tp.rank holds; every rank holds as many."""
+    rows = -(-vocab_size // tp.size)
+    return tp.rank * rows, rows
 
 
 @dataclass(frozen=True)
@@ -86,15 +99,22 @@ class VocabEmbedding(HFWeightLoadable):
         """prefix: the table's HF name ("model.embed_tokens"), by which its stored format is found."""
         super().__init__()
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        self.tp = current_tensor_parallel()
+        self.first_row, self.num_rows = vocab_rows(vocab_size, self.tp)  # this rank's part of the table
         kernels = current_layer_kernels()
         quantization, formats = kernels.formats_of([f"{prefix}.weight"] if prefix else [])
-        spec = EmbeddingSpec(vocab_size, hidden_size, dtype, quantization, formats[0] if formats else "")
+        spec = EmbeddingSpec(self.num_rows, hidden_size, dtype, quantization, formats[0] if formats else "")
         factory = kernels.embedding_method or UnquantizedEmbeddingMethod
         self.method: EmbeddingMethod = factory(spec)
         self.method.create_weights(self)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # [T] -> [T, H]
-        return self.method.embed(self, input_ids)
+        if self.tp.size == 1:
+            return self.method.embed(self, input_ids)
+        local = input_ids - self.first_row
+        outside = (local < 0) | (local >= self.num_rows)
+        rows = self.method.embed(self, local.masked_fill(outside, 0))
+        return self.tp.all_reduce_(rows.masked_fill_(outside.unsqueeze(-1), 0))
 
     def process_weights_after_loading(self) -> None:
         self.method.process_weights_after_loading(self)
@@ -105,6 +125,8 @@ class VocabEmbedding(HFWeightLoadable):
     def load_hf_weight(self, attr: str, tensor: Any, shard: str | None = None) -> None:
         if attr != "weight" or shard is not None:
             raise ValueError(f"Unexpected embedding parameter {attr!r}.")
+        if self.tp.size > 1:
+            tensor = row_range(tensor, self.first_row, self.num_rows)
         self.method.load_weight(self, tensor)
 
 
@@ -112,11 +134,23 @@ class LMHead(Linear):
     """hidden [N, H] -> logits [N, V] in float32 (sampling wants full precision)."""
 
     def __init__(self, hidden_size: int, vocab_size: int, dtype: torch.dtype, prefix: str = "") -> None:
-        super().__init__(hidden_size, vocab_size, bias=False, dtype=dtype, prefix=prefix)
+        self.tp = current_tensor_parallel()
+        self.vocab_size = vocab_size
+        self.first_row, rows = vocab_rows(vocab_size, self.tp)
+        super().__init__(hidden_size, rows, bias=False, dtype=dtype, prefix=prefix)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return super().forward(hidden).float()
+        logits = super().forward(hidden)
+        if self.tp.size > 1:  # the ranks' columns side by side, the padding cut off
+            logits = self.tp.all_gather(logits, dim=-1)[..., :self.vocab_size]
+        return logits.float()
+
+    def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
+        if self.tp.size > 1:
+            tensor = row_range(tensor, self.first_row, self.out_features)
+        super().load_hf_weight(attr, tensor, shard)
 
     def tie_to(self, embedding: VocabEmbedding) -> None:
-        """Fill from the (already loaded) input embedding, for tie_word_embeddings models."""
-        self.load_hf_weight("weight", embedding.method.tied_weight(embedding))
+        """Fill from the (already loaded) input embedding, for tie_word_embeddings models: this
+        rank's rows, which are the embedding's."""
+        Linear.load_hf_weight(self, "weight", embedding.method.tied_weight(embedding))

@@ -47,6 +47,24 @@ class GGUFTensor:
         """The same tensor with its rows (whole rows of blocks) reordered."""
         return GGUFTensor(self.data[order].contiguous(), self.ggml_type, self.rows, self.cols)
 
+    def narrow(self, dim: int, start: int, size: int) -> GGUFTensor:
+        """Rows (dim 0) or columns (dim 1, whole blocks only) start .. start + size, as
+        torch.Tensor.narrow: a tensor-parallel rank's part of the weight."""
+        if dim == 0:
+            return GGUFTensor(self.data.narrow(0, start, size), self.ggml_type, size, self.cols)
+        qtype = quant.quant_type(self.ggml_type)
+        if start % qtype.block_size or size % qtype.block_size:
+            raise ValueError(f"A {qtype.name} weight of {self.cols} columns cannot be split at columns {start}.."
+                             f"{start + size}: its blocks hold {qtype.block_size} values each (choose a "
+                             "tensor_parallel_size that splits the rows into whole blocks).")
+        first, width = start // qtype.block_size * qtype.type_size, size // qtype.block_size * qtype.type_size
+        return GGUFTensor(self.data.narrow(1, first, width).contiguous(), self.ggml_type, self.rows, size)
+
+    def pad_rows(self, rows: int) -> GGUFTensor:
+        """The tensor with zero blocks appended up to `rows` rows (zero blocks dequantize to 0)."""
+        extra = self.data.new_zeros(rows - self.rows, self.data.shape[1])
+        return GGUFTensor(torch.cat([self.data, extra]), self.ggml_type, rows, self.cols)
+
 
 def _check(tensor: Any, rows: int, cols: int, what: str) -> GGUFTensor:
     if not isinstance(tensor, GGUFTensor):

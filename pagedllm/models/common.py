@@ -7,6 +7,7 @@ merged into one matmul each.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,8 +18,8 @@ from torch import nn
 from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.embedding import LMHead, VocabEmbedding
-from pagedllm.layers.linear import Linear, MergedLinear
 from pagedllm.layers.norm import NormScale, RMSNorm
+from pagedllm.layers.parallel_linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf
 from pagedllm.models.param_loading import load_named_weights
 
@@ -50,6 +51,13 @@ class KVLayout:
     head_size: int
     shared: bool = False
 
+    def per_rank(self, tensor_parallel_size: int) -> KVLayout:
+        """What one tensor-parallel rank's cache holds: its KV heads (one, replicated, when there
+        are fewer than ranks; layers/parallel_linear.py). MLA's latent is whole on every rank."""
+        if self.shared or tensor_parallel_size == 1:
+            return self
+        return dataclasses.replace(self, num_kv_heads=max(1, self.num_kv_heads // tensor_parallel_size))
+
 
 @dataclass(frozen=True)
 class DecoderOptions:
@@ -79,14 +87,15 @@ class DecoderAttention(nn.Module):
         per-weight formats are looked up by (a quantized GGUF's types). input_size: the width q/k/v
         are projected from (default hidden_size; an EAGLE-3 head reads two hidden states side by side)."""
         super().__init__()
-        self.num_heads = cfg.num_attention_heads
-        self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = head_dim_of(cfg)
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.qkv_proj = MergedLinear(input_size or cfg.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size},
-                                     bias=opts.qkv_bias, dtype=dtype,
-                                     prefixes={s: f"{prefix}.{s}_proj" for s in ("q", "k", "v")})
-        self.o_proj = Linear(q_size, cfg.hidden_size, bias=opts.o_bias, dtype=dtype, prefix=f"{prefix}.o_proj")
+        total_heads = cfg.num_attention_heads
+        self.qkv_proj = QKVParallelLinear(input_size or cfg.hidden_size, self.head_dim, total_heads,
+                                          getattr(cfg, "num_key_value_heads", None) or total_heads,
+                                          bias=opts.qkv_bias, dtype=dtype, prefix=prefix)
+        # this rank's heads (all of them on one device)
+        self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads
+        self.o_proj = RowParallelLinear(total_heads * self.head_dim, cfg.hidden_size, bias=opts.o_bias, dtype=dtype,
+                                        prefix=f"{prefix}.o_proj")
         rotary_dim = int(self.head_dim * getattr(cfg, "partial_rotary_factor", 1.0))
         self.rotary_emb = RotaryEmbedding(self.head_dim, rotary_dim, cfg.max_position_embeddings,
                                           rope_config_from_hf(cfg))
@@ -111,11 +120,13 @@ class GatedMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool, dtype: torch.dtype,
                  prefix: str = "") -> None:
         super().__init__()
-        self.gate_up_proj = MergedLinear(hidden_size, {"gate": intermediate_size, "up": intermediate_size},
-                                         bias=bias, dtype=dtype, gated=True,
-                                         prefixes={s: f"{prefix}.{s}_proj" for s in ("gate", "up")})
+        self.gate_up_proj = MergedColumnParallelLinear(hidden_size,
+                                                       {"gate": intermediate_size, "up": intermediate_size},
+                                                       bias=bias, dtype=dtype, gated=True,
+                                                       prefixes={s: f"{prefix}.{s}_proj" for s in ("gate", "up")})
         self.act = SiluAndMul()
-        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype, prefix=f"{prefix}.down_proj")
+        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, bias=bias, dtype=dtype,
+                                           prefix=f"{prefix}.down_proj")
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor,  # [T, H] each
                 norm_scale: NormScale | None = None) -> torch.Tensor:

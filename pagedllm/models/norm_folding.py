@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pagedllm.layers.linear import Linear
+from pagedllm.layers.linear import Linear, MergedLinear
 from pagedllm.layers.norm import NormScale, RMSNorm
 from pagedllm.models.common import DecoderAttention, DecoderForCausalLM, DecoderLayer, GatedMLP
 
@@ -63,7 +63,7 @@ def fold_norms(model: DecoderForCausalLM) -> int:
         assert isinstance(layer, DecoderLayer)
         # a mixture of experts keeps its norm (the router reads the normalised rows too), and so does
         # latent attention (MLA: two projections read them)
-        targets = []
+        targets: list[tuple[str, MergedLinear]] = []
         if isinstance(layer.self_attn, DecoderAttention):
             targets.append(("input_layernorm", layer.self_attn.qkv_proj))
         if isinstance(layer.mlp, GatedMLP):

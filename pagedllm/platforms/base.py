@@ -75,6 +75,11 @@ class Platform(ABC):
     def default_dtype(self) -> str:
         """The dtype used when the user asks for 'auto'."""
 
+    def device_count(self) -> int | None:
+        """Devices of this kind on the host, one per tensor-parallel rank; None where ranks are
+        processes sharing the host (the CPU)."""
+        return None
+
     def set_num_threads(self, kernel_config: KernelConfig) -> None:
         """Configure intra-op threading for this device; CPU only."""
 

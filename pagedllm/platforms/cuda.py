@@ -95,6 +95,9 @@ class CudaPlatform(Platform):
         _, total = torch.cuda.mem_get_info()
         return int(total)
 
+    def device_count(self) -> int | None:
+        return torch.cuda.device_count()
+
     def default_dtype(self) -> str:
         # bf16 has fp32's exponent range (no overflow in activations) and runs on the tensor
         # cores; cards before Ampere lack it and get fp16.

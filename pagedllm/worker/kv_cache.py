@@ -39,12 +39,15 @@ class KVCacheSpec:
                 * _DTYPE_BYTES[self.dtype] + self.extra_bytes_per_block)
 
     @staticmethod
-    def from_configs(model_config: ModelConfig, cache_config: CacheConfig) -> KVCacheSpec:
+    def from_configs(model_config: ModelConfig, cache_config: CacheConfig,
+                     tensor_parallel_size: int = 1) -> KVCacheSpec:
+        """The cache of one rank (its KV heads under tensor parallelism)."""
         from pagedllm.models.registry import get_model_class
 
         hf = model_config.hf_config
         layout = get_model_class(model_config.architecture).kv_cache_layout(hf)  # type: ignore[attr-defined]
         # (every registered class has it: DecoderForCausalLM's, the EAGLE heads', MLA's)
+        layout = layout.per_rank(tensor_parallel_size)
         return KVCacheSpec(
             num_layers=hf.num_hidden_layers,
             num_kv_heads=layout.num_kv_heads,

@@ -18,6 +18,7 @@ import torch
 from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions
 from pagedllm.config import EngineConfig, ModelConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.distributed.parallel_state import SINGLE_RANK, TensorParallelGroup, use_tensor_parallel
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
@@ -45,9 +46,13 @@ class Worker:
     """Owns one device. Life: load_model() -> determine_kv_cache() (the plan the engine builds its
     final config from) -> initialize_cache(final config) -> execute_model(...) per step."""
 
-    def __init__(self, config: EngineConfig, eos_token_id: int | None) -> None:
+    def __init__(self, config: EngineConfig, eos_token_id: int | None,
+                 tensor_parallel: TensorParallelGroup = SINGLE_RANK) -> None:
+        """tensor_parallel: the ranks this worker's model is split over (executor/multiproc.py
+        joins them); the default is the whole model on this one device."""
         self.config = config
         self.eos_token_id = eos_token_id
+        self.tp = tensor_parallel
         kernel_config = config.kernel_config
         self.platform = get_platform(config.device_config.device)
         self.platform.set_num_threads(kernel_config)
@@ -79,7 +84,8 @@ class Worker:
         torch.manual_seed(self.config.model_config.seed)
         before = torch.cuda.memory_allocated(self.device) if self.is_cuda else 0
         start = time.perf_counter()
-        self.model = load_model(self.config.model_config, self.platform.device_name, self.layer_kernels)
+        with use_tensor_parallel(self.tp):
+            self.model = load_model(self.config.model_config, self.platform.device_name, self.layer_kernels)
         draft_config = self._draft_model_config()
         if draft_config is not None:
             self.draft_model = load_model(draft_config, self.platform.device_name, self.layer_kernels)
@@ -114,7 +120,7 @@ class Worker:
 
     def _spec(self) -> KVCacheSpec:
         """The target's KV layout; a draft model's cache, on the same blocks, adds its bytes."""
-        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config)
+        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config, self.tp.size)
         draft = self._draft_spec()
         if draft is None:
             return spec
@@ -233,8 +239,10 @@ class Worker:
         for config in (self.config.model_config, self._draft_model_config()):
             if config is None:
                 continue
-            layout = KVCacheSpec.from_configs(config, self.config.cache_config)
-            total += static_buffer_bytes(max_tokens, config.hf_config.num_attention_heads, layout.num_kv_heads,
+            tp_size = self.tp.size if config is self.config.model_config else 1
+            layout = KVCacheSpec.from_configs(config, self.config.cache_config, tp_size)
+            heads = config.hf_config.num_attention_heads // tp_size
+            total += static_buffer_bytes(max_tokens, heads, layout.num_kv_heads,
                                          layout.head_size, to_torch_dtype(config.dtype))
         return total
 

@@ -10,8 +10,8 @@ from tests.helpers.vllm_args import HARMLESS
 def test_llm_refuses_before_loading_and_accepts_the_harmless(tiny_hf_model, smollm2_tokenizer_dir) -> None:
     from pagedllm import LLM, SamplingParams
 
-    with pytest.raises(ValueError, match="tensor_parallel_size=2 is not supported yet"):
-        LLM("/nonexistent/model", tensor_parallel_size=2)  # no "model not found": refused first
+    with pytest.raises(ValueError, match="data_parallel_size=2 is not supported yet"):
+        LLM("/nonexistent/model", data_parallel_size=2)  # no "model not found": refused first
     with pytest.raises(TypeError, match="no_such_argument"):  # names vLLM does not have stay errors
         LLM("/nonexistent/model", no_such_argument=1)
     llm = LLM(tiny_hf_model("llama").folder, tokenizer=smollm2_tokenizer_dir, max_model_len=128,

@@ -15,7 +15,8 @@ def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("tensor_parallel_size", 2, "tensor_parallel_size=2 is not supported yet"),
+    ("tensor_parallel_size", 0, "tensor_parallel_size must be a positive integer"),
+    ("distributed_executor_backend", "ray", "distributed_executor_backend='ray' is not supported yet"),
     ("pipeline_parallel_size", 4, "pipeline_parallel_size=4 is not supported yet"),
     ("quantization", "bitsandbytes", "quantization='bitsandbytes' is not supported yet"),
     ("tokenizer_mode", "mistral", "tokenizer_mode='mistral' is not supported yet"),

@@ -1,0 +1,205 @@
+"""One worker process per rank on this host (distributed_executor_backend="mp").
+
+Every step's SchedulerOutput is pickled once and written to each worker's pipe; every rank runs
+the step (their collectives keep them in lock step) and rank 0 sends the ModelRunnerOutput back.
+While the executor waits for anything from its workers it also watches their processes: a worker
+that dies (killed, crashed) or raises ends the engine at once with an error naming its rank,
+and the other workers are stopped, so nothing hangs on a collective that can never complete.
+
+On the CPU the host's cores are split between the ranks (each process pinned to its share, its
+threads as many), so two ranks on two cores run one thread each.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, NoReturn
+
+from pagedllm.config import EngineConfig
+from pagedllm.core.scheduler_output import SchedulerOutput
+from pagedllm.executor.base import Executor
+from pagedllm.executor.worker_proc import WorkerError, WorkerProcSpec, run_worker
+from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
+from pagedllm.worker.memory import KVCachePlan
+
+logger = logging.getLogger(__name__)
+_STOP_TIMEOUT_S = 5.0
+
+
+class WorkerFailure(RuntimeError):
+    """A worker process died or failed; the engine cannot go on."""
+
+
+@dataclass
+class _WorkerHandle:
+    rank: int
+    proc: BaseProcess
+    conn: Connection
+
+
+class _PendingStep:
+    """ModelRunnerOutputFuture of a step sent to the workers: its result is rank 0's reply."""
+
+    def __init__(self, executor: MultiprocExecutor, seq: int) -> None:
+        self._executor, self._seq = executor, seq
+
+    def result(self) -> ModelRunnerOutput:
+        output: ModelRunnerOutput = self._executor._step_result(self._seq)
+        return output
+
+
+class MultiprocExecutor(Executor):
+    def __init__(self, config: EngineConfig, eos_token_id: int | None) -> None:
+        super().__init__(config, eos_token_id)
+        from pagedllm.distributed.process_group import free_port
+
+        parallel = config.parallel_config
+        world = parallel.world_size
+        ctx = multiprocessing.get_context("spawn")  # fork would copy the parent's threads' locks
+        port = free_port()
+        cpus = _split_cpus(world) if config.device_config.device == "cpu" else [None] * world
+        log_level = logging.getLogger("pagedllm").getEffectiveLevel()
+        logger.info("Starting %d worker processes (tensor_parallel_size %d)%s", world,
+                    parallel.tensor_parallel_size,
+                    "" if cpus[0] is None else ", cores " + " | ".join(",".join(map(str, c or ())) for c in cpus))
+        start = time.perf_counter()
+        self.workers: list[_WorkerHandle] = []
+        for rank in range(world):
+            parent_end, child_end = ctx.Pipe()
+            spec = WorkerProcSpec(config, eos_token_id, rank, world, port, cpus[rank], log_level)
+            proc = ctx.Process(target=run_worker, args=(spec, child_end), name=f"pagedllm-worker-{rank}", daemon=True)
+            proc.start()
+            child_end.close()
+            self.workers.append(_WorkerHandle(rank, proc, parent_end))
+        self._finalizer = weakref.finalize(self, _stop_workers, list(self.workers))
+        self._sent = 0  # steps sent to the workers
+        self._read = 0  # steps whose result was read
+        self._results: dict[int, ModelRunnerOutput] = {}  # read ahead of their future's result()
+        self._inbox: dict[int, deque[tuple[str, Any]]] = {w.rank: deque() for w in self.workers}
+        for worker in self.workers:
+            self._receive(worker.rank, expect="ready")
+        logger.info("%d workers ready in %.1f s", world, time.perf_counter() - start)
+
+    def determine_kv_cache(self) -> KVCachePlan:
+        """The smallest rank's plan: every rank holds the same block table."""
+        plans: list[KVCachePlan] = self._call_all("determine_kv_cache")
+        smallest = min(plans, key=lambda p: p.num_blocks)
+        return KVCachePlan(smallest.num_blocks, min(p.max_model_len for p in plans), smallest.max_concurrency)
+
+    def initialize_cache(self, config: EngineConfig) -> None:
+        self.config = config
+        self._call_all("initialize_cache", config)
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
+        return self.execute_model_async(scheduler_output).result()
+
+    def execute_model_async(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutputFuture:
+        self._broadcast("execute", scheduler_output)
+        self._sent += 1
+        return _PendingStep(self, self._sent)
+
+    def shutdown(self) -> None:
+        self._finalizer()
+
+    def _step_result(self, seq: int) -> ModelRunnerOutput:
+        """Step `seq`'s output; the steps before it are read first (rank 0 answers in order)."""
+        while self._read < seq:
+            self._read += 1
+            self._results[self._read] = self._receive(0)
+        return self._results.pop(seq)
+
+    def _call_all(self, method: str, arg: Any = None) -> list[Any]:
+        """Every rank's reply to `method`, in rank order."""
+        self._broadcast(method, arg)
+        return [self._receive(worker.rank) for worker in self.workers]
+
+    def _broadcast(self, method: str, arg: Any) -> None:
+        payload = pickle.dumps((method, arg), protocol=pickle.HIGHEST_PROTOCOL)
+        for worker in self.workers:
+            try:
+                worker.conn.send_bytes(payload)
+            except (BrokenPipeError, OSError):
+                self._fail(worker, "cannot be reached (its pipe is closed)")
+
+    def _receive(self, rank: int, expect: str = "reply") -> Any:
+        """The next message of worker `rank`, watching every worker meanwhile: one that dies or
+        reports an error raises at once (the others stopped). Other ranks' messages wait in
+        their inbox (replies to a call to all ranks arrive in any order)."""
+        inbox = self._inbox[rank]
+        by_object: dict[Any, _WorkerHandle] = {}
+        for w in self.workers:
+            by_object[w.conn] = by_object[w.proc.sentinel] = w
+        while not inbox:
+            ready = wait(list(by_object))
+            # a message before an exit: an error a worker sent is the better report than its exit code
+            ready.sort(key=lambda obj: not isinstance(obj, Connection))
+            for obj in ready:
+                worker = by_object[obj]
+                if not isinstance(obj, Connection):
+                    self._fail(worker, _exit_description(worker.proc))
+                assert isinstance(obj, Connection)
+                try:
+                    kind, value = obj.recv()
+                except (EOFError, OSError):
+                    worker.proc.join(1.0)
+                    self._fail(worker, _exit_description(worker.proc))
+                if kind == "error":
+                    assert isinstance(value, WorkerError)
+                    _stop_workers(self.workers)
+                    raise value.to_exception()
+                self._inbox[worker.rank].append((kind, value))
+        kind, value = inbox.popleft()
+        if kind != expect:
+            self._fail(self.workers[rank], f"sent an unexpected {kind!r} message")
+        return value
+
+    def _fail(self, worker: _WorkerHandle, what: str) -> NoReturn:
+        _stop_workers(self.workers)
+        raise WorkerFailure(f"Worker rank {worker.rank} (pid {worker.proc.pid}) {what}; the engine stops.")
+
+
+def _exit_description(proc: BaseProcess) -> str:
+    code = proc.exitcode
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        import signal
+
+        return f"was killed by signal {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _split_cpus(world_size: int) -> list[tuple[int, ...] | None]:
+    """This process's cores in `world_size` contiguous shares (each at least one core; ranks
+    share cores when there are fewer cores than ranks)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < world_size:
+        return [(cores[rank % len(cores)],) for rank in range(world_size)]
+    share = len(cores) // world_size
+    return [tuple(cores[rank * share:(rank + 1) * share]) for rank in range(world_size)]
+
+
+def _stop_workers(workers: list[_WorkerHandle]) -> None:
+    """Ask the workers to stop, then make sure they have."""
+    payload = pickle.dumps(("shutdown", None))
+    for w in workers:
+        if w.proc.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                w.conn.send_bytes(payload)
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    for w in workers:
+        w.proc.join(max(0.0, deadline - time.monotonic()))
+    for w in workers:
+        if w.proc.is_alive():  # stuck in a collective with a dead peer
+            w.proc.kill()
+            w.proc.join()
+        w.conn.close()

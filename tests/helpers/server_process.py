@@ -85,6 +85,15 @@ class ServerProcess:
                     return child
         raise RuntimeError("no engine-core child process found")
 
+    def worker_pids(self) -> list[int]:
+        """The engine core's worker processes (several ranks: one each)."""
+        pids = []
+        for child in _children(self.engine_core_pid()):
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    pids.append(child)
+        return pids
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

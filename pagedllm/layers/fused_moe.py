@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pagedllm.distributed.parallel_state import current_tensor_parallel, divide
 from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.loadable import HFWeightLoadable
 from pagedllm.layers.moe_method import EXPERT_WEIGHTS, MoESpec, default_moe_method
 from pagedllm.layers.moe_routing import RoutingSpec
+from pagedllm.layers.tensor_shards import narrow
 
 
 class FusedMoE(HFWeightLoadable):
@@ -26,8 +28,13 @@ class FusedMoE(HFWeightLoadable):
         """prefix: the HF name of the experts ("model.layers.1.mlp.experts")."""
         super().__init__()
         self.num_experts = num_experts
+        # Under tensor parallelism every rank holds every expert's part of the intermediate features
+        # (gate/up rows, down columns), as a column- then a row-parallel layer: the output is summed
+        # over the ranks.
+        self.tp = current_tensor_parallel()
+        self.local_intermediate = divide(intermediate_size, self.tp.size, "An expert's intermediate size")
         kernels = current_layer_kernels()
-        spec = MoESpec(num_experts, hidden_size, intermediate_size, dtype, kernels.scheme_of([prefix]))
+        spec = MoESpec(num_experts, hidden_size, self.local_intermediate, dtype, kernels.scheme_of([prefix]))
         factory = kernels.moe_method
         self.method = factory(spec) if factory is not None else default_moe_method(spec)
         self.method.create_weights(self)
@@ -39,7 +46,7 @@ class FusedMoE(HFWeightLoadable):
 
     def forward(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
         """x [T, H], topk_weights [T, k] float32, topk_ids [T, k] -> [T, H]."""
-        return self.method.apply(self, x, topk_weights, topk_ids)
+        return self.tp.all_reduce_(self.method.apply(self, x, topk_weights, topk_ids))
 
     def process_weights_after_loading(self) -> None:
         self.method.process_weights_after_loading(self)
@@ -53,4 +60,7 @@ class FusedMoE(HFWeightLoadable):
         if (attr not in self.method.expert_attrs() or name not in EXPERT_WEIGHTS or not expert.isdigit()
                 or int(expert) >= self.num_experts):
             raise ValueError(f"Unexpected expert weight {shard}.{attr}.")
+        if self.tp.size > 1:  # down_proj [H, I] by its columns, gate/up [I, H] by their rows
+            size = self.local_intermediate
+            tensor = narrow(tensor, 1 if name == "down_proj" else 0, self.tp.rank * size, size)
         self.method.load_weight(self, int(expert), name, tensor, attr)

@@ -1,6 +1,7 @@
 """Linear layers split over the tensor-parallel ranks (Megatron's scheme, as vLLM's).
 
-  column-parallel (qkv, gate_up):   x [T, in] (whole on every rank) -> y [T, out / size], this
+  column-parallel (qkv, gate_up,    x [T, in] (whole on every rank) -> y [T, out / size], this
+  MLA's q):
                                     rank's output features: no communication
   row-parallel (o, down):           x [T, in / size] (the column-parallel output) -> partial
                                     y [T, out], summed over the ranks: one all-reduce
@@ -21,6 +22,22 @@ import torch
 from pagedllm.distributed.parallel_state import current_tensor_parallel, divide
 from pagedllm.layers.linear import Linear, MergedLinear
 from pagedllm.layers.tensor_shards import narrow
+
+
+class ColumnParallelLinear(Linear):
+    """Linear whose output features are split over the ranks (MLA's query projection, by heads)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
+                 *, prefix: str = "") -> None:
+        """out_features: the checkpoint's (all ranks together)."""
+        self.tp = current_tensor_parallel()
+        local_out = divide(out_features, self.tp.size, f"The output features of {prefix or 'a column-parallel layer'}")
+        super().__init__(in_features, local_out, bias, dtype, prefix=prefix)
+
+    def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
+        if self.tp.size > 1:
+            tensor = narrow(tensor, 0, self.tp.rank * self.out_features, self.out_features)
+        super().load_hf_weight(attr, tensor, shard)
 
 
 class MergedColumnParallelLinear(MergedLinear):

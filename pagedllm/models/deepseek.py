@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pagedllm.distributed.parallel_state import current_tensor_parallel, divide
 from pagedllm.kernels.quant_reference import dequantize_fp8
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.fused_moe import FusedMoE
@@ -31,7 +32,9 @@ from pagedllm.layers.linear import Linear
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
 from pagedllm.layers.moe_routing import RoutingSpec
 from pagedllm.layers.norm import NormScale, RMSNorm
+from pagedllm.layers.parallel_linear import ColumnParallelLinear, RowParallelLinear
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf, yarn_factor, yarn_mscale
+from pagedllm.layers.tensor_shards import narrow
 from pagedllm.models.common import DecoderForCausalLM, DecoderOptions, GatedMLP, KVLayout, MlpFactory
 from pagedllm.quantization.fp8 import Fp8Scheme
 
@@ -63,6 +66,7 @@ class LatentUpProjection(HFWeightLoadable):
             raise ValueError(f"{scheme.name} quantization of latent attention's kv_b_proj is not supported (supported: "
                              "fp8).")
         self._fp8: Fp8Scheme | None = scheme
+        self._tp = current_tensor_parallel()  # num_heads are this rank's
         self._stored: dict[str, torch.Tensor] = {}  # an fp8 weight's parts until both have come
 
     def w_uk(self) -> torch.Tensor:  # [H, nope, rank]
@@ -78,6 +82,9 @@ class LatentUpProjection(HFWeightLoadable):
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if (attr, shard) not in self.hf_weight_keys():
             raise ValueError(f"Unexpected kv_b_proj parameter {attr!r}.")
+        if self._tp.size > 1:  # this rank's heads' rows (tensor parallelism runs unquantized weights only)
+            rows = self.weight.shape[0]
+            tensor = narrow(tensor, 0, self._tp.rank * rows, rows)
         if self._fp8 is None:
             copy_checked(self.weight, tensor, "kv_b_proj weight")
             return
@@ -96,24 +103,29 @@ class MLAAttention(nn.Module):
 
     def __init__(self, cfg: Any, layer_idx: int, dtype: torch.dtype, prefix: str) -> None:
         super().__init__()
-        hidden, heads = cfg.hidden_size, cfg.num_attention_heads
+        hidden, total_heads = cfg.hidden_size, cfg.num_attention_heads
+        # Under tensor parallelism the heads split (q, kv_b and o with them); the latent and its
+        # projection are every rank's, so each rank's cache holds the same rows.
+        heads = divide(total_heads, current_tensor_parallel().size, "The number of attention heads")
         self.num_heads, self.nope, self.rope_dim = heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
         self.rank, self.v_dim = cfg.kv_lora_rank, cfg.v_head_dim
         bias = bool(getattr(cfg, "attention_bias", False))
-        q_size = heads * (self.nope + self.rope_dim)
+        q_size = total_heads * (self.nope + self.rope_dim)
         self.q_lora = bool(getattr(cfg, "q_lora_rank", None))
         if self.q_lora:
             self.q_a_proj = Linear(hidden, cfg.q_lora_rank, bias=bias, dtype=dtype, prefix=f"{prefix}.q_a_proj")
             self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps, dtype)
-            self.q_b_proj = Linear(cfg.q_lora_rank, q_size, bias=False, dtype=dtype, prefix=f"{prefix}.q_b_proj")
+            self.q_b_proj = ColumnParallelLinear(cfg.q_lora_rank, q_size, bias=False, dtype=dtype,
+                                                 prefix=f"{prefix}.q_b_proj")
         else:
-            self.q_proj = Linear(hidden, q_size, bias=False, dtype=dtype, prefix=f"{prefix}.q_proj")
+            self.q_proj = ColumnParallelLinear(hidden, q_size, bias=False, dtype=dtype, prefix=f"{prefix}.q_proj")
         self.kv_a_proj_with_mqa = Linear(hidden, self.rank + self.rope_dim, bias=bias, dtype=dtype,
                                          prefix=f"{prefix}.kv_a_proj_with_mqa")
         self.kv_a_layernorm = RMSNorm(self.rank, cfg.rms_norm_eps, dtype)
         self.kv_b_proj = LatentUpProjection(heads, self.nope, self.v_dim, self.rank, dtype,
                                             prefix=f"{prefix}.kv_b_proj")
-        self.o_proj = Linear(heads * self.v_dim, hidden, bias=bias, dtype=dtype, prefix=f"{prefix}.o_proj")
+        self.o_proj = RowParallelLinear(total_heads * self.v_dim, hidden, bias=bias, dtype=dtype,
+                                        prefix=f"{prefix}.o_proj")
         self.rotary_emb = RotaryEmbedding(self.rope_dim, self.rope_dim, cfg.max_position_embeddings,
                                           rope_config_from_hf(cfg))
         # multi-query attention over the cached [c, k_pe] rows (K and V alike)

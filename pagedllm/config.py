@@ -95,7 +95,7 @@ class SchedulerConfig:
             raise ValueError(f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}.")
 
 
-EXECUTOR_BACKENDS = ("uni", "mp")
+EXECUTOR_BACKENDS = ("uni", "mp", "ray")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ class ParallelConfig:
 
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
-    # "uni": the one worker in the engine's process; "mp": a worker process per rank on this host
+    # "uni": the one worker in the engine's process; "mp": a worker process per rank on this host;
+    # "ray": the workers as Ray actors, on the machines of a Ray cluster
     distributed_executor_backend: str = "uni"
 
     def __post_init__(self) -> None:
@@ -117,7 +118,7 @@ class ParallelConfig:
         _check_choice("distributed_executor_backend", self.distributed_executor_backend, EXECUTOR_BACKENDS)
         if self.world_size > 1 and self.distributed_executor_backend == "uni":
             raise ValueError(f"distributed_executor_backend='uni' runs one rank; {self.world_size} ranks "
-                             "(tensor_parallel_size x pipeline_parallel_size) need 'mp'.")
+                             "(tensor_parallel_size x pipeline_parallel_size) need 'mp' or 'ray'.")
 
     @property
     def world_size(self) -> int:

@@ -7,6 +7,8 @@
   lists what is allowed.
 * PAGEDLLM_<FLAG> for each flag of `pagedllm serve` (cli/env_defaults.py asks `environ()`).
 * OPENAI_API_KEY: the serving benchmark's default client key.
+* RAY_ADDRESS: Ray's own; when set, engines of several ranks run their workers on that Ray cluster
+  by default (distributed_executor_backend="ray"), and the Ray executor attaches to it.
 * TORCH_EXTENSIONS_DIR: torch's own variable for where extension builds go; the C++ CPU kernels
   build under it too (kernels/cpu/__init__.py), else under torch's default root.
 * OMP_WAIT_POLICY, GOMP_SPINCOUNT: OpenMP's (libgomp's) own; unless one is set, importing pagedllm
@@ -91,6 +93,11 @@ def _parse(name: str, raw: str, hint: Any, choices: tuple[str, ...] | None) -> A
 
 def openai_api_key() -> str | None:
     return environ().get("OPENAI_API_KEY")
+
+
+def ray_address() -> str | None:
+    """RAY_ADDRESS when set: the Ray cluster to run the workers of several ranks on."""
+    return environ().get("RAY_ADDRESS") or None
 
 
 def torch_extensions_dir() -> str | None:

@@ -67,9 +67,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "processes that share the host's cores)")
     parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1,
                         help="stages the layers are split into (1 only, so far)")
-    parser.add_argument("--distributed-executor-backend", default=None, choices=["uni", "mp"],
-                        help="how the ranks' workers run: uni (one rank, in the engine's process) or mp (a "
-                             "process per rank on this host); default: uni for one rank, mp for more")
+    parser.add_argument("--distributed-executor-backend", default=None, choices=["uni", "mp", "ray"],
+                        help="how the ranks' workers run: uni (one rank, in the engine's process), mp (a "
+                             "process per rank on this host) or ray (actors on a Ray cluster's hosts); default: "
+                             "uni for one rank; for more, ray when RAY_ADDRESS is set, else mp")
     add_kernel_args(parser)
     from pagedllm.engine.vllm_compat import add_vllm_compat_args
 

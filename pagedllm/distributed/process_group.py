@@ -19,15 +19,16 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
 def free_port() -> int:
     """A TCP port nothing listens on now, for the ranks' rendezvous."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return int(s.getsockname()[1])
 
 
 def init_tensor_parallel(rank: int, world_size: int, port: int, backend: str,
-                         device: torch.device | None = None) -> TensorParallelGroup:
+                         device: torch.device | None = None, host: str = "127.0.0.1") -> TensorParallelGroup:
     """Join the world of `world_size` ranks (all of them one tensor-parallel group) and return
-    this rank's group. `backend`: "gloo" or "nccl"; `device`: the rank's CUDA device, for NCCL."""
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+    this rank's group. `backend`: "gloo" or "nccl"; `device`: the rank's CUDA device, for NCCL;
+    `host`: where rank 0 listens for the rendezvous (another machine's address under Ray)."""
+    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world_size,
                             timeout=COLLECTIVE_TIMEOUT, device_id=device if backend == "nccl" else None)
     return TensorParallelGroup(rank, world_size, dist.group.WORLD)
 

@@ -80,8 +80,9 @@ class EngineArgs(VllmCompatArgs):
     # constrain only the answer, after the thinking; the server also splits it into reasoning_content.
     reasoning_parser: str | None = None
     # Splitting the model over ranks (vLLM's names; config.ParallelConfig): tensor parallelism splits
-    # every layer; the executor runs a worker per rank: "uni" (one rank, in this process) or "mp"
-    # (a process per rank on this host); None: uni for one rank, mp for more
+    # every layer; the executor runs a worker per rank: "uni" (one rank, in this process), "mp" (a
+    # process per rank on this host) or "ray" (Ray actors, on a cluster's machines); None: uni for
+    # one rank, for more ray when RAY_ADDRESS names a cluster, else mp
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None
@@ -187,8 +188,9 @@ class EngineArgs(VllmCompatArgs):
             raise ValueError(f"pipeline_parallel_size={self.pipeline_parallel_size!r} is not supported yet (supported: "
                              "1); tensor_parallel_size splits a model over several devices.")
         world = self.tensor_parallel_size * self.pipeline_parallel_size if self.tensor_parallel_size >= 1 else 1
-        return ParallelConfig(self.tensor_parallel_size, self.pipeline_parallel_size,
-                              backend or ("uni" if world == 1 else "mp"))
+        if backend is None:  # vLLM's default: one rank in process; more on this host, or on a Ray cluster named
+            backend = "uni" if world == 1 else "ray" if envs.ray_address() else "mp"
+        return ParallelConfig(self.tensor_parallel_size, self.pipeline_parallel_size, backend)
 
     def _parallel_config(self, model_config: ModelConfig, platform: Any) -> ParallelConfig:
         """The ranks, checked against the model and the host before anything loads."""

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from pagedllm.worker.memory import KVCachePlan
 
 
+class WorkerFailure(RuntimeError):
+    """A worker of several ranks died or could not be reached; the engine cannot go on."""
+
+
 class Executor(ABC):
     def __init__(self, config: EngineConfig, eos_token_id: int | None) -> None:
         self.config = config
@@ -44,6 +48,7 @@ class Executor(ABC):
 EXECUTORS: LazyRegistry[type[Executor]] = LazyRegistry("executor", {
     "uni": "pagedllm.executor.uniproc:UniprocExecutor",
     "mp": "pagedllm.executor.multiproc:MultiprocExecutor",
+    "ray": "pagedllm.executor.ray_executor:RayExecutor",
 })
 
 

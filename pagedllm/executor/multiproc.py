@@ -26,17 +26,13 @@ from typing import Any, NoReturn
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.executor.base import Executor
+from pagedllm.executor.base import Executor, WorkerFailure
 from pagedllm.executor.worker_proc import WorkerError, WorkerProcSpec, run_worker
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.worker.memory import KVCachePlan
 
 logger = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 5.0
-
-
-class WorkerFailure(RuntimeError):
-    """A worker process died or failed; the engine cannot go on."""
 
 
 @dataclass

@@ -43,6 +43,7 @@ class WorkerProcSpec:
     port: int  # the rendezvous port of the ranks (distributed/process_group.py)
     cpus: tuple[int, ...] | None  # the cores this rank runs on (CPU: the host's split between ranks)
     log_level: int
+    host: str = "127.0.0.1"  # the rendezvous address: rank 0's machine
 
 
 @dataclass
@@ -76,7 +77,7 @@ def run_worker(spec: WorkerProcSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when workers stop
     configure_logging(spec.log_level, f"%(asctime)s %(levelname)s worker-{spec.rank} %(name)s: %(message)s")
     try:
-        worker = _start(spec)
+        worker = start_worker(spec)
         conn.send(("ready", None))
         _serve(worker, conn, spec.rank)
     except (EOFError, BrokenPipeError):  # the executor is gone: nothing to report to
@@ -90,7 +91,8 @@ def run_worker(spec: WorkerProcSpec, conn: Connection) -> None:
         destroy_process_group()
 
 
-def _start(spec: WorkerProcSpec) -> Any:
+def start_worker(spec: WorkerProcSpec) -> Any:
+    """Join the ranks and load this rank's part of the model: the Worker, ready for its calls."""
     import torch
 
     from pagedllm.distributed.process_group import init_tensor_parallel
@@ -103,7 +105,7 @@ def _start(spec: WorkerProcSpec) -> Any:
         device = torch.device("cuda", spec.rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     backend = "nccl" if device is not None else "gloo"
-    tp = init_tensor_parallel(spec.rank, spec.world_size, spec.port, backend, device)
+    tp = init_tensor_parallel(spec.rank, spec.world_size, spec.port, backend, device, spec.host)
     worker = Worker(spec.config, spec.eos_token_id, tp)
     worker.load_model()
     return worker
@@ -128,13 +130,17 @@ def _serve(worker: Any, conn: Connection, rank: int) -> None:
             pending = None
         if method == "shutdown":
             return
-        if method == "determine_kv_cache":
-            conn.send(("reply", worker.determine_kv_cache()))
-        elif method == "initialize_cache":
-            worker.initialize_cache(arg)
-            conn.send(("reply", None))
-        else:
-            raise ValueError(f"Unknown worker call {method!r}.")
+        conn.send(("reply", call_worker(worker, method, arg)))
+
+
+def call_worker(worker: Any, method: str, arg: Any) -> Any:
+    """A start-up call on the worker (not a step): its reply."""
+    if method == "determine_kv_cache":
+        return worker.determine_kv_cache()
+    if method == "initialize_cache":
+        worker.initialize_cache(arg)
+        return None
+    raise ValueError(f"Unknown worker call {method!r}.")
 
 
 def _finish(step: Any, conn: Connection, rank: int) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pagedllm import LLM, SamplingParams
-from pagedllm.executor.multiproc import WorkerFailure
+from pagedllm.executor.base import WorkerFailure
 from tests.helpers.hf_oracle import hf_greedy, hf_prompt_logprobs
 from tests.helpers.tiny_gguf import T, write_tiny_llama
 

@@ -101,8 +101,9 @@ EXECUTOR_BACKENDS = ("uni", "mp", "ray")
 @dataclass(frozen=True)
 class ParallelConfig:
     """How the model is split over ranks (vLLM's names): tensor parallelism splits each layer's
-    weights (one all-reduce per attention and per MLP), and the executor runs one worker per rank.
-    Only the executor and the parallel layers read it."""
+    weights (one all-reduce per attention and per MLP), pipeline parallelism splits the layers into
+    stages, and the executor runs one worker per rank. Only the executors, the workers and the
+    parallel layers read it."""
 
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -123,6 +124,11 @@ class ParallelConfig:
     @property
     def world_size(self) -> int:
         return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def output_rank(self) -> int:
+        """The rank whose step output the executor reads: the first of the last pipeline stage."""
+        return (self.pipeline_parallel_size - 1) * self.tensor_parallel_size
 
 
 CUDA_GRAPH_MODES = ("full_and_piecewise", "full_decode_only")

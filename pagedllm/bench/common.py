@@ -66,7 +66,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                         help="ranks that split every layer of the model (one device each on CUDA; on the CPU "
                              "processes that share the host's cores)")
     parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1,
-                        help="stages the layers are split into (1 only, so far)")
+                        help="stages the decoder layers are split into, each on its own ranks (their memory "
+                             "split; the stages do not overlap in time yet)")
     parser.add_argument("--distributed-executor-backend", default=None, choices=["uni", "mp", "ray"],
                         help="how the ranks' workers run: uni (one rank, in the engine's process), mp (a "
                              "process per rank on this host) or ray (actors on a Ray cluster's hosts); default: "

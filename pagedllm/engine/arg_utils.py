@@ -184,9 +184,6 @@ class EngineArgs(VllmCompatArgs):
         if backend not in (None, *EXECUTOR_BACKENDS):
             raise ValueError(f"distributed_executor_backend={backend!r} is not supported yet (supported: "
                              f"{', '.join(EXECUTOR_BACKENDS)}).")
-        if self.pipeline_parallel_size != 1:
-            raise ValueError(f"pipeline_parallel_size={self.pipeline_parallel_size!r} is not supported yet (supported: "
-                             "1); tensor_parallel_size splits a model over several devices.")
         world = self.tensor_parallel_size * self.pipeline_parallel_size if self.tensor_parallel_size >= 1 else 1
         if backend is None:  # vLLM's default: one rank in process; more on this host, or on a Ray cluster named
             backend = "uni" if world == 1 else "ray" if envs.ray_address() else "mp"
@@ -195,11 +192,22 @@ class EngineArgs(VllmCompatArgs):
     def _parallel_config(self, model_config: ModelConfig, platform: Any) -> ParallelConfig:
         """The ranks, checked against the model and the host before anything loads."""
         config = self._ranks()
-        tp = config.tensor_parallel_size
-        if tp > 1:
-            check_tensor_parallel(tp, model_config, platform.device_count())
-            if self.speculative_config is not None:
-                raise ValueError("Speculative decoding with tensor_parallel_size > 1 is not supported yet.")
+        devices = platform.device_count()
+        if devices is not None and config.world_size > devices:
+            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size = {config.world_size} ranks need as many "
+                             f"devices; this host has {devices}.")
+        if config.tensor_parallel_size > 1:
+            check_tensor_parallel(config.tensor_parallel_size, model_config)
+        layers = model_config.hf_config.num_hidden_layers
+        if config.pipeline_parallel_size > layers:
+            raise ValueError(f"pipeline_parallel_size={config.pipeline_parallel_size} is larger than the number of "
+                             f"layers ({layers}) of {model_config.architecture}.")
+        if config.world_size > 1 and self.speculative_config is not None:
+            raise ValueError("Speculative decoding with more than one rank (tensor_parallel_size or "
+                             "pipeline_parallel_size > 1) is not supported yet.")
+        if config.world_size > 1 and model_config.quantization not in (None, "gguf"):
+            raise ValueError(f"More than one rank runs unquantized and GGUF weights so far, not "
+                             f"{model_config.quantization}-quantized checkpoints.")
         return config
 
     def _async_scheduling(self, device: str) -> bool:
@@ -214,15 +222,9 @@ class EngineArgs(VllmCompatArgs):
         return wanted
 
 
-def check_tensor_parallel(size: int, model_config: ModelConfig, device_count: int | None) -> None:
+def check_tensor_parallel(size: int, model_config: ModelConfig) -> None:
     """ValueError unless `size` ranks can split this model: its attention heads, its KV heads
-    (split, or replicated when fewer than the ranks) and its MLP; one device per rank where the
-    platform counts devices (`device_count`; None: ranks are processes, as on the CPU)."""
-    if device_count is not None and size > device_count:
-        raise ValueError(f"tensor_parallel_size={size} needs {size} devices; this host has {device_count}.")
-    if model_config.quantization not in (None, "gguf"):
-        raise ValueError(f"tensor_parallel_size > 1 runs unquantized and GGUF weights so far, not "
-                         f"{model_config.quantization}-quantized checkpoints.")
+    (split, or replicated when fewer than the ranks) and its MLP."""
     hf = model_config.hf_config
     heads = hf.num_attention_heads
     kv_heads = getattr(hf, "num_key_value_heads", None) or heads

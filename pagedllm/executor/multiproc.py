@@ -1,7 +1,8 @@
 """One worker process per rank on this host (distributed_executor_backend="mp").
 
 Every step's SchedulerOutput is pickled once and written to each worker's pipe; every rank runs
-the step (their collectives keep them in lock step) and rank 0 sends the ModelRunnerOutput back.
+the step (their collectives keep them in lock step) and one rank (ParallelConfig.output_rank: rank
+0, or the first of the last pipeline stage) sends the ModelRunnerOutput back.
 While the executor waits for anything from its workers it also watches their processes: a worker
 that dies (killed, crashed) or raises ends the engine at once with an error naming its rank,
 and the other workers are stopped, so nothing hangs on a collective that can never complete.
@@ -33,6 +34,9 @@ from pagedllm.worker.memory import KVCachePlan
 
 logger = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 5.0
+# How long an error from one worker waits for another's exit to show (a rank killed mid-step makes
+# its peers' collectives fail first)
+_DEATH_GRACE_S = 0.5
 
 
 @dataclass
@@ -43,7 +47,7 @@ class _WorkerHandle:
 
 
 class _PendingStep:
-    """ModelRunnerOutputFuture of a step sent to the workers: its result is rank 0's reply."""
+    """ModelRunnerOutputFuture of a step sent to the workers: its result is the output rank's reply."""
 
     def __init__(self, executor: MultiprocExecutor, seq: int) -> None:
         self._executor, self._seq = executor, seq
@@ -64,8 +68,8 @@ class MultiprocExecutor(Executor):
         port = free_port()
         cpus = _split_cpus(world) if config.device_config.device == "cpu" else [None] * world
         log_level = logging.getLogger("pagedllm").getEffectiveLevel()
-        logger.info("Starting %d worker processes (tensor_parallel_size %d)%s", world,
-                    parallel.tensor_parallel_size,
+        logger.info("Starting %d worker processes (tensor_parallel_size %d, pipeline_parallel_size %d)%s", world,
+                    parallel.tensor_parallel_size, parallel.pipeline_parallel_size,
                     "" if cpus[0] is None else ", cores " + " | ".join(",".join(map(str, c or ())) for c in cpus))
         start = time.perf_counter()
         self.workers: list[_WorkerHandle] = []
@@ -107,10 +111,10 @@ class MultiprocExecutor(Executor):
         self._finalizer()
 
     def _step_result(self, seq: int) -> ModelRunnerOutput:
-        """Step `seq`'s output; the steps before it are read first (rank 0 answers in order)."""
+        """Step `seq`'s output; the steps before it are read first (the output rank answers in order)."""
         while self._read < seq:
             self._read += 1
-            self._results[self._read] = self._receive(0)
+            self._results[self._read] = self._receive(self.config.parallel_config.output_rank)
         return self._results.pop(seq)
 
     def _call_all(self, method: str, arg: Any = None) -> list[Any]:
@@ -150,6 +154,7 @@ class MultiprocExecutor(Executor):
                     self._fail(worker, _exit_description(worker.proc))
                 if kind == "error":
                     assert isinstance(value, WorkerError)
+                    self._fail_if_one_died()  # a peer's death is the cause of a collective's error
                     _stop_workers(self.workers)
                     raise value.to_exception()
                 self._inbox[worker.rank].append((kind, value))
@@ -157,6 +162,14 @@ class MultiprocExecutor(Executor):
         if kind != expect:
             self._fail(self.workers[rank], f"sent an unexpected {kind!r} message")
         return value
+
+    def _fail_if_one_died(self) -> None:
+        """WorkerFailure naming a worker that has exited, if one has or does within a moment."""
+        exited = wait([w.proc.sentinel for w in self.workers], timeout=_DEATH_GRACE_S)
+        for worker in self.workers:
+            if worker.proc.sentinel in exited:
+                worker.proc.join(1.0)
+                self._fail(worker, _exit_description(worker.proc))
 
     def _fail(self, worker: _WorkerHandle, what: str) -> NoReturn:
         _stop_workers(self.workers)

@@ -5,7 +5,8 @@ The executor attaches to a running cluster (`ray start --head` on one machine, `
 --address HEAD:6379` on the others, RAY_ADDRESS naming it here) or, without one, starts a local
 Ray instance. Each actor runs the same Worker as a process of the mp executor (worker_proc.py):
 the ranks rendezvous at rank 0's machine and all-reduce with gloo or NCCL. Every step is one actor
-call per rank; rank 0's returns the step's output, the others' None. A rank whose actor dies (its
+call per rank; the output rank's (ParallelConfig.output_rank) returns the step's output, the others'
+None. A rank whose actor dies (its
 process killed, its machine lost) fails its call, and the executor ends the engine with an error
 naming the rank.
 """
@@ -35,7 +36,7 @@ class RayWorker:
 
     def __init__(self) -> None:
         self.worker: Any = None
-        self.rank = -1
+        self.rank = self.output_rank = -1
 
     def node_ip(self) -> str:
         import ray
@@ -59,7 +60,7 @@ class RayWorker:
         from pagedllm.logging_config import configure_logging
 
         configure_logging(spec.log_level, f"%(asctime)s %(levelname)s worker-{spec.rank} %(name)s: %(message)s")
-        self.rank = spec.rank
+        self.rank, self.output_rank = spec.rank, spec.config.parallel_config.output_rank
         self.worker = start_worker(spec)
 
     def call(self, method: str, arg: Any) -> Any:
@@ -67,18 +68,18 @@ class RayWorker:
 
     def execute(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
         output = self.worker.execute_model(scheduler_output)
-        return output if self.rank == 0 else None
+        return output if self.rank == self.output_rank else None
 
 
 class _PendingStep:
-    """A step sent to every rank; its result is rank 0's (the others are waited for too, so a
+    """A step sent to every rank; its result is the output rank's (the others are waited for too, so a
     failed rank is seen at once)."""
 
     def __init__(self, executor: RayExecutor, refs: list[Any]) -> None:
         self._executor, self._refs = executor, refs
 
     def result(self) -> ModelRunnerOutput:
-        output: ModelRunnerOutput = self._executor._get_all(self._refs)[0]
+        output: ModelRunnerOutput = self._executor._get_all(self._refs)[self._executor.output_rank]
         return output
 
 
@@ -92,6 +93,7 @@ class RayExecutor(Executor):
             logger.info("Ray: %s", f"attaching to the cluster at {address}" if address else "starting a local instance")
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
         world = config.parallel_config.world_size
+        self.output_rank = config.parallel_config.output_rank
         cuda = config.device_config.device == "cuda"
         cpus = config.kernel_config.cpu_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // world)
         bundle: dict[str, float] = {"GPU": 1, "CPU": 1} if cuda else {"CPU": cpus}
@@ -108,8 +110,8 @@ class RayExecutor(Executor):
         ips = self._get_all([a.node_ip.remote() for a in self.actors])
         self.node_ids: list[str] = self._get_all([a.node_id.remote() for a in self.actors])  # each rank's Ray node
         port = ray.get(self.actors[0].free_port.remote())  # a port free on rank 0's machine
-        logger.info("Starting %d Ray workers (tensor_parallel_size %d) on %s", world,
-                    config.parallel_config.tensor_parallel_size,
+        logger.info("Starting %d Ray workers (tensor_parallel_size %d, pipeline_parallel_size %d) on %s", world,
+                    config.parallel_config.tensor_parallel_size, config.parallel_config.pipeline_parallel_size,
                     ", ".join(f"rank {r}: {ip} (node {node[:8]})"
                               for r, (ip, node) in enumerate(zip(ips, self.node_ids))))
         # each rank's threads: its bundle's cores (the machine may hold other ranks)

@@ -79,7 +79,7 @@ def run_worker(spec: WorkerProcSpec, conn: Connection) -> None:
     try:
         worker = start_worker(spec)
         conn.send(("ready", None))
-        _serve(worker, conn, spec.rank)
+        _serve(worker, conn, spec.rank, spec.config.parallel_config.output_rank)
     except (EOFError, BrokenPipeError):  # the executor is gone: nothing to report to
         pass
     except BaseException as e:  # reported to the executor, which raises it
@@ -95,7 +95,7 @@ def start_worker(spec: WorkerProcSpec) -> Any:
     """Join the ranks and load this rank's part of the model: the Worker, ready for its calls."""
     import torch
 
-    from pagedllm.distributed.process_group import init_tensor_parallel
+    from pagedllm.distributed.process_group import init_parallel
     from pagedllm.worker.worker import Worker
 
     if spec.cpus is not None:
@@ -105,28 +105,30 @@ def start_worker(spec: WorkerProcSpec) -> Any:
         device = torch.device("cuda", spec.rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     backend = "nccl" if device is not None else "gloo"
-    tp = init_tensor_parallel(spec.rank, spec.world_size, spec.port, backend, device, spec.host)
-    worker = Worker(spec.config, spec.eos_token_id, tp)
+    parallel = spec.config.parallel_config
+    tp, stage = init_parallel(spec.rank, parallel.tensor_parallel_size, parallel.pipeline_parallel_size, spec.port,
+                              backend, device, spec.host)
+    worker = Worker(spec.config, spec.eos_token_id, tp, stage)
     worker.load_model()
     return worker
 
 
-def _serve(worker: Any, conn: Connection, rank: int) -> None:
+def _serve(worker: Any, conn: Connection, rank: int, output_rank: int) -> None:
     pending = None  # a launched step whose result is not sent yet
     while True:
         if pending is not None and not conn.poll():  # nothing else to launch first: finish the step
-            _finish(pending, conn, rank)
+            _finish(pending, conn, rank, output_rank)
             pending = None
             continue
         method, arg = pickle.loads(conn.recv_bytes())
         if method == "execute":
             step = worker.execute_model_async(arg)
             if pending is not None:
-                _finish(pending, conn, rank)
+                _finish(pending, conn, rank, output_rank)
             pending = step
             continue
         if pending is not None:
-            _finish(pending, conn, rank)
+            _finish(pending, conn, rank, output_rank)
             pending = None
         if method == "shutdown":
             return
@@ -143,8 +145,8 @@ def call_worker(worker: Any, method: str, arg: Any) -> Any:
     raise ValueError(f"Unknown worker call {method!r}.")
 
 
-def _finish(step: Any, conn: Connection, rank: int) -> None:
-    """Wait for a step's result; rank 0 sends it (the others' are the same)."""
+def _finish(step: Any, conn: Connection, rank: int, output_rank: int) -> None:
+    """Wait for a step's result; the output rank sends it (the others' tokens are the same)."""
     output = step.result()
-    if rank == 0:
+    if rank == output_rank:
         conn.send(("reply", output))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagedllm.distributed.parallel_state import TensorParallelGroup, current_tensor_parallel
+from pagedllm.distributed.parallel_state import TensorParallelGroup, current_pipeline_stage, current_tensor_parallel
 from pagedllm.layers.layer_kernels import current_layer_kernels
 from pagedllm.layers.linear import Linear
 from pagedllm.layers.loadable import HFWeightLoadable, copy_checked, new_param
@@ -135,6 +135,7 @@ class LMHead(Linear):
 
     def __init__(self, hidden_size: int, vocab_size: int, dtype: torch.dtype, prefix: str = "") -> None:
         self.tp = current_tensor_parallel()
+        self.stage = current_pipeline_stage()  # the last one: its logits go to the others (layers/pipeline.py)
         self.vocab_size = vocab_size
         self.first_row, rows = vocab_rows(vocab_size, self.tp)
         super().__init__(hidden_size, rows, bias=False, dtype=dtype, prefix=prefix)
@@ -143,7 +144,7 @@ class LMHead(Linear):
         logits = super().forward(hidden)
         if self.tp.size > 1:  # the ranks' columns side by side, the padding cut off
             logits = self.tp.all_gather(logits, dim=-1)[..., :self.vocab_size]
-        return logits.float()
+        return self.stage.broadcast_from_last(logits.float().contiguous())
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if self.tp.size > 1:

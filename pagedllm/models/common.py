@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pagedllm.distributed.parallel_state import current_pipeline_stage
 from pagedllm.layers.activation import SiluAndMul
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.embedding import LMHead, VocabEmbedding
 from pagedllm.layers.norm import NormScale, RMSNorm
 from pagedllm.layers.parallel_linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from pagedllm.layers.pipeline import AbsentLayer, PipelineInput, PipelineLogits, PipelineOutput
 from pagedllm.layers.rotary import RotaryEmbedding, rope_config_from_hf
 from pagedllm.models.param_loading import load_named_weights
 
@@ -165,15 +167,21 @@ class DecoderLayer(nn.Module):
 
 class DecoderModel(nn.Module):
     def __init__(self, cfg: Any, opts: DecoderOptions, dtype: torch.dtype, prefix: str = "model") -> None:
+        """Under pipeline parallelism only the current stage's layers are built; the rest of the
+        tree holds stand-ins that pass the hidden states between stages (layers/pipeline.py)."""
         super().__init__()
-        self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, prefix=f"{prefix}.embed_tokens")
+        stage = current_pipeline_stage()
+        start, end = stage.layer_range(cfg.num_hidden_layers)
+        self.embed_tokens = (VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, prefix=f"{prefix}.embed_tokens")
+                             if stage.is_first else PipelineInput(cfg.hidden_size, dtype))
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, opts, dtype, prefix=f"{prefix}.layers.{i}")
-                                    for i in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+                                    if start <= i < end else AbsentLayer() for i in range(cfg.num_hidden_layers))
+        self.held_layers = list(self.layers)[start:end]  # this stage's, in order
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype) if stage.is_last else PipelineOutput()
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # a new tensor: the layers update it in place
-        for layer in self.layers:
+        for layer in self.held_layers:
             hidden = layer(positions, hidden)
         return self.norm(hidden)
 
@@ -194,7 +202,8 @@ class DecoderForCausalLM(nn.Module):
         self.dtype = to_torch_dtype(dtype)
         self.tie_word_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
         self.model = DecoderModel(hf_config, opts, self.dtype)
-        self.lm_head = LMHead(hf_config.hidden_size, hf_config.vocab_size, self.dtype, prefix="lm_head")
+        self.lm_head: nn.Module = (LMHead(hf_config.hidden_size, hf_config.vocab_size, self.dtype, prefix="lm_head")
+                                   if current_pipeline_stage().is_last else PipelineLogits(hf_config.vocab_size))
 
     @classmethod
     def kv_cache_layout(cls, hf_config: Any) -> KVLayout:
@@ -210,7 +219,11 @@ class DecoderForCausalLM(nn.Module):
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load HF-named tensors; raises ValueError naming any required weight that is missing."""
-        skip = {"lm_head"} if self.tie_word_embeddings else set()
-        load_named_weights(self, weights, self.stacked_params, skip_modules=skip)
-        if self.tie_word_embeddings:
-            self.lm_head.tie_to(self.model.embed_tokens)
+        tied, head, embedding = self.tie_word_embeddings, self.lm_head, self.model.embed_tokens
+        if tied and isinstance(head, LMHead) and not isinstance(embedding, VocabEmbedding):
+            # the last of several pipeline stages: its head loads the table itself
+            weights = (("lm_head.weight" if name == "model.embed_tokens.weight" else name, t) for name, t in weights)
+            tied = False
+        load_named_weights(self, weights, self.stacked_params, skip_modules={"lm_head"} if tied else set())
+        if tied and isinstance(head, LMHead) and isinstance(embedding, VocabEmbedding):
+            head.tie_to(embedding)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pagedllm.config import ModelConfig
-from pagedllm.layers.embedding import VocabEmbedding
+from pagedllm.layers.embedding import LMHead, VocabEmbedding
 from pagedllm.layers.fused_moe import FusedMoE
 from pagedllm.layers.gguf_weights import packed_bytes
 from pagedllm.layers.layer_kernels import LayerKernels, current_layer_kernels, use_layer_kernels
@@ -181,8 +181,10 @@ def init_dummy_weights(model: DecoderForCausalLM, seed: int = 0) -> None:
             p.copy_(torch.empty(p.shape, device=p.device).normal_(0.0, 1.0, generator=g))
             continue
         p.normal_(0.0, 0.02, generator=g)
-    if getattr(model, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
-        model.lm_head.tie_to(model.model.embed_tokens)
+    head, embedding = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
+    tied = getattr(model, "tie_word_embeddings", False)
+    if tied and isinstance(head, LMHead) and isinstance(embedding, VocabEmbedding):
+        head.tie_to(embedding)  # (a pipeline stage holding one of them keeps its own random rows)
 
 
 def load_model(model_config: ModelConfig, device: str = "cpu",

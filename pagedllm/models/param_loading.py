@@ -10,6 +10,7 @@ from torch import nn
 
 from pagedllm.layers.attention import Attention
 from pagedllm.layers.loadable import HFWeightLoadable
+from pagedllm.layers.pipeline import OtherStageModule
 
 # Checkpoint entries that are not weights: rotary caches some exporters save.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
@@ -72,12 +73,14 @@ def load_named_weights(
     """Load every (hf_name, tensor); modules in skip_modules (e.g. a tied lm_head) are neither
     loaded nor required. Raises ValueError on unknown or missing weights, naming them."""
     modules = {name: m for name, m in model.named_modules() if isinstance(m, HFWeightLoadable)}
+    # what other pipeline stages hold: their tensors are not this rank's (layers/pipeline.py)
+    elsewhere = tuple(name + "." for name, m in model.named_modules() if isinstance(m, OtherStageModule))
     missing = {(name, attr, shard) for name, m in modules.items() if name not in skip_modules
                for attr, shard in m.hf_weight_keys()}
     unexpected: list[str] = []
     attentions = {name.rpartition(".")[0]: m for name, m in model.named_modules() if isinstance(m, Attention)}
     for hf_name, tensor in weights:
-        if hf_name.endswith(_IGNORED_SUFFIXES):
+        if hf_name.endswith(_IGNORED_SUFFIXES) or (elsewhere and hf_name.startswith(elsewhere)):
             continue
         if _load_kv_scale(hf_name, tensor, attentions):
             continue

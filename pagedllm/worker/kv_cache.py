@@ -8,6 +8,7 @@ import torch
 
 from pagedllm.attention.base import AttentionBackend
 from pagedllm.config import CacheConfig, ModelConfig
+from pagedllm.distributed.parallel_state import SINGLE_STAGE, PipelineStage
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ class KVCacheSpec:
     extra_bytes_per_block: int = 0
     # K and V are the same rows, stored once (MLA's latent: models/common.KVLayout)
     shared_kv: bool = False
+    # A pipeline stage holds layers first_layer .. first_layer + num_layers - 1 of total_layers
+    # (the attention layers index the cache list by their model-wide number).
+    first_layer: int = 0
+    total_layers: int | None = None  # None: num_layers
 
     @property
     def bytes_per_block(self) -> int:
@@ -40,16 +45,19 @@ class KVCacheSpec:
 
     @staticmethod
     def from_configs(model_config: ModelConfig, cache_config: CacheConfig,
-                     tensor_parallel_size: int = 1) -> KVCacheSpec:
-        """The cache of one rank (its KV heads under tensor parallelism)."""
+                     tensor_parallel_size: int = 1, stage: PipelineStage = SINGLE_STAGE) -> KVCacheSpec:
+        """The cache of one rank (its KV heads under tensor parallelism, its stage's layers)."""
         from pagedllm.models.registry import get_model_class
 
         hf = model_config.hf_config
         layout = get_model_class(model_config.architecture).kv_cache_layout(hf)  # type: ignore[attr-defined]
         # (every registered class has it: DecoderForCausalLM's, the EAGLE heads', MLA's)
         layout = layout.per_rank(tensor_parallel_size)
+        first, end = stage.layer_range(hf.num_hidden_layers)
         return KVCacheSpec(
-            num_layers=hf.num_hidden_layers,
+            num_layers=end - first,
+            first_layer=first,
+            total_layers=hf.num_hidden_layers,
             num_kv_heads=layout.num_kv_heads,
             head_size=layout.head_size,
             dtype=cache_config.cache_dtype or model_config.dtype,
@@ -111,6 +119,11 @@ def allocate_kv_caches(
     # zeros, not empty: a slot that is read before it is written must not hold NaNs that leak
     # through a zero attention weight (0 * NaN = NaN).
     if spec.shared_kv:  # one tensor seen as both halves: K and V writes land on the same rows
-        return [torch.zeros((1, *shape[1:]), dtype=dtype, device=device).expand(shape)
+        held = [torch.zeros((1, *shape[1:]), dtype=dtype, device=device).expand(shape)
                 for _ in range(spec.num_layers)]
-    return [torch.zeros(shape, dtype=dtype, device=device) for _ in range(spec.num_layers)]
+    else:
+        held = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(spec.num_layers)]
+    # the layers of other pipeline stages: empty places, so that layer i's cache is caches[i]
+    absent = torch.empty(0, dtype=dtype, device=device)
+    after = (spec.total_layers or spec.num_layers) - spec.first_layer - spec.num_layers
+    return [absent] * spec.first_layer + held + [absent] * after

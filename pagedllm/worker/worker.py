@@ -18,7 +18,13 @@ import torch
 from pagedllm.attention.base import AttentionBackend, AttentionBackendOptions
 from pagedllm.config import EngineConfig, ModelConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.distributed.parallel_state import SINGLE_RANK, TensorParallelGroup, use_tensor_parallel
+from pagedllm.distributed.parallel_state import (
+    SINGLE_RANK,
+    SINGLE_STAGE,
+    PipelineStage,
+    TensorParallelGroup,
+    use_parallel,
+)
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.platforms.base import get_platform
 from pagedllm.sample.sampler import Sampler
@@ -47,12 +53,13 @@ class Worker:
     final config from) -> initialize_cache(final config) -> execute_model(...) per step."""
 
     def __init__(self, config: EngineConfig, eos_token_id: int | None,
-                 tensor_parallel: TensorParallelGroup = SINGLE_RANK) -> None:
-        """tensor_parallel: the ranks this worker's model is split over (executor/multiproc.py
-        joins them); the default is the whole model on this one device."""
+                 tensor_parallel: TensorParallelGroup = SINGLE_RANK, stage: PipelineStage = SINGLE_STAGE) -> None:
+        """tensor_parallel: the ranks this worker's layers are split over, `stage`: which of the
+        model's layers it holds (executor/worker_proc.py joins the ranks); the defaults are the
+        whole model on this one device."""
         self.config = config
         self.eos_token_id = eos_token_id
-        self.tp = tensor_parallel
+        self.tp, self.stage = tensor_parallel, stage
         kernel_config = config.kernel_config
         self.platform = get_platform(config.device_config.device)
         self.platform.set_num_threads(kernel_config)
@@ -84,7 +91,7 @@ class Worker:
         torch.manual_seed(self.config.model_config.seed)
         before = torch.cuda.memory_allocated(self.device) if self.is_cuda else 0
         start = time.perf_counter()
-        with use_tensor_parallel(self.tp):
+        with use_parallel(self.tp, self.stage):
             self.model = load_model(self.config.model_config, self.platform.device_name, self.layer_kernels)
         draft_config = self._draft_model_config()
         if draft_config is not None:
@@ -120,7 +127,7 @@ class Worker:
 
     def _spec(self) -> KVCacheSpec:
         """The target's KV layout; a draft model's cache, on the same blocks, adds its bytes."""
-        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config, self.tp.size)
+        spec = KVCacheSpec.from_configs(self.config.model_config, self.config.cache_config, self.tp.size, self.stage)
         draft = self._draft_spec()
         if draft is None:
             return spec
@@ -194,6 +201,9 @@ class Worker:
         cfg = self.config
         if not self.platform.supports_cuda_graphs() or cfg.device_config.enforce_eager:
             return []
+        if self.stage.size > 1:
+            logger.info("Pipeline stages run eagerly: their transfers between stages are not captured in CUDA graphs.")
+            return []
         if not self.backend.capabilities.cuda_graphs:
             logger.info("Attention backend %r cannot be captured in CUDA graphs; decode runs eagerly.",
                         self.backend.name)
@@ -240,7 +250,8 @@ class Worker:
             if config is None:
                 continue
             tp_size = self.tp.size if config is self.config.model_config else 1
-            layout = KVCacheSpec.from_configs(config, self.config.cache_config, tp_size)
+            layout = KVCacheSpec.from_configs(config, self.config.cache_config, tp_size,
+                                              self.stage if config is self.config.model_config else SINGLE_STAGE)
             heads = config.hf_config.num_attention_heads // tp_size
             total += static_buffer_bytes(max_tokens, heads, layout.num_kv_heads,
                                          layout.head_size, to_torch_dtype(config.dtype))

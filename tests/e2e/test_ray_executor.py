@@ -40,15 +40,16 @@ def ray_cluster():
         subprocess.run([_RAY, "stop", "--force"], capture_output=True, env=env)
 
 
-def _llm(folder: str, tokenizer: str) -> LLM:
+def _llm(folder: str, tokenizer: str, tp: int = 2, pp: int = 1) -> LLM:
     # no distributed_executor_backend: RAY_ADDRESS makes it Ray's
-    return LLM(folder, tokenizer=tokenizer, tensor_parallel_size=2, dtype="float32", max_model_len=256,
-               num_gpu_blocks_override=64)
+    return LLM(folder, tokenizer=tokenizer, tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype="float32",
+               max_model_len=256, num_gpu_blocks_override=64)
 
 
-def test_two_ranks_on_two_nodes_equal_hf(ray_cluster, tiny_hf_model, smollm2_tokenizer_dir):
+@pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2)])
+def test_two_ranks_on_two_nodes_equal_hf(tp, pp, ray_cluster, tiny_hf_model, smollm2_tokenizer_dir):
     model = tiny_hf_model("qwen3")
-    llm = _llm(model.folder, smollm2_tokenizer_dir)
+    llm = _llm(model.folder, smollm2_tokenizer_dir, tp, pp)
     try:
         executor = llm.llm_engine.executor
         assert llm.llm_engine.config.parallel_config.distributed_executor_backend == "ray"

@@ -115,8 +115,6 @@ def test_sizes_that_do_not_split_the_model_are_refused_at_start(tiny_hf_model, s
         LLM(smollm2_gguf, tensor_parallel_size=2)
     with pytest.raises(ValueError, match="need 'mp'"):
         LLM(folder, tokenizer=smollm2_tokenizer_dir, tensor_parallel_size=2, distributed_executor_backend="uni")
-    with pytest.raises(ValueError, match="pipeline_parallel_size=2 is not supported yet"):
-        LLM(folder, pipeline_parallel_size=2)
 
 
 def test_a_killed_worker_ends_the_engine_within_seconds(tiny_hf_model, smollm2_tokenizer_dir):

@@ -16,8 +16,9 @@ def test_vllm_arguments_at_harmless_values_are_accepted() -> None:
 
 @pytest.mark.parametrize("name, value, message", [
     ("tensor_parallel_size", 0, "tensor_parallel_size must be a positive integer"),
-    ("distributed_executor_backend", "ray", "distributed_executor_backend='ray' is not supported yet"),
-    ("pipeline_parallel_size", 4, "pipeline_parallel_size=4 is not supported yet"),
+    ("distributed_executor_backend", "external_launcher",
+     "distributed_executor_backend='external_launcher' is not supported yet"),
+    ("pipeline_parallel_size", 0, "pipeline_parallel_size must be a positive integer"),
     ("quantization", "bitsandbytes", "quantization='bitsandbytes' is not supported yet"),
     ("tokenizer_mode", "mistral", "tokenizer_mode='mistral' is not supported yet"),
     ("kv_cache_dtype", "fp8_e5m2", "kv_cache_dtype='fp8_e5m2' is not supported yet"),

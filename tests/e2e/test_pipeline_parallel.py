@@ -9,7 +9,7 @@ import random
 import pytest
 
 from pagedllm import LLM, SamplingParams
-from tests.helpers.hf_oracle import hf_greedy, hf_prompt_logprobs
+from tests.helpers.hf_oracle import check_greedy_and_prompt_logprobs, hf_greedy
 
 EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
 
@@ -26,14 +26,7 @@ def test_two_stages_equal_hf(arch, tp, tiny_hf_model, smollm2_tokenizer_dir):
     model = tiny_hf_model(arch)
     llm = LLM(model.folder, tokenizer=smollm2_tokenizer_dir, pipeline_parallel_size=2, tensor_parallel_size=tp,
               dtype="float32", max_model_len=256, num_gpu_blocks_override=64)
-    prompts = _prompts(11)
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
-                        SamplingParams(temperature=0, max_tokens=10, prompt_logprobs=1), use_tqdm=False)
-    for ids, out in zip(prompts, outs):
-        assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 10, EOS_IDS)
-        expected = hf_prompt_logprobs(model.hf_model, ids)
-        got = [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))]
-        assert max(abs(a - b) for a, b in zip(got, expected)) <= 1e-3
+    check_greedy_and_prompt_logprobs(llm, model.hf_model, _prompts(11), 10, EOS_IDS)
 
 
 def test_chunked_prefill_and_preemption_hold_over_stages(tiny_hf_model, smollm2_tokenizer_dir):

@@ -11,7 +11,7 @@ import pytest
 
 from pagedllm import LLM, SamplingParams
 from pagedllm.executor.base import WorkerFailure
-from tests.helpers.hf_oracle import hf_greedy, hf_prompt_logprobs
+from tests.helpers.hf_oracle import check_greedy_and_prompt_logprobs, hf_greedy
 from tests.helpers.tiny_gguf import T, write_tiny_llama
 
 EOS_IDS = {2, 5}  # the tiny checkpoints' generation_config
@@ -35,14 +35,7 @@ def test_two_ranks_equal_hf(arch, tiny_hf_model, smollm2_tokenizer_dir):
     model = tiny_hf_model(arch)
     llm = _tp_llm(model.folder, smollm2_tokenizer_dir)
     assert llm.llm_engine.config.parallel_config.distributed_executor_backend == "mp"
-    prompts = _prompts(1)
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
-                        SamplingParams(temperature=0, max_tokens=12, prompt_logprobs=1), use_tqdm=False)
-    for ids, out in zip(prompts, outs):
-        assert out.outputs[0].token_ids == hf_greedy(model.hf_model, ids, 12, EOS_IDS)
-        expected = hf_prompt_logprobs(model.hf_model, ids)
-        got = [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))]
-        assert max(abs(a - b) for a, b in zip(got, expected)) <= 1e-3
+    check_greedy_and_prompt_logprobs(llm, model.hf_model, _prompts(1), 12, EOS_IDS)
 
 
 def test_kv_heads_replicated_over_more_ranks(tiny_hf_model, smollm2_tokenizer_dir):

@@ -205,9 +205,6 @@ class EngineArgs(VllmCompatArgs):
         if config.pipeline_parallel_size > 1 and self.speculative_config is not None:
             raise ValueError("Speculative decoding with pipeline_parallel_size > 1 is not supported yet (with "
                              "tensor_parallel_size > 1 it is).")
-        if config.world_size > 1 and model_config.quantization not in (None, "gguf"):
-            raise ValueError(f"More than one rank runs unquantized and GGUF weights so far, not "
-                             f"{model_config.quantization}-quantized checkpoints.")
         return config
 
     def _async_scheduling(self, device: str) -> bool:

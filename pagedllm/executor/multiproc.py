@@ -154,7 +154,7 @@ class MultiprocExecutor(Executor):
                     self._fail(worker, _exit_description(worker.proc))
                 if kind == "error":
                     assert isinstance(value, WorkerError)
-                    self._fail_if_one_died()  # a peer's death is the cause of a collective's error
+                    self._fail_if_one_died(worker)  # a peer's death is the cause of a collective's error
                     _stop_workers(self.workers)
                     raise value.to_exception()
                 self._inbox[worker.rank].append((kind, value))
@@ -163,13 +163,16 @@ class MultiprocExecutor(Executor):
             self._fail(self.workers[rank], f"sent an unexpected {kind!r} message")
         return value
 
-    def _fail_if_one_died(self) -> None:
-        """WorkerFailure naming a worker that has exited, if one has or does within a moment."""
-        exited = wait([w.proc.sentinel for w in self.workers], timeout=_DEATH_GRACE_S)
-        for worker in self.workers:
+    def _fail_if_one_died(self, reporter: _WorkerHandle) -> None:
+        """WorkerFailure naming another worker that was killed or crashed, if one was or is within
+        a moment (one that reported its own error exits with status 0)."""
+        others = [w for w in self.workers if w is not reporter]
+        exited = wait([w.proc.sentinel for w in others], timeout=_DEATH_GRACE_S)
+        for worker in others:
             if worker.proc.sentinel in exited:
                 worker.proc.join(1.0)
-                self._fail(worker, _exit_description(worker.proc))
+                if worker.proc.exitcode != 0:
+                    self._fail(worker, _exit_description(worker.proc))
 
     def _fail(self, worker: _WorkerHandle, what: str) -> NoReturn:
         _stop_workers(self.workers)

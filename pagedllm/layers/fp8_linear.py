@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pagedllm.kernels.quant_reference import FP8_DTYPE, block_scale_shape, dequantize_fp8, quantize_fp8_weight
-from pagedllm.layers.linear_method import GatedAct, LinearMethod, LinearSpec, NormScale
+from pagedllm.layers.linear_method import WHOLE, GatedAct, LinearMethod, LinearSpec, NormScale, TensorAxes
 from pagedllm.layers.loadable import copy_checked, new_param
 
 if TYPE_CHECKING:
@@ -58,6 +58,16 @@ class Fp8LinearMethod(LinearMethod):
             raise ValueError(f"An FP8 checkpoint's weight rows {start}..{start + size} came as {tensor.dtype}, "
                              "not float8_e4m3fn.")
         copy_checked(layer.weight[start:start + size], tensor, "fp8 linear weight")
+
+    def tensor_axes(self, attr: str, tensor: torch.Tensor) -> TensorAxes:
+        if attr == "weight":
+            return TensorAxes()
+        if attr == "input_scale" or (attr == self.scale_attr and tensor.numel() == 1):
+            return WHOLE
+        if attr == self.scale_attr:
+            block = self.scheme.block
+            return TensorAxes(0, 1, None, 1) if block is None else TensorAxes(0, block[0], 1, block[1])
+        raise ValueError(f"Unexpected FP8 linear parameter {attr!r}.")
 
     def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
         if attr == "weight":

@@ -35,6 +35,9 @@ class FusedMoE(HFWeightLoadable):
         self.local_intermediate = divide(intermediate_size, self.tp.size, "An expert's intermediate size")
         kernels = current_layer_kernels()
         spec = MoESpec(num_experts, hidden_size, self.local_intermediate, dtype, kernels.scheme_of([prefix]))
+        if spec.scheme is not None and self.tp.size > 1:
+            raise ValueError(f"Tensor parallelism over {spec.scheme.name}-quantized experts is not supported yet "
+                             "(unquantized experts split; quantized ones run on one rank, or over pipeline stages).")
         factory = kernels.moe_method
         self.method = factory(spec) if factory is not None else default_moe_method(spec)
         self.method.create_weights(self)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pagedllm.kernels.quant_reference import dequantize_int4, pack_int4_rows, unpack_int4_cols, unpack_int4_rows
-from pagedllm.layers.linear_method import GatedAct, LinearMethod, LinearSpec, NormScale
+from pagedllm.layers.linear_method import WHOLE, GatedAct, LinearMethod, LinearSpec, NormScale, TensorAxes
 from pagedllm.layers.loadable import copy_checked, new_param
 
 if TYPE_CHECKING:
@@ -56,18 +56,37 @@ def unpack_checkpoint_tensor(fmt: str, attr: str, tensor: torch.Tensor, in_featu
         return "scales", tensor.t()
     if attr == "weight_zero_point":  # [size / 8, in / G], packed along the output rows
         return "zeros", unpack_int4_rows(tensor).t()
-    if attr == "weight_shape":
-        if tensor.tolist() != [size, in_features]:
+    if attr == "weight_shape":  # the whole weight's; a tensor-parallel rank holds an equal part of its
+        rows, cols = tensor.tolist()  # rows or of its columns
+        if rows % size or cols % in_features or (rows != size and cols != in_features):
             raise ValueError(f"weight_shape {tensor.tolist()} of a weight of {size} x {in_features}.")
         return None
     if attr == "g_idx":  # each input feature's group: k // G, or an act-order checkpoint's permutation
         g_idx = tensor.long()
+        g_idx = g_idx - g_idx.min()  # a tensor-parallel rank's input features: its own groups, from 0
         if g_idx.shape != (in_features,) or not torch.equal(torch.bincount(g_idx, minlength=in_features // group),
                                                             torch.full((in_features // group,), group,
                                                                        device=g_idx.device)):
-            raise ValueError(f"g_idx must give each of the {in_features // group} groups {group} input features.")
+            raise ValueError(f"g_idx must give each of the {in_features // group} groups {group} input features "
+                             "(an act-order GPTQ checkpoint's groups mix all input features: it does not split over "
+                             "tensor-parallel ranks).")
         return "g_idx", g_idx
     raise ValueError(f"Unexpected {fmt} parameter {attr!r}.")
+
+
+def int4_tensor_axes(fmt: str, attr: str, group: int) -> TensorAxes:
+    """Where each format's tensors hold the output and input features (packing 8 a word, G a group)."""
+    axes = {
+        "awq": {"qweight": TensorAxes(1, 8, 0, 1), "qzeros": TensorAxes(1, 8, 0, group),
+                "scales": TensorAxes(1, 1, 0, group)},
+        "gptq": {"qweight": TensorAxes(1, 1, 0, 8), "qzeros": TensorAxes(1, 8, 0, group),
+                 "scales": TensorAxes(1, 1, 0, group), "g_idx": TensorAxes(None, 1, 0, 1)},
+        "pack-quantized": {"weight_packed": TensorAxes(0, 1, 1, 8), "weight_scale": TensorAxes(0, 1, 1, group),
+                           "weight_zero_point": TensorAxes(0, 8, 1, group), "weight_shape": WHOLE},
+    }[fmt]
+    if attr not in axes:
+        raise ValueError(f"Unexpected {fmt} parameter {attr!r}.")
+    return axes[attr]
 
 
 def int4_attrs(scheme: Int4Scheme) -> tuple[str, ...]:
@@ -82,14 +101,18 @@ class Int4LinearMethod(LinearMethod):
         self.scheme = scheme
         g = scheme.group_size if scheme.group_size > 0 else spec.in_features
         if spec.in_features % g or spec.in_features % 8 or spec.out_features % 8:
-            raise ValueError(f"An INT4 layer of {spec.in_features} inputs and {spec.out_features} outputs does not "
-                             f"split into groups of {g} inputs and words of 8 (group_size {g}).")
+            raise ValueError(f"An INT4 layer of {spec.in_features} inputs and {spec.out_features} outputs (a "
+                             f"tensor-parallel rank's part, with several) does not split into groups of {g} inputs "
+                             f"and words of 8 (group_size {g}).")
         self.group = g
         self._g_idx: torch.Tensor | None = None  # an act-order checkpoint's, until loading ends
         self.act_order = False  # the layer's `act_order` buffer permutes each step's input
 
     def weight_attrs(self) -> tuple[str, ...]:
         return int4_attrs(self.scheme)
+
+    def tensor_axes(self, attr: str, tensor: torch.Tensor) -> TensorAxes:
+        return int4_tensor_axes(self.scheme.format, attr, self.group)
 
     def create_weights(self, layer: Linear) -> None:
         k, n, groups = self.spec.in_features, self.spec.out_features, self.spec.in_features // self.group

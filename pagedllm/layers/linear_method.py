@@ -53,6 +53,22 @@ class LinearSpec:
     scheme: LinearScheme | None = None
 
 
+@dataclass(frozen=True)
+class TensorAxes:
+    """Along which dimension of a checkpoint tensor a weight's output and input features run, and
+    how many features one entry there covers (8 packed 4-bit values, a group of G, a block of
+    128); None: the tensor is the same for every part of that axis (a per-tensor scale). A
+    tensor-parallel rank cuts its part out by these (layers/parallel_linear.py)."""
+
+    out_dim: int | None = 0
+    out_unit: int = 1
+    in_dim: int | None = 1
+    in_unit: int = 1
+
+
+WHOLE = TensorAxes(None, 1, None, 1)  # a scalar: every rank's
+
+
 class LinearMethod(ABC):
     """One layer's weight format and GEMM. Instances are per layer: a method may keep what it
     decided for that weight (a launch shape, a packed layout)."""
@@ -74,6 +90,13 @@ class LinearMethod(ABC):
         """The checkpoint tensors of this weight, by the last part of their names: "weight", and
         a quantized format's scales ("weight_scale", ...)."""
         return ("weight",)
+
+    def tensor_axes(self, attr: str, tensor: torch.Tensor) -> TensorAxes:
+        """How checkpoint tensor `attr` (one of weight_attrs) lays out the output and input
+        features: HF's [out, in] for the weight. Methods whose tensors differ override this."""
+        if attr != "weight":
+            raise ValueError(f"Unexpected linear parameter {attr!r}.")
+        return TensorAxes()
 
     def load_tensor(self, layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> None:
         """Load checkpoint tensor `attr` (one of weight_attrs) of output features start .. start +

@@ -7,8 +7,9 @@
                                     y [T, out], summed over the ranks: one all-reduce
 
 So an attention block and an MLP each cost one all-reduce. Each rank loads only its rows
-(column) or columns (row) of the checkpoint's tensors, and its linear method (any of
-layers/linear_method.py's, a GGUF file's quantized one too) sees a smaller weight, nothing else.
+(column) or columns (row) of the checkpoint's tensors, cut by the layout its linear method reports
+(LinearMethod.tensor_axes: packed INT4 words, FP8 scale blocks, a GGUF file's blocks), and the
+method sees a smaller weight, nothing else.
 With a single rank these are exactly Linear and MergedLinear.
 
 The attention heads split with the q/k/v features: each rank runs num_heads / size query heads
@@ -21,7 +22,8 @@ import torch
 
 from pagedllm.distributed.parallel_state import current_tensor_parallel, divide
 from pagedllm.layers.linear import Linear, MergedLinear
-from pagedllm.layers.tensor_shards import narrow
+from pagedllm.layers.linear_method import TensorAxes
+from pagedllm.layers.tensor_shards import feature_range
 
 
 class ColumnParallelLinear(Linear):
@@ -36,8 +38,14 @@ class ColumnParallelLinear(Linear):
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if self.tp.size > 1:
-            tensor = narrow(tensor, 0, self.tp.rank * self.out_features, self.out_features)
+            tensor = _output_rows(self, attr, tensor, self.tp.rank * self.out_features, self.out_features)
         super().load_hf_weight(attr, tensor, shard)
+
+
+def _output_rows(layer: Linear, attr: str, tensor: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    """Checkpoint tensor `attr`'s part for output features start .. start + size."""
+    axes = TensorAxes(0, 1, None, 1) if attr == "bias" else layer.method.tensor_axes(attr, tensor)
+    return feature_range(tensor, axes, "out", start, size, f"{attr} of {type(layer).__name__}")
 
 
 class MergedColumnParallelLinear(MergedLinear):
@@ -58,7 +66,7 @@ class MergedColumnParallelLinear(MergedLinear):
 
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if self.tp.size > 1 and shard in self.shard_offsets:
-            tensor = narrow(tensor, 0, self._checkpoint_rows(shard), self.shard_offsets[shard][1])
+            tensor = _output_rows(self, attr, tensor, self._checkpoint_rows(shard), self.shard_offsets[shard][1])
         super().load_hf_weight(attr, tensor, shard)
 
 
@@ -112,7 +120,9 @@ class RowParallelLinear(Linear):
             if attr == "bias":
                 tensor = tensor if self.tp.rank == 0 else torch.zeros_like(tensor)
             else:
-                tensor = narrow(tensor, 1, self.tp.rank * self.in_features, self.in_features)
+                tensor = feature_range(tensor, self.method.tensor_axes(attr, tensor), "in",
+                                       self.tp.rank * self.in_features, self.in_features,
+                                       f"{attr} of {type(self).__name__}")
         super().load_hf_weight(attr, tensor, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, in / size] -> [T, out]

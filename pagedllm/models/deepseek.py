@@ -67,6 +67,9 @@ class LatentUpProjection(HFWeightLoadable):
                              "fp8).")
         self._fp8: Fp8Scheme | None = scheme
         self._tp = current_tensor_parallel()  # num_heads are this rank's
+        if scheme is not None and self._tp.size > 1:
+            raise ValueError("Tensor parallelism over an FP8 checkpoint's latent attention (kv_b_proj) is not "
+                             "supported yet.")
         self._stored: dict[str, torch.Tensor] = {}  # an fp8 weight's parts until both have come
 
     def w_uk(self) -> torch.Tensor:  # [H, nope, rank]
@@ -82,7 +85,7 @@ class LatentUpProjection(HFWeightLoadable):
     def load_hf_weight(self, attr: str, tensor: torch.Tensor, shard: str | None = None) -> None:
         if (attr, shard) not in self.hf_weight_keys():
             raise ValueError(f"Unexpected kv_b_proj parameter {attr!r}.")
-        if self._tp.size > 1:  # this rank's heads' rows (tensor parallelism runs unquantized weights only)
+        if self._tp.size > 1:  # this rank's heads' rows (unquantized: an FP8 one is refused above)
             rows = self.weight.shape[0]
             tensor = narrow(tensor, 0, self._tp.rank * rows, rows)
         if self._fp8 is None:

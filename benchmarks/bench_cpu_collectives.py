@@ -1,12 +1,13 @@
-"""What tensor parallelism's collectives cost on this host's CPU (issue 23): two processes over
-gloo on loopback, as the mp executor runs them, timing the all-reduce of a decode step's hidden
-rows and the all-gather of its logits, against a step's time (RESULTS.md).
+"""What tensor parallelism's collectives cost on this host's CPU (issue 23): two processes, as the
+mp executor runs them, timing the all-reduce of a decode step's hidden rows and the all-gather of
+its logits, over gloo's loopback TCP and over the shared-memory exchange (RESULTS.md).
 
     python benchmarks/bench_cpu_collectives.py [--hidden 1024] [--vocab 151936] [--rows 1 16]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -14,12 +15,21 @@ import torch.multiprocessing as mp
 
 
 def _run(rank: int, args: argparse.Namespace, port: int) -> None:
-    import torch.distributed as dist
 
     from pagedllm.distributed.process_group import init_parallel
 
     torch.set_num_threads(1)
-    tp, _ = init_parallel(rank, 2, 1, port, "gloo")
+    tp, _ = init_parallel(rank, 2, 1, port, "gloo", shared_memory=True)
+    for via in ("gloo", "shared memory"):
+        _time(rank, args, tp if via == "shared memory" else dataclasses.replace(tp, host_comm=None), via)
+    from pagedllm.distributed.process_group import destroy_process_group
+
+    destroy_process_group()
+
+
+def _time(rank: int, args: argparse.Namespace, tp, via: str) -> None:
+    import torch.distributed as dist
+
     for rows in args.rows:
         hidden = torch.randn(rows, args.hidden)
         logits = torch.randn(rows, args.vocab // 2)
@@ -33,8 +43,7 @@ def _run(rank: int, args: argparse.Namespace, port: int) -> None:
                 op(x)
             us = 1e6 * (time.perf_counter() - start) / args.iters
             if rank == 0:
-                print(f"{name} [{rows} x {x.shape[1]}] fp32: {us:.0f} us", flush=True)
-    dist.destroy_process_group()
+                print(f"{via}: {name} [{rows} x {x.shape[1]}] fp32: {us:.0f} us", flush=True)
 
 
 def main() -> None:

@@ -29,6 +29,9 @@ class TensorParallelGroup:
     rank: int = 0
     size: int = 1
     group: Any = None  # torch.distributed ProcessGroup of these ranks; None for a single rank
+    # ranks of one host on the CPU: their shared-memory exchange (distributed/shm_comm.py), which
+    # takes every message that fits its slots; the process group takes the rest
+    host_comm: Any = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.size:
@@ -37,6 +40,8 @@ class TensorParallelGroup:
     def all_reduce_(self, x: torch.Tensor) -> torch.Tensor:
         """x summed over the ranks, in place; returns x."""
         if self.size > 1:
+            if self.host_comm is not None and self.host_comm.fits(x):
+                return self.host_comm.all_reduce_(x)
             import torch.distributed as dist
 
             dist.all_reduce(x, group=self.group)
@@ -46,6 +51,8 @@ class TensorParallelGroup:
         """The ranks' x side by side along `dim`, in rank order (every rank's x has one shape)."""
         if self.size == 1:
             return x
+        if self.host_comm is not None and self.host_comm.fits(x):
+            return self.host_comm.all_gather(x, dim)
         import torch.distributed as dist
 
         parts = [torch.empty_like(x) for _ in range(self.size)]

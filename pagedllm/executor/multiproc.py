@@ -8,7 +8,8 @@ that dies (killed, crashed) or raises ends the engine at once with an error nami
 and the other workers are stopped, so nothing hangs on a collective that can never complete.
 
 On the CPU the host's cores are split between the ranks (each process pinned to its share, its
-threads as many), so two ranks on two cores run one thread each.
+threads as many), so two ranks on two cores run one thread each, and the tensor-parallel
+collectives go through shared memory (distributed/shm_comm.py) rather than gloo's loopback TCP.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class MultiprocExecutor(Executor):
         self.workers: list[_WorkerHandle] = []
         for rank in range(world):
             parent_end, child_end = ctx.Pipe()
-            spec = WorkerProcSpec(config, eos_token_id, rank, world, port, cpus[rank], log_level)
+            spec = WorkerProcSpec(config, eos_token_id, rank, world, port, cpus[rank], log_level, shared_memory=True)
             proc = ctx.Process(target=run_worker, args=(spec, child_end), name=f"pagedllm-worker-{rank}", daemon=True)
             proc.start()
             child_end.close()
@@ -155,7 +156,7 @@ class MultiprocExecutor(Executor):
                 if kind == "error":
                     assert isinstance(value, WorkerError)
                     self._fail_if_one_died(worker)  # a peer's death is the cause of a collective's error
-                    _stop_workers(self.workers)
+                    _stop_workers(self.workers, grace_s=0.0)
                     raise value.to_exception()
                 self._inbox[worker.rank].append((kind, value))
         kind, value = inbox.popleft()
@@ -175,7 +176,7 @@ class MultiprocExecutor(Executor):
                     self._fail(worker, _exit_description(worker.proc))
 
     def _fail(self, worker: _WorkerHandle, what: str) -> NoReturn:
-        _stop_workers(self.workers)
+        _stop_workers(self.workers, grace_s=0.0)
         raise WorkerFailure(f"Worker rank {worker.rank} (pid {worker.proc.pid}) {what}; the engine stops.")
 
 
@@ -200,14 +201,15 @@ def _split_cpus(world_size: int) -> list[tuple[int, ...] | None]:
     return [tuple(cores[rank * share:(rank + 1) * share]) for rank in range(world_size)]
 
 
-def _stop_workers(workers: list[_WorkerHandle]) -> None:
-    """Ask the workers to stop, then make sure they have."""
+def _stop_workers(workers: list[_WorkerHandle], grace_s: float = _STOP_TIMEOUT_S) -> None:
+    """Ask the workers to stop, then make sure they have (at once with no grace: after a failure
+    the survivors wait in a collective for the lost rank and would not read the request)."""
     payload = pickle.dumps(("shutdown", None))
     for w in workers:
-        if w.proc.is_alive():
+        if w.proc.is_alive() and grace_s > 0:
             with contextlib.suppress(BrokenPipeError, OSError):
                 w.conn.send_bytes(payload)
-    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    deadline = time.monotonic() + grace_s
     for w in workers:
         w.proc.join(max(0.0, deadline - time.monotonic()))
     for w in workers:

@@ -44,6 +44,8 @@ class WorkerProcSpec:
     cpus: tuple[int, ...] | None  # the cores this rank runs on (CPU: the host's split between ranks)
     log_level: int
     host: str = "127.0.0.1"  # the rendezvous address: rank 0's machine
+    # every rank on this host, on the CPU: tensor-parallel collectives through shared memory
+    shared_memory: bool = False
 
 
 @dataclass
@@ -107,7 +109,7 @@ def start_worker(spec: WorkerProcSpec) -> Any:
     backend = "nccl" if device is not None else "gloo"
     parallel = spec.config.parallel_config
     tp, stage = init_parallel(spec.rank, parallel.tensor_parallel_size, parallel.pipeline_parallel_size, spec.port,
-                              backend, device, spec.host)
+                              backend, device, spec.host, spec.shared_memory and device is None)
     worker = Worker(spec.config, spec.eos_token_id, tp, stage)
     worker.load_model()
     return worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# Llama-3-8B, Qwen3-0.6B, Qwen3-30B-A3B and DeepSeek-V2-Lite shapes (config.json values of the released
+# Llama-3-8B and -70B, Qwen3-0.6B, Qwen3-30B-A3B and DeepSeek-V2-Lite shapes (config.json values of the released
 # models).
 LLAMA3_8B: dict[str, Any] = dict(
     architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096, intermediate_size=14336,
@@ -13,6 +13,8 @@ LLAMA3_8B: dict[str, Any] = dict(
     max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
     bos_token_id=1, eos_token_id=2,
 )
+LLAMA3_70B: dict[str, Any] = {**LLAMA3_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                               "num_attention_heads": 64}
 QWEN3_0_6B: dict[str, Any] = dict(
     architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=1024, intermediate_size=3072,
     num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,

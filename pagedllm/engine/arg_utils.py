@@ -184,8 +184,9 @@ class EngineArgs(VllmCompatArgs):
         if backend not in (None, *EXECUTOR_BACKENDS):
             raise ValueError(f"distributed_executor_backend={backend!r} is not supported yet (supported: "
                              f"{', '.join(EXECUTOR_BACKENDS)}).")
-        world = self.tensor_parallel_size * self.pipeline_parallel_size if self.tensor_parallel_size >= 1 else 1
-        if backend is None:  # vLLM's default: one rank in process; more on this host, or on a Ray cluster named
+        sizes = (self.tensor_parallel_size, self.pipeline_parallel_size)
+        world = sizes[0] * sizes[1] if all(isinstance(n, int) and n >= 1 for n in sizes) else 1  # (else refused below)
+        if backend is None:  # vLLM's defaults: one rank in this process; more on this host, or on RAY_ADDRESS's cluster
             backend = "uni" if world == 1 else "ray" if envs.ray_address() else "mp"
         return ParallelConfig(self.tensor_parallel_size, self.pipeline_parallel_size, backend)
 

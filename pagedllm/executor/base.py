@@ -44,6 +44,15 @@ class Executor(ABC):
         """Release the workers."""
 
 
+def smallest_plan(plans: list[KVCachePlan]) -> KVCachePlan:
+    """The ranks' KV-cache plans as one: every rank holds the same block table, so the smallest
+    rank's block count and context."""
+    from pagedllm.worker.memory import KVCachePlan
+
+    smallest = min(plans, key=lambda p: p.num_blocks)
+    return KVCachePlan(smallest.num_blocks, min(p.max_model_len for p in plans), smallest.max_concurrency)
+
+
 # vLLM's distributed_executor_backend names (config.EXECUTOR_BACKENDS)
 EXECUTORS: LazyRegistry[type[Executor]] = LazyRegistry("executor", {
     "uni": "pagedllm.executor.uniproc:UniprocExecutor",

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.executor.base import Executor, WorkerFailure
+from pagedllm.executor.base import Executor, WorkerFailure, smallest_plan
 from pagedllm.executor.worker_proc import WorkerError, WorkerProcSpec, run_worker
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.worker.memory import KVCachePlan
@@ -92,9 +92,7 @@ class MultiprocExecutor(Executor):
 
     def determine_kv_cache(self) -> KVCachePlan:
         """The smallest rank's plan: every rank holds the same block table."""
-        plans: list[KVCachePlan] = self._call_all("determine_kv_cache")
-        smallest = min(plans, key=lambda p: p.num_blocks)
-        return KVCachePlan(smallest.num_blocks, min(p.max_model_len for p in plans), smallest.max_concurrency)
+        return smallest_plan(self._call_all("determine_kv_cache"))
 
     def initialize_cache(self, config: EngineConfig) -> None:
         self.config = config

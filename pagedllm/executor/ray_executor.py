@@ -5,10 +5,9 @@ The executor attaches to a running cluster (`ray start --head` on one machine, `
 --address HEAD:6379` on the others, RAY_ADDRESS naming it here) or, without one, starts a local
 Ray instance. Each actor runs the same Worker as a process of the mp executor (worker_proc.py):
 the ranks rendezvous at rank 0's machine and all-reduce with gloo or NCCL. Every step is one actor
-call per rank; the output rank's (ParallelConfig.output_rank) returns the step's output, the others'
-None. A rank whose actor dies (its
-process killed, its machine lost) fails its call, and the executor ends the engine with an error
-naming the rank.
+call per rank; the output rank's (ParallelConfig.output_rank) returns the step's output, the
+others' None. A rank whose actor dies (its process killed, its machine lost) fails its call, and the
+executor ends the engine with an error naming the rank.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from typing import Any
 from pagedllm import envs
 from pagedllm.config import EngineConfig
 from pagedllm.core.scheduler_output import SchedulerOutput
-from pagedllm.executor.base import Executor, WorkerFailure
+from pagedllm.executor.base import Executor, WorkerFailure, smallest_plan
 from pagedllm.executor.worker_proc import WorkerProcSpec, call_worker, start_worker
 from pagedllm.outputs import ModelRunnerOutput, ModelRunnerOutputFuture
 from pagedllm.worker.memory import KVCachePlan
@@ -125,9 +124,7 @@ class RayExecutor(Executor):
 
     def determine_kv_cache(self) -> KVCachePlan:
         """The smallest rank's plan: every rank holds the same block table."""
-        plans: list[KVCachePlan] = self._get_all([a.call.remote("determine_kv_cache", None) for a in self.actors])
-        smallest = min(plans, key=lambda p: p.num_blocks)
-        return KVCachePlan(smallest.num_blocks, min(p.max_model_len for p in plans), smallest.max_concurrency)
+        return smallest_plan(self._get_all([a.call.remote("determine_kv_cache", None) for a in self.actors]))
 
     def initialize_cache(self, config: EngineConfig) -> None:
         self.config = config

@@ -46,6 +46,7 @@ class WorkerProcSpec:
     host: str = "127.0.0.1"  # the rendezvous address: rank 0's machine
     # every rank on this host, on the CPU: tensor-parallel collectives through shared memory
     shared_memory: bool = False
+    ranks_on_host: int = 1  # the workers sharing this rank's host (its memory)
 
 
 @dataclass
@@ -110,7 +111,7 @@ def start_worker(spec: WorkerProcSpec) -> Any:
     parallel = spec.config.parallel_config
     tp, stage = init_parallel(spec.rank, parallel.tensor_parallel_size, parallel.pipeline_parallel_size, spec.port,
                               backend, device, spec.host, spec.shared_memory and device is None)
-    worker = Worker(spec.config, spec.eos_token_id, tp, stage)
+    worker = Worker(spec.config, spec.eos_token_id, tp, stage, spec.ranks_on_host)
     worker.load_model()
     return worker
 

@@ -53,13 +53,16 @@ class Worker:
     final config from) -> initialize_cache(final config) -> execute_model(...) per step."""
 
     def __init__(self, config: EngineConfig, eos_token_id: int | None,
-                 tensor_parallel: TensorParallelGroup = SINGLE_RANK, stage: PipelineStage = SINGLE_STAGE) -> None:
+                 tensor_parallel: TensorParallelGroup = SINGLE_RANK, stage: PipelineStage = SINGLE_STAGE,
+                 ranks_on_host: int = 1) -> None:
         """tensor_parallel: the ranks this worker's layers are split over, `stage`: which of the
         model's layers it holds (executor/worker_proc.py joins the ranks); the defaults are the
-        whole model on this one device."""
+        whole model on this one device. ranks_on_host: workers sharing this host's memory (the
+        CPU's KV cache takes its share of what is free)."""
         self.config = config
         self.eos_token_id = eos_token_id
         self.tp, self.stage = tensor_parallel, stage
+        self.ranks_on_host = ranks_on_host
         kernel_config = config.kernel_config
         self.platform = get_platform(config.device_config.device)
         self.platform.set_num_threads(kernel_config)
@@ -142,7 +145,8 @@ class Worker:
         byte budget, or (CUDA) from what a profiled worst-case step leaves of the card."""
         cc, max_model_len = self.config.cache_config, self.config.model_config.max_model_len
         if not self.is_cuda or cc.num_gpu_blocks_override is not None or cc.kv_cache_memory is not None:
-            num_blocks = determine_num_blocks(self._spec(), cc, self.platform.available_memory_bytes(),
+            available = self.platform.available_memory_bytes() // (1 if self.is_cuda else self.ranks_on_host)
+            num_blocks = determine_num_blocks(self._spec(), cc, available,
                                               self.platform.device_name, self.config.scheduler_config.max_num_seqs,
                                               max_model_len)
             return KVCachePlan(num_blocks, max_model_len, num_blocks * cc.block_size / max_model_len)

@@ -145,13 +145,12 @@ class MultiprocExecutor(Executor):
             for obj in ready:
                 worker = by_object[obj]
                 if not isinstance(obj, Connection):
-                    self._fail(worker, _exit_description(worker.proc))
+                    self._fail_exited(worker)
                 assert isinstance(obj, Connection)
                 try:
                     kind, value = obj.recv()
                 except (EOFError, OSError):
-                    worker.proc.join(1.0)
-                    self._fail(worker, _exit_description(worker.proc))
+                    self._fail_exited(worker)
                 if kind == "error":
                     assert isinstance(value, WorkerError)
                     self._fail_if_one_died(worker)  # a peer's death is the cause of a collective's error
@@ -172,7 +171,13 @@ class MultiprocExecutor(Executor):
             if worker.proc.sentinel in exited:
                 worker.proc.join(1.0)
                 if worker.proc.exitcode != 0:
-                    self._fail(worker, _exit_description(worker.proc))
+                    self._fail_exited(worker)
+
+    def _fail_exited(self, worker: _WorkerHandle) -> NoReturn:
+        """WorkerFailure for a worker whose process ended (its sentinel fired or its pipe closed: the
+        exit status is known once the process is reaped, a moment later)."""
+        worker.proc.join(1.0)
+        self._fail(worker, _exit_description(worker.proc))
 
     def _fail(self, worker: _WorkerHandle, what: str) -> NoReturn:
         _stop_workers(self.workers, grace_s=0.0)

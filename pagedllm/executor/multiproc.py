@@ -76,7 +76,7 @@ class MultiprocExecutor(Executor):
         self.workers: list[_WorkerHandle] = []
         for rank in range(world):
             parent_end, child_end = ctx.Pipe()
-            spec = WorkerProcSpec(config, eos_token_id, rank, world, port, cpus[rank], log_level, shared_memory=True,
+            spec = WorkerProcSpec(config, eos_token_id, rank, port, cpus[rank], log_level, shared_memory=True,
                                   ranks_on_host=world)
             proc = ctx.Process(target=run_worker, args=(spec, child_end), name=f"pagedllm-worker-{rank}", daemon=True)
             proc.start()

@@ -117,7 +117,7 @@ class RayExecutor(Executor):
         rank_config = dataclasses.replace(
             config, kernel_config=dataclasses.replace(config.kernel_config, cpu_threads=None if cuda else cpus))
         log_level = logging.getLogger("pagedllm").getEffectiveLevel()
-        self._get_all([a.start.remote(WorkerProcSpec(rank_config, eos_token_id, rank, world, port, None, log_level,
+        self._get_all([a.start.remote(WorkerProcSpec(rank_config, eos_token_id, rank, port, None, log_level,
                                                      ips[0], ranks_on_host=self.node_ids.count(self.node_ids[rank])))
                        for rank, a in enumerate(self.actors)])
         logger.info("%d Ray workers ready in %.1f s", world, time.perf_counter() - start)

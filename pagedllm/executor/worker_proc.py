@@ -38,8 +38,7 @@ class WorkerProcSpec:
 
     config: EngineConfig
     eos_token_id: int | None
-    rank: int
-    world_size: int
+    rank: int  # of config.parallel_config.world_size
     port: int  # the rendezvous port of the ranks (distributed/process_group.py)
     cpus: tuple[int, ...] | None  # the cores this rank runs on (CPU: the host's split between ranks)
     log_level: int

@@ -126,7 +126,8 @@ class RowParallelLinear(Linear):
         super().load_hf_weight(attr, tensor, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, in / size] -> [T, out]
-        return self.tp.all_reduce_(super().forward(x))
+        out = super().forward(x)
+        return out if self.tp.size == 1 else self.tp.all_reduce_(out)
 
     def accumulate_(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """residual [T, out] += the layer's output, in place, with one all-reduce: rank 0 adds its
